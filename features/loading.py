@@ -1,0 +1,170 @@
+"""Load a shop: read every contract table, validate it, apply cross-table rules, merge aliases.
+
+The result, :class:`ShopData`, is the only way shop data enters features and training.
+Its :class:`LoadReport` accounts for every input row: ``rows_in = loaded + quarantined +
+merged`` per table, and the quarantined rows themselves can be written next to the
+run's outputs with the file, row, column and reason of each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.aliases import merge_aliases
+from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractError, quarantine_rows, validate_table
+from features.sources import RawTable, open_source, write_tables
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TableReport:
+    """What happened to one table's rows."""
+
+    source: str
+    rows_in: int
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_merged: int = 0
+    ids_remapped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add_quarantine(self, quarantine: pd.DataFrame) -> None:
+        self.rows_quarantined += len(quarantine)
+        if len(quarantine):
+            for reason, count in quarantine["_reason"].value_counts().items():
+                self.reasons[str(reason)] = self.reasons.get(str(reason), 0) + int(count)
+
+
+@dataclass
+class LoadReport:
+    """Per-table accounting of a load, plus which optional tables were present."""
+
+    source: str
+    tables: dict[str, TableReport] = field(default_factory=dict)
+
+    @property
+    def present(self) -> list[str]:
+        return list(self.tables)
+
+    @property
+    def absent(self) -> list[str]:
+        return [name for name in TABLES if name not in self.tables]
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(t.rows_quarantined for t in self.tables.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "present": self.present,
+            "absent": self.absent,
+            "tables": {name: vars(report) for name, report in self.tables.items()},
+        }
+
+
+@dataclass
+class ShopData:
+    """Validated contract tables (canonical dtypes, aliases merged) and the report of the load."""
+
+    tables: dict[str, pd.DataFrame]
+    report: LoadReport
+    quarantine: dict[str, pd.DataFrame]
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+    def has(self, name: str) -> bool:
+        return name in self.tables
+
+    def write_quarantine(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write ``<table>.csv`` of quarantined rows and ``load_report.json`` into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = write_tables({k: v for k, v in self.quarantine.items() if len(v)}, out, "csv")
+        report_path = out / "load_report.json"
+        report_path.write_text(json.dumps(self.report.to_dict(), indent=2))
+        return [*written, report_path]
+
+
+def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = None,
+              progress: Progress | None = None) -> ShopData:
+    """Read and validate every contract table found at a folder path or SQLAlchemy URL."""
+    source = open_source(location)
+    present = source.available()
+    missing = [name for name in REQUIRED_TABLES if name not in present]
+    if missing:
+        raise ContractError(
+            f"{source.description}: required table{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} not found "
+            f"(expected <table>.csv, .csv.gz or .parquet, or a SQL table of that name)"
+        )
+    raw: dict[str, RawTable] = {}
+    for name in TABLES:
+        if name in present:
+            if progress:
+                progress(f"reading {name}")
+            raw[name] = source.read(TABLES[name])
+    return validate_tables(raw, source=source.description, now=now, progress=progress)
+
+
+def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timestamp | None = None,
+                    progress: Progress | None = None) -> ShopData:
+    """Validate raw tables (from a source or an importer) into :class:`ShopData`."""
+    report = LoadReport(source=source)
+    clean: dict[str, pd.DataFrame] = {}
+    quarantine: dict[str, list[pd.DataFrame]] = {}
+    for name, table in raw.items():
+        if progress:
+            progress(f"validating {name} ({len(table.frame):,} rows)")
+        validated = validate_table(TABLES[name], table.frame, table.location, now=now)
+        report.tables[name] = TableReport(source=table.location, rows_in=len(table.frame))
+        clean[name] = validated.clean
+        quarantine[name] = [validated.quarantine]
+
+    def split(name: str, mask: np.ndarray, column: str, reason: str) -> None:
+        kept, bad = quarantine_rows(clean[name], mask, column, reason, name, report.tables[name].source)
+        clean[name] = kept
+        quarantine[name].append(bad)
+
+    known_items = clean["items"]["item_id"]
+    split("orders", ~clean["orders"]["item_id"].isin(known_items).to_numpy(dtype=bool), "item_id",
+          "item_id not in items")
+    if "events" in clean:
+        events = clean["events"]
+        unknown = events["item_id"].notna().to_numpy() & ~events["item_id"].isin(known_items).to_numpy(dtype=bool)
+        split("events", unknown, "item_id", "item_id not in items")
+
+    if "customer_aliases" in clean:
+        merged = merge_aliases(clean, clean["customer_aliases"],
+                               report.tables["customer_aliases"].source)
+        for name, bad in merged.quarantine.items():
+            quarantine[name].append(bad)
+        for name, count in merged.ids_remapped.items():
+            report.tables[name].ids_remapped = count
+        if "customers" in clean:
+            report.tables["customers"].rows_merged = merged.customers_merged
+        clean = merged.tables
+
+    result_quarantine = {}
+    for name, parts in quarantine.items():
+        frames = [p for p in parts if len(p)]
+        result_quarantine[name] = pd.concat(frames, ignore_index=True) if frames else parts[0]
+        report.tables[name].add_quarantine(result_quarantine[name])
+        clean[name] = clean[name].drop(columns=[ROW_COLUMN])
+        report.tables[name].rows_loaded = len(clean[name])
+    return ShopData(tables=clean, report=report, quarantine=result_quarantine)
+
+
+def write_shop(shop: ShopData, out_dir: str | os.PathLike[str], fmt: str = "csv") -> list[Path]:
+    """Write the clean tables as a contract folder, with quarantine and report in ``out/quarantine``."""
+    written = write_tables(shop.tables, out_dir, fmt)  # type: ignore[arg-type]
+    return [*written, *shop.write_quarantine(Path(out_dir) / "quarantine")]
