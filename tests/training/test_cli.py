@@ -1,0 +1,54 @@
+"""The `shoprec` command as a user runs it: a real subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.sources import write_tables
+from tests.features.shop_fixtures import RAW_TABLES
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SHOPREC, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def shop_dir(tmp_path: Path) -> Path:
+    write_tables(RAW_TABLES, tmp_path / "shop", "csv")
+    return tmp_path / "shop"
+
+
+def test_validate_prints_report_and_writes_quarantine(shop_dir: Path, tmp_path: Path) -> None:
+    result = run("validate", str(shop_dir), "--quarantine-dir", str(tmp_path / "q"))
+    assert result.returncode == 0, result.stderr
+    assert "Load report" in result.stdout
+    assert f"quarantined: {shop_dir / 'orders.csv'} row 7 column 'quantity': quantity <= 0" in result.stdout
+    assert (tmp_path / "q" / "orders.csv").is_file()
+    assert (tmp_path / "q" / "load_report.json").is_file()
+
+
+def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = run("validate", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"error: {tmp_path / 'nope'}: no such data folder" in result.stderr
+
+
+def test_missing_column_names_file_and_column(shop_dir: Path) -> None:
+    RAW_TABLES["orders"].drop(columns=["ts"]).to_csv(shop_dir / "orders.csv", index=False)
+    result = run("validate", str(shop_dir))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{shop_dir / 'orders.csv'}: table 'orders' is missing required column 'ts'" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run("--debug", "validate", str(tmp_path / "nope"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr

@@ -1,0 +1,205 @@
+"""The ``shoprec`` command line.
+
+Every command exits non-zero with a one-line reason on bad input; ``--debug`` shows the
+traceback instead. Long steps report progress on stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.loading import LoadReport, ShopData, load_shop, validate_tables, write_shop
+from features.schema import ContractError
+
+app = typer.Typer(help="shoprec: recommendations and purchase propensity for online shops.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+import_app = typer.Typer(help="Turn public data formats into the shoprec data contract.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+USER_ERRORS = (ContractError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def user_command(func: F) -> F:
+    """Turn expected failures (bad data, missing files) into one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as error:
+            if _state["debug"]:
+                raise
+            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_status(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; plain progress lines otherwise (CI logs, pipes)."""
+    if console.is_terminal:
+        with console.status(message) as status:
+            yield lambda text: status.update(text)
+    else:
+        console.print(message, highlight=False)
+        yield lambda text: console.print(f"  {text}", highlight=False)
+
+
+def render_report(report: LoadReport) -> Table:
+    table = Table(title=f"Load report: {report.source}", title_justify="left")
+    for name, justify in (("table", "left"), ("rows in", "right"), ("loaded", "right"),
+                          ("quarantined", "right"), ("merged", "right"), ("reasons", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name, t in report.tables.items():
+        reasons = "\n".join(f"{reason}: {count:,}" for reason, count in
+                            sorted(t.reasons.items(), key=lambda kv: -kv[1]))
+        table.add_row(name, f"{t.rows_in:,}", f"{t.rows_loaded:,}", f"{t.rows_quarantined:,}",
+                      f"{t.rows_merged:,}", reasons or "-")
+    for name in report.absent:
+        table.add_row(name, "-", "-", "-", "-", "absent (optional)")
+    return table
+
+
+def print_quarantine_examples(shop: ShopData, per_table: int = 3) -> None:
+    """Show where the first bad rows are, so the data owner can go and fix them."""
+    columns = ["_source", "_row", "_column", "_reason"]
+    for frame in shop.quarantine.values():
+        for source, row, column, reason in frame[columns].head(per_table).itertuples(index=False, name=None):
+            out.print(f"quarantined: {source} row {row} column '{column}': {reason}", highlight=False, soft_wrap=True)
+
+
+def _load_and_report(data: str, quarantine_dir: Path | None) -> ShopData:
+    with progress_status(f"loading {data}") as progress:
+        shop = load_shop(data, progress=progress)
+    out.print(render_report(shop.report))
+    print_quarantine_examples(shop)
+    if quarantine_dir is not None:
+        shop.write_quarantine(quarantine_dir)
+        out.print(f"quarantined rows and load_report.json written to {quarantine_dir}")
+    return shop
+
+
+@app.command()
+@user_command
+def validate(
+    data: Annotated[str, typer.Argument(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
+    quarantine_dir: Annotated[Path | None, typer.Option(help="Write quarantined rows and the report here.")] = None,
+) -> None:
+    """Load a shop's data, check it against the contract and print the load report."""
+    _load_and_report(data, quarantine_dir)
+
+
+@app.command()
+@user_command
+def sample(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the sample shop into.")],
+    customers: Annotated[int, typer.Option(min=10)] = 5000,
+    items: Annotated[int, typer.Option(min=50)] = 1000,
+    days: Annotated[int, typer.Option(min=14)] = 180,
+    seed: Annotated[int, typer.Option()] = 42,
+    dirty_share: Annotated[float, typer.Option(min=0.0, max=0.2, help="Share of deliberately bad rows.")] = 0.005,
+    fmt: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
+) -> None:
+    """Generate a synthetic shop with planted structure (see docs/sample.md)."""
+    _write_sample(out_dir, customers=customers, items=items, days=days, seed=seed,
+                  dirty_share=dirty_share, fmt=fmt)
+
+
+def _write_sample(out_dir: Path, *, fmt: str, **config: Any) -> None:
+    from features.sample import SampleConfig, generate_shop, write_truth
+    from features.sources import write_tables
+
+    _check_format(fmt)
+    with progress_status("generating the sample shop") as progress:
+        started = time.perf_counter()
+        shop = generate_shop(SampleConfig(**config))
+        progress(f"writing {fmt} files to {out_dir}")
+        write_tables(shop.tables, out_dir, fmt)  # type: ignore[arg-type]
+        write_truth(shop, out_dir)
+    rows = ", ".join(f"{name} {len(frame):,}" for name, frame in shop.tables.items())
+    out.print(f"sample shop written to {out_dir} in {time.perf_counter() - started:.1f}s: {rows}")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("csv", "csv.gz", "parquet"):
+        raise typer.BadParameter(f"--format must be csv, csv.gz or parquet, not {fmt!r}")
+
+
+def _finish_import(raw: dict, notes: Any, source: str, out_dir: Path, fmt: str) -> None:
+    with progress_status("validating imported tables") as progress:
+        shop = validate_tables(raw, source=source, progress=progress)
+        progress(f"writing {fmt} files to {out_dir}")
+        write_shop(shop, out_dir, fmt)
+    out.print(render_report(shop.report))
+    for line in notes.lines():
+        out.print(f"note: {line}", highlight=False)
+    out.print(f"imported into {out_dir} (quarantined rows in {out_dir / 'quarantine'})")
+
+
+@import_app.command("completejourney")
+@user_command
+def import_completejourney_command(
+    src: Annotated[Path, typer.Argument(help="Folder with the Complete Journey CSV files.")],
+    out_dir: Annotated[Path, typer.Argument(help="Output folder (the data contract).")],
+    fmt: Annotated[str, typer.Option("--format")] = "parquet",
+) -> None:
+    """84.51 Complete Journey (households, baskets, products, campaigns) into the contract."""
+    from features.importers import import_completejourney
+
+    _check_format(fmt)
+    with progress_status(f"importing {src}") as progress:
+        raw, notes = import_completejourney(src, progress=progress)
+    _finish_import(raw, notes, str(src), out_dir, fmt)
+
+
+@import_app.command("rees46")
+@user_command
+def import_rees46_command(
+    path: Annotated[Path, typer.Argument(help="REES46-style event log (CSV, optionally gzipped).")],
+    out_dir: Annotated[Path, typer.Argument(help="Output folder (the data contract).")],
+    fmt: Annotated[str, typer.Option("--format")] = "parquet",
+) -> None:
+    """A REES46 e-commerce event log (view/cart/remove_from_cart/purchase) into the contract."""
+    from features.importers import import_rees46
+
+    _check_format(fmt)
+    with progress_status(f"importing {path}") as progress:
+        raw, notes = import_rees46(path, progress=progress)
+    _finish_import(raw, notes, str(path), out_dir, fmt)
+
+
+@app.command()
+@user_command
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path("demo-data"),
+    customers: Annotated[int, typer.Option(min=10)] = 5000,
+    items: Annotated[int, typer.Option(min=50)] = 1000,
+) -> None:
+    """The embedded default end to end: generate the sample shop, then load and validate it."""
+    data_dir = out_dir / "shop"
+    _write_sample(data_dir, customers=customers, items=items, days=180, seed=42, dirty_share=0.005, fmt="csv")
+    _load_and_report(str(data_dir), out_dir / "quarantine")
+
+
+if __name__ == "__main__":
+    app()
