@@ -114,8 +114,8 @@ def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: i
 
 
 def evaluate_model(model: Recommender, split: TimeSplit, k: int) -> dict[str, float]:
-    """Fit-free evaluation of an already fitted model on the split's warm customers."""
-    recommended, _ = model.recommend(split.train, split.customers, k, split.exclude)
+    """Evaluate an already fitted model on the split's warm customers."""
+    recommended, _ = model.recommend(split.train.interactions, split.customers, k, split.exclude[split.customers])
     popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
     metrics = ranking_metrics(recommended, split.relevant, split.train.shape[1], popularity)
     metrics["evaluated_customers"] = float(len(split.customers))

@@ -7,11 +7,12 @@ exclusions applied as a sparse mask, in blocks so memory stays bounded.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Self
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
@@ -46,37 +47,48 @@ class Recommender(ABC):
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """Scores (len(customers) x n_items, float32) for customers given their interaction rows."""
 
-    def recommend(self, dataset: Dataset, customers: np.ndarray, k: int,
+    def recommend(self, interactions: sp.csr_matrix, customers: np.ndarray, k: int,
                   exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per customer, best first; excluded items never appear.
 
-        Rows with fewer than k allowed items are padded with index -1 and score -inf.
+        ``interactions`` is the full customer x item matrix the model was fitted on (models
+        that score from history read the customers' rows). ``exclude`` is row-aligned with
+        ``customers``. Rows with fewer than k allowed items are padded with -1 / -inf.
+        Works in blocks of customers so memory stays bounded whatever the base size.
         """
         customers = np.asarray(customers, dtype=np.int64)
         all_items = np.empty((len(customers), k), dtype=np.int64)
         all_scores = np.empty((len(customers), k), dtype=np.float32)
         for start in range(0, len(customers), BLOCK_CUSTOMERS):
-            block = customers[start:start + BLOCK_CUSTOMERS]
-            scores = self.score(block, dataset.interactions[block])
-            mask = exclude[block] if exclude is not None else None
-            items, top = top_k(scores, k, mask)
+            stop = start + BLOCK_CUSTOMERS
+            block = customers[start:stop]
+            scores = self.score(block, interactions[block])
+            items, top = top_k(scores, k, exclude[start:stop] if exclude is not None else None)
             all_items[start:start + len(block)] = items
             all_scores[start:start + len(block)] = top
         return all_items, all_scores
 
-    def recommend_frame(self, dataset: Dataset, customer_ids: list[str] | np.ndarray, k: int,
-                        exclude: sp.csr_matrix | None = None) -> pd.DataFrame:
-        """The protocol's external form: ``customer_id, item_id, score, rank`` (rank from 1)."""
-        idx = dataset.customers.to_index(np.asarray(customer_ids, dtype=object))
-        items, scores = self.recommend(dataset, idx, k, exclude)
-        valid = items >= 0
-        n = len(idx)
-        return pd.DataFrame({
-            "customer_id": np.repeat(np.asarray(customer_ids, dtype=object), k)[valid.ravel()],
-            "item_id": dataset.items.to_external(items[valid]),
-            "score": scores[valid],
-            "rank": np.tile(np.arange(1, k + 1), n)[valid.ravel()],
-        })
+    def state(self) -> dict[str, np.ndarray | sp.csr_matrix]:
+        """Learned state: every attribute whose name ends in an underscore."""
+        return {name: value for name, value in vars(self).items() if name.endswith("_")}
+
+    def save(self, folder: Path) -> None:
+        """Arrays as .npy / sparse .npz plus the config as JSON: no pickle, readable anywhere."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.json").write_text(json.dumps({"family": self.family, "config": self.config.model_dump()}))
+        for name, value in self.state().items():
+            if sp.issparse(value):
+                sp.save_npz(folder / f"{name}.npz", sp.csr_matrix(value))
+            else:
+                np.save(folder / f"{name}.npy", np.asarray(value), allow_pickle=False)
+
+    def load_state(self, folder: Path) -> Self:
+        for path in sorted(folder.iterdir()):
+            if path.suffix == ".npy":
+                setattr(self, path.stem, np.load(path, allow_pickle=False))
+            elif path.suffix == ".npz":
+                setattr(self, path.stem, sp.load_npz(path).tocsr())
+        return self
 
 
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:

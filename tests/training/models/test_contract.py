@@ -1,0 +1,117 @@
+"""The shared contract every recommender passes (after implicit's and RecTools' test mixins).
+
+Known answer: two blocks of customers each buying only from their own block of items.
+A model that learns anything recommends in-block items; popularity cannot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from features.dataset import Dataset, InteractionConfig, build_dataset
+from features.loading import validate_tables
+from features.sources import RawTable
+from training.models import MODELS, build_model, load_model
+from training.models.base import top_k
+
+N_CUSTOMERS, N_ITEMS, BLOCK = 40, 20, 10
+LEARNING_FAMILIES = [f for f in MODELS if f != "popularity"]
+FAST_PARAMS = {"als": {"factors": 4, "iterations": 15, "regularization": 1.0}, "bpr": {"factors": 8, "iterations": 200},
+               "ease": {"l2": 1.0}, "cooccurrence": {"min_support": 1}, "popularity": {}}
+
+
+def block_dataset(seed: int = 0) -> Dataset:
+    """Customer c in block c % 2 buys 6 random items of that block, one order per item."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(N_CUSTOMERS):
+        block = c % 2
+        for n, i in enumerate(rng.choice(BLOCK, size=6, replace=False)):
+            rows.append((f"o{c}_{n // 2}", f"c{c:02d}", f"i{block * BLOCK + i:02d}"))
+    orders = pd.DataFrame(rows, columns=["order_id", "customer_id", "item_id"])
+    orders["quantity"], orders["unit_price"] = 1.0, 5.0
+    orders["ts"] = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.arange(len(orders)), unit="h")
+    items = pd.DataFrame({"item_id": [f"i{i:02d}" for i in range(N_ITEMS)], "category": "x", "price": 5.0})
+    shop = validate_tables({"items": RawTable(items, "items"), "orders": RawTable(orders, "orders")}, source="test")
+    return build_dataset(shop, InteractionConfig(half_life_days=None))
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return block_dataset()
+
+
+def fitted(family: str, dataset: Dataset):
+    return build_model(family, FAST_PARAMS[family]).fit(dataset)
+
+
+@pytest.mark.parametrize("family", LEARNING_FAMILIES)
+def test_known_answer_blocks(family: str, dataset: Dataset) -> None:
+    customers = np.arange(N_CUSTOMERS)
+    items, _ = fitted(family, dataset).recommend(dataset.interactions, customers, 4, exclude=dataset.purchases)
+    block_of_customer = np.array([int(c[1:]) % 2 for c in dataset.customers.external_ids])
+    block_of_item = np.array([int(i[1:]) // BLOCK for i in dataset.items.external_ids])
+    in_block = block_of_item[items] == block_of_customer[:, None]
+    assert in_block.mean() >= 0.95, f"{family}: only {in_block.mean():.0%} in-block"
+
+
+def test_popularity_ignores_the_customer(dataset: Dataset) -> None:
+    items, _ = fitted("popularity", dataset).recommend(dataset.interactions, np.arange(N_CUSTOMERS), 4)
+    assert (items == items[0]).all()
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_save_load_round_trip_gives_identical_recommendations(family: str, dataset: Dataset, tmp_path: Path) -> None:
+    model = fitted(family, dataset)
+    model.save(tmp_path / family)
+    again = load_model(tmp_path / family)
+    assert type(again) is type(model) and again.config == model.config
+    customers = np.arange(N_CUSTOMERS)
+    a_items, a_scores = model.recommend(dataset.interactions, customers, 5, dataset.purchases)
+    b_items, b_scores = again.recommend(dataset.interactions, customers, 5, dataset.purchases)
+    np.testing.assert_array_equal(a_items, b_items)
+    np.testing.assert_array_equal(a_scores, b_scores)
+
+
+@pytest.mark.parametrize("family", ["als", "bpr"])
+def test_same_seed_same_recommendations(family: str, dataset: Dataset) -> None:
+    customers = np.arange(N_CUSTOMERS)
+    first = fitted(family, dataset).recommend(dataset.interactions, customers, 5)[0]
+    second = fitted(family, dataset).recommend(dataset.interactions, customers, 5)[0]
+    np.testing.assert_array_equal(first, second)
+    other = build_model(family, {**FAST_PARAMS[family], "random_state": 7}).fit(dataset)
+    assert not np.array_equal(first, other.recommend(dataset.interactions, customers, 5)[0])
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_excluded_items_never_recommended(family: str, dataset: Dataset) -> None:
+    customers = np.arange(N_CUSTOMERS)
+    items, _ = fitted(family, dataset).recommend(dataset.interactions, customers, 5, dataset.purchases)
+    bought = dataset.purchases.toarray() > 0
+    assert not bought[np.repeat(customers, 5), items.ravel()].any()
+
+
+def test_top_k_pads_when_too_few_items_allowed() -> None:
+    scores = np.array([[0.5, 0.9, 0.1]], dtype=np.float32)
+    items, top = top_k(scores, 4, sp.csr_matrix(np.array([[0, 1, 0]])))
+    assert items.tolist() == [[0, 2, -1, -1]]
+    assert np.isneginf(top[0, 2:]).all()
+
+
+def test_unknown_hyper_parameter_is_an_error() -> None:
+    with pytest.raises(ValueError, match="factor"):
+        build_model("als", {"factor": 10})
+    with pytest.raises(ValueError, match="unknown model family"):
+        build_model("svd")
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_config_round_trips_through_logged_params(family: str) -> None:
+    model = build_model(family, FAST_PARAMS[family])
+    again = build_model(family, model.config.model_dump())
+    assert again.config == model.config
