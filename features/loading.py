@@ -85,6 +85,14 @@ class ShopData:
     def has(self, name: str) -> bool:
         return name in self.tables
 
+    def before(self, cutoff: pd.Timestamp) -> ShopData:
+        """The same shop as it stood just before ``cutoff`` (timestamped tables filtered)."""
+        tables = dict(self.tables)
+        for name, column in (("orders", "ts"), ("events", "ts"), ("email_events", "sent_ts")):
+            if name in tables:
+                tables[name] = tables[name][tables[name][column] < cutoff].reset_index(drop=True)
+        return ShopData(tables=tables, report=self.report, quarantine=self.quarantine)
+
     def write_quarantine(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """Write ``<table>.csv`` of quarantined rows and ``load_report.json`` into ``out_dir``."""
         out = Path(out_dir)

@@ -7,6 +7,7 @@ traceback instead. Long steps report progress on stderr.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,8 @@ import_app = typer.Typer(help="Turn public data formats into the shoprec data co
 app.add_typer(import_app, name="import")
 
 console = Console(stderr=True)
-out = Console()
+# Pipes and CI logs get a wide fixed width so report tables are not squeezed to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -188,6 +190,83 @@ def import_rees46_command(
     _finish_import(raw, notes, str(path), out_dir, fmt)
 
 
+def _train_config(config_file: Path | None, experiment: str | None) -> Any:
+    from training.pipeline import TrainConfig
+
+    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(config_file.read_text())
+    return config.model_copy(update={"experiment": experiment}) if experiment else config
+
+
+def render_metrics(table: Any, chosen: str, key: str) -> Table:
+    view = Table(title=f"Held-out evaluation (test window), chosen on validation: {chosen}", title_justify="left")
+    columns = [c for c in table.columns if c != "evaluated_customers"]
+    view.add_column("model")
+    for column in columns:
+        view.add_column(column, justify="right")
+    for family, row in table.iterrows():
+        name = f"{family} *" if family == chosen else family
+        view.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+    return view
+
+
+def _train(data: str, config_file: Path | None, experiment: str | None, register: bool) -> None:
+    from training.pipeline import run_training
+    from training.tracking import tracking_uri
+
+    config = _train_config(config_file, experiment)
+    with progress_status(f"training on {data}") as progress:
+        result = run_training(data, config, register=register, progress=progress)
+    out.print(render_metrics(result.metrics, result.chosen, config.metric_key))
+    evaluated = int(result.metrics["evaluated_customers"].iloc[0])
+    out.print(f"evaluated on {evaluated:,} customers who bought in the test window and had history; "
+              f"MLflow run {result.run_id} at {tracking_uri()}", highlight=False)
+    if result.model_version is not None and result.gate is not None:
+        verdict = "promoted to @champion" if result.gate.passed else "kept as @challenger (champion unchanged)"
+        out.print(f"registered {config.model_name} v{result.model_version}: {verdict}: {result.gate.reason}",
+                  highlight=False)
+
+
+@app.command()
+@user_command
+def train(
+    data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+) -> None:
+    """Train every model family, evaluate on a time split, register, and promote through the gate."""
+    _train(data, config_file, experiment, register=True)
+
+
+@app.command()
+@user_command
+def evaluate(
+    data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+) -> None:
+    """Like train, but registers nothing: evaluate and log to MLflow only."""
+    _train(data, config_file, experiment, register=False)
+
+
+@app.command()
+@user_command
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to make @champion.")],
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "shoprec",
+) -> None:
+    """Force a model version to @champion, bypassing the gate (the choice is logged in the registry)."""
+    from mlflow.exceptions import MlflowException
+
+    from training import registry, tracking
+
+    client = tracking.configure()
+    try:
+        registry.promote(client, model_name, version)
+    except MlflowException as error:
+        raise ValueError(f"cannot promote {model_name} v{version}: {error.message}") from None
+    out.print(f"{model_name} v{version} is now @champion")
+
+
 @app.command()
 @user_command
 def demo(
@@ -195,10 +274,17 @@ def demo(
     customers: Annotated[int, typer.Option(min=10)] = 5000,
     items: Annotated[int, typer.Option(min=50)] = 1000,
 ) -> None:
-    """The embedded default end to end: generate the sample shop, then load and validate it."""
+    """The embedded default end to end: sample shop -> validate -> train, register, promote."""
+    import os
+
+    from training.tracking import tracking_uri
+
     data_dir = out_dir / "shop"
+    os.environ.setdefault("SHOPREC_HOME", str((out_dir / "home").resolve()))
     _write_sample(data_dir, customers=customers, items=items, days=180, seed=42, dirty_share=0.005, fmt="csv")
     _load_and_report(str(data_dir), out_dir / "quarantine")
+    _train(str(data_dir), None, None, register=True)
+    out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()} --port 5000", highlight=False)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.dataset import Dataset, InteractionConfig, build_dataset
 from features.loading import ShopData
 from training.models.base import Recommender
+from training.rules import durable_exclusions
 
 
 class SplitConfig(BaseModel):
@@ -29,7 +30,10 @@ class SplitConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Training view before ``cutoff`` and the warm customers' purchases after it."""
+    """Training view before ``cutoff`` and the warm customers' purchases after it.
+
+    ``relevant`` and ``exclude`` are row-aligned with ``customers`` (training indices).
+    """
 
     train: Dataset
     cutoff: pd.Timestamp
@@ -38,19 +42,6 @@ class TimeSplit:
     exclude: sp.csr_matrix
     cold_buyers: int
     test_orders: int
-
-
-def durable_exclusions(dataset: Dataset, customers: np.ndarray | None = None) -> sp.csr_matrix:
-    """Items a customer already bought that should not be suggested again: durables only.
-
-    Consumables (coffee, pet food) are legitimately re-bought, so they stay recommendable.
-    """
-    purchases = dataset.purchases if customers is None else dataset.purchases[customers]
-    durable = dataset.catalogue["durable"].to_numpy(dtype=bool)
-    mask = sp.csr_matrix(purchases @ sp.diags(durable.astype(np.float32)))
-    mask.eliminate_zeros()
-    mask.data[:] = 1.0
-    return mask
 
 
 def time_split(shop: ShopData, config: SplitConfig | None = None,
@@ -78,7 +69,8 @@ def time_split(shop: ShopData, config: SplitConfig | None = None,
                              shape=(len(customers), len(train.items)))
     relevant.sum_duplicates()
     relevant.data[:] = 1.0
-    return TimeSplit(train, cutoff, customers, relevant, durable_exclusions(train), cold_buyers, len(test))
+    exclude = durable_exclusions(train.purchases, train.catalogue["durable"], customers)
+    return TimeSplit(train, cutoff, customers, relevant, exclude, cold_buyers, len(test))
 
 
 def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: int,
@@ -115,7 +107,7 @@ def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: i
 
 def evaluate_model(model: Recommender, split: TimeSplit, k: int) -> dict[str, float]:
     """Evaluate an already fitted model on the split's warm customers."""
-    recommended, _ = model.recommend(split.train.interactions, split.customers, k, split.exclude[split.customers])
+    recommended, _ = model.recommend(split.train.interactions, split.customers, k, split.exclude)
     popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
     metrics = ranking_metrics(recommended, split.relevant, split.train.shape[1], popularity)
     metrics["evaluated_customers"] = float(len(split.customers))

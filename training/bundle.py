@@ -1,0 +1,151 @@
+"""The one trained artefact: id maps, catalogue, histories and fitted models, in plain files.
+
+A bundle is a folder of Parquet, .npy and sparse .npz files with a JSON manifest that
+records a SHA-256 per file, so a corrupted or tampered download is refused on load.
+Nothing is pickled: any process (the service, the batch job, a notebook, Spark) loads
+the same files the same way, through the MLflow pyfunc wrapper in :mod:`training.pyfunc`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.dataset import Dataset, IdMap
+from training.models import load_model
+from training.models.base import Recommender, top_k
+from training.rules import durable_exclusions, out_of_stock_mask
+
+MANIFEST = "manifest.json"
+PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
+RECOMMENDATION_COLUMNS = ["customer_id", "rank", "item_id", "score", "reason"]
+
+
+class BundleError(ValueError):
+    """A bundle folder that is incomplete or fails its checksums."""
+
+
+@dataclass
+class Bundle:
+    """Everything needed to answer requests, aligned on one pair of id maps.
+
+    ``models`` holds the chosen primary model plus the popularity fallback and the
+    co-occurrence model used for cart cross-sells.
+    """
+
+    customers: IdMap
+    items: IdMap
+    catalogue: pd.DataFrame
+    interactions: sp.csr_matrix
+    purchases: sp.csr_matrix
+    models: dict[str, Recommender]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any]) -> Bundle:
+        missing = {PRIMARY, POPULARITY} - set(models)
+        if missing:
+            raise BundleError(f"bundle needs models {sorted(missing)}")
+        return cls(dataset.customers, dataset.items, dataset.catalogue, dataset.interactions,
+                   dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()})
+
+    # ---- persistence -------------------------------------------------------------------
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"customer_id": self.customers.external_ids}).to_parquet(folder / "customers.parquet")
+        self.catalogue.to_parquet(folder / "catalogue.parquet")
+        sp.save_npz(folder / "interactions.npz", self.interactions)
+        sp.save_npz(folder / "purchases.npz", self.purchases)
+        for role, model in self.models.items():
+            model.save(folder / "models" / role)
+        (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+        manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Bundle:
+        verify(folder)
+        catalogue = pd.read_parquet(folder / "catalogue.parquet")
+        models = {p.name: load_model(p) for p in sorted((folder / "models").iterdir()) if p.is_dir()}
+        return cls(
+            customers=IdMap(pd.read_parquet(folder / "customers.parquet")["customer_id"].to_numpy(dtype=object)),
+            items=IdMap(catalogue["item_id"].to_numpy(dtype=object)),
+            catalogue=catalogue,
+            interactions=sp.load_npz(folder / "interactions.npz").tocsr(),
+            purchases=sp.load_npz(folder / "purchases.npz").tocsr(),
+            models=models,
+            metadata=json.loads((folder / "bundle.json").read_text()),
+        )
+
+    # ---- answering -----------------------------------------------------------------------
+    @property
+    def primary_family(self) -> str:
+        return self.models[PRIMARY].family
+
+    def recommend(self, customer_ids: Sequence[str], k: int) -> pd.DataFrame:
+        """Top k per customer as ``customer_id, rank, item_id, score, reason``.
+
+        Known customers get the primary model with durables they bought and out-of-stock
+        items removed; unknown customers get the in-stock popularity list.
+        """
+        ids = np.asarray([str(c) for c in customer_ids], dtype=object)
+        idx = self.customers.to_index(ids, unknown="mark")
+        known = idx >= 0
+        parts = []
+        if known.any():
+            exclude = (durable_exclusions(self.purchases, self.catalogue["durable"], idx[known])
+                       + out_of_stock_mask(self.catalogue["in_stock"], int(known.sum())))
+            items, scores = self.models[PRIMARY].recommend(self.interactions, idx[known], k, exclude)
+            parts.append(self._frame(ids[known], items, scores, f"model:{self.primary_family}"))
+        if (~known).any():
+            scores = self.models[POPULARITY].score(np.zeros(1, dtype=np.int64), self.interactions[:0])
+            items, top = top_k(scores, k, out_of_stock_mask(self.catalogue["in_stock"], 1))
+            n = int((~known).sum())
+            parts.append(self._frame(ids[~known], np.repeat(items, n, axis=0), np.repeat(top, n, axis=0),
+                                     "popular"))
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
+        order = pd.Series(pd.Categorical(frame["customer_id"], categories=pd.unique(ids)))
+        return frame.iloc[np.lexsort((frame["rank"].to_numpy(), order.cat.codes.to_numpy()))].reset_index(drop=True)
+
+    def _frame(self, ids: np.ndarray, items: np.ndarray, scores: np.ndarray, reason: str) -> pd.DataFrame:
+        k = items.shape[1]
+        valid = (items >= 0).ravel()
+        return pd.DataFrame({
+            "customer_id": np.repeat(ids, k)[valid],
+            "rank": np.tile(np.arange(1, k + 1), len(ids))[valid],
+            "item_id": self.items.to_external(items.ravel()[valid]),
+            "score": scores.ravel()[valid].astype(np.float64),
+            "reason": reason,
+        })
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(folder: Path) -> None:
+    """Refuse a bundle whose files are missing or differ from the manifest."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder}: not a shoprec bundle (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    for name, expected in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{folder}: bundle file {name} is missing")
+        if _sha256(path) != expected:
+            raise BundleError(f"{folder}: bundle file {name} fails its checksum (corrupted download?)")

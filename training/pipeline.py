@@ -1,0 +1,177 @@
+"""The train job: load -> split -> fit -> evaluate -> log -> refit -> bundle -> register -> gate.
+
+Model choice happens on a validation window carved from the end of the training period;
+the test window (the last ``test_days``) is only used to report every model's metrics, so
+the figures a data scientist compares in MLflow are never the ones the choice was fitted to.
+A failed or rejected run never touches the ``champion`` alias.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features.dataset import InteractionConfig, build_dataset
+from features.loading import ShopData, load_shop
+from training import plots, registry, tracking
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
+from training.models import MODELS, build_model
+from training.pyfunc import log_bundle
+
+Progress = Callable[[str], None]
+BASELINE = "popularity"
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run; logged to MLflow as flat params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interactions: InteractionConfig = Field(default_factory=InteractionConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    families: list[str] = Field(default_factory=lambda: ["als", "bpr", "ease", "cooccurrence"])
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    primary_metric: str = "ndcg"
+    gate_tolerance: float = Field(0.02, ge=0, le=1)
+    model_name: str = "shoprec"
+    experiment: str = "shoprec"
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str]) -> list[str]:
+        unknown = [f for f in families if f not in MODELS or f == BASELINE]
+        if unknown or not families:
+            raise ValueError(f"families must be a non-empty list from {[f for f in MODELS if f != BASELINE]}, "
+                             f"got {families}")
+        return families
+
+    @property
+    def metric_key(self) -> str:
+        return f"{self.primary_metric}_at_{self.split.k}"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    chosen: str
+    metrics: pd.DataFrame
+    validation: pd.DataFrame
+    model_version: str | None = None
+    gate: registry.GateDecision | None = None
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested config -> MLflow params ``a.b.c = value``."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
+        return out
+    return {prefix: value}
+
+
+def fit_and_evaluate(split: TimeSplit, config: TrainConfig, progress: Progress | None) -> pd.DataFrame:
+    """Every family plus the popularity baseline on one split: a family x metric table."""
+    rows = {}
+    for family in [BASELINE, *config.families]:
+        if progress:
+            progress(f"fitting {family} on {split.train.shape[0]:,} x {split.train.shape[1]:,}")
+        model = build_model(family, config.params.get(family)).fit(split.train)
+        rows[family] = evaluate_model(model, split, config.split.k)
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, TimeSplit]:
+    """Validation table (for the choice) and test table (for the report) on nested time splits."""
+    test_split = time_split(shop, config.split, config.interactions)
+    validation_split = time_split(shop.before(test_split.cutoff), config.split, config.interactions)
+    validation = fit_and_evaluate(validation_split, config, progress)
+    test = fit_and_evaluate(test_split, config, progress)
+    return validation, test, test_split
+
+
+def choose(validation: pd.DataFrame, config: TrainConfig) -> str:
+    candidates = validation.loc[config.families, config.metric_key]
+    return str(candidates.idxmax())
+
+
+def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dict[str, Any]) -> Bundle:
+    """Refit the chosen model, the fallback and the cross-sell model on the whole history."""
+    dataset = build_dataset(shop, config.interactions)
+    models = {
+        PRIMARY: build_model(chosen, config.params.get(chosen)).fit(dataset),
+        POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),
+        COOCCURRENCE: build_model("cooccurrence", config.params.get("cooccurrence")).fit(dataset),
+    }
+    return Bundle.from_dataset(dataset, models, metadata)
+
+
+def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
+                 progress: Progress | None = None) -> TrainResult:
+    """The whole job. With ``register=False`` it evaluates and logs but registers nothing."""
+    config = config or TrainConfig()
+    client = tracking.configure()
+    experiment_id = tracking.ensure_experiment(client, config.experiment)
+    shop = load_shop(data, progress=progress)
+    validation, test, split = evaluate_shop(shop, config, progress)
+    chosen = choose(validation, config)
+    key = config.metric_key
+    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"shoprec.data": str(data), "shoprec.chosen": chosen,
+                         "shoprec.tables": ",".join(shop.report.present), "shoprec.register": str(register)})
+        mlflow.log_params(flatten("", config.model_dump()))
+        mlflow.log_params({"split.cutoff": split.cutoff.isoformat(), "split.cold_buyers": split.cold_buyers,
+                           "split.evaluated_customers": len(split.customers)})
+        for stage, table in (("test", test), ("validation", validation)):
+            for family, row in table.iterrows():
+                mlflow.log_metrics({f"{stage}.{family}.{name}": float(v) for name, v in row.items()})
+        mlflow.log_metrics({key: float(test.loc[chosen, key]), f"baseline_{key}": float(test.loc[BASELINE, key])})
+        _log_report_artifacts(shop, test, validation, Path(tmp), key)
+        if progress:
+            progress(f"refitting {chosen} on the full history and building the bundle")
+        bundle = build_bundle(shop, config, chosen, {
+            "chosen": chosen, "metric": key, "test_metrics": test.loc[chosen].to_dict(),
+            "baseline_metrics": test.loc[BASELINE].to_dict(), "tables_present": shop.report.present,
+            "run_id": run.info.run_id, "config": config.model_dump(),
+        })
+        model_uri = log_bundle(bundle, bundle.save(Path(tmp) / "bundle"), _requirements())
+        result = TrainResult(run.info.run_id, chosen, test, validation)
+        if register:
+            result.model_version = registry.register(client, config.model_name, model_uri, run.info.run_id, key,
+                                                     float(test.loc[chosen, key]), float(test.loc[BASELINE, key]))
+            result.gate = registry.gate(client, config.model_name, result.model_version, config.gate_tolerance)
+            mlflow.set_tags({"shoprec.gate": "passed" if result.gate.passed else "rejected",
+                             "shoprec.gate_reason": result.gate.reason})
+            if result.gate.passed:
+                registry.promote(client, config.model_name, result.model_version)
+    return result
+
+
+def _log_report_artifacts(shop: ShopData, test: pd.DataFrame, validation: pd.DataFrame, tmp: Path,
+                          key: str) -> None:
+    mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
+    if shop.report.rows_quarantined:
+        shop.write_quarantine(tmp / "quarantine")
+        mlflow.log_artifacts(str(tmp / "quarantine"), "data/quarantine")
+    test.to_csv(tmp / "test_metrics.csv")
+    validation.to_csv(tmp / "validation_metrics.csv")
+    mlflow.log_artifact(str(tmp / "test_metrics.csv"), "evaluation")
+    mlflow.log_artifact(str(tmp / "validation_metrics.csv"), "evaluation")
+    mlflow.log_figure(plots.metric_comparison(test, key), "evaluation/metric_comparison.png")
+    mlflow.log_figure(plots.price_band_histogram(shop["orders"]), "data/price_bands.png")
+
+
+def _requirements() -> list[str]:
+    """Pinned to what trained the bundle, so a pyfunc environment rebuild matches it."""
+    return [f"{name}=={version(name)}" for name in ("mlflow", "pandas", "numpy", "scipy", "pyarrow",
+                                                     "implicit", "threadpoolctl", "pydantic")]

@@ -1,0 +1,43 @@
+"""Figures logged with each run (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def metric_comparison(table: pd.DataFrame, key: str) -> Figure:
+    """Bar chart of the primary metric per model on the test window, baseline included."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    values = table[key].sort_values()
+    colors = ["#999999" if name == "popularity" else "#3b75af" for name in values.index]
+    ax.barh(values.index, values.to_numpy(), color=colors)
+    ax.set_xlabel(f"{key} (test window)")
+    ax.set_title("Models against the popularity baseline")
+    for y, v in enumerate(values.to_numpy()):
+        ax.text(v, y, f" {v:.3f}", va="center")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def price_band_histogram(orders: pd.DataFrame) -> Figure:
+    """Distribution of each customer's median unit price paid (log scale): the shop's price bands."""
+    medians = orders.groupby("customer_id")["unit_price"].median()
+    medians = medians[medians > 0]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(medians):
+        bins = np.logspace(np.log10(medians.min()), np.log10(medians.max()) + 1e-9, 40)
+        ax.hist(medians, bins=bins, color="#3b75af")
+        ax.set_xscale("log")
+    ax.set_xlabel("median unit price paid per customer")
+    ax.set_ylabel("customers")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,47 @@
+"""The bundle as an MLflow pyfunc model: ``mlflow.pyfunc.load_model("models:/shoprec@champion")``.
+
+The service, the email batch job, a notebook and ``mlflow.pyfunc.spark_udf`` all load the
+bundle through this one class, so they all answer from the same files with the same rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from training.bundle import Bundle
+
+BUNDLE_ARTIFACT = "bundle"
+DEFAULT_K = 10
+
+
+class ShoprecModel(mlflow.pyfunc.PythonModel):
+    """Input: a frame with ``customer_id``; output: ``customer_id, rank, item_id, score, reason``."""
+
+    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's context type
+        self.bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
+        k = int((params or {}).get("k", DEFAULT_K))
+        if "customer_id" not in model_input.columns:
+            raise ValueError("input needs a 'customer_id' column")
+        return self.bundle.recommend(model_input["customer_id"].astype(str).tolist(), k)
+
+
+def log_bundle(bundle: Bundle, bundle_dir: Path, pip_requirements: list[str]) -> str:
+    """Log the saved bundle folder as a pyfunc model in the active run; returns its model URI."""
+    example = pd.DataFrame({"customer_id": bundle.customers.external_ids[:2].astype(str)})
+    signature = infer_signature(example, bundle.recommend(example["customer_id"].tolist(), DEFAULT_K),
+                                params={"k": DEFAULT_K})
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ShoprecModel(),
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements,
+    )
+    return info.model_uri

@@ -1,0 +1,75 @@
+"""The model registry: register as ``challenger``, promote to ``champion`` only through the gate.
+
+Aliases, not stages (stages are deprecated in MLflow). Each version carries its held-out
+metrics as tags, so the gate compares a candidate with the champion without re-running
+anything, and a data scientist sees the numbers next to the version in the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_TAG, BASELINE_TAG, PRIMARY_METRIC_TAG = "shoprec.metric", "shoprec.baseline", "shoprec.primary_metric"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+
+
+def register(client: MlflowClient, name: str, model_uri: str, run_id: str, metric_name: str,
+             metric: float, baseline: float) -> str:
+    """Register the run's model, tag it with its metrics and point ``challenger`` at it."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="shoprec bundle: recommendations and propensity")
+    version = client.create_model_version(name, model_uri, run_id=run_id)
+    for key, value in ((PRIMARY_METRIC_TAG, metric_name), (METRIC_TAG, f"{metric:.6f}"),
+                       (BASELINE_TAG, f"{baseline:.6f}")):
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def gate(client: MlflowClient, name: str, version: str, tolerance: float) -> GateDecision:
+    """Pass when the candidate beats popularity and is no worse than the champion beyond ``tolerance``.
+
+    The tolerance is relative: 0.02 lets a candidate 2% below the champion through, since
+    retraining on fresher data is worth a little noise on a moving test window.
+    """
+    tags = client.get_model_version(name, version).tags
+    metric_name, metric, baseline = tags[PRIMARY_METRIC_TAG], float(tags[METRIC_TAG]), float(tags[BASELINE_TAG])
+    if metric <= baseline:
+        return GateDecision(False, f"{metric_name} {metric:.4f} does not beat popularity ({baseline:.4f})")
+    current = champion_version(client, name)
+    if current is None:
+        return GateDecision(True, f"first champion: {metric_name} {metric:.4f} > popularity {baseline:.4f}")
+    champion_tags = client.get_model_version(name, current).tags
+    if champion_tags.get(PRIMARY_METRIC_TAG) != metric_name:
+        return GateDecision(False, f"champion v{current} was judged on {champion_tags.get(PRIMARY_METRIC_TAG)}, "
+                                   f"not {metric_name}; promote by hand if intended")
+    champion_metric = float(champion_tags[METRIC_TAG])
+    floor = champion_metric * (1.0 - tolerance)
+    if metric < floor:
+        return GateDecision(False, f"{metric_name} {metric:.4f} is below champion v{current} "
+                                   f"({champion_metric:.4f}, floor {floor:.4f})")
+    return GateDecision(True, f"{metric_name} {metric:.4f} >= floor {floor:.4f} of champion v{current}")
+
+
+def promote(client: MlflowClient, name: str, version: str) -> None:
+    """Point ``champion`` at ``version`` (the service polls this alias)."""
+    client.get_model_version(name, version)  # raises a clear error for an unknown version
+    client.set_registered_model_alias(name, CHAMPION, version)
