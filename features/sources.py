@@ -9,7 +9,7 @@ every source gets the same rules and the same error messages. Reads are columnar
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -130,8 +130,12 @@ def read_csv(path: Path, spec: TableSpec) -> pd.DataFrame:
     except pa.ArrowInvalid as error:
         if "UTF8" not in str(error).upper().replace("-", ""):
             raise ContractError(f"{path}: cannot parse CSV: {_first_line(error)}") from None
-    frame = pd.read_csv(path, dtype=str, usecols=wanted, keep_default_na=False, na_values=[""],
-                        encoding_errors="replace")
+    # No usecols: with it pandas silently truncates a line that has too many fields.
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
+                            encoding_errors="replace")[wanted]
+    except pd.errors.ParserError as error:
+        raise ContractError(f"{path}: cannot parse CSV: {_first_line(error)}") from None
     frame[BAD_ENCODING_COLUMN] = np.zeros(len(frame), dtype=bool)
     for name in wanted:
         frame[BAD_ENCODING_COLUMN] |= frame[name].str.contains(INVALID_UTF8_MARK, regex=False).fillna(False)
@@ -216,9 +220,3 @@ def write_sql(tables: Mapping[str, pd.DataFrame], url: str) -> None:
     with engine.begin() as conn:
         for name, frame in tables.items():
             frame.to_sql(name, conn, if_exists="replace", index=False, chunksize=50_000)
-
-
-def iter_csv_chunks(path: Path, columns: list[str], chunk_rows: int = 1_000_000) -> Iterator[pd.DataFrame]:
-    """Stream a large CSV as text chunks, for importers that must not hold the whole file."""
-    yield from pd.read_csv(path, dtype=str, usecols=columns, chunksize=chunk_rows,
-                           keep_default_na=False, na_values=[""], encoding_errors="replace")

@@ -148,10 +148,13 @@ def _check_format(fmt: str) -> None:
 
 
 def _finish_import(raw: dict, notes: Any, source: str, out_dir: Path, fmt: str) -> None:
+    import json
+
     with progress_status("validating imported tables") as progress:
         shop = validate_tables(raw, source=source, progress=progress)
         progress(f"writing {fmt} files to {out_dir}")
         write_shop(shop, out_dir, fmt)
+    (out_dir / "quarantine" / "import_notes.json").write_text(json.dumps(notes.to_dict(), indent=2))
     out.print(render_report(shop.report))
     for line in notes.lines():
         out.print(f"note: {line}", highlight=False)
@@ -170,7 +173,7 @@ def import_completejourney_command(
 
     _check_format(fmt)
     with progress_status(f"importing {src}") as progress:
-        raw, notes = import_completejourney(src, progress=progress)
+        raw, notes = import_completejourney(src.resolve(), progress=progress)
     _finish_import(raw, notes, str(src), out_dir, fmt)
 
 
@@ -186,7 +189,7 @@ def import_rees46_command(
 
     _check_format(fmt)
     with progress_status(f"importing {path}") as progress:
-        raw, notes = import_rees46(path, progress=progress)
+        raw, notes = import_rees46(path.resolve(), progress=progress)
     _finish_import(raw, notes, str(path), out_dir, fmt)
 
 
