@@ -41,3 +41,11 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private local MLflow (SQLite + artefact folder) for one test."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

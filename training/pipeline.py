@@ -65,6 +65,7 @@ class TrainResult:
     chosen: str
     metrics: pd.DataFrame
     validation: pd.DataFrame
+    bundle: Bundle
     model_version: str | None = None
     gate: registry.GateDecision | None = None
 
@@ -145,9 +146,9 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
             "run_id": run.info.run_id, "config": config.model_dump(),
         })
         model_uri = log_bundle(bundle, bundle.save(Path(tmp) / "bundle"), _requirements())
-        result = TrainResult(run.info.run_id, chosen, test, validation)
+        result = TrainResult(run.info.run_id, chosen, test, validation, bundle)
         if register:
-            result.model_version = registry.register(client, config.model_name, model_uri, run.info.run_id, key,
+            result.model_version = registry.register(client, config.model_name, model_uri, key,
                                                      float(test.loc[chosen, key]), float(test.loc[BASELINE, key]))
             result.gate = registry.gate(client, config.model_name, result.model_version, config.gate_tolerance)
             mlflow.set_tags({"shoprec.gate": "passed" if result.gate.passed else "rejected",

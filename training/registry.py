@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -22,14 +23,15 @@ class GateDecision:
     reason: str
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str, metric_name: str,
+def register(client: MlflowClient, name: str, model_uri: str, metric_name: str,
              metric: float, baseline: float) -> str:
     """Register the run's model, tag it with its metrics and point ``challenger`` at it."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="shoprec bundle: recommendations and propensity")
-    version = client.create_model_version(name, model_uri, run_id=run_id)
+    # register_model resolves MLflow 3 logged-model URIs (models:/m-...) for file and server stores alike.
+    version = mlflow.register_model(model_uri, name)
     for key, value in ((PRIMARY_METRIC_TAG, metric_name), (METRIC_TAG, f"{metric:.6f}"),
                        (BASELINE_TAG, f"{baseline:.6f}")):
         client.set_model_version_tag(name, version.version, key, value)
