@@ -16,9 +16,9 @@ from training.models.base import ModelConfig, Recommender
 
 class CooccurrenceConfig(ModelConfig):
     basket_weight: float = Field(1.0, ge=0, description="Weight of same-order co-occurrence.")
-    history_weight: float = Field(0.3, ge=0, description="Weight of same-customer co-occurrence.")
-    shrinkage: float = Field(5.0, ge=0)
-    min_support: int = Field(2, ge=1)
+    history_weight: float = Field(0.1, ge=0, description="Weight of same-customer co-occurrence.")
+    shrinkage: float = Field(5.0, ge=0, description="Added to the anchor's count: rare anchors claim less.")
+    min_support: int = Field(1, ge=1, description="Pairs seen fewer times are dropped.")
 
 
 class CooccurrenceModel(Recommender):
