@@ -38,7 +38,8 @@ class Bundle:
     """Everything needed to answer requests, aligned on one pair of id maps.
 
     ``models`` holds the chosen primary model plus the popularity fallback and the
-    co-occurrence model used for cart cross-sells.
+    co-occurrence model used for cart cross-sells; ``profiles`` the customer profiles
+    (RFM, segment, price band, top category), category affinities and repurchase intervals.
     """
 
     customers: IdMap
@@ -48,14 +49,16 @@ class Bundle:
     purchases: sp.csr_matrix
     models: dict[str, Recommender]
     metadata: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any]) -> Bundle:
+    def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any],
+                     profiles: dict[str, pd.DataFrame] | None = None) -> Bundle:
         missing = {PRIMARY, POPULARITY} - set(models)
         if missing:
             raise BundleError(f"bundle needs models {sorted(missing)}")
         return cls(dataset.customers, dataset.items, dataset.catalogue, dataset.interactions,
-                   dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()})
+                   dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()}, profiles or {})
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -66,6 +69,9 @@ class Bundle:
         sp.save_npz(folder / "purchases.npz", self.purchases)
         for role, model in self.models.items():
             model.save(folder / "models" / role)
+        (folder / "profiles").mkdir(exist_ok=True)
+        for name, frame in self.profiles.items():
+            frame.to_parquet(folder / "profiles" / f"{name}.parquet", index=False)
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
         manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
@@ -85,6 +91,7 @@ class Bundle:
             purchases=sp.load_npz(folder / "purchases.npz").tocsr(),
             models=models,
             metadata=json.loads((folder / "bundle.json").read_text()),
+            profiles={p.stem: pd.read_parquet(p) for p in sorted((folder / "profiles").glob("*.parquet"))},
         )
 
     # ---- answering -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
+from features.profiles import category_affinity, customer_profiles, repurchase_intervals
 from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
@@ -107,14 +108,20 @@ def choose(validation: pd.DataFrame, config: TrainConfig) -> str:
 
 
 def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dict[str, Any]) -> Bundle:
-    """Refit the chosen model, the fallback and the cross-sell model on the whole history."""
+    """Refit the chosen model, the fallback and the cross-sell model on the whole history, with profiles."""
     dataset = build_dataset(shop, config.interactions)
+    items = shop["items"]
+    profiles = {
+        "customers": customer_profiles(shop["orders"], items, dataset.as_of),
+        "category_affinity": category_affinity(shop["orders"], items),
+        "repurchase": repurchase_intervals(shop["orders"], items),
+    }
     models = {
         PRIMARY: build_model(chosen, config.params.get(chosen)).fit(dataset),
         POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),
         COOCCURRENCE: build_model("cooccurrence", config.params.get("cooccurrence")).fit(dataset),
     }
-    return Bundle.from_dataset(dataset, models, metadata)
+    return Bundle.from_dataset(dataset, models, metadata, profiles)
 
 
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,

@@ -1,0 +1,72 @@
+"""The bundle: business rules in its answers, fallbacks, profiles, and refusal of corrupted files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.loading import ShopData, validate_tables
+from features.sample import SampleConfig, generate_shop
+from features.sources import RawTable
+from training.bundle import Bundle, BundleError
+from training.pipeline import TrainConfig, build_bundle
+
+
+@pytest.fixture(scope="module")
+def shop() -> ShopData:
+    generated = generate_shop(SampleConfig(customers=1200, items=300, days=150, seed=9))
+    return validate_tables({k: RawTable(v, k) for k, v in generated.tables.items()}, source="s")
+
+
+@pytest.fixture(scope="module")
+def bundle(shop: ShopData) -> Bundle:
+    return build_bundle(shop, TrainConfig(), "ease", {"chosen": "ease"})
+
+
+def test_known_customers_never_get_bought_durables_or_out_of_stock(bundle: Bundle) -> None:
+    customers = bundle.customers.external_ids[:400].tolist()
+    recs = bundle.recommend(customers, 10)
+    catalogue = bundle.catalogue.set_index("item_id")
+    assert catalogue.loc[recs["item_id"], "in_stock"].all()
+    bought = bundle.purchases[bundle.customers.to_index(recs["customer_id"]), bundle.items.to_index(recs["item_id"])]
+    durable = catalogue.loc[recs["item_id"], "durable"].to_numpy()
+    assert not (np.asarray(bought).ravel() > 0)[durable].any()
+    assert (recs.groupby("customer_id").size() == 10).all()
+    assert (recs["reason"] == "model:ease").all()
+    assert list(recs["customer_id"].drop_duplicates()) == customers  # input order kept
+
+
+def test_unknown_customers_get_popular_in_stock_items(bundle: Bundle) -> None:
+    recs = bundle.recommend(["nobody-1", "nobody-2"], 5)
+    assert (recs["reason"] == "popular").all()
+    first = recs[recs["customer_id"] == "nobody-1"]["item_id"].tolist()
+    assert first == recs[recs["customer_id"] == "nobody-2"]["item_id"].tolist()
+    counts = np.asarray(bundle.purchases.sum(axis=0)).ravel()
+    in_stock = bundle.catalogue["in_stock"].to_numpy()
+    best_in_stock = bundle.items.external_ids[np.argsort(-np.where(in_stock, counts, -1))[:5]]
+    assert set(first) == set(best_in_stock)
+
+
+def test_save_load_round_trip_keeps_answers_and_profiles(bundle: Bundle, tmp_path: Path) -> None:
+    again = Bundle.load(bundle.save(tmp_path / "b"))
+    customers = [*bundle.customers.external_ids[:50].tolist(), "stranger"]
+    assert bundle.recommend(customers, 8).equals(again.recommend(customers, 8))
+    assert set(again.profiles) == {"customers", "category_affinity", "repurchase"}
+    assert again.profiles["customers"].equals(bundle.profiles["customers"])
+
+
+def test_corrupted_or_incomplete_bundle_is_refused(bundle: Bundle, tmp_path: Path) -> None:
+    folder = bundle.save(tmp_path / "b")
+    target = folder / "models" / "primary" / "weights_.npy"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="fails its checksum"):
+        Bundle.load(folder)
+    target.unlink()
+    with pytest.raises(BundleError, match="is missing"):
+        Bundle.load(folder)
+    with pytest.raises(BundleError, match="not a shoprec bundle"):
+        Bundle.load(tmp_path)
