@@ -287,7 +287,8 @@ def demo(
     _write_sample(data_dir, customers=customers, items=items, days=180, seed=42, dirty_share=0.005, fmt="csv")
     _load_and_report(str(data_dir), out_dir / "quarantine")
     _train(str(data_dir), None, None, register=True)
-    out.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()} --port 5000", highlight=False)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    out.print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {tracking_uri()} --port 5000", highlight=False)
 
 
 if __name__ == "__main__":

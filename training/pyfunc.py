@@ -6,6 +6,7 @@ bundle through this one class, so they all answer from the same files with the s
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -34,14 +35,17 @@ class ShoprecModel(mlflow.pyfunc.PythonModel):
 def log_bundle(bundle: Bundle, bundle_dir: Path, pip_requirements: list[str]) -> str:
     """Log the saved bundle folder as a pyfunc model in the active run; returns its model URI."""
     example = pd.DataFrame({"customer_id": bundle.customers.external_ids[:2].astype(str)})
-    signature = infer_signature(example, bundle.recommend(example["customer_id"].tolist(), DEFAULT_K),
-                                params={"k": DEFAULT_K})
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ShoprecModel(),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements,
-    )
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values; `rank` never is missing.
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        signature = infer_signature(example, bundle.recommend(example["customer_id"].tolist(), DEFAULT_K),
+                                    params={"k": DEFAULT_K})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ShoprecModel(),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements,
+        )
     return info.model_uri

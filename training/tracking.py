@@ -31,6 +31,8 @@ def tracking_uri() -> str:
 
 def configure() -> MlflowClient:
     """Point MLflow at the tracking URI in force and return a client for it."""
+    # Per-file download bars drown the job's own progress in logs; the job reports its steps.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
