@@ -99,3 +99,19 @@ def customer_profiles(orders: pd.DataFrame, items: pd.DataFrame, as_of: pd.Times
                              .rename(columns={"category": "top_category", "share": "top_category_share"}))
     profiles.index.name = "customer_id"
     return profiles.reset_index()
+
+
+OPEN_RATE_PRIOR_SENDS = 5.0
+"""Strength of the shop-wide prior in the shrunk open rate, in pseudo-sends: a customer
+with 1 send and 1 open scores (1 + 5p) / 6, not 100%."""
+
+
+def email_open_rates(email_events: pd.DataFrame, prior_sends: float = OPEN_RATE_PRIOR_SENDS) -> pd.DataFrame:
+    """Per customer: sends, opens, the raw rate and a Beta-shrunk rate towards the shop's rate."""
+    grouped = email_events.groupby("customer_id", sort=True)["opened"]
+    sends, opens = grouped.size(), grouped.sum().astype(np.int64)
+    prior = float(opens.sum() / max(sends.sum(), 1))
+    return pd.DataFrame({
+        "sends": sends.astype(np.int64), "opens": opens, "open_rate_raw": opens / sends,
+        "open_rate": (opens + prior_sends * prior) / (sends + prior_sends),
+    }).reset_index()

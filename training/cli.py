@@ -193,11 +193,17 @@ def import_rees46_command(
     _finish_import(raw, notes, str(path), out_dir, fmt)
 
 
-def _train_config(config_file: Path | None, experiment: str | None) -> Any:
+def _train_config(config_file: Path | None, experiment: str | None, tune: int, tune_minutes: float) -> Any:
     from training.pipeline import TrainConfig
+    from training.tuning import TuneConfig
 
     config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(config_file.read_text())
-    return config.model_copy(update={"experiment": experiment}) if experiment else config
+    if experiment:
+        config = config.model_copy(update={"experiment": experiment})
+    if tune:
+        config = config.model_copy(update={"tune": TuneConfig(trials=tune, minutes=tune_minutes,
+                                                               seed=config.tune.seed)})
+    return config
 
 
 def render_metrics(table: Any, chosen: str, key: str) -> Table:
@@ -212,11 +218,12 @@ def render_metrics(table: Any, chosen: str, key: str) -> Table:
     return view
 
 
-def _train(data: str, config_file: Path | None, experiment: str | None, register: bool) -> None:
+def _train(data: str, config_file: Path | None, experiment: str | None, register: bool,
+           tune: int = 0, tune_minutes: float = 10.0) -> None:
     from training.pipeline import run_training
     from training.tracking import tracking_uri
 
-    config = _train_config(config_file, experiment)
+    config = _train_config(config_file, experiment, tune, tune_minutes)
     with progress_status(f"training on {data}") as progress:
         result = run_training(data, config, register=register, progress=progress)
     out.print(render_metrics(result.metrics, result.chosen, config.metric_key))
@@ -235,9 +242,11 @@ def train(
     data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
     config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model family on the validation window.")] = 0,
+    tune_minutes: Annotated[float, typer.Option(min=0.1, help="Time budget for the whole search.")] = 10.0,
 ) -> None:
     """Train every model family, evaluate on a time split, register, and promote through the gate."""
-    _train(data, config_file, experiment, register=True)
+    _train(data, config_file, experiment, register=True, tune=tune, tune_minutes=tune_minutes)
 
 
 @app.command()
@@ -246,9 +255,11 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
     config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
+    tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model family on the validation window.")] = 0,
+    tune_minutes: Annotated[float, typer.Option(min=0.1, help="Time budget for the whole search.")] = 10.0,
 ) -> None:
     """Like train, but registers nothing: evaluate and log to MLflow only."""
-    _train(data, config_file, experiment, register=False)
+    _train(data, config_file, experiment, register=False, tune=tune, tune_minutes=tune_minutes)
 
 
 @app.command()

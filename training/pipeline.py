@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
-from features.profiles import category_affinity, customer_profiles, repurchase_intervals
+from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
 from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
 from training.models import MODELS, build_model
 from training.pyfunc import log_bundle
+from training.tuning import TuneConfig, tune
 
 Progress = Callable[[str], None]
 BASELINE = "popularity"
@@ -39,10 +40,11 @@ class TrainConfig(BaseModel):
 
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    families: list[str] = Field(default_factory=lambda: ["als", "bpr", "ease", "cooccurrence"])
+    families: list[str] = Field(default_factory=lambda: ["als", "bpr", "ease", "lightfm", "cooccurrence"])
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     primary_metric: str = "ndcg"
     gate_tolerance: float = Field(0.02, ge=0, le=1)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     model_name: str = "shoprec"
     experiment: str = "shoprec"
 
@@ -92,14 +94,28 @@ def fit_and_evaluate(split: TimeSplit, config: TrainConfig, progress: Progress |
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None = None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, TimeSplit]:
-    """Validation table (for the choice) and test table (for the report) on nested time splits."""
+def splits(shop: ShopData, config: TrainConfig) -> tuple[TimeSplit, TimeSplit]:
+    """Nested time splits: validation (for choices) ends where the test window begins."""
     test_split = time_split(shop, config.split, config.interactions)
     validation_split = time_split(shop.before(test_split.cutoff), config.split, config.interactions)
+    return validation_split, test_split
+
+
+def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, TimeSplit, TrainConfig]:
+    """Tune (when asked) and choose on validation, report on test.
+
+    Returns the validation table, the test table, the test split and the config with the
+    tuned hyper-parameters in ``params``.
+    """
+    validation_split, test_split = splits(shop, config)
+    if config.tune.trials:
+        tuned = tune(validation_split, config.families, config.params, config.metric_key, config.split.k,
+                     config.tune, progress)
+        config = config.model_copy(update={"params": tuned})
     validation = fit_and_evaluate(validation_split, config, progress)
     test = fit_and_evaluate(test_split, config, progress)
-    return validation, test, test_split
+    return validation, test, test_split, config
 
 
 def choose(validation: pd.DataFrame, config: TrainConfig) -> str:
@@ -116,6 +132,8 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
         "category_affinity": category_affinity(shop["orders"], items),
         "repurchase": repurchase_intervals(shop["orders"], items),
     }
+    if shop.has("email_events"):
+        profiles["email_open_rates"] = email_open_rates(shop["email_events"])
     models = {
         PRIMARY: build_model(chosen, config.params.get(chosen)).fit(dataset),
         POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),
@@ -126,17 +144,23 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
 
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
                  progress: Progress | None = None) -> TrainResult:
-    """The whole job. With ``register=False`` it evaluates and logs but registers nothing."""
+    """The whole job. With ``register=False`` it evaluates and logs but registers nothing.
+
+    Any failure ends the MLflow run as FAILED before registration, so the champion alias
+    only ever moves at the very end of a complete, gated run.
+    """
     config = config or TrainConfig()
     client = tracking.configure()
     experiment_id = tracking.ensure_experiment(client, config.experiment)
     shop = load_shop(data, progress=progress)
-    validation, test, split = evaluate_shop(shop, config, progress)
-    chosen = choose(validation, config)
-    key = config.metric_key
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"shoprec.data": str(data), "shoprec.chosen": chosen,
-                         "shoprec.tables": ",".join(shop.report.present), "shoprec.register": str(register)})
+        mlflow.set_tags({"shoprec.data": str(data), "shoprec.tables": ",".join(shop.report.present),
+                         "shoprec.register": str(register)})
+        mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
+        validation, test, split, config = evaluate_shop(shop, config, progress)
+        chosen = choose(validation, config)
+        key = config.metric_key
+        mlflow.set_tag("shoprec.chosen", chosen)
         mlflow.log_params(flatten("", config.model_dump()))
         mlflow.log_params({"split.cutoff": split.cutoff.isoformat(), "split.cold_buyers": split.cold_buyers,
                            "split.evaluated_customers": len(split.customers)})
@@ -167,7 +191,6 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
 
 def _log_report_artifacts(shop: ShopData, test: pd.DataFrame, validation: pd.DataFrame, tmp: Path,
                           key: str) -> None:
-    mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
     if shop.report.rows_quarantined:
         shop.write_quarantine(tmp / "quarantine")
         mlflow.log_artifacts(str(tmp / "quarantine"), "data/quarantine")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.loading import ShopData, validate_tables
-from features.profiles import customer_profiles, price_bands, repurchase_intervals, rfm
+from features.profiles import customer_profiles, email_open_rates, price_bands, repurchase_intervals, rfm
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable
 
@@ -70,3 +70,15 @@ def test_repurchase_intervals_tell_durables_from_consumables(sample: tuple[Sampl
     consumables = intervals.loc[durable[~durable].index]
     assert (consumables["repeat_share"] > 0.15).all()
     assert consumables["median_gap_days"].between(7, 90).all()
+
+
+def test_open_rate_is_shrunk_for_few_sends_and_separates_never_openers(sample: tuple[SampleShop, ShopData]) -> None:
+    generated, shop = sample
+    rates = email_open_rates(shop["email_events"]).set_index("customer_id")
+    one_send = email_open_rates(pd.DataFrame({"customer_id": ["a", "b", "b"], "opened": [True, False, False]}))
+    assert 0.2 < one_send.set_index("customer_id").loc["a", "open_rate"] < 0.5  # prior 1/3 pulls 100% down
+    truth = generated.truth["customers"].set_index("customer_id")
+    joined = rates.join(truth[["never_open", "open_rate"]], rsuffix="_planted", how="inner")
+    assert joined.loc[joined["never_open"], "opens"].sum() == 0
+    assert joined["open_rate"].corr(joined["open_rate_planted"]) > 0.7
+    assert joined.loc[joined["never_open"], "open_rate"].max() < joined.loc[~joined["never_open"], "open_rate"].median()

@@ -27,7 +27,7 @@ def sample() -> tuple[SampleShop, ShopData]:
 def test_best_model_beats_popularity_by_half(sample: tuple[SampleShop, ShopData]) -> None:
     _, shop = sample
     config = TrainConfig()
-    validation, test, split = evaluate_shop(shop, config)
+    validation, test, split, config = evaluate_shop(shop, config)
     chosen = choose(validation, config)
     ndcg = test["ndcg_at_10"]
     assert len(split.customers) > 500

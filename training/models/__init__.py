@@ -14,6 +14,7 @@ from training.models.base import ModelConfig, Recommender
 from training.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
 from training.models.ease import EASEConfig, EASEModel
 from training.models.factorization import ALSConfig, ALSModel, BPRConfig, BPRModel
+from training.models.lightfm_model import LightFMConfig, LightFMModel
 from training.models.popularity import PopularityConfig, PopularityModel
 
 MODELS: dict[str, tuple[type[Recommender], type[ModelConfig]]] = {
@@ -22,6 +23,7 @@ MODELS: dict[str, tuple[type[Recommender], type[ModelConfig]]] = {
     "bpr": (BPRModel, BPRConfig),
     "ease": (EASEModel, EASEConfig),
     "cooccurrence": (CooccurrenceModel, CooccurrenceConfig),
+    "lightfm": (LightFMModel, LightFMConfig),
 }
 
 

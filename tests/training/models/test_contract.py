@@ -22,7 +22,8 @@ from training.models.base import top_k
 N_CUSTOMERS, N_ITEMS, BLOCK = 40, 20, 10
 LEARNING_FAMILIES = [f for f in MODELS if f != "popularity"]
 FAST_PARAMS = {"als": {"factors": 4, "iterations": 15, "regularization": 1.0}, "bpr": {"factors": 8, "iterations": 200},
-               "ease": {"l2": 1.0}, "cooccurrence": {"min_support": 1}, "popularity": {}}
+               "ease": {"l2": 1.0}, "cooccurrence": {"min_support": 1}, "popularity": {},
+               "lightfm": {"no_components": 8, "epochs": 20}}
 
 
 def block_dataset(seed: int = 0) -> Dataset:
@@ -78,7 +79,7 @@ def test_save_load_round_trip_gives_identical_recommendations(family: str, datas
     np.testing.assert_array_equal(a_scores, b_scores)
 
 
-@pytest.mark.parametrize("family", ["als", "bpr"])
+@pytest.mark.parametrize("family", ["als", "bpr", "lightfm"])  # lightfm: deterministic with num_threads=1
 def test_same_seed_same_recommendations(family: str, dataset: Dataset) -> None:
     customers = np.arange(N_CUSTOMERS)
     first = fitted(family, dataset).recommend(dataset.interactions, customers, 5)[0]
