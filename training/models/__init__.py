@@ -1,7 +1,8 @@
 """Every model family behind the one protocol of :mod:`training.models.base`.
 
 ``MODELS`` maps a family name (as used in configs, MLflow params and the bundle) to its
-class and hyper-parameter model, so configs and saved bundles can be turned back into models.
+class; each class names its hyper-parameter model in ``config_class``, so configs and
+saved bundles can be turned back into models.
 """
 
 from __future__ import annotations
@@ -10,20 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.models.base import ModelConfig, Recommender
-from training.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
-from training.models.ease import EASEConfig, EASEModel
-from training.models.factorization import ALSConfig, ALSModel, BPRConfig, BPRModel
-from training.models.lightfm_model import LightFMConfig, LightFMModel
-from training.models.popularity import PopularityConfig, PopularityModel
+from training.models.base import Recommender
+from training.models.cooccurrence import CooccurrenceModel
+from training.models.ease import EASEModel
+from training.models.factorization import ALSModel, BPRModel
+from training.models.lightfm_model import LightFMModel
+from training.models.popularity import PopularityModel
 
-MODELS: dict[str, tuple[type[Recommender], type[ModelConfig]]] = {
-    "popularity": (PopularityModel, PopularityConfig),
-    "als": (ALSModel, ALSConfig),
-    "bpr": (BPRModel, BPRConfig),
-    "ease": (EASEModel, EASEConfig),
-    "cooccurrence": (CooccurrenceModel, CooccurrenceConfig),
-    "lightfm": (LightFMModel, LightFMConfig),
+MODELS: dict[str, type[Recommender]] = {
+    model.family: model
+    for model in (PopularityModel, ALSModel, BPRModel, EASEModel, LightFMModel, CooccurrenceModel)
 }
 
 
@@ -31,8 +28,8 @@ def build_model(family: str, params: dict[str, Any] | None = None) -> Recommende
     """An unfitted model of ``family`` with validated hyper-parameters."""
     if family not in MODELS:
         raise ValueError(f"unknown model family {family!r}; choose from {', '.join(MODELS)}")
-    model_class, config_class = MODELS[family]
-    return model_class(config_class(**(params or {})))  # type: ignore[call-arg]
+    model_class = MODELS[family]
+    return model_class(model_class.config_class(**(params or {})))
 
 
 def load_model(folder: Path) -> Recommender:

@@ -35,9 +35,10 @@ class Recommender(ABC):
     """
 
     family: str = ""
+    config_class: type[ModelConfig] = ModelConfig
 
-    def __init__(self, config: ModelConfig) -> None:
-        self.config = config
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
 
     @abstractmethod
     def fit(self, dataset: Dataset) -> Self:

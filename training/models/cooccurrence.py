@@ -25,9 +25,7 @@ class CooccurrenceModel(Recommender):
     """Scores item j for a set of items S as sum over i in S of the blended P(j | i)."""
 
     family = "cooccurrence"
-
-    def __init__(self, config: CooccurrenceConfig | None = None) -> None:
-        super().__init__(config or CooccurrenceConfig())
+    config_class = CooccurrenceConfig
 
     def fit(self, dataset: Dataset) -> Self:
         c: CooccurrenceConfig = self.config  # type: ignore[assignment]

@@ -23,9 +23,7 @@ class EASEModel(Recommender):
     """B = argmin ||X - XB||^2 + l2 ||B||^2 with diag(B) = 0, solved in closed form."""
 
     family = "ease"
-
-    def __init__(self, config: EASEConfig | None = None) -> None:
-        super().__init__(config or EASEConfig())
+    config_class = EASEConfig
 
     def fit(self, dataset: Dataset) -> Self:
         n_items = dataset.shape[1]

@@ -46,9 +46,7 @@ class _FactorModel(Recommender):
 
 class ALSModel(_FactorModel):
     family = "als"
-
-    def __init__(self, config: ALSConfig | None = None) -> None:
-        super().__init__(config or ALSConfig())
+    config_class = ALSConfig
 
     def fit(self, dataset: Dataset) -> Self:
         c: ALSConfig = self.config  # type: ignore[assignment]
@@ -63,9 +61,7 @@ class ALSModel(_FactorModel):
 
 class BPRModel(_FactorModel):
     family = "bpr"
-
-    def __init__(self, config: BPRConfig | None = None) -> None:
-        super().__init__(config or BPRConfig())
+    config_class = BPRConfig
 
     def fit(self, dataset: Dataset) -> Self:
         c: BPRConfig = self.config  # type: ignore[assignment]

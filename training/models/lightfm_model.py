@@ -125,9 +125,7 @@ class LightFMModel(Recommender):
     """Customer embedding dot item representation, plus biases: LightFM's prediction."""
 
     family = "lightfm"
-
-    def __init__(self, config: LightFMConfig | None = None) -> None:
-        super().__init__(config or LightFMConfig())
+    config_class = LightFMConfig
 
     def fit(self, dataset: Dataset) -> Self:
         c: LightFMConfig = self.config  # type: ignore[assignment]

@@ -20,9 +20,7 @@ class PopularityModel(Recommender):
     """Scores every customer with the item's decayed purchase weight; same list for everyone."""
 
     family = "popularity"
-
-    def __init__(self, config: PopularityConfig | None = None) -> None:
-        super().__init__(config or PopularityConfig())
+    config_class = PopularityConfig
 
     def fit(self, dataset: Dataset) -> Self:
         counts = np.asarray(dataset.purchases.sum(axis=0)).ravel()
