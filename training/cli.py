@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -50,10 +51,18 @@ def user_command(func: F) -> F:
         except USER_ERRORS as error:
             if _state["debug"]:
                 raise
-            console.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {one_line(error)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def one_line(error: Exception) -> str:
+    """pydantic lists every problem on its own lines; a CLI error is one line naming each field."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors())
+        return f"invalid {error.title}: {problems}"
+    return str(error).replace("\n", " ")
 
 
 @contextmanager
@@ -236,28 +245,25 @@ def _train(data: str, config_file: Path | None, experiment: str | None, register
                   highlight=False)
 
 
+DataOption = Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")]
+ExperimentOption = Annotated[str | None, typer.Option(help="MLflow experiment name.")]
+TuneOption = Annotated[int, typer.Option(min=0, help="Optuna trials per model family on the validation window.")]
+TuneMinutesOption = Annotated[float, typer.Option(min=0.1, help="Time budget for the whole search.")]
+
+
 @app.command()
 @user_command
-def train(
-    data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
-    config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
-    tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model family on the validation window.")] = 0,
-    tune_minutes: Annotated[float, typer.Option(min=0.1, help="Time budget for the whole search.")] = 10.0,
-) -> None:
+def train(data: DataOption, config_file: ConfigOption = None, experiment: ExperimentOption = None,
+          tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0) -> None:
     """Train every model family, evaluate on a time split, register, and promote through the gate."""
     _train(data, config_file, experiment, register=True, tune=tune, tune_minutes=tune_minutes)
 
 
 @app.command()
 @user_command
-def evaluate(
-    data: Annotated[str, typer.Option(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
-    config_file: Annotated[Path | None, typer.Option("--config", help="TrainConfig as JSON.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name.")] = None,
-    tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model family on the validation window.")] = 0,
-    tune_minutes: Annotated[float, typer.Option(min=0.1, help="Time budget for the whole search.")] = 10.0,
-) -> None:
+def evaluate(data: DataOption, config_file: ConfigOption = None, experiment: ExperimentOption = None,
+             tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0) -> None:
     """Like train, but registers nothing: evaluate and log to MLflow only."""
     _train(data, config_file, experiment, register=False, tune=tune, tune_minutes=tune_minutes)
 

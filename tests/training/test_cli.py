@@ -52,3 +52,32 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run("--debug", "validate", str(tmp_path / "nope"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_sample_then_train_then_promote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    shop = tmp_path / "shop"
+    made = run("sample", "--out", str(shop), "--customers", "600", "--items", "150", "--days", "90",
+               "--format", "parquet")
+    assert made.returncode == 0, made.stderr
+    assert (shop / "orders.parquet").is_file() and (shop / "_truth" / "pairs.csv").is_file()
+    (tmp_path / "config.json").write_text('{"families": ["ease", "cooccurrence"], "split": {"test_days": 14}}')
+    trained = run("train", "--data", str(shop), "--config", str(tmp_path / "config.json"))
+    assert trained.returncode == 0, trained.stderr
+    assert "Held-out evaluation" in trained.stdout and "popularity" in trained.stdout
+    assert "registered shoprec v1: promoted to @champion" in trained.stdout
+    promoted = run("promote", "1")
+    assert promoted.returncode == 0 and "shoprec v1 is now @champion" in promoted.stdout
+    missing = run("promote", "7")
+    assert missing.returncode == 2 and "cannot promote shoprec v7" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_bad_config_key_is_one_line(tmp_path: Path, shop_dir: Path) -> None:
+    (tmp_path / "config.json").write_text('{"familes": ["als"]}')
+    result = run("evaluate", "--data", str(shop_dir), "--config", str(tmp_path / "config.json"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: invalid TrainConfig: familes: Extra inputs")
