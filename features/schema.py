@@ -164,10 +164,12 @@ def check_columns(spec: TableSpec, present: list[str] | tuple[str, ...], locatio
     """Raise a :class:`ContractError` naming the table, column and file if a required column is absent."""
     missing = [c for c in spec.required_columns if c not in present]
     if missing:
+        found = ", ".join(str(c) for c in present) or "no columns"
+        if len(found) > 160:  # a binary or mis-delimited file has one huge "column name"
+            found = found[:160] + "..."
         raise ContractError(
             f"{location}: table '{spec.name}' is missing required column"
-            f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}"
-            f" (found: {', '.join(present) or 'no columns'})"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} (found: {found})"
         )
 
 
