@@ -60,11 +60,18 @@ def price_bands(orders: pd.DataFrame) -> pd.DataFrame:
                          "priced_lines": n.astype(np.int64)})
 
 
-def category_affinity(orders: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Share of each customer's order lines per category (rows sum to 1), long format."""
-    lines = orders[["customer_id", "item_id"]].merge(items[["item_id", "category"]], on="item_id")
-    counts = lines.groupby(["customer_id", "category"], sort=True).size().rename("lines").reset_index()
+def category_affinity(orders: pd.DataFrame, items: pd.DataFrame, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Share of each customer's order lines per category (rows sum to 1), long format.
+
+    With ``as_of``, also the days since the customer last bought in the category, which the
+    service needs to know whether a durable category was bought within its repurchase interval.
+    """
+    lines = orders[["customer_id", "item_id", "ts"]].merge(items[["item_id", "category"]], on="item_id")
+    grouped = lines.groupby(["customer_id", "category"], sort=True)
+    counts = grouped.size().rename("lines").reset_index()
     counts["share"] = counts["lines"] / counts.groupby("customer_id")["lines"].transform("sum")
+    if as_of is not None:
+        counts["days_since"] = ((as_of - grouped["ts"].max()).dt.total_seconds() / 86_400.0).to_numpy()
     return counts
 
 

@@ -308,5 +308,21 @@ def demo(
     out.print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {tracking_uri()} --port 5000", highlight=False)
 
 
+@app.command()
+@user_command
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
+) -> None:
+    """Serve the @champion bundle over HTTP (BentoML): /cross_sell, /email_picks, /offers."""
+    import os
+    import subprocess
+
+    bentoml_bin = Path(sys.executable).with_name("bentoml")
+    command = [str(bentoml_bin), "serve", "serving.service:ShoprecService", "--host", host, "--port", str(port)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+    raise typer.Exit(subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1]))
+
+
 if __name__ == "__main__":
     app()

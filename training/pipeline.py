@@ -129,7 +129,7 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
     items = shop["items"]
     profiles = {
         "customers": customer_profiles(shop["orders"], items, dataset.as_of),
-        "category_affinity": category_affinity(shop["orders"], items),
+        "category_affinity": category_affinity(shop["orders"], items, dataset.as_of),
         "repurchase": repurchase_intervals(shop["orders"], items),
     }
     if shop.has("email_events"):

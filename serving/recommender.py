@@ -1,0 +1,377 @@
+"""The serving logic as a plain object: scoring, business rules, reasons and fallbacks.
+
+Built once from a :class:`~training.bundle.Bundle`; every request is then index look-ups
+plus one small matrix product, so the HTTP layer (``serving/service.py``) stays thin and
+everything here is testable without a server. Nothing a client sends can raise here:
+unknown ids become fallbacks that the answer reports, never errors.
+
+Reasons are short machine-readable strings: ``bought_together:<item_id>``,
+``similar_customers``, ``popular_in_segment:<segment>``, ``popular_in:<category>``,
+``popular``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.rules import durable_exclusions
+
+BandSource = Literal["customer", "segment", "catalogue"]
+
+
+class ServingConfig(BaseModel):
+    """Knobs of the serving rules; defaults are what the tests and docs assume."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cf_weight: float = Field(0.5, ge=0, description="Weight of the customer's own CF scores in cross-sell.")
+    send_min_open_propensity: float = Field(0.15, ge=0, le=1,
+                                            description="Email is sent only at or above this open propensity.")
+    send_min_personal_share: float = Field(0.5, ge=0, le=1,
+                                           description="...and when at least this share of picks is personal.")
+    middle_band: tuple[float, float] = Field((0.25, 0.75), description="Catalogue price quantiles for strangers.")
+
+
+@dataclass(frozen=True)
+class Pick:
+    item_id: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class CrossSell:
+    items: list[Pick]
+    unknown_items: list[str]
+    customer_known: bool
+
+
+@dataclass(frozen=True)
+class EmailPick:
+    customer_id: str
+    customer_known: bool
+    send: bool
+    open_propensity: float
+    items: list[Pick]
+
+
+@dataclass(frozen=True)
+class PriceBand:
+    lo: float
+    hi: float
+    source: BandSource
+    widened: bool = False
+
+
+@dataclass(frozen=True)
+class Offers:
+    customer_known: bool
+    band: PriceBand
+    items: list[Pick]
+    unknown_category: bool = False
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    """Row-wise scale into [0, 1] by the row's best positive score, so families with
+    different score scales blend by a weight rather than by accident of magnitude."""
+    top = np.max(scores, axis=-1, keepdims=True)
+    return np.where(top > 0, np.clip(scores, 0, None) / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
+
+
+class ShopRecommender:
+    """Answers cross-sell, email picks and offers from one bundle; immutable once built.
+
+    The service swaps whole instances on reload, so nothing here is ever mutated after
+    ``__init__`` and concurrent requests need no locks.
+    """
+
+    def __init__(self, bundle: Bundle, model_version: str, config: ServingConfig | None = None) -> None:
+        self.bundle = bundle
+        self.model_version = model_version
+        self.config = config or ServingConfig()
+        cat = bundle.catalogue
+        self.n_items = len(cat)
+        self.item_ids = np.array([str(i) for i in bundle.items.external_ids], dtype=object)
+        self.in_stock = cat["in_stock"].to_numpy(dtype=bool)
+        self.durable = cat["durable"].to_numpy(dtype=bool)
+        self.price = cat["price"].to_numpy(dtype=np.float64)
+        codes, self.categories = pd.factorize(cat["category"].astype(str), sort=True)
+        self.item_category = codes.astype(np.int64)
+        self._category_of = {c: i for i, c in enumerate(self.categories)}
+        self._category_items = sp.csr_matrix(
+            (np.ones(self.n_items, dtype=np.float32), (codes, np.arange(self.n_items))),
+            shape=(len(self.categories), self.n_items))
+        self.popularity = np.asarray(
+            bundle.models[POPULARITY].score(np.zeros(1, dtype=np.int64), bundle.interactions[:0]))[0].astype(np.float32)
+        self.has_history = np.diff(bundle.interactions.indptr) > 0
+        self._build_profiles()
+        self._blocked = self._blocked_categories()
+
+    # ---- precomputation ----------------------------------------------------------------
+    def _build_profiles(self) -> None:
+        n = len(self.bundle.customers)
+        profiles = self.bundle.profiles.get("customers", pd.DataFrame(columns=["customer_id"]))
+        idx = self.bundle.customers.to_index(profiles["customer_id"].astype(str).to_numpy(), unknown="mark")
+        ok = idx >= 0
+        profiles, idx = profiles[ok], idx[ok]
+
+        def aligned(column: str, fill: object, dtype: type | str) -> np.ndarray:
+            out = np.full(n, fill, dtype=dtype)
+            if column in profiles:
+                out[idx] = profiles[column].to_numpy()
+            return out
+
+        self.segment = aligned("segment", None, object)
+        self.band_lo = aligned("price_lo", np.nan, np.float64)
+        self.band_hi = aligned("price_hi", np.nan, np.float64)
+        self.recency_days = aligned("recency_days", np.inf, np.float64)
+        # Popular within each segment: purchases of the segment's members, one row per segment.
+        self.segments = sorted({s for s in self.segment if isinstance(s, str)})
+        if self.segments:
+            member = np.array([self.segments.index(s) if isinstance(s, str) else -1 for s in self.segment])
+            rows = np.flatnonzero(member >= 0)
+            onehot = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (member[rows], rows)),
+                                   shape=(len(self.segments), n))
+            self.segment_popularity = np.asarray((onehot @ self.bundle.purchases).todense(), dtype=np.float32)
+            self.segment_band = {s: (float(np.nanmedian(self.band_lo[member == i])),
+                                     float(np.nanmedian(self.band_hi[member == i])))
+                                 for i, s in enumerate(self.segments)
+                                 if np.isfinite(self.band_lo[member == i]).any()}
+        else:
+            self.segment_popularity = np.zeros((0, self.n_items), dtype=np.float32)
+            self.segment_band = {}
+        priced = self.price[self.in_stock & (self.price > 0)]
+        q_lo, q_hi = self.config.middle_band
+        self.catalogue_band = ((float(np.quantile(priced, q_lo)), float(np.quantile(priced, q_hi)))
+                               if len(priced) else (0.0, math.inf))
+        rates = self.bundle.profiles.get("email_open_rates")
+        self.open_rate = np.full(n, np.nan)
+        self.open_prior = 0.0
+        if rates is not None and len(rates):
+            ridx = self.bundle.customers.to_index(rates["customer_id"].astype(str).to_numpy(), unknown="mark")
+            self.open_rate[ridx[ridx >= 0]] = rates["open_rate"].to_numpy()[ridx >= 0]
+            self.open_prior = float(rates["opens"].sum() / max(rates["sends"].sum(), 1))
+
+    def _repurchase_days(self) -> np.ndarray:
+        """Per category: the catalogue's repurchase_days (median), else the observed median gap,
+        else infinity for durables (never bought twice in the history we have)."""
+        days = np.full(len(self.categories), np.inf)
+        cat = self.bundle.catalogue
+        observed = self.bundle.profiles.get("repurchase")
+        if observed is not None:
+            gaps = observed.set_index(observed["category"].astype(str))["median_gap_days"]
+            for name, value in gaps.dropna().items():
+                if name in self._category_of:
+                    days[self._category_of[name]] = float(value)
+        if "repurchase_days" in cat:
+            declared = cat.groupby(cat["category"].astype(str))["repurchase_days"].median().dropna()
+            for name, value in declared.items():
+                days[self._category_of[name]] = float(value)
+        return days
+
+    def _blocked_categories(self) -> sp.csr_matrix:
+        """Customer x category: a durable in the category was bought within its repurchase interval.
+
+        Uses the days since the customer's last purchase in each category (bundle profile
+        ``category_affinity``); a bundle without it falls back to the customer's last order
+        of any kind, which blocks a little longer than needed but never too short.
+        """
+        bought = self.bundle.purchases @ sp.diags(self.durable.astype(np.float32)) @ self._category_items.T
+        bought = sp.csr_matrix(bought)
+        bought.eliminate_zeros()
+        coo = bought.tocoo()
+        since = self.recency_days[coo.row]
+        affinity = self.bundle.profiles.get("category_affinity")
+        if affinity is not None and "days_since" in affinity:
+            rows = self.bundle.customers.to_index(affinity["customer_id"].astype(str).to_numpy(), unknown="mark")
+            cols = pd.Index(self.categories).get_indexer(affinity["category"].astype(str)).astype(np.int64)
+            ok = (rows >= 0) & (cols >= 0)
+            days = sp.csr_matrix((affinity["days_since"].to_numpy()[ok] + 1e-9, (rows[ok], cols[ok])),
+                                 shape=bought.shape)
+            since = np.asarray(days[coo.row, coo.col]).ravel()
+        keep = self._repurchase_days()[coo.col] > since
+        return sp.csr_matrix((np.ones(int(keep.sum()), dtype=bool), (coo.row[keep], coo.col[keep])),
+                             shape=bought.shape)
+
+    # ---- shared pieces -----------------------------------------------------------------------
+    def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
+        """Internal indices; -1 for unknown ids and for known ids without any history (cold)."""
+        idx = self.bundle.customers.to_index(np.asarray(customer_ids, dtype=object), unknown="mark")
+        idx[idx >= 0] = np.where(self.has_history[idx[idx >= 0]], idx[idx >= 0], -1)
+        return idx
+
+    def _allowed(self, idx: np.ndarray) -> np.ndarray:
+        """Rows x items: in stock, not a bought durable, not a durable in a recently bought category."""
+        allowed = np.broadcast_to(self.in_stock, (len(idx), self.n_items)).copy()
+        known = np.flatnonzero(idx >= 0)
+        if len(known):
+            rows = idx[known]
+            blocked_cat = sp.csr_matrix(self._blocked[rows].astype(np.float32) @ self._category_items).toarray() > 0
+            bought = durable_exclusions(self.bundle.purchases, self.durable, rows).toarray() > 0
+            allowed[known] &= ~((blocked_cat & self.durable) | bought)
+        return allowed
+
+    def _cf_scores(self, idx: np.ndarray) -> np.ndarray:
+        """The primary model's scores for known customers (one matrix product for the batch)."""
+        model = self.bundle.models[PRIMARY]
+        return np.asarray(model.score(idx, self.bundle.interactions[idx]), dtype=np.float32)
+
+    def _fallback_scores(self, idx: int, categories: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        """Popularity for a cold customer: their segment's when known, else the shop's;
+        restricted to ``categories`` when given (a cart's categories)."""
+        segment = self.segment[idx] if idx >= 0 else None
+        if isinstance(segment, str) and categories is None:
+            return self.segment_popularity[self.segments.index(segment)], f"popular_in_segment:{segment}"
+        return self.popularity, "popular"
+
+    def _rank(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int]) -> list[int]:
+        """Best-first indices of allowed, positive-scored items not yet taken."""
+        ok = allowed & (scores > 0)
+        if taken:
+            ok[list(taken)] = False
+        candidates = np.flatnonzero(ok)
+        if len(candidates) > k:
+            candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
+        return candidates[np.argsort(-scores[candidates], kind="stable")].tolist()
+
+    def _personal(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int]) -> list[Pick]:
+        """The customer's own top k by CF score, marking them taken."""
+        ranked = self._rank(scores, allowed, k, taken)
+        taken.update(ranked)
+        return [Pick(self.item_ids[i], float(scores[i]), "similar_customers") for i in ranked]
+
+    def _fill(self, picks: list[Pick], taken: set[int], allowed: np.ndarray, k: int,
+              stages: list[tuple[np.ndarray, str | None]]) -> list[Pick]:
+        """Fill up to k from fallback stages in order; a None reason means popular_in:<category>.
+
+        The last resort is any allowed item (zero scores included), so the list is only
+        ever short when fewer than k items are in stock and allowed.
+        """
+        for scores, reason in [*stages, (self.popularity + 1e-6, "popular")]:
+            if len(picks) >= k:
+                break
+            for i in self._rank(scores, allowed, k - len(picks), taken):
+                picks.append(Pick(self.item_ids[i], float(scores[i]),
+                                  reason or f"popular_in:{self.categories[self.item_category[i]]}"))
+                taken.add(i)
+        return picks
+
+    # ---- endpoints -----------------------------------------------------------------------------
+    def cross_sell(self, cart: Sequence[str], customer_id: str | None, k: int) -> CrossSell:
+        """Items that go with the cart: co-occurrence, blended with the customer's CF when known.
+
+        Never an item in the cart, out of stock, or a durable the rules exclude; unknown
+        cart items are ignored and reported; short lists are filled with what is popular in
+        the cart's categories, then in the shop.
+        """
+        cart_idx_all = self.bundle.items.to_index(np.asarray(cart, dtype=object), unknown="mark")
+        unknown_items = [c for c, i in zip(cart, cart_idx_all, strict=True) if i < 0]
+        cart_idx = np.unique(cart_idx_all[cart_idx_all >= 0])
+        idx = self._customer_index([customer_id]) if customer_id else np.array([-1])
+        allowed = self._allowed(idx)[0]
+        allowed[cart_idx] = False
+        picks: list[Pick] = []
+        taken: set[int] = set()
+        co = np.zeros(self.n_items, dtype=np.float32)
+        association = self.bundle.models[COOCCURRENCE].item_item_ if len(cart_idx) else None
+        if association is not None:
+            co = _normalise(np.asarray(association[cart_idx].sum(axis=0)).ravel())
+        cf = _normalise(self._cf_scores(idx)[0]) if idx[0] >= 0 else np.zeros_like(co)
+        blended = co + self.config.cf_weight * cf
+        for i in self._rank(blended, allowed, k, taken):
+            if co[i] > 0:
+                anchor = cart_idx[int(np.argmax(association[cart_idx][:, i].toarray().ravel()))]
+                reason = f"bought_together:{self.item_ids[anchor]}"
+            else:
+                reason = "similar_customers"
+            picks.append(Pick(self.item_ids[i], float(blended[i]), reason))
+            taken.add(i)
+        stages: list[tuple[np.ndarray, str | None]] = []
+        if len(cart_idx):
+            in_cart_categories = np.isin(self.item_category, self.item_category[cart_idx])
+            stages.append((np.where(in_cart_categories, self.popularity, 0.0), None))
+        stages.append(self._fallback_scores(int(idx[0])))
+        return CrossSell(self._fill(picks, taken, allowed, k, stages), unknown_items, bool(idx[0] >= 0))
+
+    def email_picks(self, customer_ids: Sequence[str], k: int) -> list[EmailPick]:
+        """Per customer: the personal top k (consumables may return, recent durables not),
+        the open propensity, and whether to send at all.
+
+        ``send`` needs both a likely open (shrunk open rate, the shop's rate for customers
+        without email history) and picks that are mostly personal rather than fallbacks.
+        """
+        ids = [str(c) for c in customer_ids]
+        idx = self._customer_index(ids)
+        allowed = self._allowed(idx)
+        known = np.flatnonzero(idx >= 0)
+        cf = np.zeros((len(ids), self.n_items), dtype=np.float32)
+        if len(known):
+            cf[known] = self._cf_scores(idx[known])
+        raw_idx = self.bundle.customers.to_index(np.asarray(ids, dtype=object), unknown="mark")
+        out = []
+        for row, cid in enumerate(ids):
+            taken: set[int] = set()
+            picks = self._personal(cf[row], allowed[row], k, taken)
+            picks = self._fill(picks, taken, allowed[row], k, [self._fallback_scores(int(raw_idx[row]))])
+            rate = self.open_rate[raw_idx[row]] if raw_idx[row] >= 0 else np.nan
+            propensity = float(rate) if np.isfinite(rate) else self.open_prior
+            personal = sum(p.reason == "similar_customers" for p in picks) / max(len(picks), 1)
+            send = (propensity >= self.config.send_min_open_propensity
+                    and personal >= self.config.send_min_personal_share)
+            out.append(EmailPick(cid, bool(idx[row] >= 0), bool(send), propensity, picks))
+        return out
+
+    def price_band(self, customer_id: str) -> PriceBand:
+        """The customer's own band; else their segment's median band; else the catalogue's middle."""
+        idx = self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0]
+        if idx >= 0 and np.isfinite(self.band_lo[idx]) and np.isfinite(self.band_hi[idx]):
+            return PriceBand(float(self.band_lo[idx]), float(self.band_hi[idx]), "customer")
+        segment = self.segment[idx] if idx >= 0 else None
+        if isinstance(segment, str) and segment in self.segment_band:
+            return PriceBand(*self.segment_band[segment], "segment")
+        return PriceBand(*self.catalogue_band, "catalogue")
+
+    def offers(self, customer_id: str, k: int, category: str | None = None) -> Offers:
+        """Personal items priced inside the customer's band (in ``category`` when given).
+
+        When fewer than k allowed items lie inside the band, the band is widened to the
+        nearest prices (in log space) and the answer says so: every returned item always
+        lies inside the returned band.
+        """
+        idx = self._customer_index([customer_id])
+        band = self.price_band(customer_id)
+        allowed = self._allowed(idx)[0]
+        unknown_category = category is not None and category not in self._category_of
+        if category is not None and not unknown_category:
+            allowed &= self.item_category == self._category_of[category]
+        inside = allowed & (self.price >= band.lo) & (self.price <= band.hi)
+        if inside.sum() < k and allowed.sum() > inside.sum():
+            band, inside = self._widen(band, allowed, k)
+        picks: list[Pick] = []
+        taken: set[int] = set()
+        if idx[0] >= 0:
+            picks = self._personal(self._cf_scores(idx)[0], inside, k, taken)
+        raw = int(self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0])
+        picks = self._fill(picks, taken, inside, k, [self._fallback_scores(raw)])
+        return Offers(bool(idx[0] >= 0), band, picks, unknown_category)
+
+    def _widen(self, band: PriceBand, allowed: np.ndarray, k: int) -> tuple[PriceBand, np.ndarray]:
+        candidates = np.flatnonzero(allowed & (self.price > 0))
+        if not len(candidates):
+            return band, allowed & (self.price >= band.lo) & (self.price <= band.hi)
+        log_price = np.log(self.price[candidates])
+        lo, hi = math.log(max(band.lo, 1e-9)), math.log(max(band.hi, 1e-9))
+        distance = np.maximum(lo - log_price, 0) + np.maximum(log_price - hi, 0)
+        nearest = candidates[np.argsort(distance, kind="stable")[:k]]
+        new = PriceBand(min(band.lo, float(self.price[nearest].min())), max(band.hi, float(self.price[nearest].max())),
+                        band.source, widened=True)
+        return new, allowed & (self.price >= new.lo) & (self.price <= new.hi)

@@ -1,0 +1,129 @@
+"""The BentoML service: a thin HTTP layer over :class:`serving.recommender.ShopRecommender`.
+
+Loads ``models:/<SHOPREC_MODEL_NAME>@champion`` when a worker starts (the model is fetched
+at start-up, not baked into the Bento), then polls the alias every
+``SHOPREC_POLL_SECONDS`` and swaps in a new champion without a restart; ``POST
+/admin/reload`` does the same on demand. A swap builds the new recommender completely
+and then replaces one reference, so a request sees either the old model or the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import bentoml
+from threadpoolctl import threadpool_limits
+
+from serving import schemas
+from serving.guard import HttpGuard
+from serving.lifecycle import ChampionSource
+from serving.recommender import Pick, ShopRecommender
+
+logger = logging.getLogger("shoprec.serving")
+POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
+
+FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
+                                    documentation="Answers that used a fallback instead of personal scores.",
+                                    labelnames=["endpoint", "kind"])
+UNKNOWN_IDS = bentoml.metrics.Counter(name="shoprec_unknown_ids_total",
+                                      documentation="Ids in requests that the model does not know.",
+                                      labelnames=["endpoint", "kind"])
+RELOADS = bentoml.metrics.Counter(name="shoprec_model_reloads_total",
+                                  documentation="Champion swaps, by trigger.", labelnames=["trigger"])
+
+
+def _items(picks: list[Pick]) -> list[schemas.ItemOut]:
+    return [schemas.ItemOut(item_id=p.item_id, score=p.score, reason=p.reason) for p in picks]
+
+
+def _count_fallbacks(endpoint: str, known: bool, picks: list[Pick]) -> None:
+    if not known:
+        UNKNOWN_IDS.labels(endpoint=endpoint, kind="customer").inc()
+    if any(p.reason.startswith("popular") for p in picks):
+        FALLBACKS.labels(endpoint=endpoint, kind="popular").inc()
+
+
+@bentoml.service(name="shoprec", traffic={"timeout": 30})
+class ShoprecService:
+    """Cross-sell, email picks and price-band offers from the champion bundle."""
+
+    def __init__(self) -> None:
+        threadpool_limits(1)  # one request = one small product; BLAS threads only add contention
+        self.source = ChampionSource(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
+        loaded = self.source.load_initial()
+        self.recommender = ShopRecommender(loaded.bundle, loaded.version)
+        self._swap_lock = threading.Lock()
+        self._stop = threading.Event()
+        if POLL_SECONDS > 0:
+            threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
+        logger.info("serving %s", loaded.version)
+
+    def reload(self, trigger: str) -> tuple[str, bool]:
+        """Swap to the registry's champion if it moved; one swap at a time."""
+        with self._swap_lock:
+            version = self.source.champion_version()
+            if f"{self.source.model_name}/v{version}" == self.recommender.model_version:
+                return self.recommender.model_version, False
+            loaded = self.source.fetch(version)
+            self.recommender = ShopRecommender(loaded.bundle, loaded.version)  # the one atomic swap
+            RELOADS.labels(trigger=trigger).inc()
+            logger.warning("now serving %s (%s)", loaded.version, trigger)
+            return loaded.version, True
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            try:
+                self.reload("poll")
+            except Exception:  # noqa: BLE001 - keep serving the current model; retry next tick
+                logger.exception("champion poll failed; still serving %s", self.recommender.model_version)
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+
+    @bentoml.api(route="/cross_sell", input_spec=schemas.CrossSellRequest)
+    def cross_sell(self, cart: list[str], customer_id: str | None = None, k: int = 5) -> schemas.CrossSellResponse:
+        """Items that go with the cart; never in the cart, out of stock or a recently bought durable."""
+        rec = self.recommender
+        answer = rec.cross_sell(cart, customer_id, k)
+        if answer.unknown_items:
+            UNKNOWN_IDS.labels(endpoint="cross_sell", kind="item").inc(len(answer.unknown_items))
+        _count_fallbacks("cross_sell", answer.customer_known or customer_id is None, answer.items)
+        return schemas.CrossSellResponse(model_version=rec.model_version, customer_known=answer.customer_known,
+                                         unknown_items=answer.unknown_items, items=_items(answer.items))
+
+    @bentoml.api(route="/email_picks", input_spec=schemas.EmailPicksRequest)
+    def email_picks(self, customer_ids: list[str], k: int = 10) -> schemas.EmailPicksResponse:
+        """Per customer: whether to send, the open propensity and the picks (one batch product)."""
+        rec = self.recommender
+        picks = rec.email_picks(customer_ids, k)
+        for pick in picks:
+            _count_fallbacks("email_picks", pick.customer_known, pick.items)
+        return schemas.EmailPicksResponse(model_version=rec.model_version, picks=[
+            schemas.EmailPickOut(customer_id=p.customer_id, customer_known=p.customer_known, send=p.send,
+                                 open_propensity=p.open_propensity, items=_items(p.items)) for p in picks])
+
+    @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
+    def offers(self, customer_id: str, k: int = 5, category: str | None = None) -> schemas.OffersResponse:
+        """Personal items inside the customer's price band, with the band and where it came from."""
+        rec = self.recommender
+        answer = rec.offers(customer_id, k, category)
+        _count_fallbacks("offers", answer.customer_known, answer.items)
+        if answer.unknown_category:
+            UNKNOWN_IDS.labels(endpoint="offers", kind="category").inc()
+        band = answer.band
+        return schemas.OffersResponse(
+            model_version=rec.model_version, customer_known=answer.customer_known,
+            unknown_category=answer.unknown_category, items=_items(answer.items),
+            band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
+
+    @bentoml.api(route="/admin/reload")
+    def admin_reload(self) -> schemas.ReloadResponse:
+        """Load the registry's champion now (bearer token checked by :class:`HttpGuard`)."""
+        version, changed = self.reload("admin")
+        return schemas.ReloadResponse(model_version=version, changed=changed)
+
+
+ShoprecService.add_asgi_middleware(HttpGuard)

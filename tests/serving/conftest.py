@@ -1,0 +1,28 @@
+"""A small sample shop, its planted truth and a bundle built from it, shared by the serving tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.loading import ShopData, validate_tables
+from features.sample import SampleConfig, SampleShop, generate_shop
+from features.sources import RawTable
+from training.bundle import Bundle
+from training.pipeline import TrainConfig, build_bundle
+
+SAMPLE = SampleConfig(customers=1500, items=240, days=180, seed=11, dirty_share=0.0)
+
+
+@pytest.fixture(scope="session")
+def sample_shop() -> SampleShop:
+    return generate_shop(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def shop(sample_shop: SampleShop) -> ShopData:
+    return validate_tables({k: RawTable(v, k) for k, v in sample_shop.tables.items()}, source="sample")
+
+
+@pytest.fixture(scope="session")
+def bundle(shop: ShopData) -> Bundle:
+    return build_bundle(shop, TrainConfig(), "ease", {"chosen": "ease"})

@@ -1,0 +1,167 @@
+"""The serving rules against the sample shop's planted truth, without a server."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.sample import SampleShop
+from serving.recommender import ServingConfig, ShopRecommender
+from training.bundle import Bundle
+
+
+@pytest.fixture(scope="module")
+def rec(bundle: Bundle) -> ShopRecommender:
+    return ShopRecommender(bundle, "shoprec/1")
+
+
+def _catalogue(bundle: Bundle) -> pd.DataFrame:
+    return bundle.catalogue.set_index("item_id")
+
+
+def test_cross_sell_finds_planted_partners(rec: ShopRecommender, bundle: Bundle, sample_shop: SampleShop) -> None:
+    cat = _catalogue(bundle)
+    pairs = sample_shop.truth["pairs"]
+    pairs = pairs[pairs["anchor_item_id"].isin(cat.index) & pairs["partner_item_id"].isin(cat.index)]
+    pairs = pairs[cat.loc[pairs["partner_item_id"], "in_stock"].to_numpy()]
+    hits = []
+    for anchor, partner in zip(pairs["anchor_item_id"], pairs["partner_item_id"], strict=True):
+        picks = {p.item_id: p.reason for p in rec.cross_sell([anchor], None, 5).items}
+        hits.append(picks.get(partner) == f"bought_together:{anchor}")
+    assert len(hits) >= 30
+    assert np.mean(hits) >= 0.75
+
+
+def test_cross_sell_never_returns_cart_or_out_of_stock(rec: ShopRecommender, bundle: Bundle,
+                                                       sample_shop: SampleShop) -> None:
+    cat = _catalogue(bundle)
+    out_of_stock = set(cat.index[~cat["in_stock"]])
+    assert out_of_stock
+    customers = bundle.profiles["customers"]["customer_id"][:200]
+    anchors = sample_shop.truth["pairs"]["anchor_item_id"].tolist()
+    for n, customer in enumerate(customers):
+        cart = [anchors[n % len(anchors)], anchors[(n + 7) % len(anchors)]]
+        answer = rec.cross_sell(cart, str(customer), 8)
+        ids = [p.item_id for p in answer.items]
+        assert len(ids) == 8 and len(set(ids)) == 8
+        assert not set(ids) & (set(cart) | out_of_stock)
+        assert answer.customer_known
+
+
+def _blocked_durables(rec: ShopRecommender, bundle: Bundle, customer: str) -> set[str]:
+    """Durable items in categories where the customer bought a durable within its interval."""
+    idx = bundle.customers.to_index([customer])[0]
+    cat = _catalogue(bundle)
+    bought = bundle.items.external_ids[bundle.purchases[idx].indices]
+    categories = set(cat.loc[bought][cat.loc[bought, "durable"]]["category"])
+    interval = cat.groupby("category")["repurchase_days"].median()
+    recent = {c for c in categories if interval[c] > rec.recency_days[idx]}
+    return set(cat.index[cat["durable"] & cat["category"].isin(recent)])
+
+
+def test_durables_just_bought_are_not_offered_anywhere(rec: ShopRecommender, bundle: Bundle) -> None:
+    customers = [str(c) for c in bundle.profiles["customers"]["customer_id"][:400]]
+    blocked = {c: _blocked_durables(rec, bundle, c) for c in customers}
+    assert sum(bool(b) for b in blocked.values()) > 50
+    for pick in rec.email_picks(customers, 10):
+        assert not {p.item_id for p in pick.items} & blocked[pick.customer_id]
+    for customer in [c for c in customers if blocked[c]][:60]:
+        category = bundle.catalogue.set_index("item_id").loc[sorted(blocked[customer])[0], "category"]
+        partners = rec.cross_sell([], customer, 20).items + rec.offers(customer, 20, category).items
+        assert not {p.item_id for p in partners} & blocked[customer]
+
+
+def test_consumables_may_come_back_in_email_picks(rec: ShopRecommender, bundle: Bundle) -> None:
+    customers = [str(c) for c in bundle.profiles["customers"]["customer_id"][:300]]
+    cat = _catalogue(bundle)
+    again = 0
+    for pick in rec.email_picks(customers, 10):
+        idx = bundle.customers.to_index([pick.customer_id])[0]
+        bought = set(bundle.items.external_ids[bundle.purchases[idx].indices])
+        again += sum(p.item_id in bought and not cat.loc[p.item_id, "durable"] for p in pick.items)
+    assert again > 0
+
+
+def test_email_send_is_false_for_never_openers(rec: ShopRecommender, bundle: Bundle, sample_shop: SampleShop) -> None:
+    rates = bundle.profiles["email_open_rates"].merge(sample_shop.truth["customers"], on="customer_id")
+    picks = pd.DataFrame([(p.customer_id, p.send, p.open_propensity)
+                          for p in rec.email_picks(rates["customer_id"].tolist()[:1000], 5)],
+                         columns=["customer_id", "send", "open_propensity"]).merge(rates, on="customer_id")
+    seasoned_never = picks[picks["never_open"] & (picks["sends"] >= 6)]
+    assert len(seasoned_never) > 20 and not seasoned_never["send"].any()
+    openers = picks[~picks["never_open"] & (picks["open_rate_x"] >= 0.3)]
+    assert openers["send"].mean() > 0.7
+    assert picks["open_propensity"].between(0, 1).all()
+
+
+def test_send_thresholds_are_configurable(bundle: Bundle) -> None:
+    ids = [str(c) for c in bundle.customers.external_ids[:50]]
+    never = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=1.0))
+    always = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0))
+    assert not any(p.send for p in never.email_picks(ids, 5))
+    assert all(p.send for p in always.email_picks(ids, 5))
+
+
+def test_offers_lie_inside_the_customers_band(rec: ShopRecommender, bundle: Bundle) -> None:
+    cat = _catalogue(bundle)
+    for customer in [str(c) for c in bundle.profiles["customers"]["customer_id"][:150]]:
+        offers = rec.offers(customer, 5)
+        assert offers.band.source == "customer" and offers.customer_known
+        prices = cat.loc[[p.item_id for p in offers.items], "price"]
+        assert len(prices) == 5
+        assert prices.between(offers.band.lo, offers.band.hi).all()
+        assert cat.loc[prices.index, "in_stock"].all()
+
+
+def test_offers_band_falls_back_to_segment_then_catalogue(bundle: Bundle) -> None:
+    profiles = bundle.profiles["customers"].copy()
+    customer = str(profiles["customer_id"].iloc[0])
+    profiles.loc[profiles.index[0], ["price_lo", "price_hi"]] = np.nan
+    rec = ShopRecommender(dataclasses.replace(bundle, profiles={**bundle.profiles, "customers": profiles}), "v")
+    segment = rec.offers(customer, 5)
+    assert segment.band.source == "segment"
+    stranger = rec.offers("nobody-at-all", 5)
+    assert stranger.band.source == "catalogue" and not stranger.customer_known
+    assert {p.reason for p in stranger.items} == {"popular"}
+    cat = _catalogue(bundle)
+    assert cat.loc[[p.item_id for p in stranger.items], "price"].between(stranger.band.lo, stranger.band.hi).all()
+
+
+def test_offers_in_a_category_widen_the_band_rather_than_return_nothing(rec: ShopRecommender, bundle: Bundle) -> None:
+    cheap = str(bundle.profiles["customers"].sort_values("price_hi")["customer_id"].iloc[0])
+    offers = rec.offers(cheap, 5, "laptops")
+    cat = _catalogue(bundle)
+    assert offers.items and offers.band.widened
+    assert (cat.loc[[p.item_id for p in offers.items], "category"] == "laptops").all()
+    assert cat.loc[[p.item_id for p in offers.items], "price"].between(offers.band.lo, offers.band.hi).all()
+    assert rec.offers(cheap, 5, "no-such-category").unknown_category
+
+
+def test_unknown_customers_and_items_fall_back(rec: ShopRecommender, bundle: Bundle, sample_shop: SampleShop) -> None:
+    answer = rec.cross_sell(["ghost-1", "ghost-2"], "ghost-customer", 4)
+    assert answer.unknown_items == ["ghost-1", "ghost-2"] and not answer.customer_known
+    assert [p.reason for p in answer.items] == ["popular"] * 4
+    anchor = sample_shop.truth["pairs"]["anchor_item_id"].iloc[0]
+    many = rec.cross_sell([anchor, "ghost"], None, 100)
+    assert many.unknown_items == ["ghost"]
+    reasons = {p.reason.split(":")[0] for p in many.items}
+    assert {"bought_together", "popular_in"} <= reasons
+    assert len(many.items) == 100
+    segment = rec.email_picks([str(bundle.profiles["customers"]["customer_id"].iloc[0]), "ghost"], 3)
+    assert not segment[1].customer_known and len(segment[1].items) == 3
+    assert segment[1].open_propensity == pytest.approx(rec.open_prior)
+
+
+def test_never_empty_while_anything_is_in_stock(bundle: Bundle) -> None:
+    catalogue = bundle.catalogue.copy()
+    catalogue["in_stock"] = False
+    catalogue.loc[catalogue.index[-1], "in_stock"] = True
+    rec = ShopRecommender(dataclasses.replace(bundle, catalogue=catalogue), "v")
+    last = str(catalogue["item_id"].iloc[-1])
+    customer = str(bundle.customers.external_ids[0])
+    assert [p.item_id for p in rec.cross_sell(["ghost"], customer, 5).items] == [last]
+    assert [p.item_id for p in rec.email_picks(["ghost"], 5)[0].items] == [last]
+    assert [p.item_id for p in rec.offers("ghost", 5).items] == [last]

@@ -1,0 +1,298 @@
+"""End to end: train into a private SHOPREC_HOME, start `bentoml serve` on a free loopback port,
+and check every endpoint, fallback and 4xx over real HTTP, then a champion swap under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from features.sample import SampleShop
+from features.sources import write_tables
+from serving.recommender import ShopRecommender
+from training.bundle import Bundle
+from training.pipeline import TrainConfig, TrainResult, run_training
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-admin-token"
+
+
+@dataclass
+class Server:
+    url: str
+    client: httpx.Client
+    data: str
+    home: Path
+    trained: TrainResult
+
+    def post(self, path: str, body: object, **kwargs: object) -> httpx.Response:
+        return self.client.post(f"{self.url}{path}", json=body, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(data: str, home: Path) -> TrainResult:
+    saved = {k: os.environ.get(k) for k in ("SHOPREC_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["SHOPREC_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        return run_training(data, TrainConfig(families=["ease"]))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def server(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("e2e")
+    data, home = str(root / "shop"), root / "home"
+    write_tables(sample_shop.tables, data, "parquet")
+    trained = _train(data, home)
+    assert trained.model_version == "1" and trained.gate and trained.gate.passed
+    port = _free_port()
+    env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
+           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed after the server stops
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(root / 'server.log').read_text()[-3000:]}")
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready: {(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield Server(url, client, data, home, trained)
+    finally:
+        client.close()
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def served(server: Server) -> Bundle:
+    return server.trained.bundle
+
+
+def test_cross_sell_returns_a_planted_partner(server: Server, served: Bundle, sample_shop: SampleShop) -> None:
+    cat = served.catalogue.set_index("item_id")
+    pairs = sample_shop.truth["pairs"]
+    pairs = pairs[pairs["partner_item_id"].map(lambda i: bool(cat["in_stock"].get(i, False)))]
+    hits = 0
+    for anchor, partner in zip(pairs["anchor_item_id"][:20], pairs["partner_item_id"][:20], strict=True):
+        body = server.post("/cross_sell", {"cart": [anchor], "k": 5}).json()
+        assert body["model_version"] == "shoprec/v1"
+        assert anchor not in {i["item_id"] for i in body["items"]}
+        hits += {"item_id": partner} in [{"item_id": i["item_id"]} for i in body["items"]
+                                          if i["reason"] == f"bought_together:{anchor}"]
+    assert hits >= 14
+
+
+def test_offers_lie_inside_the_band(server: Server, served: Bundle) -> None:
+    cat = served.catalogue.set_index("item_id")
+    for customer in served.profiles["customers"]["customer_id"][:20]:
+        body = server.post("/offers", {"customer_id": customer, "k": 5}).json()
+        assert body["band"]["source"] == "customer" and body["customer_known"]
+        prices = cat.loc[[i["item_id"] for i in body["items"]], "price"]
+        assert len(prices) == 5 and prices.between(body["band"]["lo"], body["band"]["hi"]).all()
+
+
+def test_email_picks_do_not_send_to_never_openers(server: Server, served: Bundle, sample_shop: SampleShop) -> None:
+    rates = served.profiles["email_open_rates"].merge(sample_shop.truth["customers"], on="customer_id")
+    never = rates[rates["never_open"] & (rates["sends"] >= 6)]["customer_id"].tolist()
+    body = server.post("/email_picks", {"customer_ids": never, "k": 3}).json()
+    assert len(body["picks"]) == len(never) > 20
+    assert not any(p["send"] for p in body["picks"])
+    assert all(len(p["items"]) == 3 for p in body["picks"])
+
+
+def test_a_durable_just_bought_is_not_reoffered(server: Server, served: Bundle) -> None:
+    rec = ShopRecommender(served, "local")
+    cat = served.catalogue.set_index("item_id")
+    checked = 0
+    for customer in served.profiles["customers"]["customer_id"][:300]:
+        idx = served.customers.to_index([customer])[0]
+        bought = served.items.external_ids[served.purchases[idx].indices]
+        durables = [i for i in bought if cat.loc[i, "durable"]]
+        recent = [i for i in durables if cat.loc[i, "repurchase_days"] > rec.recency_days[idx]]
+        if not recent:
+            continue
+        same_category = set(cat.index[cat["durable"] & (cat["category"] == cat.loc[recent[0], "category"])])
+        for path, body in (("/cross_sell", {"cart": [], "customer_id": customer, "k": 30}),
+                           ("/offers", {"customer_id": customer, "k": 30, "category": cat.loc[recent[0], "category"]}),
+                           ("/email_picks", {"customer_ids": [customer], "k": 30})):
+            answer = server.post(path, body).json()
+            items = answer["picks"][0]["items"] if path == "/email_picks" else answer["items"]
+            assert not {i["item_id"] for i in items} & same_category, (path, customer)
+        checked += 1
+        if checked == 10:
+            break
+    assert checked == 10
+
+
+def test_fallbacks_for_unknown_customers_items_and_categories(server: Server, served: Bundle) -> None:
+    body = server.post("/cross_sell", {"cart": ["ghost-item"], "customer_id": "ghost", "k": 4}).json()
+    assert body["unknown_items"] == ["ghost-item"] and not body["customer_known"]
+    assert [i["reason"] for i in body["items"]] == ["popular"] * 4
+    body = server.post("/cross_sell", {"cart": [], "k": 3}).json()
+    assert len(body["items"]) == 3
+    offers = server.post("/offers", {"customer_id": "ghost", "k": 3}).json()
+    assert offers["band"]["source"] == "catalogue" and len(offers["items"]) == 3
+    odd = server.post("/offers", {"customer_id": "ghost", "k": 3, "category": "spaceships"}).json()
+    assert odd["unknown_category"] and len(odd["items"]) == 3
+    picks = server.post("/email_picks", {"customer_ids": ["ghost"], "k": 2}).json()["picks"][0]
+    assert not picks["customer_known"] and len(picks["items"]) == 2
+    metrics = server.client.get(f"{server.url}/metrics").text
+    assert 'shoprec_unknown_ids_total{endpoint="cross_sell",kind="item"}' in metrics
+    assert "shoprec_fallbacks_total" in metrics
+
+
+BAD = [
+    ("/cross_sell", {"cart": ["a"], "k": 0}, "k"),
+    ("/cross_sell", {"cart": ["a"], "k": 101}, "k"),
+    ("/cross_sell", {"cart": ["a"], "k": "5"}, "k"),
+    ("/cross_sell", {"cart": [""]}, "cart.0"),
+    ("/cross_sell", {"cart": "a"}, "cart"),
+    ("/cross_sell", {"k": 3}, "cart"),
+    ("/cross_sell", {"cart": [], "customer_id": ""}, "customer_id"),
+    ("/cross_sell", {"cart": [], "kk": 3}, "kk"),
+    ("/email_picks", {"customer_ids": [f"c{i}" for i in range(1001)]}, "customer_ids"),
+    ("/email_picks", {"customer_ids": []}, "customer_ids"),
+    ("/email_picks", {"customer_ids": [1, 2]}, "customer_ids.0"),
+    ("/offers", {"k": 3}, "customer_id"),
+    ("/offers", {"customer_id": "c", "category": ""}, "category"),
+    ("/offers", [1, 2], ""),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD)
+def test_bad_input_is_a_400_naming_the_field(server: Server, path: str, body: object, field: str) -> None:
+    response = server.post(path, body)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert set(error) == {"error", "detail"}
+    if field:
+        assert error["error"].startswith(f"{field}:") or f"; {field}:" in error["error"]
+        assert any(".".join(map(str, d["loc"])) == field for d in error["detail"])
+
+
+def test_malformed_and_oversized_bodies_are_4xx(server: Server) -> None:
+    bad_json = server.client.post(f"{server.url}/cross_sell", content=b"{nope",
+                                  headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400 and "Invalid JSON" in bad_json.json()["error"]
+    huge = server.client.post(f"{server.url}/email_picks", content=b" " * 300_000,
+                              headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"].startswith("body:")
+
+
+def test_openapi_declares_the_error_body(server: Server) -> None:
+    spec = server.client.get(f"{server.url}/docs.json").json()
+    assert {"/cross_sell", "/email_picks", "/offers", "/admin/reload", "/readyz", "/metrics"} <= set(spec["paths"])
+    responses = spec["paths"]["/cross_sell"]["post"]["responses"]
+    assert responses["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorResponse"
+    assert "413" in responses and "401" in spec["paths"]["/admin/reload"]["post"]["responses"]
+
+
+def test_admin_reload_needs_the_token(server: Server) -> None:
+    assert server.post("/admin/reload", {}).status_code == 401
+    assert server.post("/admin/reload", {}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = server.post("/admin/reload", {}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.json() == {"model_version": "shoprec/v1", "changed": False}
+
+
+def _examples(text: str) -> list[tuple[str, dict, int, object]]:
+    """(path, request, status, response) from ```json POST /path``` + ```json response N``` pairs."""
+    blocks = re.findall(r"```json ([^\n]+)\n(.*?)```", text, flags=re.S)
+    out = []
+    for (req_info, req), (resp_info, resp) in zip(blocks[::2], blocks[1::2], strict=True):
+        method, path = req_info.split()
+        assert method == "POST" and resp_info.startswith("response ")
+        out.append((path, json.loads(req), int(resp_info.split()[1]), json.loads(resp)))
+    return out
+
+
+def _same_shape(example: object, actual: object) -> bool:
+    if isinstance(example, dict):
+        return isinstance(actual, dict) and set(example) == set(actual) and all(
+            _same_shape(v, actual[k]) for k, v in example.items())
+    if isinstance(example, list):
+        return isinstance(actual, list) and all(_same_shape(example[0], a) for a in actual) if example else True
+    return type(example) is type(actual) or {type(example), type(actual)} <= {int, float}
+
+
+def test_docs_api_examples_run(server: Server) -> None:
+    examples = _examples((REPO / "docs" / "api.md").read_text())
+    assert {p for p, *_ in examples} >= {"/cross_sell", "/email_picks", "/offers"}
+    for path, request, status, expected in examples:
+        headers = {"Authorization": f"Bearer {TOKEN}"} if path.startswith("/admin/") else {}
+        response = server.post(path, request, headers=headers)
+        assert response.status_code == status, (path, response.text)
+        assert _same_shape(expected, response.json()), (path, response.json())
+
+
+def test_champion_swap_under_concurrent_requests(server: Server) -> None:
+    """Runs last: trains v2 (promoted by the gate), reloads mid-traffic, and no request fails."""
+    second = _train(server.data, server.home)
+    assert second.model_version == "2" and second.gate and second.gate.passed
+    body = {"cart": [str(server.trained.bundle.items.external_ids[0])], "customer_id": "c000001", "k": 5}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def hammer(_: int) -> tuple[int, str]:
+        response = httpx.post(f"{server.url}/cross_sell", json=body, timeout=30)
+        return response.status_code, response.json().get("model_version", "")
+
+    with ThreadPoolExecutor(8) as pool:
+        before = pool.map(hammer, range(100))
+        reload = server.post("/admin/reload", {}, headers=headers)
+        after = list(pool.map(hammer, range(100)))
+        results = list(before) + after
+    assert reload.status_code == 200 and reload.json() == {"model_version": "shoprec/v2", "changed": True}
+    assert all(status == 200 for status, _ in results)
+    assert {v for _, v in results} <= {"shoprec/v1", "shoprec/v2"}
+    assert after[-1][1] == "shoprec/v2"
+    assert (server.home / "serving-cache" / "shoprec-v2").is_dir()
+    assert pd.notna(json.loads((server.home / "serving-cache" / "current.json").read_text())["version"])
+
+
+def test_registry_down_starts_from_the_cached_bundle(server: Server, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from serving.lifecycle import ChampionSource
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    source = ChampionSource("shoprec", server.home / "serving-cache")
+    loaded = source.load_initial()
+    assert loaded.version.startswith("shoprec/v") and len(loaded.bundle.items) > 0
+    assert "REGISTRY UNREACHABLE" in caplog.text
