@@ -293,9 +293,13 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path("demo-data"),
     customers: Annotated[int, typer.Option(min=10)] = 5000,
     items: Annotated[int, typer.Option(min=50)] = 1000,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="End by serving the champion.")] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
 ) -> None:
-    """The embedded default end to end: sample shop -> validate -> train, register, promote."""
+    """The embedded default end to end: sample shop -> validate -> train, register, promote -> serve."""
     import os
+
+    import pandas as pd
 
     from training.tracking import tracking_uri
 
@@ -306,6 +310,23 @@ def demo(
     _train(str(data_dir), None, None, register=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     out.print(f"MLflow UI: {mlflow_bin} ui --backend-store-uri {tracking_uri()} --port 5000", highlight=False)
+    anchor = str(pd.read_csv(data_dir / "_truth" / "pairs.csv", dtype=str)["anchor_item_id"].iloc[0])
+    customer = str(pd.read_csv(data_dir / "orders.csv", dtype=str, nrows=1)["customer_id"].iloc[0])
+    out.print(example_calls(port, anchor, customer), highlight=False, soft_wrap=True)
+    if serve_after:
+        raise typer.Exit(_serve("127.0.0.1", port))
+
+
+def example_calls(port: int, cart_item: str, customer: str) -> str:
+    """curl commands for every endpoint, with ids that exist in the served data."""
+    post = f"curl -s -X POST http://127.0.0.1:{port}/{{}} -H 'content-type: application/json' -d '{{}}'"
+    return "\n".join([
+        "Once the service is up (Ctrl-C stops it), try:",
+        f"curl -s http://127.0.0.1:{port}/readyz",
+        post.format("cross_sell", f'{{"cart": ["{cart_item}"], "customer_id": "{customer}", "k": 5}}'),
+        post.format("email_picks", f'{{"customer_ids": ["{customer}", "someone-new"], "k": 5}}'),
+        post.format("offers", f'{{"customer_id": "{customer}", "k": 5}}'),
+    ])
 
 
 @app.command()
@@ -315,13 +336,18 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
 ) -> None:
     """Serve the @champion bundle over HTTP (BentoML): /cross_sell, /email_picks, /offers."""
+    raise typer.Exit(_serve(host, port))
+
+
+def _serve(host: str, port: int) -> int:
+    """Run `bentoml serve` for the service in the foreground; returns its exit code."""
     import os
     import subprocess
 
     bentoml_bin = Path(sys.executable).with_name("bentoml")
     command = [str(bentoml_bin), "serve", "serving.service:ShoprecService", "--host", host, "--port", str(port)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
-    raise typer.Exit(subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1]))
+    return subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1])
 
 
 if __name__ == "__main__":

@@ -81,3 +81,14 @@ def test_bad_config_key_is_one_line(tmp_path: Path, shop_dir: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: invalid TrainConfig: familes: Extra inputs")
+
+
+def test_demo_runs_end_to_end_without_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOPREC_HOME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    result = run("demo", "--out", str(tmp_path / "demo"), "--customers", "800", "--items", "200", "--no-serve")
+    assert result.returncode == 0, result.stderr
+    assert "Load report" in result.stdout and "promoted to @champion" in result.stdout
+    assert "/cross_sell" in result.stdout and "/email_picks" in result.stdout and "/offers" in result.stdout
+    assert (tmp_path / "demo" / "home" / "mlflow.db").is_file()
