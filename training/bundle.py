@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from features.dataset import Dataset, IdMap
 from training.models import load_model
 from training.models.base import Recommender, top_k
+from training.propensity_set import PropensitySet, PropensityUnavailable
 from training.rules import durable_exclusions, out_of_stock_mask
 
 MANIFEST = "manifest.json"
@@ -39,7 +40,8 @@ class Bundle:
 
     ``models`` holds the chosen primary model plus the popularity fallback and the
     co-occurrence model used for cart cross-sells; ``profiles`` the customer profiles
-    (RFM, segment, price band, top category), category affinities and repurchase intervals.
+    (RFM, segment, price band, top category), category affinities and repurchase intervals;
+    ``propensity`` the purchase / session / email-open models (None when training skipped them all).
     """
 
     customers: IdMap
@@ -50,15 +52,20 @@ class Bundle:
     models: dict[str, Recommender]
     metadata: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    propensity: PropensitySet | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any],
-                     profiles: dict[str, pd.DataFrame] | None = None) -> Bundle:
+                     profiles: dict[str, pd.DataFrame] | None = None,
+                     propensity: PropensitySet | None = None) -> Bundle:
         missing = {PRIMARY, POPULARITY} - set(models)
         if missing:
             raise BundleError(f"bundle needs models {sorted(missing)}")
+        if propensity is not None:
+            metadata = {**metadata, "propensity": propensity.status}
         return cls(dataset.customers, dataset.items, dataset.catalogue, dataset.interactions,
-                   dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()}, profiles or {})
+                   dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()}, profiles or {},
+                   propensity)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -72,6 +79,8 @@ class Bundle:
         (folder / "profiles").mkdir(exist_ok=True)
         for name, frame in self.profiles.items():
             frame.to_parquet(folder / "profiles" / f"{name}.parquet", index=False)
+        if self.propensity is not None:
+            self.propensity.save(folder / "propensity")
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
         manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
@@ -92,6 +101,7 @@ class Bundle:
             models=models,
             metadata=json.loads((folder / "bundle.json").read_text()),
             profiles={p.stem: pd.read_parquet(p) for p in sorted((folder / "profiles").glob("*.parquet"))},
+            propensity=PropensitySet.load(folder / "propensity") if (folder / "propensity").is_dir() else None,
         )
 
     # ---- answering -----------------------------------------------------------------------
@@ -123,6 +133,28 @@ class Bundle:
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
         order = pd.Series(pd.Categorical(frame["customer_id"], categories=pd.unique(ids)))
         return frame.iloc[np.lexsort((frame["rank"].to_numpy(), order.cat.codes.to_numpy()))].reset_index(drop=True)
+
+    # ---- propensity -----------------------------------------------------------------------
+    def _propensity(self, target: str) -> PropensitySet:
+        if self.propensity is None:
+            raise PropensityUnavailable(target, "not trained (propensity disabled for this bundle)")
+        return self.propensity
+
+    def customer_propensity(self, customer_ids: Sequence[str]) -> pd.DataFrame:
+        """P(buys within the horizon) as ``customer_id, probability, known``; raises PropensityUnavailable."""
+        return self._propensity("customer").customers("customer", customer_ids)
+
+    def email_open_propensity(self, customer_ids: Sequence[str]) -> pd.DataFrame:
+        """P(opens the next email) as ``customer_id, probability, known``; raises PropensityUnavailable."""
+        return self._propensity("email").customers("email", customer_ids)
+
+    def session_propensity(self, events: pd.DataFrame) -> pd.DataFrame:
+        """P(session ends in a purchase) per session of an events frame: ``session_id, probability, events_used``."""
+        return self._propensity("session").sessions(events, self.catalogue)
+
+    def live_session_propensity(self, events: Sequence[Mapping[str, Any]]) -> float | None:
+        """The same for one live session's events (dicts), in microseconds; None before any usable event."""
+        return self._propensity("session").live_session(events, self.catalogue)
 
     def _frame(self, ids: np.ndarray, items: np.ndarray, scores: np.ndarray, reason: str) -> pd.DataFrame:
         k = items.shape[1]

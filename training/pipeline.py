@@ -26,6 +26,8 @@ from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
 from training.models import MODELS, build_model
+from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
 from training.tuning import TuneConfig, tune
 
@@ -45,6 +47,7 @@ class TrainConfig(BaseModel):
     primary_metric: str = "ndcg"
     gate_tolerance: float = Field(0.02, ge=0, le=1)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    propensity: PropensityConfig = Field(default_factory=PropensityConfig)
     model_name: str = "shoprec"
     experiment: str = "shoprec"
 
@@ -123,8 +126,13 @@ def choose(validation: pd.DataFrame, config: TrainConfig) -> str:
     return str(candidates.idxmax())
 
 
-def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dict[str, Any]) -> Bundle:
-    """Refit the chosen model, the fallback and the cross-sell model on the whole history, with profiles."""
+def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dict[str, Any],
+                 propensity: PropensitySet | None = None) -> Bundle:
+    """Refit the chosen model, the fallback and the cross-sell model on the whole history, with profiles.
+
+    ``propensity`` (from :func:`training.propensity.fit_propensity`) is passed in rather than
+    fitted here, so callers that only need recommendations do not pay for it.
+    """
     dataset = build_dataset(shop, config.interactions)
     items = shop["items"]
     profiles = {
@@ -139,7 +147,7 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
         POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),
         COOCCURRENCE: build_model("cooccurrence", config.params.get("cooccurrence")).fit(dataset),
     }
-    return Bundle.from_dataset(dataset, models, metadata, profiles)
+    return Bundle.from_dataset(dataset, models, metadata, profiles, propensity)
 
 
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
@@ -169,13 +177,17 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
                 mlflow.log_metrics({f"{stage}.{family}.{name}": float(v) for name, v in row.items()})
         mlflow.log_metrics({key: float(test.loc[chosen, key]), f"baseline_{key}": float(test.loc[BASELINE, key])})
         _log_report_artifacts(shop, test, validation, Path(tmp), key)
+        propensity = None
+        if config.propensity.enabled:
+            _log_propensity(evaluate_propensity(shop, config.propensity, progress), Path(tmp))
+            propensity = fit_propensity(shop, config.propensity, progress)
         if progress:
             progress(f"refitting {chosen} on the full history and building the bundle")
         bundle = build_bundle(shop, config, chosen, {
             "chosen": chosen, "metric": key, "test_metrics": test.loc[chosen].to_dict(),
             "baseline_metrics": test.loc[BASELINE].to_dict(), "tables_present": shop.report.present,
             "run_id": run.info.run_id, "config": config.model_dump(),
-        })
+        }, propensity)
         model_uri = log_bundle(bundle, bundle.save(Path(tmp) / "bundle"), _requirements())
         result = TrainResult(run.info.run_id, chosen, test, validation, bundle)
         if register:
@@ -202,7 +214,20 @@ def _log_report_artifacts(shop: ShopData, test: pd.DataFrame, validation: pd.Dat
     mlflow.log_figure(plots.price_band_histogram(shop["orders"]), "data/price_bands.png")
 
 
+def _log_propensity(report: PropensityReport, tmp: Path) -> None:
+    """Metrics as ``propensity.<target>.<metric>``, the choice and skip reasons as tags, deciles and plot."""
+    for target, status in report.status.items():
+        mlflow.set_tag(f"shoprec.propensity.{target}", report.chosen.get(target, status))
+    for target, values in report.metrics.items():
+        mlflow.log_metrics({f"propensity.{target}.{name}": float(v) for name, v in values.items()})
+        path = tmp / f"propensity_{target}_deciles.csv"
+        report.deciles[target].to_csv(path)
+        mlflow.log_artifact(str(path), "evaluation")
+    if report.deciles:
+        mlflow.log_figure(plots.reliability(report.deciles), "evaluation/propensity_reliability.png")
+
+
 def _requirements() -> list[str]:
     """Pinned to what trained the bundle, so a pyfunc environment rebuild matches it."""
     return [f"{name}=={version(name)}" for name in ("mlflow", "pandas", "numpy", "scipy", "pyarrow",
-                                                     "implicit", "threadpoolctl", "pydantic")]
+                                                     "implicit", "threadpoolctl", "pydantic", "scikit-learn")]

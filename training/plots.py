@@ -41,3 +41,20 @@ def price_band_histogram(orders: pd.DataFrame) -> Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def reliability(deciles: dict[str, pd.DataFrame]) -> Figure:
+    """Reliability diagram per propensity target: mean predicted vs observed rate by decile."""
+    fig, axes = plt.subplots(1, len(deciles), figsize=(4 * len(deciles), 4), squeeze=False)
+    for ax, (target, table) in zip(axes[0], deciles.items(), strict=True):
+        top = float(max(table["mean_predicted"].max(), table["observed_rate"].max(), 0.05)) * 1.05
+        ax.plot([0, top], [0, top], color="#999999", linestyle="--", linewidth=1)
+        ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", color="#3b75af")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("mean predicted probability (decile)")
+        ax.set_ylabel("observed rate")
+        ax.set_title(f"{target} (test window)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,233 @@
+"""Customer features as of a cut-off, and the labels that follow it, for the propensity models.
+
+Every feature function takes the *whole* shop and a cut-off and reads only rows strictly
+before the cut-off (it starts from ``shop.before(cutoff)``); every label function reads only
+rows inside ``[cutoff, cutoff + horizon)``. :func:`check_time_cut` proves both on real data by
+recomputing with the future (or the past) removed, so a feature that peeks past the cut-off
+fails the training run instead of flattering its metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.loading import ShopData
+from features.profiles import email_open_rates
+
+CAP_DAYS = 365.0
+"""Recency-like features of customers with no such event take this value (and a flag says so),
+so linear models see a finite, monotone "very long ago" rather than a missing value."""
+RECENT_WINDOWS = (7, 30)
+ORDER_WINDOWS = (30, 90)
+
+
+class LeakageError(ValueError):
+    """A feature or label function used data from the wrong side of its cut-off."""
+
+
+def _days(cutoff: pd.Timestamp, ts: pd.Series) -> pd.Series:
+    return (cutoff - ts).dt.total_seconds() / 86_400.0
+
+
+def population(shop: ShopData, cutoff: pd.Timestamp) -> pd.Index:
+    """Customers the shop knew before ``cutoff``: any order, identified event or email, or a sign-up.
+
+    Customers who first appear inside a label window are not scorable at the cut-off (the
+    service answers them from the "no history" row), so they are left out of the rows.
+    """
+    past = shop.before(cutoff)
+    columns = [past["orders"]["customer_id"]]
+    if past.has("events"):
+        columns.append(past["events"]["customer_id"].dropna())
+    if past.has("email_events"):
+        columns.append(past["email_events"]["customer_id"])
+    if past.has("customers"):
+        customers = past["customers"]
+        signed_up = customers["created_at"].isna() | (customers["created_at"] < cutoff) \
+            if "created_at" in customers else pd.Series(True, index=customers.index)
+        columns.append(customers.loc[signed_up, "customer_id"])
+    ids = pd.concat([c.astype(str) for c in columns], ignore_index=True).unique()
+    return pd.Index(np.sort(ids.astype(object)), name="customer_id")
+
+
+def customer_features(shop: ShopData, cutoff: pd.Timestamp, ids: pd.Index | None = None) -> pd.DataFrame:
+    """One row per customer (``ids``, default :func:`population`), every column numeric and finite.
+
+    Orders: RFM, order rate, spend trend, category breadth. Events (when present): views,
+    cart adds, sessions in recent windows, abandoned carts, days since last visit. Email (when
+    present): sends, the shrunk open rate of :func:`features.profiles.email_open_rates`, days
+    since the last open and send, and the recent-vs-overall open-rate trend.
+    """
+    past = shop.before(cutoff)
+    ids = population(shop, cutoff) if ids is None else ids
+    frame = pd.DataFrame(index=ids)
+    frame = frame.join(_order_features(past, cutoff))
+    frame = frame.join(_seen_days(past, cutoff).rename("seen_days"))
+    if past.has("events"):
+        frame = frame.join(_event_features(past, cutoff))
+    if past.has("email_events"):
+        frame = frame.join(_email_features(past["email_events"], cutoff))
+    frame = _fill(frame)
+    return _rates(frame, past, cutoff)
+
+
+def _rates(frame: pd.DataFrame, past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Orders (and sessions) per 30 days of *exposure*: the time the shop could have seen the customer.
+
+    Exposure is the shorter of "since sign-up / first seen" and "since the data begins", so a
+    customer who joined last week is not read as a slow buyer.
+    """
+    starts = [past["orders"]["ts"].min(), past["events"]["ts"].min() if past.has("events") else pd.NaT]
+    starts = [t for t in starts if pd.notna(t)]
+    history = (cutoff - min(starts)).total_seconds() / 86_400.0 if starts else 0.0
+    exposure = frame["seen_days"].clip(upper=history, lower=14.0)
+    frame["exposure_days"] = exposure
+    frame["order_rate_exposed"] = frame["frequency"] / exposure * 30.0
+    if "sessions_all" in frame:
+        frame["session_rate_exposed"] = frame["sessions_all"] / exposure * 30.0
+    return frame
+
+
+def _fill(frame: pd.DataFrame) -> pd.DataFrame:
+    capped = [c for c in frame.columns if c.startswith("days_since") or c in ("recency_days", "tenure_days",
+                                                                             "seen_days")]
+    frame[capped] = frame[capped].fillna(CAP_DAYS).clip(upper=CAP_DAYS)
+    frame = frame.fillna(0.0).astype(np.float64)
+    frame["never_ordered"] = (frame["frequency"] == 0).astype(np.float64)
+    return frame
+
+
+def _order_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
+    lines = past["orders"].assign(spend=lambda o: o["quantity"] * o["unit_price"])
+    orders = lines.groupby("order_id", sort=False).agg(customer_id=("customer_id", "first"), ts=("ts", "first"),
+                                                       spend=("spend", "sum"))
+    orders["age"] = _days(cutoff, orders["ts"])
+    grouped = orders.groupby("customer_id", sort=True)
+    out = pd.DataFrame({
+        "recency_days": grouped["age"].min(),
+        "tenure_days": grouped["age"].max(),
+        "frequency": grouped.size().astype(np.float64),
+        "monetary": grouped["spend"].sum(),
+    })
+    for window in ORDER_WINDOWS:
+        recent = orders[orders["age"] < window].groupby("customer_id")
+        out[f"orders_{window}d"] = recent.size()
+        out[f"spend_{window}d"] = recent["spend"].sum()
+    half = ORDER_WINDOWS[-1] / 2
+    newer = orders[orders["age"] < half].groupby("customer_id")["spend"].sum()
+    older = orders[(orders["age"] >= half) & (orders["age"] < 2 * half)].groupby("customer_id")["spend"].sum()
+    both = pd.concat([newer, older], axis=1).fillna(0.0)
+    out["spend_trend"] = (both.iloc[:, 0] - both.iloc[:, 1]) / (both.sum(axis=1) + 1.0)
+    out["order_rate_30d"] = out["frequency"] / out["tenure_days"].clip(lower=30.0) * 30.0
+    out["mean_order_value"] = out["monetary"] / out["frequency"]
+    categories = lines.merge(past["items"][["item_id", "category"]], on="item_id")
+    out["categories_bought"] = categories.groupby("customer_id")["category"].nunique()
+    return out
+
+
+def _seen_days(past: ShopData, cutoff: pd.Timestamp) -> pd.Series:
+    """Days since the customer was first seen: sign-up when known, else the first activity."""
+    parts = [past["orders"][["customer_id", "ts"]]]
+    if past.has("events"):
+        parts.append(past["events"][["customer_id", "ts"]].dropna(subset=["customer_id"]))
+    if past.has("customers") and "created_at" in past["customers"]:
+        parts.append(past["customers"][["customer_id", "created_at"]].rename(columns={"created_at": "ts"})
+                     .dropna(subset=["ts"]).query("ts < @cutoff"))
+    first = pd.concat(parts, ignore_index=True).groupby("customer_id")["ts"].min()
+    return _days(cutoff, first)
+
+
+def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
+    events = past["events"].dropna(subset=["customer_id"])
+    age = _days(cutoff, events["ts"])
+    out = pd.DataFrame({"days_since_event": age.groupby(events["customer_id"]).min(),
+                        "sessions_all": events.groupby("customer_id")["session_id"].nunique().astype(np.float64)})
+    for window in RECENT_WINDOWS:
+        recent = events[age < window]
+        counts = pd.crosstab(recent["customer_id"], recent["event_type"])
+        for kind in ("view", "cart"):
+            out[f"{kind}s_{window}d"] = counts[kind] if kind in counts else 0.0
+        out[f"sessions_{window}d"] = recent.groupby("customer_id")["session_id"].nunique()
+    recent = events[age < RECENT_WINDOWS[-1]]
+    per_session = recent.assign(carted=recent["event_type"] == "cart", bought=recent["event_type"] == "purchase") \
+        .groupby("session_id").agg(customer_id=("customer_id", "first"), carted=("carted", "any"),
+                                   bought=("bought", "any"))
+    abandoned = per_session[per_session["carted"] & ~per_session["bought"]]
+    out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = abandoned.groupby("customer_id").size()
+    viewed = recent[recent["event_type"] == "view"].merge(past["items"][["item_id", "category"]], on="item_id")
+    out[f"categories_viewed_{RECENT_WINDOWS[-1]}d"] = viewed.groupby("customer_id")["category"].nunique()
+    return out
+
+
+def _email_features(emails: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    age = _days(cutoff, emails["sent_ts"])
+    rates = email_open_rates(emails).set_index("customer_id")
+    out = pd.DataFrame({"sends": rates["sends"].astype(np.float64), "open_rate": rates["open_rate"]})
+    out["days_since_send"] = age.groupby(emails["customer_id"]).min()
+    out["days_since_open"] = age[emails["opened"]].groupby(emails.loc[emails["opened"], "customer_id"]).min()
+    recent = emails[age < 90]
+    if len(recent):
+        recent_rate = email_open_rates(recent).set_index("customer_id")["open_rate"]
+        out["open_rate_trend"] = (recent_rate - out["open_rate"]).reindex(out.index)
+    if "clicked" in emails:
+        out["clicks"] = emails.groupby("customer_id")["clicked"].sum().astype(np.float64)
+    return out
+
+
+def purchase_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, ids: pd.Index) -> pd.Series:
+    """1 when the customer places an order in ``[cutoff, cutoff + horizon)``, for each of ``ids``."""
+    orders = shop["orders"]
+    end = cutoff + pd.Timedelta(days=horizon_days)
+    buyers = orders.loc[(orders["ts"] >= cutoff) & (orders["ts"] < end), "customer_id"].unique()
+    return pd.Series(ids.isin(buyers).astype(np.int64), index=ids, name="label")
+
+
+def email_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, ids: pd.Index) -> pd.Series:
+    """One row per email sent in ``[cutoff, cutoff + horizon)`` to one of ``ids``: 1 when it was opened.
+
+    The index repeats the customer id for each send, so the features (as of the cut-off) of
+    a customer with two mails count twice, as the batch job would score both.
+    """
+    emails = shop["email_events"]
+    end = cutoff + pd.Timedelta(days=horizon_days)
+    window = emails[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end) & emails["customer_id"].isin(ids)]
+    return pd.Series(window["opened"].astype(np.int64).to_numpy(),
+                     index=pd.Index(window["customer_id"].astype(str).to_numpy(dtype=object), name="customer_id"),
+                     name="label")
+
+
+FeatureFn = Callable[[ShopData, pd.Timestamp], pd.DataFrame]
+LabelFn = Callable[[ShopData, pd.Timestamp, float, pd.Index], pd.Series]
+
+
+def _after(shop: ShopData, start: pd.Timestamp) -> ShopData:
+    """The shop with every timestamped row before ``start`` removed."""
+    tables = dict(shop.tables)
+    for name, column in (("orders", "ts"), ("events", "ts"), ("email_events", "sent_ts")):
+        if name in tables:
+            tables[name] = tables[name][tables[name][column] >= start].reset_index(drop=True)
+    return ShopData(tables=tables, report=shop.report, quarantine=shop.quarantine)
+
+
+def check_time_cut(features: FeatureFn, labels: LabelFn, shop: ShopData, cutoff: pd.Timestamp,
+                   horizon_days: float) -> None:
+    """Raise :class:`LeakageError` unless features see only the past and labels only their window.
+
+    Features computed on the whole shop must equal those computed on ``shop.before(cutoff)``;
+    labels computed on the whole shop must equal those computed with everything before the
+    cut-off and after the window removed. Both comparisons are exact.
+    """
+    full = features(shop, cutoff)
+    past_only = features(shop.before(cutoff), cutoff)
+    if not full.index.equals(past_only.index) or not full.equals(past_only):
+        diff = [c for c in full.columns if c not in past_only or not full[c].equals(past_only[c])]
+        raise LeakageError(f"features as of {cutoff} change when data after the cut-off is removed "
+                           f"(columns {diff[:5] or 'rows'}): a feature reads the future")
+    end = cutoff + pd.Timedelta(days=horizon_days)
+    window_only = _after(shop.before(end), cutoff)
+    ids = full.index
+    if not labels(shop, cutoff, horizon_days, ids).equals(labels(window_only, cutoff, horizon_days, ids)):
+        raise LeakageError(f"labels for [{cutoff}, {end}) change when data outside that window is removed")

@@ -1,0 +1,80 @@
+"""Customer features as of a cut-off: right figures, finite values, and a strict time cut that catches leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.customer_features import (CAP_DAYS, LeakageError, check_time_cut, customer_features, email_labels,
+                                        purchase_labels)
+from features.loading import ShopData, validate_tables
+from features.sample import SampleConfig, generate_shop
+from features.sources import RawTable
+
+CUTOFF = pd.Timestamp("2024-06-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def shop() -> ShopData:
+    generated = generate_shop(SampleConfig(customers=600, items=200, days=120, seed=5, dirty_share=0))
+    return validate_tables({k: RawTable(v, k) for k, v in generated.tables.items()}, source="sample")
+
+
+def tiny_shop() -> ShopData:
+    ts = pd.to_datetime(["2024-05-01", "2024-05-25", "2024-06-05", "2024-05-30"], utc=True)
+    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3", "o4"], "customer_id": ["a", "a", "b", "c"],
+                           "item_id": ["x", "y", "x", "x"], "quantity": [1.0, 2.0, 1.0, 1.0],
+                           "unit_price": [10.0, 5.0, 10.0, 10.0], "ts": ts})
+    items = pd.DataFrame({"item_id": ["x", "y"], "category": ["k1", "k2"], "price": [10.0, 5.0]})
+    emails = pd.DataFrame({"customer_id": ["a", "a", "b"], "campaign_id": ["m1", "m2", "m2"],
+                           "sent_ts": pd.to_datetime(["2024-05-10", "2024-05-28", "2024-06-03"], utc=True),
+                           "opened": [True, False, True]})
+    tables = {"orders": orders, "items": items, "email_events": emails}
+    return ShopData(tables, report=None, quarantine={})  # type: ignore[arg-type]
+
+
+def test_figures_on_a_hand_made_shop() -> None:
+    frame = customer_features(tiny_shop(), CUTOFF)
+    assert list(frame.index) == ["a", "c"]  # b first appears after the cut-off
+    a = frame.loc["a"]
+    assert a["frequency"] == 2 and a["monetary"] == 20.0 and a["categories_bought"] == 2
+    assert a["recency_days"] == pytest.approx(7.0) and a["tenure_days"] == pytest.approx(31.0)
+    assert a["sends"] == 2 and a["days_since_open"] == pytest.approx(22.0)
+    assert frame.loc["c", "days_since_open"] == CAP_DAYS  # never mailed: capped, not missing
+    assert np.isfinite(frame.to_numpy()).all()
+    labels = purchase_labels(tiny_shop(), CUTOFF, 14, frame.index)
+    assert labels.to_dict() == {"a": 0, "c": 0}
+    assert purchase_labels(tiny_shop(), pd.Timestamp("2024-05-20", tz="UTC"), 14, frame.index).to_dict() == \
+        {"a": 1, "c": 1}
+    opened = email_labels(tiny_shop(), pd.Timestamp("2024-05-20", tz="UTC"), 14, pd.Index(["a", "b"]))
+    assert list(opened.index) == ["a"] and opened.tolist() == [0]
+
+
+def test_real_features_and_labels_pass_the_time_cut(shop: ShopData) -> None:
+    cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=30)
+    check_time_cut(customer_features, purchase_labels, shop, cutoff, 14)
+    check_time_cut(customer_features, email_labels, shop, cutoff, 14)
+    frame = customer_features(shop, cutoff)
+    assert {"views_7d", "abandoned_carts_30d", "open_rate", "spend_trend"} <= set(frame.columns)
+    assert np.isfinite(frame.to_numpy()).all()
+
+
+def test_a_planted_feature_leak_is_caught(shop: ShopData) -> None:
+    def leaky(data: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
+        frame = customer_features(data, cutoff)
+        lifetime = data["orders"].groupby("customer_id").size()  # every order, including after the cut-off
+        return frame.assign(lifetime_orders=lifetime.reindex(frame.index).fillna(0.0))
+
+    cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=30)
+    with pytest.raises(LeakageError, match="a feature reads the future"):
+        check_time_cut(leaky, purchase_labels, shop, cutoff, 14)
+
+
+def test_a_planted_label_leak_is_caught(shop: ShopData) -> None:
+    def too_long(data: ShopData, cutoff: pd.Timestamp, horizon: float, ids: pd.Index) -> pd.Series:
+        return purchase_labels(data, cutoff, horizon * 2, ids)  # the label window overruns its horizon
+
+    cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=40)
+    with pytest.raises(LeakageError, match="labels"):
+        check_time_cut(customer_features, too_long, shop, cutoff, 14)

@@ -1,0 +1,72 @@
+"""Session features: only pre-purchase events, prefixes, customer history, and live == batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import sessions as sess
+from features.loading import ShopData, validate_tables
+from features.sample import SampleConfig, generate_shop
+from features.sources import RawTable
+
+ITEMS = pd.DataFrame({"item_id": ["x", "y"], "category": ["k1", "k2"], "price": [10.0, 50.0]})
+
+
+def events(rows: list[tuple[str, str, str, str | None, str | None]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["session_id", "event_type", "ts", "customer_id", "item_id"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+SESSION = [("s1", "view", "2024-06-01 10:00", "c", "x"), ("s1", "cart", "2024-06-01 10:02", "c", "x"),
+           ("s1", "view", "2024-06-01 10:03", "c", "y")]
+AFTER = [("s1", "purchase", "2024-06-01 10:05", "c", "x"), ("s1", "cart", "2024-06-01 10:06", "c", "y")]
+
+
+@pytest.fixture(scope="module")
+def shop() -> ShopData:
+    generated = generate_shop(SampleConfig(customers=400, items=150, days=60, seed=9, dirty_share=0))
+    return validate_tables({k: RawTable(v, k) for k, v in generated.tables.items()}, source="sample")
+
+
+def test_purchase_and_later_events_never_reach_the_features() -> None:
+    past = pd.DataFrame({"past_sessions": [0.0], "past_converted": [0.0]}, index=["s1"])
+    before = sess.session_features(events(SESSION), ITEMS, past)
+    with_purchase = events(SESSION + AFTER)
+    assert sess.session_features(with_purchase, ITEMS, past).equals(before)
+    assert sess.sessions(with_purchase).loc["s1", ["converted", "eligible_events"]].tolist() == [1, 3]
+    row = before.loc["s1"]
+    assert row["events"] == 3 and row["n_cart"] == 1 and row["cart_value"] == 10.0
+    assert row["distinct_items"] == 2 and row["duration_s"] == 180.0
+
+
+def test_prefix_uses_the_first_n_events() -> None:
+    past = pd.DataFrame({"past_sessions": [0.0], "past_converted": [0.0]}, index=["s1"])
+    first = sess.session_features(events(SESSION + AFTER), ITEMS, past, pd.Series({"s1": 1}))
+    assert first.loc["s1", "events"] == 1 and first.loc["s1", "n_cart"] == 0
+
+
+def test_history_counts_only_sessions_that_ended_before_the_start() -> None:
+    log = events([("a", "view", "2024-06-01 10:00", "c", "x"), ("a", "purchase", "2024-06-01 10:10", "c", "x"),
+                  ("b", "view", "2024-06-01 10:05", "c", "y"),  # starts while "a" is still open
+                  ("d", "view", "2024-06-02 09:00", "c", "y")])
+    past = sess.past_as_of_start(sess.sessions(log))
+    assert past.loc["b"].tolist() == [0.0, 0.0]
+    assert past.loc["d"].tolist() == [2.0, 1.0]
+
+
+def test_live_features_equal_batch_features(shop: ShopData) -> None:
+    log = shop["events"]
+    table = sess.sessions(log)
+    history = sess.customer_history(table)
+    batch = sess.session_features(log, shop["items"], sess.past_from_history(table, history))
+    live = sess.LiveSessionFeatures.build(shop["items"], history)
+    sample = batch.index[np.random.default_rng(0).choice(len(batch), 200, replace=False)]
+    grouped = {sid: group for sid, group in log[log["session_id"].isin(sample)].groupby("session_id")}
+    for sid in sample:
+        records = grouped[sid].to_dict("records")
+        records = [{**r, "customer_id": None if pd.isna(r["customer_id"]) else r["customer_id"],
+                    "item_id": None if pd.isna(r["item_id"]) else r["item_id"]} for r in records]
+        np.testing.assert_allclose(live.vector(records), batch.loc[sid].to_numpy(), rtol=1e-9, atol=1e-9)

@@ -1,0 +1,312 @@
+"""Propensity targets: who buys in the next H days, which live session converts, who opens the next email.
+
+Each target is fitted on older rows, chosen (logistic vs boosting, by ROC-AUC) and
+calibrated on the next, later window, and reported on a test window after that, so the
+figures never come from rows that shaped the model:
+
+    customer, email  snapshots every H days: features as of cut-off t, labels in [t, t+H)
+                     fit: t0-3H, t0-4H, ...   calibrate: t0-H, t0-2H   test: t0 = end - H
+    session          by session start: fit < end-2D <= calibrate < end-D <= test < end
+
+For the bundle the same recipe shifts forward by one window (calibrate on the latest
+labelled window, fit on those before it), and features are taken as of the end of history.
+A target whose table is absent is skipped, with the reason recorded for the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from features import sessions as sess
+from features.customer_features import (check_time_cut, customer_features, email_labels, population,
+                                        purchase_labels)
+from features.loading import ShopData
+from training.propensity_model import Kind, PropensityModel, calibrate, candidate
+from training.propensity_set import PropensitySet
+
+Progress = Callable[[str], None]
+TARGETS = ("customer", "session", "email")
+NEEDS = {"session": "events", "email": "email_events"}
+
+
+class NotTrainable(ValueError):
+    """The data cannot support a target (too little history, one class only): skip it, say why."""
+
+
+class PropensityConfig(BaseModel):
+    """How the propensity models are built and judged; part of ``TrainConfig``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    horizon_days: int = Field(14, ge=1, description="Customer purchase window after each cut-off.")
+    email_horizon_days: int | None = Field(None, ge=1, description="Email window after each cut-off (default: "
+                                                                   "horizon_days); longer for sparse campaigns.")
+    fit_snapshots: int = Field(4, ge=1, description="Cut-offs (H apart) stacked into the fitting rows.")
+    calibration_snapshots: int = Field(2, ge=1, description="Cut-offs after those stacked for calibration "
+                                                            "and the candidate choice.")
+    session_window_days: int = Field(28, ge=1, description="Length of the session test and calibration windows.")
+    candidates: list[Kind] = Field(default_factory=lambda: ["logistic", "boosting"], min_length=1)
+    calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
+    max_fit_rows: int = Field(300_000, ge=1000)
+    seed: int = 0
+    check_leakage: bool = True
+
+
+@dataclass
+class Rows:
+    """Feature rows, labels and the trivial baseline's score (higher = more likely)."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    baseline: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows(pd.concat([p.X for p in parts]), np.concatenate([p.y for p in parts]),
+                    np.concatenate([p.baseline for p in parts]))
+
+
+@dataclass
+class Periods:
+    fit: Rows
+    calibration: Rows
+    test: Rows | None
+    cutoffs: dict[str, str]
+
+
+@dataclass
+class PropensityReport:
+    """Per target: status, test metrics (model and baselines), the decile table, the choice made."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    deciles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)
+
+
+BASELINES = {"customer": "recency of last order", "email": "recency of last open", "session": "base rate"}
+
+
+def data_end(shop: ShopData) -> pd.Timestamp:
+    """Just after the last timestamp of any table: where observation stopped."""
+    ends = [shop["orders"]["ts"].max()]
+    if shop.has("events"):
+        ends.append(shop["events"]["ts"].max())
+    if shop.has("email_events"):
+        ends.append(shop["email_events"]["sent_ts"].max())
+    return max(ends) + pd.Timedelta(microseconds=1)
+
+
+def skip_reason(shop: ShopData, target: str) -> str | None:
+    table = NEEDS.get(target)
+    if table and (not shop.has(table) or shop[table].empty):
+        return f"skipped: no {table} table"
+    return None
+
+
+# ---- rows per target ------------------------------------------------------------------------
+def customer_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
+    X = customer_features(shop, cutoff)
+    y = purchase_labels(shop, cutoff, horizon, X.index).to_numpy()
+    return Rows(X, y, -X["recency_days"].to_numpy())
+
+
+def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
+    ids = population(shop, cutoff)
+    labels = email_labels(shop, cutoff, horizon, ids)
+    X = customer_features(shop, cutoff, ids).loc[labels.index]
+    return Rows(X, labels.to_numpy(), -X["days_since_open"].to_numpy())
+
+
+def session_rows(table: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame,
+                 lo: pd.Timestamp | None, hi: pd.Timestamp | None, rng: np.random.Generator) -> Rows:
+    """Sessions starting in ``[lo, hi)``, each cut at a random prefix of its pre-purchase events."""
+    chosen = table[((table["start"] >= lo) if lo is not None else True) & ((table["start"] < hi) if hi is not None
+                                                                            else True)]
+    prefix = sess.random_prefixes(chosen, rng)
+    X = sess.session_features(events[events["session_id"].isin(prefix.index)], items, past, prefix)
+    y = chosen.loc[X.index, "converted"].to_numpy()
+    return Rows(X, y, np.zeros(len(X)))
+
+
+def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: bool) -> Periods:
+    """Fit / calibration / test rows; ``evaluate=False`` shifts forward and has no test rows."""
+    end = data_end(shop)
+    if target == "session":
+        return _session_periods(shop, config, end, evaluate)
+    days = config.horizon_days if target == "customer" else (config.email_horizon_days or config.horizon_days)
+    H = pd.Timedelta(days=days)
+    build = customer_rows if target == "customer" else email_rows
+    start = shop["orders"]["ts"].min()
+    t0 = end - H if evaluate else end
+    n_cal = config.calibration_snapshots
+    cal_cutoffs = [t0 - k * H for k in range(1, n_cal + 1)]
+    fit_cutoffs = [t0 - k * H for k in range(n_cal + 1, n_cal + config.fit_snapshots + 1)]
+    fit_cutoffs = [t for t in fit_cutoffs if t - H >= start]
+    if not fit_cutoffs:
+        raise NotTrainable(f"history too short for {n_cal + config.fit_snapshots} snapshots {days} days apart")
+    if evaluate and config.check_leakage:
+        labels = purchase_labels if target == "customer" else email_labels
+        check_time_cut(customer_features, labels, shop, t0, days)
+    fit = Rows.concat([build(shop, t, days) for t in fit_cutoffs])
+    calibration = Rows.concat([build(shop, t, days) for t in cal_cutoffs])
+    test = build(shop, t0, days) if evaluate else None
+    return Periods(fit, calibration, test, {"fit": f"{min(fit_cutoffs)}..{max(fit_cutoffs)}",
+                                            "calibration": f"{min(cal_cutoffs)}..{max(cal_cutoffs)}",
+                                            "test": str(t0) if evaluate else ""})
+
+
+def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool) -> Periods:
+    events, items = shop["events"], shop["items"]
+    table = sess.sessions(events)
+    past = sess.past_as_of_start(table)
+    D = pd.Timedelta(days=config.session_window_days)
+    cal_end = end - D if evaluate else end
+    rng = np.random.default_rng(config.seed)
+    fit = session_rows(table, events, items, past, None, cal_end - D, rng)
+    calibration = session_rows(table, events, items, past, cal_end - D, cal_end, rng)
+    test = session_rows(table, events, items, past, cal_end, end, rng) if evaluate else None
+    return Periods(fit, calibration, test, {"fit": f"..{cal_end - D}", "calibration": f"{cal_end - D}..{cal_end}",
+                                            "test": f"{cal_end}..{end}" if evaluate else ""})
+
+
+# ---- fit, choose, calibrate -------------------------------------------------------------------
+def fit_target(target: str, rows: Periods, config: PropensityConfig) -> PropensityModel:
+    """Fit every candidate on the fit rows, keep the best ROC-AUC on the calibration rows, calibrate it."""
+    fit, cal = rows.fit, rows.calibration
+    for name, part in (("fitting", fit), ("calibration", cal)):
+        if len(np.unique(part.y)) < 2:
+            raise NotTrainable(f"only one class in the {name} rows ({len(part.y)} rows)")
+    keep = np.random.default_rng(config.seed).permutation(len(fit.y))[:config.max_fit_rows]
+    X_fit, y_fit = fit.X.to_numpy(dtype=np.float64)[keep], fit.y[keep]
+    X_cal = cal.X.to_numpy(dtype=np.float64)
+    fitted, validation_auc = {}, {}
+    for kind in config.candidates:
+        fitted[kind] = candidate(kind, config.seed).fit(X_fit, y_fit)
+        validation_auc[kind] = float(roc_auc_score(cal.y, fitted[kind].decision_function(X_cal)))
+    chosen = max(validation_auc, key=validation_auc.__getitem__)
+    method = config.calibration
+    if method == "auto":
+        method = "isotonic" if len(cal.y) >= 1000 and min(cal.y.sum(), len(cal.y) - cal.y.sum()) >= 50 else "sigmoid"
+    calibrated = calibrate(fitted[chosen], X_cal, cal.y, method)
+    return PropensityModel.from_sklearn(target, list(fit.X.columns), chosen, calibrated, {
+        "validation_roc_auc": validation_auc, "fit_rows": int(len(y_fit)), "calibration_rows": int(len(cal.y)),
+        "fit_base_rate": float(fit.y.mean()), "cutoffs": rows.cutoffs})
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, Brier, log loss and the largest per-decile reliability gap."""
+    table = deciles(y, p)
+    single = len(np.unique(y)) < 2
+    return {
+        "roc_auc": float("nan") if single else float(roc_auc_score(y, p)),
+        "pr_auc": float("nan") if single else float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])),
+        "max_calibration_gap": float((table["mean_predicted"] - table["observed_rate"]).abs().max()),
+        "base_rate": float(np.mean(y)), "rows": float(len(y)), "positives": float(np.sum(y)),
+    }
+
+
+def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
+    """Lift / gain by decile of predicted probability (decile 1 = highest scores), with reliability.
+
+    Rows are ranked (ties broken by position) and cut into ten equal-count groups.
+    """
+    order = np.argsort(-p, kind="stable")
+    group = np.empty(len(p), dtype=np.int64)
+    group[order] = np.arange(len(p)) * 10 // max(len(p), 1) + 1
+    frame = pd.DataFrame({"decile": group, "y": y, "p": p}).groupby("decile")
+    table = pd.DataFrame({"rows": frame.size(), "positives": frame["y"].sum(), "mean_predicted": frame["p"].mean(),
+                          "observed_rate": frame["y"].mean()})
+    base = max(float(np.mean(y)), 1e-12)
+    table["lift"] = table["observed_rate"] / base
+    table["cumulative_gain"] = table["positives"].cumsum() / max(float(np.sum(y)), 1.0)
+    return table
+
+
+def _baseline(rows: Periods) -> np.ndarray:
+    """The trivial baseline's score, made a probability the same way (isotonic on the calibration rows)."""
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(rows.calibration.baseline, rows.calibration.y)
+    return iso.predict(rows.test.baseline)
+
+
+def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> tuple[dict[str, float], pd.DataFrame,
+                                                                                    PropensityModel]:
+    rows = periods(shop, target, config, evaluate=True)
+    model = fit_target(target, rows, config)
+    test = rows.test
+    p = model.predict_proba(test.X)
+    out = metrics(test.y, p)
+    base = metrics(test.y, _baseline(rows))
+    out.update({f"baseline.{k}": v for k, v in base.items() if k in ("roc_auc", "pr_auc", "brier")})
+    prior = float(np.concatenate([rows.fit.y, rows.calibration.y]).mean())
+    out["base_rate_brier"] = float(brier_score_loss(test.y, np.full(len(test.y), prior)))
+    out.update({f"validation_roc_auc.{k}": v for k, v in model.metadata["validation_roc_auc"].items()})
+    if target == "session":
+        full = _full_prefix_auc(shop, config, model)
+        if full is not None:
+            out["roc_auc_full_prefix"] = full
+    return out, deciles(test.y, p), model
+
+
+def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: PropensityModel) -> float | None:
+    """The session model on every pre-purchase event of each test session (the last live call)."""
+    events, table = shop["events"], sess.sessions(shop["events"])
+    test_ids = table[(table["start"] >= data_end(shop) - pd.Timedelta(days=config.session_window_days))
+                     & (table["eligible_events"] > 0)].index
+    X = sess.session_features(events[events["session_id"].isin(test_ids)], shop["items"],
+                              sess.past_as_of_start(table))
+    y = table.loc[X.index, "converted"].to_numpy()
+    return float(roc_auc_score(y, model.predict_proba(X))) if len(np.unique(y)) == 2 else None
+
+
+def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None
+                        ) -> PropensityReport:
+    """Every target on its later test window, next to its baseline; skipped targets say why."""
+    report = PropensityReport()
+    for target in TARGETS:
+        reason = skip_reason(shop, target)
+        if reason is None:
+            if progress:
+                progress(f"propensity: evaluating {target}")
+            try:
+                report.metrics[target], report.deciles[target], model = evaluate_target(target, shop, config)
+                report.chosen[target] = model.kind
+                reason = "ok"
+            except NotTrainable as error:
+                reason = f"skipped: {error}"
+        if reason != "ok" and progress:
+            progress(f"propensity: {target} {reason}")
+        report.status[target] = reason
+    return report
+
+
+def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None) -> PropensitySet:
+    """The bundle's propensity part: models refitted up to the end of history, with serving features."""
+    end = data_end(shop)
+    models, status = {}, {}
+    for target in TARGETS:
+        reason = skip_reason(shop, target)
+        if reason is None:
+            if progress:
+                progress(f"propensity: fitting {target} for the bundle")
+            try:
+                models[target] = fit_target(target, periods(shop, target, config, evaluate=False), config)
+                reason = "ok"
+            except NotTrainable as error:
+                reason = f"skipped: {error}"
+        status[target] = reason
+    history = sess.customer_history(sess.sessions(shop["events"])) if "session" in models else None
+    return PropensitySet(models, status, customer_features(shop, end), history, end)
