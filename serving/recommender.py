@@ -13,9 +13,9 @@ Reasons are short machine-readable strings: ``bought_together:<item_id>``,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.propensity_set import PropensityUnavailable
 from training.rules import durable_exclusions
 
 BandSource = Literal["customer", "segment", "catalogue"]
@@ -62,6 +63,16 @@ class EmailPick:
     send: bool
     open_propensity: float
     items: list[Pick]
+
+
+@dataclass(frozen=True)
+class Propensity:
+    """Purchase probabilities: the customer's within the model's horizon, the live session's."""
+
+    customer: float | None
+    customer_known: bool
+    session: float | None
+    session_events_used: int
 
 
 @dataclass(frozen=True)
@@ -306,8 +317,8 @@ class ShopRecommender:
         """Per customer: the personal top k (consumables may return, recent durables not),
         the open propensity, and whether to send at all.
 
-        ``send`` needs both a likely open (shrunk open rate, the shop's rate for customers
-        without email history) and picks that are mostly personal rather than fallbacks.
+        ``send`` needs both a likely open (see :meth:`_open_propensities`) and picks that
+        are mostly personal rather than fallbacks.
         """
         ids = [str(c) for c in customer_ids]
         idx = self._customer_index(ids)
@@ -317,18 +328,27 @@ class ShopRecommender:
         if len(known):
             cf[known] = self._cf_scores(idx[known])
         raw_idx = self.bundle.customers.to_index(np.asarray(ids, dtype=object), unknown="mark")
+        propensities = self._open_propensities(ids, raw_idx)
         out = []
         for row, cid in enumerate(ids):
             taken: set[int] = set()
             picks = self._personal(cf[row], allowed[row], k, taken)
             picks = self._fill(picks, taken, allowed[row], k, [self._fallback_scores(int(raw_idx[row]))])
-            rate = self.open_rate[raw_idx[row]] if raw_idx[row] >= 0 else np.nan
-            propensity = float(rate) if np.isfinite(rate) else self.open_prior
+            propensity = float(propensities[row])
             personal = sum(p.reason == "similar_customers" for p in picks) / max(len(picks), 1)
             send = (propensity >= self.config.send_min_open_propensity
                     and personal >= self.config.send_min_personal_share)
             out.append(EmailPick(cid, bool(idx[row] >= 0), bool(send), propensity, picks))
         return out
+
+    def _open_propensities(self, ids: list[str], raw_idx: np.ndarray) -> np.ndarray:
+        """The bundle's calibrated email-open model when it has one; otherwise the Beta-shrunk
+        open rate, and the shop's open rate for customers without email history."""
+        try:
+            return self.bundle.email_open_propensity(ids)["probability"].to_numpy(dtype=np.float64)
+        except PropensityUnavailable:
+            rates = np.where(raw_idx >= 0, self.open_rate[np.maximum(raw_idx, 0)], np.nan)
+            return np.where(np.isfinite(rates), rates, self.open_prior)
 
     def price_band(self, customer_id: str) -> PriceBand:
         """The customer's own band; else their segment's median band; else the catalogue's middle."""
@@ -375,3 +395,36 @@ class ShopRecommender:
         new = PriceBand(min(band.lo, float(self.price[nearest].min())), max(band.hi, float(self.price[nearest].max())),
                         band.source, widened=True)
         return new, allowed & (self.price >= new.lo) & (self.price <= new.hi)
+
+    def propensity(self, customer_id: str | None, session_events: Sequence[Mapping[str, Any]] | None) -> Propensity:
+        """Customer and/or live-session purchase probability.
+
+        Raises :class:`PropensityUnavailable` (with the reason recorded at training) when the
+        bundle has no model for a part that was asked for: a made-up number would be worse.
+        """
+        customer, known = None, False
+        if customer_id is not None:
+            row = self.bundle.customer_propensity([customer_id]).iloc[0]
+            customer, known = float(row["probability"]), bool(row["known"])
+        session, used = None, 0
+        if session_events:
+            events = [dict(e, ts=_utc(e["ts"]), customer_id=e.get("customer_id") or customer_id)
+                      for e in session_events]
+            session = self.bundle.live_session_propensity(events)
+            used = len(_until_purchase(events))
+        return Propensity(customer, known, session, used)
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    """Event times as UTC; a time without an offset is taken as UTC, as in the data contract."""
+    stamp = pd.Timestamp(ts)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _until_purchase(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Events in time order up to (not including) the first purchase, as the session model reads them."""
+    ordered = sorted(events, key=lambda e: e["ts"])
+    for position, event in enumerate(ordered):
+        if event["event_type"] == "purchase":
+            return ordered[:position]
+    return ordered

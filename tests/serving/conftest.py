@@ -26,3 +26,11 @@ def shop(sample_shop: SampleShop) -> ShopData:
 @pytest.fixture(scope="session")
 def bundle(shop: ShopData) -> Bundle:
     return build_bundle(shop, TrainConfig(), "ease", {"chosen": "ease"})
+
+
+@pytest.fixture(scope="session")
+def bundle_with_propensity(shop: ShopData) -> Bundle:
+    from training.propensity import fit_propensity
+
+    config = TrainConfig()
+    return build_bundle(shop, config, "ease", {"chosen": "ease"}, fit_propensity(shop, config.propensity))

@@ -165,3 +165,32 @@ def test_never_empty_while_anything_is_in_stock(bundle: Bundle) -> None:
     assert [p.item_id for p in rec.cross_sell(["ghost"], customer, 5).items] == [last]
     assert [p.item_id for p in rec.email_picks(["ghost"], 5)[0].items] == [last]
     assert [p.item_id for p in rec.offers("ghost", 5).items] == [last]
+
+
+def test_propensity_needs_a_model_and_says_why(bundle) -> None:
+    from training.propensity_set import PropensityUnavailable
+
+    recommender = ShopRecommender(bundle, "shoprec/v1")
+    with pytest.raises(PropensityUnavailable):
+        recommender.propensity("c000001", None)
+
+
+def test_session_propensity_rises_with_intent(bundle_with_propensity, sample_shop) -> None:
+    recommender = ShopRecommender(bundle_with_propensity, "shoprec/v1")
+    item = str(sample_shop.tables["items"]["item_id"].iloc[0])
+    customer = str(sample_shop.tables["orders"]["customer_id"].iloc[0])
+    browse = [{"event_type": "view", "item_id": item, "ts": f"2025-06-01T10:0{i}:00", "customer_id": customer}
+              for i in range(2)]
+    carted = browse + [{"event_type": "cart", "item_id": item, "ts": "2025-06-01T10:03:00Z"}]
+    low = recommender.propensity(None, browse[:1])
+    high = recommender.propensity(None, carted)
+    assert low.customer is None and low.session_events_used == 1
+    # isotonic calibration is a step function: intent may share a step, but never lowers the odds
+    assert 0.0 <= low.session <= recommender.propensity(None, browse).session <= high.session <= 1.0
+    assert low.session < high.session
+    both = recommender.propensity(customer, carted + [{"event_type": "purchase", "item_id": item,
+                                                        "ts": "2025-06-01T10:09:00Z"}])
+    assert both.customer_known and 0.0 < both.customer < 1.0
+    assert both.session_events_used == 3  # nothing after the purchase is read
+    stranger = recommender.propensity("someone-new", None)
+    assert not stranger.customer_known and 0.0 < stranger.customer < 1.0
