@@ -38,6 +38,12 @@ class OffersRequest(Request):
     category: Id | None = Field(None, description="Only items of this category.")
 
 
+class NoopRequest(Request):
+    """The benchmark ceiling's body: one id, parsed and validated like the real endpoints' bodies."""
+
+    customer_id: Id | None = Field(None, description="Validated, then ignored.")
+
+
 class ItemOut(BaseModel):
     item_id: str
     score: float
@@ -83,6 +89,10 @@ class OffersResponse(BaseModel):
 class ReloadResponse(BaseModel):
     model_version: str
     changed: bool
+
+
+class NoopResponse(BaseModel):
+    model_version: str
 
 
 class ErrorDetail(BaseModel):

@@ -119,6 +119,16 @@ class ShoprecService:
             unknown_category=answer.unknown_category, items=_items(answer.items),
             band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
 
+    @bentoml.api(route="/noop", input_spec=schemas.NoopRequest)
+    def noop(self, customer_id: str | None = None) -> schemas.NoopResponse:
+        """The framework's ceiling for benchmarks/bench_serving.py: everything but the recommender.
+
+        A sync method like the real endpoints, so it takes the same path (guard, validation,
+        BentoML's worker thread, serialisation); its latency is what any endpoint pays before
+        the recommender does any work.
+        """
+        return schemas.NoopResponse(model_version=self.recommender.model_version)
+
     @bentoml.api(route="/admin/reload")
     def admin_reload(self) -> schemas.ReloadResponse:
         """Load the registry's champion now (bearer token checked by :class:`HttpGuard`)."""

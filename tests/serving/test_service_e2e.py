@@ -233,6 +233,11 @@ def test_admin_reload_needs_the_token(server: Server) -> None:
     assert ok.json() == {"model_version": "shoprec/v1", "changed": False}
 
 
+def test_noop_is_the_recommender_free_ceiling(server: Server) -> None:
+    assert server.post("/noop", {"customer_id": "ghost"}).json() == {"model_version": "shoprec/v1"}
+    assert server.post("/noop", {"customer_id": ""}).status_code == 400
+
+
 def _examples(text: str) -> list[tuple[str, dict, int, object]]:
     """(path, request, status, response) from ```json POST /path``` + ```json response N``` pairs."""
     blocks = re.findall(r"```json ([^\n]+)\n(.*?)```", text, flags=re.S)
