@@ -156,11 +156,15 @@ def _check_format(fmt: str) -> None:
         raise typer.BadParameter(f"--format must be csv, csv.gz or parquet, not {fmt!r}")
 
 
-def _finish_import(raw: dict, notes: Any, source: str, out_dir: Path, fmt: str) -> None:
+def _run_import(importer: Callable[..., Any], source: Path, out_dir: Path, fmt: str) -> None:
+    """Map a public format into the contract, validate it, write clean tables, quarantine and notes."""
     import json
 
+    _check_format(fmt)
+    with progress_status(f"importing {source}") as progress:
+        raw, notes = importer(source.resolve(), progress=progress)
     with progress_status("validating imported tables") as progress:
-        shop = validate_tables(raw, source=source, progress=progress)
+        shop = validate_tables(raw, source=str(source), progress=progress)
         progress(f"writing {fmt} files to {out_dir}")
         write_shop(shop, out_dir, fmt)
     (out_dir / "quarantine" / "import_notes.json").write_text(json.dumps(notes.to_dict(), indent=2))
@@ -180,10 +184,7 @@ def import_completejourney_command(
     """84.51 Complete Journey (households, baskets, products, campaigns) into the contract."""
     from features.importers import import_completejourney
 
-    _check_format(fmt)
-    with progress_status(f"importing {src}") as progress:
-        raw, notes = import_completejourney(src.resolve(), progress=progress)
-    _finish_import(raw, notes, str(src), out_dir, fmt)
+    _run_import(import_completejourney, src, out_dir, fmt)
 
 
 @import_app.command("rees46")
@@ -196,10 +197,7 @@ def import_rees46_command(
     """A REES46 e-commerce event log (view/cart/remove_from_cart/purchase) into the contract."""
     from features.importers import import_rees46
 
-    _check_format(fmt)
-    with progress_status(f"importing {path}") as progress:
-        raw, notes = import_rees46(path.resolve(), progress=progress)
-    _finish_import(raw, notes, str(path), out_dir, fmt)
+    _run_import(import_rees46, path, out_dir, fmt)
 
 
 def _train_config(config_file: Path | None, experiment: str | None, tune: int, tune_minutes: float) -> Any:
