@@ -1,7 +1,7 @@
-"""ASGI middleware in front of BentoML: body size limit, admin bearer token, one 4xx body shape.
+"""ASGI middleware in front of BentoML: body size limit, admin bearer token, one error body shape.
 
 BentoML answers validation errors with ``{"error", "detail": [pydantic errors]}`` but other
-4xx as ``[{"error": ...}]`` or plain text; this rewrites every 4xx into
+4xx as ``[{"error": ...}]`` or plain text; this rewrites every 4xx and 503 into
 :class:`serving.schemas.ErrorResponse`, with ``error`` naming the offending fields, so the
 declared schema and the bodies clients parse always agree.
 """
@@ -27,7 +27,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 
 def normalise_error(status: int, body: bytes) -> ErrorResponse:
-    """Any 4xx body BentoML or Starlette produce, as one ErrorResponse."""
+    """Any 4xx or 503 body BentoML or Starlette produce, as one ErrorResponse."""
     try:
         data: Any = json.loads(body)
     except ValueError:
@@ -105,7 +105,7 @@ class HttpGuard:
 
 
 def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
-    """Declare :class:`ErrorResponse` for every 4xx (plus 413, and 401 on admin routes)."""
+    """Declare :class:`ErrorResponse` for every 4xx (plus 413 and 503 on POST, 401 on admin routes)."""
     schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     components.update(schema.pop("$defs", {}))
@@ -119,6 +119,8 @@ def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
                     responses[code] = {"description": responses[code].get("description", ""), **error}
             if operation is operations.get("post"):
                 responses["413"] = {"description": "Request body too large", **error}
+                responses["503"] = {"description": "The champion lacks the model asked for, or the service is "
+                                                   "overloaded; `error` says which", **error}
             if path.startswith(ADMIN_PREFIX):
                 responses["401"] = {"description": "Missing or wrong bearer token", **error}
                 responses["404"] = {"description": f"Disabled: {ADMIN_TOKEN_ENV} unset", **error}
@@ -155,7 +157,7 @@ class _Buffered:
 
 class _ErrorRewriter(_Buffered):
     def wants(self, status: int) -> bool:
-        return 400 <= status < 500
+        return 400 <= status < 500 or status == 503
 
     async def rewrite(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await _respond(self.send, status, normalise_error(status, body), headers)

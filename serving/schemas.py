@@ -6,13 +6,18 @@ a silently ignored option. Limits live here, in one place, and appear in /docs.j
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from features.schema import EVENT_TYPES, ITEM_EVENT_TYPES
 
 MAX_K = 100
 MAX_EMAIL_CUSTOMERS = 1000
 MAX_CART = 200
+MAX_SESSION_EVENTS = 500
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
 K = Annotated[int, Field(ge=1, le=MAX_K, strict=True)]
 
@@ -36,6 +41,43 @@ class OffersRequest(Request):
     customer_id: Id
     k: K = 5
     category: Id | None = Field(None, description="Only items of this category.")
+
+
+class SessionEvent(Request):
+    """One browsing event of the live session, in the ``events`` vocabulary of the data contract."""
+
+    event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    item_id: Id | None = Field(None, description="Required for every event type but search.")
+    ts: datetime = Field(description="ISO 8601; a time without an offset is taken as UTC.")
+
+    @field_validator("ts")
+    @classmethod
+    def _in_pandas_range(cls, ts: datetime) -> datetime:
+        """The session features use pandas timestamps, which end in 2262: refuse, don't crash."""
+        utc = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        if not pd.Timestamp.min < pd.Timestamp(utc.replace(tzinfo=None)) < pd.Timestamp.max:
+            raise ValueError("must lie between the years 1678 and 2261")
+        return utc
+
+    @model_validator(mode="after")
+    def _item_events_name_the_item(self) -> SessionEvent:
+        if self.event_type in ITEM_EVENT_TYPES and self.item_id is None:
+            raise ValueError(f"item_id: required for a {self.event_type!r} event")
+        return self
+
+
+class PropensityRequest(Request):
+    customer_id: Id | None = Field(None, description="The customer's P(buys within the trained horizon).")
+    session_events: list[SessionEvent] | None = Field(
+        None, max_length=MAX_SESSION_EVENTS,
+        description="The live session so far: P(this session ends in a purchase). Events after a purchase "
+                    "are ignored, as in training.")
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> PropensityRequest:
+        if self.customer_id is None and not self.session_events:
+            raise ValueError("customer_id, session_events: give a customer_id, session events, or both")
+        return self
 
 
 class NoopRequest(Request):
@@ -84,6 +126,18 @@ class OffersResponse(BaseModel):
     unknown_category: bool
     band: BandOut
     items: list[ItemOut]
+
+
+class PropensityResponse(BaseModel):
+    model_version: str
+    customer_id: str | None
+    customer_known: bool = Field(description="False: unknown id or no history; the probability is the "
+                                             "model's answer for a customer without history.")
+    customer_propensity: float | None = Field(description="P(buys within the horizon set at training); "
+                                                          "null when no customer_id was given.")
+    session_propensity: float | None = Field(description="P(the live session ends in a purchase); null when "
+                                                         "no session event before a purchase was given.")
+    session_events_used: int = Field(description="Events read: those before the first purchase.")
 
 
 class ReloadResponse(BaseModel):

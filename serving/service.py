@@ -14,12 +14,14 @@ import os
 import threading
 
 import bentoml
+from starlette.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
 from serving import schemas
 from serving.guard import HttpGuard
 from serving.lifecycle import ChampionSource
 from serving.recommender import Pick, ShopRecommender
+from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
 POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
@@ -118,6 +120,29 @@ class ShoprecService:
             model_version=rec.model_version, customer_known=answer.customer_known,
             unknown_category=answer.unknown_category, items=_items(answer.items),
             band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
+
+    @bentoml.api(route="/propensity", input_spec=schemas.PropensityRequest)
+    def propensity(self, customer_id: str | None = None,
+                   session_events: list[schemas.SessionEvent] | None = None) -> schemas.PropensityResponse:
+        """Customer and/or live-session purchase probability; 503 naming the reason when the
+        champion has no model for the part asked for (a made-up number would be worse).
+
+        The 503 is returned, not raised: BentoML replaces the message of any 5xx exception
+        with a generic one, and the client needs the reason.
+        """
+        rec = self.recommender
+        events = [e.model_dump() for e in session_events or []]
+        try:
+            answer = rec.propensity(customer_id, events)
+        except PropensityUnavailable as missing:
+            error = schemas.ErrorResponse(error=f"{missing.target} propensity: {missing.reason} ({rec.model_version})")
+            return JSONResponse(error.model_dump(), status_code=503)  # type: ignore[return-value]
+        if customer_id is not None and not answer.customer_known:
+            UNKNOWN_IDS.labels(endpoint="propensity", kind="customer").inc()
+        return schemas.PropensityResponse(
+            model_version=rec.model_version, customer_id=customer_id, customer_known=answer.customer_known,
+            customer_propensity=answer.customer, session_propensity=answer.session,
+            session_events_used=answer.session_events_used)
 
     @bentoml.api(route="/noop", input_spec=schemas.NoopRequest)
     def noop(self, customer_id: str | None = None) -> schemas.NoopResponse:

@@ -47,12 +47,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(data: str, home: Path) -> TrainResult:
+def _train(data: str, home: Path, config: TrainConfig | None = None) -> TrainResult:
     saved = {k: os.environ.get(k) for k in ("SHOPREC_HOME", "MLFLOW_TRACKING_URI")}
     os.environ["SHOPREC_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        return run_training(data, TrainConfig(families=["ease"]))
+        return run_training(data, config or TrainConfig(families=["ease"]))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -195,6 +195,15 @@ BAD = [
     ("/offers", {"k": 3}, "customer_id"),
     ("/offers", {"customer_id": "c", "category": ""}, "category"),
     ("/offers", [1, 2], ""),
+    ("/propensity", {}, ""),
+    ("/propensity", {"session_events": [{"event_type": "view", "ts": "2025-06-01T10:00:00Z"}]}, "session_events.0"),
+    ("/propensity", {"session_events": [{"event_type": "teleport", "item_id": "i", "ts": "2025-06-01"}]},
+     "session_events.0.event_type"),
+    ("/propensity", {"session_events": [{"event_type": "view", "item_id": "i", "ts": "yesterday"}]},
+     "session_events.0.ts"),
+    ("/propensity", {"session_events": [{"event_type": "view", "item_id": "i", "ts": "9999-01-01T00:00:00"}]},
+     "session_events.0.ts"),
+    ("/propensity", {"customer_id": "c", "session_events": "view"}, "session_events"),
 ]
 
 
@@ -207,6 +216,39 @@ def test_bad_input_is_a_400_naming_the_field(server: Server, path: str, body: ob
     if field:
         assert error["error"].startswith(f"{field}:") or f"; {field}:" in error["error"]
         assert any(".".join(map(str, d["loc"])) == field for d in error["detail"])
+
+
+def test_propensity_needs_a_customer_or_session(server: Server) -> None:
+    error = server.post("/propensity", {}).json()["error"]
+    assert "customer_id" in error and "session_events" in error
+
+
+def test_propensity_for_customers_and_live_sessions(server: Server, served: Bundle, sample_shop: SampleShop) -> None:
+    local = ShopRecommender(served, "local")
+    customer = str(served.profiles["customers"]["customer_id"].iloc[0])
+    item = str(sample_shop.tables["items"]["item_id"].iloc[0])
+    views = [{"event_type": "view", "item_id": item, "ts": f"2025-06-01T10:0{i}:00Z"} for i in range(2)]
+    carted = [*views, {"event_type": "cart", "item_id": item, "ts": "2025-06-01T10:03:00+02:00"},
+              {"event_type": "purchase", "item_id": item, "ts": "2025-06-01T10:09:00Z"},
+              {"event_type": "search", "ts": "2025-06-01T10:10:00Z"}]
+    body = server.post("/propensity", {"customer_id": customer, "session_events": carted}).json()
+    expected = local.propensity(customer, carted)
+    assert body["model_version"] == "shoprec/v1" and body["customer_known"]
+    assert body["customer_propensity"] == pytest.approx(expected.customer)
+    assert body["session_propensity"] == pytest.approx(expected.session)
+    assert body["session_events_used"] == 3  # the cart at 08:03 UTC comes first; nothing after the purchase
+    cart = {"event_type": "cart", "item_id": item, "ts": "2025-06-01T10:05:00Z"}
+    browsing = server.post("/propensity", {"customer_id": customer, "session_events": views[:1]}).json()
+    in_cart = server.post("/propensity", {"customer_id": customer, "session_events": [*views, cart]}).json()
+    assert 0.0 <= browsing["session_propensity"] < in_cart["session_propensity"] <= 1.0
+    anonymous = server.post("/propensity", {"session_events": [*views, cart]}).json()
+    assert anonymous["customer_propensity"] is None and anonymous["customer_id"] is None
+    assert anonymous["session_propensity"] == pytest.approx(local.propensity(None, [*views, cart]).session)
+    stranger = server.post("/propensity", {"customer_id": "ghost"}).json()
+    assert not stranger["customer_known"] and 0.0 < stranger["customer_propensity"] < 1.0
+    assert stranger["session_propensity"] is None and stranger["session_events_used"] == 0
+    assert 'shoprec_unknown_ids_total{endpoint="propensity",kind="customer"}' in \
+        server.client.get(f"{server.url}/metrics").text
 
 
 def test_malformed_and_oversized_bodies_are_4xx(server: Server) -> None:
@@ -224,6 +266,8 @@ def test_openapi_declares_the_error_body(server: Server) -> None:
     responses = spec["paths"]["/cross_sell"]["post"]["responses"]
     assert responses["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorResponse"
     assert "413" in responses and "401" in spec["paths"]["/admin/reload"]["post"]["responses"]
+    assert spec["paths"]["/propensity"]["post"]["responses"]["503"]["content"]["application/json"]["schema"] == \
+        {"$ref": "#/components/schemas/ErrorResponse"}
 
 
 def test_admin_reload_needs_the_token(server: Server) -> None:
@@ -260,7 +304,7 @@ def _same_shape(example: object, actual: object) -> bool:
 
 def test_docs_api_examples_run(server: Server) -> None:
     examples = _examples((REPO / "docs" / "api.md").read_text())
-    assert {p for p, *_ in examples} >= {"/cross_sell", "/email_picks", "/offers"}
+    assert {p for p, *_ in examples} >= {"/cross_sell", "/email_picks", "/offers", "/propensity"}
     for path, request, status, expected in examples:
         headers = {"Authorization": f"Bearer {TOKEN}"} if path.startswith("/admin/") else {}
         response = server.post(path, request, headers=headers)
@@ -290,6 +334,20 @@ def test_champion_swap_under_concurrent_requests(server: Server) -> None:
     assert after[-1][1] == "shoprec/v2"
     assert (server.home / "serving-cache" / "shoprec-v2").is_dir()
     assert pd.notna(json.loads((server.home / "serving-cache" / "current.json").read_text())["version"])
+
+
+def test_propensity_is_a_503_naming_the_reason_when_the_champion_has_none(server: Server) -> None:
+    """Runs after the swap: a champion trained without propensity answers 503, the rest keeps serving."""
+    third = _train(server.data, server.home, TrainConfig(families=["ease"], propensity={"enabled": False}))
+    assert third.gate and third.gate.passed
+    version = f"shoprec/v{third.model_version}"
+    reload = server.post("/admin/reload", {}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert reload.json() == {"model_version": version, "changed": True}
+    missing = server.post("/propensity", {"customer_id": "c000001"})
+    assert missing.status_code == 503
+    assert missing.json()["error"] == f"customer propensity: not trained (propensity disabled for this bundle) " \
+                                      f"({version})"
+    assert server.post("/cross_sell", {"cart": [], "customer_id": "c000001"}).status_code == 200
 
 
 def test_registry_down_starts_from_the_cached_bundle(server: Server, monkeypatch: pytest.MonkeyPatch,
