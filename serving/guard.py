@@ -12,8 +12,11 @@ import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
+
+from serving import schemas
 from serving.schemas import ErrorDetail, ErrorResponse
 
 Scope = MutableMapping[str, Any]
@@ -105,17 +108,36 @@ class HttpGuard:
 
 
 def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
-    """Declare :class:`ErrorResponse` for every 4xx (plus 413 and 503 on POST, 401 on admin routes)."""
-    schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    """Make /docs.json say what the service really accepts and answers.
+
+    BentoML writes OpenAPI 3.0 but flattens the request models, dropping optional fields'
+    ``null`` and the cross-field rules, and it declares no 4xx body of ours. This swaps in
+    each request and response model's own pydantic JSON Schema (so OpenAPI 3.1, whose
+    schema dialect pydantic writes), marks request bodies required, and declares
+    :class:`ErrorResponse` for every 4xx (plus 413 and 503 on POST, 401 on admin routes).
+    """
+    spec["openapi"] = "3.1.0"
     components = spec.setdefault("components", {}).setdefault("schemas", {})
-    components.update(schema.pop("$defs", {}))
-    components["ErrorResponse"] = schema
+
+    def declare(model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+        components.update(schema.pop("$defs", {}))
+        return schema
+
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    components["ErrorResponse"] = declare(ErrorResponse, "serialization")
     for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                if (model := _own_model(media.get("schema", {}))) is not None:
+                    media["schema"] = declare(model, "validation")
+                    operation["requestBody"]["required"] = True
             responses = operation.setdefault("responses", {})
+            for media in responses.get("200", {}).get("content", {}).values():
+                if (model := _own_model(media.get("schema", {}))) is not None:
+                    media["schema"] = declare(model, "serialization")
             for code in list(responses):
-                if code.startswith("4"):
+                if str(code).startswith("4"):
                     responses[code] = {"description": responses[code].get("description", ""), **error}
             if operation is operations.get("post"):
                 responses["413"] = {"description": "Request body too large", **error}
@@ -125,6 +147,15 @@ def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
                 responses["401"] = {"description": "Missing or wrong bearer token", **error}
                 responses["404"] = {"description": f"Disabled: {ADMIN_TOKEN_ENV} unset", **error}
     return spec
+
+
+def _own_model(schema: dict[str, Any]) -> type[BaseModel] | None:
+    """The :mod:`serving.schemas` model behind one of BentoML's ``<Model>IODescriptor`` schemas."""
+    if "$ref" in schema:
+        return None
+    name = str(schema.get("title", "")).removesuffix("IODescriptor")
+    model = getattr(schemas, name, None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
 class _Buffered:

@@ -6,11 +6,10 @@ a silently ignored option. Limits live here, in one place, and appear in /docs.j
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Literal
 
-import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from features.schema import EVENT_TYPES, ITEM_EVENT_TYPES
 
@@ -19,7 +18,14 @@ MAX_EMAIL_CUSTOMERS = 1000
 MAX_CART = 200
 MAX_SESSION_EVENTS = 500
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
-K = Annotated[int, Field(ge=1, le=MAX_K, strict=True)]
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer, so accept it as 5; strings and 5.5 still fail."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+K = Annotated[int, Field(ge=1, le=MAX_K, strict=True), BeforeValidator(_whole_number)]
 
 
 class Request(BaseModel):
@@ -46,18 +52,15 @@ class OffersRequest(Request):
 class SessionEvent(Request):
     """One browsing event of the live session, in the ``events`` vocabulary of the data contract."""
 
+    # The item rule below, for the OpenAPI schema (3.1) that clients and the fuzzer read.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"event_type": {"const": "search"}}},
+        {"required": ["item_id"], "properties": {"item_id": {"type": "string"}}}]})
+
     event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     item_id: Id | None = Field(None, description="Required for every event type but search.")
-    ts: datetime = Field(description="ISO 8601; a time without an offset is taken as UTC.")
-
-    @field_validator("ts")
-    @classmethod
-    def _in_pandas_range(cls, ts: datetime) -> datetime:
-        """The session features use pandas timestamps, which end in 2262: refuse, don't crash."""
-        utc = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-        if not pd.Timestamp.min < pd.Timestamp(utc.replace(tzinfo=None)) < pd.Timestamp.max:
-            raise ValueError("must lie between the years 1678 and 2261")
-        return utc
+    ts: datetime = Field(strict=True, description="ISO 8601 text (a number is refused: seconds or "
+                                                  "milliseconds?); a time without an offset is taken as UTC.")
 
     @model_validator(mode="after")
     def _item_events_name_the_item(self) -> SessionEvent:
@@ -67,6 +70,10 @@ class SessionEvent(Request):
 
 
 class PropensityRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}},
+        {"required": ["session_events"], "properties": {"session_events": {"type": "array", "minItems": 1}}}]})
+
     customer_id: Id | None = Field(None, description="The customer's P(buys within the trained horizon).")
     session_events: list[SessionEvent] | None = Field(
         None, max_length=MAX_SESSION_EVENTS,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable
+from tests.serving.live_server import Server, running_server
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 
@@ -34,3 +37,10 @@ def bundle_with_propensity(shop: ShopData) -> Bundle:
 
     config = TrainConfig()
     return build_bundle(shop, config, "ease", {"chosen": "ease"}, fit_propensity(shop, config.propensity))
+
+
+@pytest.fixture(scope="module")
+def server(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server per test module, so a module that swaps champions disturbs no other."""
+    with running_server(sample_shop, tmp_path_factory.mktemp("server")) as live:
+        yield live

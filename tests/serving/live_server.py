@@ -1,0 +1,97 @@
+"""A real shoprec server for end-to-end tests: train into a private SHOPREC_HOME, start
+`bentoml serve` on a free loopback port, wait for /readyz, and stop it afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from features.sample import SampleShop
+from features.sources import write_tables
+from training.pipeline import TrainConfig, TrainResult, run_training
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "test-admin-token"
+
+
+@dataclass
+class Server:
+    url: str
+    client: httpx.Client
+    data: str
+    home: Path
+    trained: TrainResult
+
+    def post(self, path: str, body: object, **kwargs: object) -> httpx.Response:
+        return self.client.post(f"{self.url}{path}", json=body, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_into(data: str, home: Path, config: TrainConfig | None = None) -> TrainResult:
+    saved = {k: os.environ.get(k) for k in ("SHOPREC_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ["SHOPREC_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        return run_training(data, config or TrainConfig(families=["ease"]))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def running_server(sample_shop: SampleShop, root: Path) -> Iterator[Server]:
+    """Train the sample shop into ``root``/home (v1 = champion), serve it, stop it afterwards."""
+    data, home = str(root / "shop"), root / "home"
+    write_tables(sample_shop.tables, data, "parquet")
+    trained = train_into(data, home)
+    assert trained.model_version == "1" and trained.gate and trained.gate.passed
+    port = free_port()
+    env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
+           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed after the server stops
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {(root / 'server.log').read_text()[-3000:]}")
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready: {(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield Server(url, client, data, home, trained)
+    finally:
+        client.close()
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
