@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from features.sample import SampleConfig, SampleShop, generate_shop
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SAMPLE = SampleConfig(customers=1500, items=240, days=180, seed=11, dirty_share=0.0)
+"""The small sample shop the serving and CLI-serving tests share (with its planted truth)."""
 POSTGRES_ADMIN_URL = os.environ.get("SHOPREC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -49,3 +53,8 @@ def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SHOPREC_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def sample_shop() -> SampleShop:
+    return generate_shop(SAMPLE)

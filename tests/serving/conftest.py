@@ -1,4 +1,4 @@
-"""A small sample shop, its planted truth and a bundle built from it, shared by the serving tests."""
+"""The sample shop (tests/conftest.py) validated, bundles built from it, and a live server per module."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from features.loading import ShopData, validate_tables
-from features.sample import SampleConfig, SampleShop, generate_shop
+from features.sample import SampleShop
 from features.sources import RawTable
 from tests.serving.live_server import Server, running_server
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
-
-SAMPLE = SampleConfig(customers=1500, items=240, days=180, seed=11, dirty_share=0.0)
-
-
-@pytest.fixture(scope="session")
-def sample_shop() -> SampleShop:
-    return generate_shop(SAMPLE)
 
 
 @pytest.fixture(scope="session")

@@ -57,19 +57,24 @@ def train_into(data: str, home: Path, config: TrainConfig | None = None) -> Trai
 
 
 @contextmanager
-def running_server(sample_shop: SampleShop, root: Path) -> Iterator[Server]:
-    """Train the sample shop into ``root``/home (v1 = champion), serve it, stop it afterwards."""
+def running_server(sample_shop: SampleShop, root: Path, *, use_cli: bool = False,
+                   env_overrides: dict[str, str] | None = None) -> Iterator[Server]:
+    """Train the sample shop into ``root``/home (v1 = champion), serve it, stop it afterwards.
+
+    ``use_cli`` starts it as a user does, with ``shoprec serve``, instead of ``bentoml serve``.
+    """
     data, home = str(root / "shop"), root / "home"
     write_tables(sample_shop.tables, data, "parquet")
     trained = train_into(data, home)
     assert trained.model_version == "1" and trained.gate and trained.gate.passed
     port = free_port()
     env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
-           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml")}
+           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"), **(env_overrides or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService",
-                             "--host", "127.0.0.1", "--port", str(port)],
+    command = ([str(Path(sys.executable).with_name("shoprec")), "serve"] if use_cli else
+               [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService"])
+    proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(timeout=30)
