@@ -287,6 +287,32 @@ def promote(
 
 @app.command()
 @user_command
+def picks(
+    out_path: Annotated[str, typer.Option("--out", help="Output .parquet, .csv or .csv.gz file, or SQLAlchemy URL.")],
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")]
+    = "models:/shoprec@champion",
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Picks per customer.")] = 10,
+    customers: Annotated[Path | None, typer.Option(help="CSV/Parquet with a customer_id column; "
+                                                        "default: every customer of the bundle.")] = None,
+    only_send: Annotated[bool, typer.Option("--only-send", help="Write only customers marked send.")] = False,
+    table: Annotated[str, typer.Option(help="Table name when --out is a SQLAlchemy URL.")] = "email_picks",
+    block: Annotated[int, typer.Option(min=1, help="Customers per scored block.")] = 4096,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow.")] = True,
+) -> None:
+    """Email picks for every customer (or a list), written atomically to a file or a SQL table."""
+    from serving.picks import progress_bar, render_summary, run_job
+
+    with progress_bar(console) as progress:
+        result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
+                         block=block, track=track, progress=progress,
+                         log=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    out.print(render_summary(result))
+    if result.run_id:
+        out.print(f"MLflow run {result.run_id} (experiment shoprec-picks)", highlight=False)
+
+
+@app.command()
+@user_command
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path("demo-data"),
     customers: Annotated[int, typer.Option(min=10)] = 5000,
@@ -324,6 +350,8 @@ def example_calls(port: int, cart_item: str, customer: str) -> str:
         post.format("cross_sell", f'{{"cart": ["{cart_item}"], "customer_id": "{customer}", "k": 5}}'),
         post.format("email_picks", f'{{"customer_ids": ["{customer}", "someone-new"], "k": 5}}'),
         post.format("offers", f'{{"customer_id": "{customer}", "k": 5}}'),
+        post.format("propensity", f'{{"customer_id": "{customer}", "session_events": [{{"event_type": "cart", '
+                                  f'"item_id": "{cart_item}", "ts": "2025-06-01T10:00:00Z"}}]}}'),
     ])
 
 
@@ -333,7 +361,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
 ) -> None:
-    """Serve the @champion bundle over HTTP (BentoML): /cross_sell, /email_picks, /offers."""
+    """Serve the @champion bundle over HTTP (BentoML): /cross_sell, /email_picks, /offers, /propensity."""
     raise typer.Exit(_serve(host, port))
 
 

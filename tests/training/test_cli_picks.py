@@ -1,0 +1,104 @@
+"""`shoprec picks` as a user runs it: a real subprocess of the installed entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from features.loading import validate_tables
+from features.sample import SampleConfig, generate_shop
+from features.sources import RawTable
+from training.pipeline import TrainConfig, build_bundle
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shop = generate_shop(SampleConfig(customers=400, items=120, days=90, seed=3, dirty_share=0.0))
+    data = validate_tables({k: RawTable(v, k) for k, v in shop.tables.items()}, source="sample")
+    folder = tmp_path_factory.mktemp("picks-cli") / "bundle"
+    build_bundle(data, TrainConfig(), "ease", {"chosen": "ease"}).save(folder)
+    return folder
+
+
+def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHOPREC_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([SHOPREC, "picks", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _summary(stdout: str) -> dict[str, str]:
+    """The summary table's rows as {what: value}."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.replace("|", "│").split("│") if c.strip()]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_picks_for_every_customer_into_a_csv(bundle_dir: Path, tmp_path: Path) -> None:
+    result = run(tmp_path / "home", "--model", str(bundle_dir), "--out", str(tmp_path / "picks.csv"), "--k", "3",
+                 "--no-track")
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "picks.csv", dtype={"customer_id": str})
+    customers = pd.read_parquet(bundle_dir / "customers.parquet")["customer_id"]
+    assert frame["customer_id"].nunique() == len(customers) and len(frame) == 3 * len(customers)
+    assert set(frame["rank"]) == {1, 2, 3} and set(frame["model_version"]) == {"local/bundle"}
+    assert _summary(result.stdout)["customers scored"] == f"{len(customers):,}"
+    assert "customers/s" in result.stderr  # progress
+    assert "MLflow run" not in result.stdout and not (tmp_path / "home" / "mlflow.db").exists()
+
+
+def test_a_customer_list_with_unknown_and_repeated_ids_is_reported(bundle_dir: Path, tmp_path: Path) -> None:
+    known = pd.read_parquet(bundle_dir / "customers.parquet")["customer_id"].head(20).tolist()
+    pd.DataFrame({"customer_id": [*known, known[0], "nobody"]}).to_parquet(tmp_path / "list.parquet")
+    result = run(tmp_path / "home", "--model", str(bundle_dir), "--out", str(tmp_path / "picks.parquet"),
+                 "--customers", str(tmp_path / "list.parquet"))
+    assert result.returncode == 0, result.stderr
+    summary = _summary(result.stdout)
+    assert summary["customers scored"] == "21" and summary["unknown ids (fallbacks only)"] == "1"
+    assert summary["duplicate ids dropped"] == "1" and summary["empty ids skipped"] == "0"
+    frame = pd.read_parquet(tmp_path / "picks.parquet")
+    assert set(frame["customer_id"]) == {*known, "nobody"}
+    assert "MLflow run" in result.stdout and (tmp_path / "home" / "mlflow.db").is_file()
+
+
+def test_into_a_postgres_table(bundle_dir: Path, tmp_path: Path, postgres_url: str) -> None:
+    result = run(tmp_path / "home", "--model", str(bundle_dir), "--out", postgres_url, "--table", "weekly_picks",
+                 "--only-send", "--no-track")
+    assert result.returncode == 0, result.stderr
+    engine = sa.create_engine(postgres_url)
+    frame = pd.read_sql_table("weekly_picks", engine)
+    engine.dispose()
+    assert len(frame) and frame["send"].all() and frame.groupby("customer_id").size().eq(10).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--customers", "{tmp}/ids.csv"], "error: --customers {tmp}/ids.csv: no 'customer_id' column (columns: id)"),
+    (["--customers", "{tmp}/none.csv"], "error: --customers {tmp}/none.csv: no such file"),
+    (["--out", "{tmp}/picks.xlsx"], "error: {tmp}/picks.xlsx: output must end in .parquet, .csv, .csv.gz"),
+    (["--model", "models:/shoprec@champion"], "error: --model models:/shoprec@champion: not found in the registry"),
+    (["--model", "models:/shoprec"], "error: --model models:/shoprec: use models:/NAME@ALIAS"),
+    (["--model", "{tmp}/nowhere"], "error: --model {tmp}/nowhere: no such folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(bundle_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "ids.csv").write_text("id\n1\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    defaults = {"--model": str(bundle_dir), "--out": str(tmp_path / "picks.parquet")}
+    for option, value in defaults.items():
+        if option not in args:
+            args += [option, value]
+    result = run(tmp_path / "home", *args, "--no-track")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message.format(tmp=tmp_path)), result.stderr
+    assert not (tmp_path / "picks.parquet").exists()
