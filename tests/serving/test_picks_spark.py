@@ -1,0 +1,130 @@
+"""The Spark engine gives the local engine's picks and summary: same bundle (through the registry), same rules.
+
+Spark runs in local mode (two cores), but the model takes the path a cluster uses: alias
+pinned on the driver, downloaded, shipped to the executors as a Spark archive, loaded there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from serving.recommender import ShopRecommender
+from training import registry, tracking
+from training.bundle import Bundle
+from training.pyfunc import log_bundle
+
+pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'shoprec[spark]')")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("java") or os.environ.get("JAVA_HOME")),
+    reason="Spark needs Java 17+ (no `java` on PATH and no JAVA_HOME)")
+
+from serving.picks import load_model, run_job, score_block  # noqa: E402 - after the skips
+from serving.picks_spark import (  # noqa: E402
+    PICKS_SCHEMA,
+    conform,
+    read_picks_folder,
+    run_spark_job,
+    spark_picks,
+    spark_session,
+)
+
+MODEL = "models:/shoprec@champion"
+K = 5
+VOLATILE = {"seconds", "seconds_with_load", "customers_per_s", "output", "engine"}
+
+
+@pytest.fixture(scope="module")
+def champion(bundle_with_propensity: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The sample bundle (propensity models included) logged as a pyfunc, registered and promoted
+    in a private local MLflow."""
+    bundle = bundle_with_propensity
+    home = tmp_path_factory.mktemp("spark-mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("SHOPREC_HOME", str(home))
+        client = tracking.configure()
+        with mlflow.start_run(experiment_id=tracking.ensure_experiment(client, "spark-picks")):
+            uri = log_bundle(bundle, bundle.save(home / "bundle"), ["mlflow"])
+        version = registry.register(client, "shoprec", uri, "ndcg_at_10", 0.2, 0.1)
+        registry.promote(client, "shoprec", version)
+        yield version
+
+
+@pytest.fixture(scope="module")
+def local(champion: str) -> ShopRecommender:
+    """What the local engine scores with."""
+    loaded = load_model(MODEL)
+    assert loaded.version == f"shoprec/v{champion}"
+    return ShopRecommender(loaded.bundle, loaded.version)
+
+
+@pytest.fixture(scope="module")
+def spark():  # noqa: ANN201 - pyspark's type is imported lazily
+    """local[2]; SHOPREC_TEST_SPARK_MASTER=local-cluster[2,1,1024] runs the module against two
+    separate executor JVMs (the archive then really travels through Spark's file server)."""
+    session = spark_session("shoprec-picks-test", master=os.environ.get("SHOPREC_TEST_SPARK_MASTER", "local[2]"))
+    yield session
+    session.stop()
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return conform(frame).sort_values(["customer_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+def _stable(summary: dict) -> dict:
+    return {key: value for key, value in summary.items() if key not in VOLATILE}
+
+
+def test_schema_is_the_sinks_schema() -> None:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from serving.picks_sinks import PICKS_SCHEMA as SINKS
+
+    assert PICKS_SCHEMA == ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(SINKS))
+
+
+def test_engines_agree_on_every_customer(spark, local: ShopRecommender, tmp_path: Path) -> None:  # noqa: ANN001
+    on_spark = run_spark_job(MODEL, str(tmp_path / "spark.parquet"), k=K, spark=spark, partitions=3)
+    locally = run_job(MODEL, str(tmp_path / "local.parquet"), k=K, track=False)
+    got, expected = read_picks_folder(tmp_path / "spark.parquet"), pd.read_parquet(tmp_path / "local.parquet")
+    assert got["customer_id"].nunique() == len(local.bundle.customers)
+    assert set(got["model_version"]) == {locally.model_version}
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(expected), check_exact=True)
+    assert _stable(on_spark.summary) == _stable(locally.summary)
+
+
+def test_engines_agree_on_a_customer_file(spark, local: ShopRecommender, tmp_path: Path) -> None:  # noqa: ANN001
+    """Unknown, duplicate, padded and empty ids; --only-send; CSV and a SQL table as outputs."""
+    known = [str(c) for c in local.bundle.customers.external_ids[::37]]
+    file = tmp_path / "customers.csv"
+    pd.DataFrame({"customer_id": [*known, "no-such-customer", known[0], f" {known[1]} ", ""]}).to_csv(file, index=False)
+    locally = run_job(MODEL, str(tmp_path / "local.csv"), k=K, customers_file=file, only_send=True, track=False)
+    expected = _sorted(pd.read_csv(tmp_path / "local.csv", dtype={"customer_id": str, "item_id": str}))
+    assert 0 < expected["customer_id"].nunique() < len(known)  # only-send keeps some, not all
+
+    on_spark = run_spark_job(MODEL, str(tmp_path / "spark.csv"), k=K, customers_file=file, only_send=True,
+                             spark=spark)
+    pd.testing.assert_frame_equal(_sorted(read_picks_folder(tmp_path / "spark.csv")), expected, rtol=1e-12)
+    assert _stable(on_spark.summary) == _stable(locally.summary)
+
+    url = f"sqlite:///{tmp_path / 'picks.db'}"
+    run_spark_job(MODEL, url, k=K, customers_file=file, only_send=True, table="picks", spark=spark)
+    pd.testing.assert_frame_equal(_sorted(pd.read_sql_table("picks", sa.create_engine(url))), expected, rtol=1e-12)
+
+
+def test_spark_frame_input_with_unknown_and_null_ids(spark, local: ShopRecommender) -> None:  # noqa: ANN001
+    known = [str(c) for c in local.bundle.customers.external_ids[::97]]
+    frame = spark.createDataFrame(pd.DataFrame({"customer": [*known, "no-such-customer", None]}), "customer string")
+    got = _sorted(spark_picks(MODEL, frame, K, spark, column="customer").toPandas())
+    expected = _sorted(score_block(local, [*known, "no-such-customer"], K))
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    stranger = expected[expected["customer_id"] == "no-such-customer"]
+    assert len(stranger) == K and not stranger["send"].any()
