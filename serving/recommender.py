@@ -196,6 +196,11 @@ class ShopRecommender:
         q_lo, q_hi = self.config.middle_band
         self.catalogue_band = ((float(np.quantile(priced, q_lo)), float(np.quantile(priced, q_hi)))
                                if len(priced) else (0.0, math.inf))
+        self.opted_out = np.zeros(n, dtype=bool)
+        opt_out = self.bundle.profiles.get("email_opt_out")
+        if opt_out is not None and len(opt_out):
+            oidx = self.bundle.customers.to_index(opt_out["customer_id"].astype(str).to_numpy(), unknown="mark")
+            self.opted_out[oidx[oidx >= 0]] = True
         rates = self.bundle.profiles.get("email_open_rates")
         self.open_rate = np.full(n, np.nan)
         self.open_prior = 0.0
@@ -356,7 +361,8 @@ class ShopRecommender:
         """Per customer: the personal top k (consumables may return, recent durables not),
         the open propensity, and whether to send at all.
 
-        ``send`` needs both a likely open (see :meth:`_open_propensities`) and picks that
+        ``send`` needs the customer's consent (``email_opt_in`` of the customers table; no
+        threshold overrides it), a likely open (see :meth:`_open_propensities`) and picks that
         are mostly personal rather than fallbacks. The answer is :meth:`email_picks_block`'s,
         the very code path the batch job (``serving/picks.py``) writes from.
         """
@@ -420,7 +426,8 @@ class ShopRecommender:
         n_personal = (reasons == PERSONAL).sum(axis=1) if k else np.zeros(n, dtype=np.int64)
         propensities = self._open_propensities(ids.tolist(), raw_idx)
         send = ((propensities >= self.config.send_min_open_propensity)
-                & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share))
+                & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share)
+                & ~(in_bundle & self.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
         return EmailPicksBlock(ids, idx >= 0, in_bundle, send, propensities.astype(np.float64),
                                items, scores, reasons, n_picks, n_personal)
 

@@ -142,6 +142,9 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
     }
     if shop.has("email_events"):
         profiles["email_open_rates"] = email_open_rates(shop["email_events"])
+    if shop.has("customers") and "email_opt_in" in shop["customers"]:
+        customers = shop["customers"]
+        profiles["email_opt_out"] = customers.loc[~customers["email_opt_in"].astype(bool), ["customer_id"]]
     models = {
         PRIMARY: build_model(chosen, config.params.get(chosen)).fit(dataset),
         POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),

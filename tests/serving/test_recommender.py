@@ -101,8 +101,20 @@ def test_send_thresholds_are_configurable(bundle: Bundle) -> None:
     ids = [str(c) for c in bundle.customers.external_ids[:50]]
     never = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=1.0))
     always = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0))
+    opted_out = set(bundle.profiles["email_opt_out"]["customer_id"])
     assert not any(p.send for p in never.email_picks(ids, 5))
-    assert all(p.send for p in always.email_picks(ids, 5))
+    assert all(p.send == (p.customer_id not in opted_out) for p in always.email_picks(ids, 5))
+
+
+def test_customers_who_opted_out_are_never_mailed(bundle: Bundle, sample_shop: SampleShop) -> None:
+    customers = sample_shop.tables["customers"]
+    opted_out = customers.loc[~customers["email_opt_in"].astype(bool), "customer_id"].astype(str).tolist()
+    assert set(bundle.profiles["email_opt_out"]["customer_id"]) == set(opted_out) and len(opted_out) > 50
+    keen = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0))
+    picks = keen.email_picks(opted_out, 3)
+    assert not any(p.send for p in picks) and all(len(p.items) == 3 for p in picks)
+    opted_in = customers.loc[customers["email_opt_in"].astype(bool), "customer_id"].astype(str).tolist()[:200]
+    assert all(p.send for p in keen.email_picks(opted_in, 3))
 
 
 def test_offers_lie_inside_the_customers_band(rec: ShopRecommender, bundle: Bundle) -> None:
