@@ -48,6 +48,15 @@ class Recommender(ABC):
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """Scores (len(customers) x n_items, float32) for customers given their interaction rows."""
 
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray | None:
+        """Scores for visitors the model never saw, from interaction rows alone (fold-in).
+
+        What a live session needs: an anonymous visitor or a new customer has no row in
+        the fitted state, only the items they just touched. None where a family cannot
+        fold a new row in; callers then use the item-item model.
+        """
+        return None
+
     def recommend(self, interactions: sp.csr_matrix, customers: np.ndarray, k: int,
                   exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores per customer, best first; excluded items never appear.

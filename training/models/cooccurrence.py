@@ -43,6 +43,10 @@ class CooccurrenceModel(Recommender):
         binary.data[:] = 1.0
         return np.asarray((binary @ self.item_item_).todense(), dtype=np.float32)
 
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray:
+        """Item-item scores from history alone, so a new row needs nothing more."""
+        return self.score(np.zeros(history.shape[0], dtype=np.int64), history)
+
     def score_items(self, item_idx: np.ndarray) -> np.ndarray:
         """Scores for a cart: the sum of the cart items' association rows."""
         return np.asarray(self.item_item_[np.asarray(item_idx)].sum(axis=0)).ravel()

@@ -40,3 +40,7 @@ class EASEModel(Recommender):
 
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return np.asarray(history @ self.weights_, dtype=np.float32)
+
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray:
+        """EASE scores from history alone, so a new row needs nothing more."""
+        return self.score(np.zeros(history.shape[0], dtype=np.int64), history)

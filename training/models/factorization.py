@@ -59,6 +59,26 @@ class ALSModel(_FactorModel):
         return self
 
 
+    def score_history(self, history: sp.csr_matrix) -> np.ndarray:
+        """Fold new rows in as ALS itself solves a customer's factors, item factors fixed:
+        x = (YᵀY + Yᵀ(C - I)Y + λI)⁻¹ YᵀCp with confidence C = alpha * weight, as implicit's
+        ``recalculate_user`` does; then score like any fitted customer."""
+        c: ALSConfig = self.config  # type: ignore[assignment]
+        y = self.item_factors_.astype(np.float64)
+        gram = y.T @ y + c.regularization * np.eye(y.shape[1])
+        history = sp.csr_matrix(history)
+        factors = np.zeros((history.shape[0], y.shape[1]), dtype=np.float32)
+        for row in range(history.shape[0]):
+            items = history.indices[history.indptr[row]:history.indptr[row + 1]]
+            if not len(items):
+                continue
+            confidence = c.alpha * history.data[history.indptr[row]:history.indptr[row + 1]].astype(np.float64)
+            touched = y[items]
+            lhs = gram + touched.T @ ((confidence - 1.0)[:, None] * touched)
+            factors[row] = np.linalg.solve(lhs, touched.T @ confidence)
+        return factors @ self.item_factors_.T
+
+
 class BPRModel(_FactorModel):
     family = "bpr"
     config_class = BPRConfig

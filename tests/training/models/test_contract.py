@@ -116,3 +116,31 @@ def test_config_round_trips_through_logged_params(family: str) -> None:
     model = build_model(family, FAST_PARAMS[family])
     again = build_model(family, model.config.model_dump())
     assert again.config == model.config
+
+
+FOLDING_FAMILIES = ["als", "ease", "cooccurrence"]
+
+
+@pytest.mark.parametrize("family", LEARNING_FAMILIES)
+def test_a_new_visitor_folds_in_from_touched_items(family: str, dataset: Dataset) -> None:
+    """A visitor the model never saw, with three block-1 items, gets block-1 items; families
+    that cannot fold a row in say so with None (the service then uses the item-item model)."""
+    touched = np.array([BLOCK + 1, BLOCK + 4, BLOCK + 7])
+    visitor = sp.csr_matrix((np.ones(3, dtype=np.float32), (np.zeros(3, dtype=np.int64), touched)),
+                            shape=(1, N_ITEMS))
+    scores = fitted(family, dataset).score_history(visitor)
+    if family not in FOLDING_FAMILIES:
+        assert scores is None
+        return
+    ranked = [i for i in np.argsort(-scores[0], kind="stable") if i not in touched][:4]
+    assert all(i >= BLOCK for i in ranked), (family, ranked)
+
+
+def test_als_fold_in_of_a_fitted_customer_agrees_with_the_fit(dataset: Dataset) -> None:
+    """Solving a known customer's row with the item factors fixed lands where ALS put them."""
+    model = fitted("als", dataset)
+    customers = np.arange(N_CUSTOMERS)
+    folded = model.score_history(dataset.interactions[customers])
+    fitted_scores = model.score(customers, dataset.interactions[customers])
+    gap = np.abs(folded - fitted_scores).max() / np.abs(fitted_scores).max()
+    assert gap < 0.05, gap  # the confidence scaling matters: alpha taken as 1 gives a gap of 0.4
