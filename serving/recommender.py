@@ -22,11 +22,12 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.dataset import InteractionConfig
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.rules import durable_exclusions
 
-BandSource = Literal["customer", "segment", "catalogue"]
+BandSource = Literal["customer", "session", "segment", "catalogue"]
 PERSONAL = "similar_customers"
 BLOCK_ROWS = 512
 """Customers per dense scores block in :meth:`ShopRecommender.email_picks_block`: bounds memory
@@ -40,6 +41,9 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cf_weight: float = Field(0.5, ge=0, description="Weight of the customer's own CF scores in cross-sell.")
+    session_anchor_weight: float = Field(0.5, ge=0, description="Weight of items touched in the live session "
+                                                                "next to cart items (1) as cross-sell anchors.")
+    session_items: int = Field(20, ge=1, description="Most recent distinct session items read.")
     send_min_open_propensity: float = Field(0.15, ge=0, le=1,
                                             description="Email is sent only at or above this open propensity.")
     send_min_personal_share: float = Field(0.5, ge=0, le=1,
@@ -59,6 +63,23 @@ class CrossSell:
     items: list[Pick]
     unknown_items: list[str]
     customer_known: bool
+    session_items: int = 0
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """The items a visitor touched in the live session, most recent first, weighted as
+    training weighs the same events (a cart add says more than a view)."""
+
+    item_idx: np.ndarray
+    weights: np.ndarray
+    unknown_items: int = 0
+
+    def __len__(self) -> int:
+        return len(self.item_idx)
+
+
+NO_SESSION = LiveSession(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,7 @@ class Offers:
     band: PriceBand
     items: list[Pick]
     unknown_category: bool = False
+    session_items: int = 0
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:
@@ -158,6 +180,8 @@ class ShopRecommender:
         self._durable_category_items.eliminate_zeros()
         self._build_profiles()
         self._blocked = self._blocked_categories()
+        interactions = InteractionConfig(**bundle.metadata.get("config", {}).get("interactions", {}))
+        self._event_weights = {**interactions.event_weights, "purchase": interactions.purchase_weight}
 
     # ---- precomputation ----------------------------------------------------------------
     def _build_profiles(self) -> None:
@@ -298,11 +322,11 @@ class ShopRecommender:
             candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
         return candidates[np.argsort(-scores[candidates], kind="stable")].tolist()
 
-    def _personal(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int]) -> list[Pick]:
-        """The customer's own top k by CF score, marking them taken."""
+    def _personal(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int], reason: str) -> list[Pick]:
+        """The top k by personal score, marking them taken."""
         ranked = self._rank(scores, allowed, k, taken)
         taken.update(ranked)
-        return [Pick(self.item_ids[i], float(scores[i]), "similar_customers") for i in ranked]
+        return [Pick(self.item_ids[i], float(scores[i]), reason) for i in ranked]
 
     def _fill(self, picks: list[Pick], taken: set[int], allowed: np.ndarray, k: int,
               stages: list[tuple[np.ndarray, str | None]]) -> list[Pick]:
@@ -320,42 +344,93 @@ class ShopRecommender:
                 taken.add(i)
         return picks
 
+    # ---- the live session ----------------------------------------------------------------------
+    def live_session(self, events: Sequence[Mapping[str, Any]]) -> LiveSession:
+        """Items of the session's events (dicts with event_type, item_id, ts), most recent
+        first, each weighted by the sum of its events' training weights; items the model does
+        not know are counted, searches and removals carry no weight."""
+        weights: dict[int, float] = {}
+        unknown: set[str] = set()
+        for event in sorted(events, key=lambda e: _utc(e["ts"]), reverse=True):
+            item, weight = event.get("item_id"), self._event_weights.get(event["event_type"], 0.0)
+            if not item or weight <= 0:
+                continue
+            idx = int(self.bundle.items.to_index(np.array([str(item)], dtype=object), unknown="mark")[0])
+            if idx < 0:
+                unknown.add(str(item))
+            elif idx in weights or len(weights) < self.config.session_items:
+                weights[idx] = weights.get(idx, 0.0) + weight
+        return LiveSession(np.fromiter(weights, dtype=np.int64, count=len(weights)),
+                           np.fromiter(weights.values(), dtype=np.float32, count=len(weights)), len(unknown))
+
+    def _session_scores(self, session: LiveSession) -> np.ndarray:
+        """Scores for what the session touched, folded into the primary model where its family
+        can (ALS, EASE), else from the item-item model; scaled into [0, 1]."""
+        row = sp.csr_matrix((session.weights, (np.zeros(len(session), dtype=np.int64), session.item_idx)),
+                            shape=(1, self.n_items))
+        scores = self.bundle.models[PRIMARY].score_history(row)
+        if scores is None:
+            scores = self.bundle.models[COOCCURRENCE].score_history(row)
+        return _normalise(np.asarray(scores, dtype=np.float32)[0])
+
+    def _personal_scores(self, idx: int, session: LiveSession) -> tuple[np.ndarray, str] | None:
+        """The customer's own CF scores, blended half and half with the session's when both
+        exist; the session's alone for a visitor the model does not know; None for neither."""
+        own = _normalise(self._cf_scores(np.array([idx]))[0]) if idx >= 0 else None
+        live = self._session_scores(session) if len(session) else None
+        if own is not None and live is not None:
+            return 0.5 * (own + live), "similar_customers"
+        if own is not None:
+            return own, "similar_customers"
+        return (live, "session_interest") if live is not None else None
+
     # ---- endpoints -----------------------------------------------------------------------------
-    def cross_sell(self, cart: Sequence[str], customer_id: str | None, k: int) -> CrossSell:
+    def cross_sell(self, cart: Sequence[str], customer_id: str | None, k: int,
+                   session: LiveSession = NO_SESSION) -> CrossSell:
         """Items that go with the cart: co-occurrence, blended with the customer's CF when known.
 
-        Never an item in the cart, out of stock, or a durable the rules exclude; unknown
-        cart items are ignored and reported; short lists are filled with what is popular in
-        the cart's categories, then in the shop.
+        Items touched in the live ``session`` are anchors too (at ``session_anchor_weight``)
+        and feed the personal part (:meth:`_personal_scores`), so an anonymous visitor
+        still gets personal answers. Never an item in the cart or already touched in the
+        session, out of stock, or a durable the rules exclude; unknown cart items are
+        ignored and reported; short lists are filled with what is popular in the cart's
+        and session's categories, then in the shop.
         """
         cart_idx_all = self.bundle.items.to_index(np.asarray(cart, dtype=object), unknown="mark")
         unknown_items = [c for c, i in zip(cart, cart_idx_all, strict=True) if i < 0]
         cart_idx = np.unique(cart_idx_all[cart_idx_all >= 0])
+        session_idx = np.setdiff1d(session.item_idx, cart_idx)
+        anchors = np.concatenate([cart_idx, session_idx])
+        anchor_weight = np.concatenate([np.ones(len(cart_idx), dtype=np.float32),
+                                        np.full(len(session_idx), self.config.session_anchor_weight, np.float32)])
         idx = self._customer_index([customer_id]) if customer_id else np.array([-1])
         allowed = self._allowed(idx)[0]
-        allowed[cart_idx] = False
+        allowed[anchors] = False
         picks: list[Pick] = []
         taken: set[int] = set()
         co = np.zeros(self.n_items, dtype=np.float32)
-        association = self.bundle.models[COOCCURRENCE].item_item_ if len(cart_idx) else None
-        if association is not None:
-            co = _normalise(np.asarray(association[cart_idx].sum(axis=0)).ravel())
-        cf = _normalise(self._cf_scores(idx)[0]) if idx[0] >= 0 else np.zeros_like(co)
+        association = self.bundle.models[COOCCURRENCE].item_item_
+        if len(anchors):
+            co = _normalise(np.asarray(association[anchors].T @ anchor_weight).ravel())
+        personal = self._personal_scores(int(idx[0]), session)
+        cf, personal_reason = personal if personal is not None else (np.zeros_like(co), "similar_customers")
         blended = co + self.config.cf_weight * cf
         for i in self._rank(blended, allowed, k, taken):
             if co[i] > 0:
-                anchor = cart_idx[int(np.argmax(association[cart_idx][:, i].toarray().ravel()))]
-                reason = f"bought_together:{self.item_ids[anchor]}"
+                pulls = association[anchors][:, i].toarray().ravel() * anchor_weight
+                anchor = int(np.argmax(pulls))
+                kind = "bought_together" if anchor < len(cart_idx) else "goes_with_viewed"
+                reason = f"{kind}:{self.item_ids[anchors[anchor]]}"
             else:
-                reason = "similar_customers"
+                reason = personal_reason
             picks.append(Pick(self.item_ids[i], float(blended[i]), reason))
             taken.add(i)
         stages: list[tuple[np.ndarray, str | None]] = []
-        if len(cart_idx):
-            in_cart_categories = np.isin(self.item_category, self.item_category[cart_idx])
-            stages.append((np.where(in_cart_categories, self.popularity, 0.0), None))
+        if len(anchors):
+            in_anchor_categories = np.isin(self.item_category, self.item_category[anchors])
+            stages.append((np.where(in_anchor_categories, self.popularity, 0.0), None))
         stages.append(self._fallback_scores(int(idx[0])))
-        return CrossSell(self._fill(picks, taken, allowed, k, stages), unknown_items, bool(idx[0] >= 0))
+        return CrossSell(self._fill(picks, taken, allowed, k, stages), unknown_items, bool(idx[0] >= 0), len(session))
 
     def email_picks(self, customer_ids: Sequence[str], k: int) -> list[EmailPick]:
         """Per customer: the personal top k (consumables may return, recent durables not),
@@ -489,25 +564,32 @@ class ShopRecommender:
                 rates[without_history] = self.open_prior
         return rates
 
-    def price_band(self, customer_id: str) -> PriceBand:
-        """The customer's own band; else their segment's median band; else the catalogue's middle."""
+    def price_band(self, customer_id: str, session: LiveSession = NO_SESSION) -> PriceBand:
+        """The customer's own band; else the prices of what the live session touched; else
+        their segment's median band; else the catalogue's middle."""
         idx = self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0]
         if idx >= 0 and np.isfinite(self.band_lo[idx]) and np.isfinite(self.band_hi[idx]):
             return PriceBand(float(self.band_lo[idx]), float(self.band_hi[idx]), "customer")
+        touched = self.price[session.item_idx]
+        touched = touched[touched > 0]
+        if len(touched):
+            return PriceBand(float(touched.min()), float(touched.max()), "session")
         segment = self.segment[idx] if idx >= 0 else None
         if isinstance(segment, str) and segment in self.segment_band:
             return PriceBand(*self.segment_band[segment], "segment")
         return PriceBand(*self.catalogue_band, "catalogue")
 
-    def offers(self, customer_id: str, k: int, category: str | None = None) -> Offers:
+    def offers(self, customer_id: str, k: int, category: str | None = None,
+               session: LiveSession = NO_SESSION) -> Offers:
         """Personal items priced inside the customer's band (in ``category`` when given).
 
-        When fewer than k allowed items lie inside the band, the band is widened to the
-        nearest prices (in log space) and the answer says so: every returned item always
-        lies inside the returned band.
+        A visitor the model does not know gets items scored from the live ``session`` and
+        the band of the prices it touched. When fewer than k allowed items lie inside the
+        band, the band is widened to the nearest prices (in log space) and the answer says
+        so: every returned item always lies inside the returned band.
         """
         idx = self._customer_index([customer_id])
-        band = self.price_band(customer_id)
+        band = self.price_band(customer_id, session)
         allowed = self._allowed(idx)[0]
         unknown_category = category is not None and category not in self._category_of
         if category is not None and not unknown_category:
@@ -517,11 +599,13 @@ class ShopRecommender:
             band, inside = self._widen(band, allowed, k)
         picks: list[Pick] = []
         taken: set[int] = set()
-        if idx[0] >= 0:
-            picks = self._personal(self._cf_scores(idx)[0], inside, k, taken)
+        personal = self._personal_scores(int(idx[0]), session)
+        if personal is not None:
+            scores, reason = personal
+            picks = self._personal(scores, inside, k, taken, reason)
         raw = int(self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0])
         picks = self._fill(picks, taken, inside, k, [self._fallback_scores(raw)])
-        return Offers(bool(idx[0] >= 0), band, picks, unknown_category)
+        return Offers(bool(idx[0] >= 0), band, picks, unknown_category, len(session))
 
     def _widen(self, band: PriceBand, allowed: np.ndarray, k: int) -> tuple[PriceBand, np.ndarray]:
         candidates = np.flatnonzero(allowed & (self.price > 0))

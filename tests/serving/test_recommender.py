@@ -35,6 +35,56 @@ def test_cross_sell_finds_planted_partners(rec: ShopRecommender, bundle: Bundle,
     assert np.mean(hits) >= 0.75
 
 
+def _views(items: list[str], start: str = "2025-06-01T10:00:00Z", event_type: str = "view") -> list[dict]:
+    t0 = pd.Timestamp(start)
+    return [{"event_type": event_type, "item_id": item, "ts": t0 + pd.Timedelta(minutes=n)}
+            for n, item in enumerate(items)]
+
+
+def test_an_anonymous_session_gets_the_partners_of_what_it_viewed(rec: ShopRecommender, bundle: Bundle,
+                                                                  sample_shop: SampleShop) -> None:
+    cat = _catalogue(bundle)
+    pairs = sample_shop.truth["pairs"]
+    pairs = pairs[pairs["anchor_item_id"].isin(cat.index) & pairs["partner_item_id"].isin(cat.index)]
+    pairs = pairs[cat.loc[pairs["partner_item_id"], "in_stock"].to_numpy()]
+    hits = []
+    for anchor, partner in zip(pairs["anchor_item_id"], pairs["partner_item_id"], strict=True):
+        session = rec.live_session(_views([anchor, anchor]))
+        answer = rec.cross_sell([], None, 5, session)
+        assert answer.session_items == 1 and anchor not in {p.item_id for p in answer.items}
+        hits.append({p.item_id: p.reason for p in answer.items}.get(partner) == f"goes_with_viewed:{anchor}")
+    assert len(hits) >= 30 and np.mean(hits) >= 0.75
+    without = rec.cross_sell([], None, 5)
+    assert {p.reason for p in without.items} <= {"popular"}
+
+
+def test_a_session_personalises_offers_for_a_stranger(rec: ShopRecommender, bundle: Bundle) -> None:
+    cat = _catalogue(bundle)
+    category = cat["category"].value_counts().index[0]
+    viewed = cat[(cat["category"] == category) & cat["in_stock"]].index[:4].tolist()
+    session = rec.live_session(_views(viewed))
+    offers = rec.offers("stranger", 5, session=session)
+    assert offers.band.source == "session" and not offers.customer_known and offers.session_items == 4
+    assert offers.band.lo == pytest.approx(cat.loc[viewed, "price"].min())
+    assert "session_interest" in {p.reason for p in offers.items}
+    prices = cat.loc[[p.item_id for p in offers.items], "price"]
+    assert prices.between(offers.band.lo, offers.band.hi).all()  # viewed items may come back as offers
+    assert rec.offers("stranger", 5).band.source == "catalogue"
+
+
+def test_live_session_weighs_events_like_training(rec: ShopRecommender, bundle: Bundle) -> None:
+    a, b, c = (str(i) for i in bundle.items.external_ids[:3])
+    events = [*_views([a, b]), *_views([b], "2025-06-01T11:00:00Z", "cart"),
+              {"event_type": "search", "ts": "2025-06-01T11:01:00Z"},
+              {"event_type": "view", "item_id": "ghost", "ts": "2025-06-01T11:02:00Z"},
+              *_views([c], "2025-06-01T09:00:00Z", "remove_from_cart")]
+    session = rec.live_session(events)
+    assert [str(bundle.items.external_ids[i]) for i in session.item_idx] == [b, a]  # most recent first
+    assert session.weights.tolist() == pytest.approx([0.4, 0.1]) and session.unknown_items == 1
+    capped = ShopRecommender(bundle, "v", ServingConfig(session_items=1)).live_session(events)
+    assert len(capped) == 1
+
+
 def test_cross_sell_never_returns_cart_or_out_of_stock(rec: ShopRecommender, bundle: Bundle,
                                                        sample_shop: SampleShop) -> None:
     cat = _catalogue(bundle)
