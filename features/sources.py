@@ -62,7 +62,9 @@ def open_source(location: str | os.PathLike[str]) -> Source:
 
 
 class FolderSource:
-    """Tables as ``<table>.csv``, ``<table>.csv.gz`` or ``<table>.parquet`` in one folder."""
+    """Tables as ``<table>.csv``, ``<table>.csv.gz`` or ``<table>.parquet`` in one folder, or as a
+    folder ``<table>/`` of Parquet parts (read in name order as one table; the live event log
+    writes ``events/`` this way)."""
 
     def __init__(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -76,12 +78,22 @@ class FolderSource:
         for name in TABLES:
             found = [self.folder / f"{name}{suffix}" for suffix in FILE_SUFFIXES
                      if (self.folder / f"{name}{suffix}").is_file()]
-            if len(found) > 1:
-                raise ContractError(
-                    f"{self.folder}: table '{name}' is given twice ({', '.join(p.name for p in found)}); keep one"
-                )
+            parts_dir = self.folder / name
+            has_parts = parts_dir.is_dir() and bool(table_parts(parts_dir))
+            if len(found) > 1 or (found and has_parts):
+                given = [p.name for p in found] + ([f"{name}/"] if has_parts else [])
+                hint = "keep one"
+                if has_parts:
+                    moved = [p.name for p in found if p.suffix == ".parquet"]
+                    hint = (f"move {moved[0]} into {name}/ as one more part (part-<anything>.parquet), or remove it"
+                            if moved else
+                            f"convert {found[0].name} to Parquet and move it into {name}/ as one more part, "
+                            f"or remove it")
+                raise ContractError(f"{self.folder}: table '{name}' is given twice ({', '.join(given)}); {hint}")
             if found:
                 files[name] = found[0]
+            elif has_parts:
+                files[name] = parts_dir
         return files
 
     def available(self) -> set[str]:
@@ -89,8 +101,28 @@ class FolderSource:
 
     def read(self, spec: TableSpec) -> RawTable:
         path = self._files[spec.name]
+        if path.is_dir():
+            return RawTable(_with_row_numbers(read_parquet_parts(path, spec)), f"{path}/")
         frame = read_parquet(path, spec) if path.suffix == ".parquet" else read_csv(path, spec)
         return RawTable(_with_row_numbers(frame), str(path))
+
+
+def table_parts(folder: Path) -> list[Path]:
+    """The Parquet parts of a table folder, in name order.
+
+    Names starting with ``.`` or ``_`` are skipped (temp files of a writer that has not
+    finished, Spark's ``_SUCCESS``); any other file that is not ``.parquet`` is an error, so
+    a CSV dropped there is not silently ignored.
+    """
+    parts = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith((".", "_")):
+            continue
+        if not path.is_file() or path.suffix != ".parquet":
+            raise ContractError(f"{path}: a table folder holds only Parquet parts (*.parquet); "
+                                f"move this {'folder' if path.is_dir() else 'file'} out or convert it")
+        parts.append(path)
+    return parts
 
 
 def _with_row_numbers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -153,6 +185,26 @@ def read_parquet(path: Path, spec: TableSpec) -> pd.DataFrame:
         raise ContractError(f"{path}: not a readable Parquet file: {_first_line(error)}") from None
     check_columns(spec, present, str(path))
     return pd.read_parquet(path, columns=[c for c in spec.column_names if c in present])
+
+
+def read_parquet_parts(folder: Path, spec: TableSpec) -> pd.DataFrame:
+    """The parts of a table folder as one frame; row numbers then count across the parts in name order."""
+    tables = []
+    for part in table_parts(folder):
+        try:
+            present = pq.read_schema(part).names
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ContractError(f"{part}: not a readable Parquet file: {_first_line(error)}") from None
+        check_columns(spec, present, str(part))
+        try:
+            tables.append(pq.read_table(part, columns=[c for c in spec.column_names if c in present]))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ContractError(f"{part}: not a readable Parquet file: {_first_line(error)}") from None
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ContractError(f"{folder}/: parts disagree on column types: {_first_line(error)}") from None
+    return table.to_pandas()
 
 
 class SqlSource:

@@ -87,3 +87,79 @@ def test_database_password_never_appears_in_errors() -> None:
     with pytest.raises(ContractError) as error:
         load_shop("postgresql+psycopg://nobody:s3cr3t@127.0.0.1:1/none")
     assert "s3cr3t" not in str(error.value)
+
+
+# -- a table given as a folder of Parquet parts (the live event log writes events/ this way) --
+
+def _write_parts(folder: Path, name: str, frame: pd.DataFrame, cuts: list[int]) -> list[Path]:
+    """``frame`` split at ``cuts`` into ``folder/name/part-<n>.parquet``."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    bounds = [0, *cuts, len(frame)]
+    paths = []
+    for n, (start, stop) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        path = folder / name / f"part-{n:03d}.parquet"
+        frame.iloc[start:stop].reset_index(drop=True).to_parquet(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def test_a_folder_of_parquet_parts_loads_like_one_file(tmp_path: Path) -> None:
+    write_tables(RAW_TABLES, tmp_path / "one", "parquet")
+    parts = {k: v for k, v in RAW_TABLES.items() if k not in ("events", "orders")}
+    write_tables(parts, tmp_path / "parts", "parquet")
+    _write_parts(tmp_path / "parts", "events", RAW_TABLES["events"], [2, 5])
+    _write_parts(tmp_path / "parts", "orders", RAW_TABLES["orders"], [4])
+    one, split = load_shop(tmp_path / "one", now=NOW), load_shop(tmp_path / "parts", now=NOW)
+    _assert_same_shop(one, split)
+    # Row numbers count across the parts in name order: the planted bad events are rows 6 and 7.
+    quarantined = split.quarantine["events"]
+    assert sorted(quarantined["_row"]) == [6, 7]
+    assert set(quarantined["_source"]) == {f"{tmp_path / 'parts' / 'events'}/"}
+
+
+def test_parts_are_read_in_name_order_and_hidden_files_are_skipped(tmp_path: Path) -> None:
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    events = RAW_TABLES["events"].iloc[:5]
+    _write_parts(tmp_path, "events", events, [3])
+    (tmp_path / "events" / "part-001.parquet").rename(tmp_path / "events" / "part-b.parquet")
+    (tmp_path / "events" / "part-000.parquet").rename(tmp_path / "events" / "part-a.parquet")
+    (tmp_path / "events" / "_SUCCESS").write_text("")
+    (tmp_path / "events" / ".part-c.parquet.123.tmp").write_bytes(b"half a file")
+    shop = load_shop(tmp_path, now=NOW)
+    assert list(shop["events"]["ts"].dt.strftime("%d %H:%M")) == ["01 09:50", "01 09:55", "01 10:00",
+                                                                  "03 10:00", "03 10:01"]
+    assert shop.report.tables["events"].rows_quarantined == 0
+
+
+def test_a_part_missing_a_column_or_unreadable_is_named(tmp_path: Path) -> None:
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    paths = _write_parts(tmp_path, "events", RAW_TABLES["events"], [3])
+    RAW_TABLES["events"].drop(columns=["ts"]).to_parquet(paths[1], index=False)
+    with pytest.raises(ContractError, match=r"part-001\.parquet: table 'events' is missing required column 'ts'"):
+        load_shop(tmp_path, now=NOW)
+    paths[1].write_bytes(b"not parquet at all")
+    with pytest.raises(ContractError, match=r"part-001\.parquet: not a readable Parquet file"):
+        load_shop(tmp_path, now=NOW)
+
+
+def test_a_file_and_a_folder_for_one_table_is_given_twice(tmp_path: Path) -> None:
+    write_tables(RAW_TABLES, tmp_path, "csv")
+    _write_parts(tmp_path, "events", RAW_TABLES["events"], [])
+    with pytest.raises(ContractError, match=r"table 'events' is given twice \(events\.csv, events/\); "
+                                            r"convert events\.csv to Parquet and move it into events/ as one more part"):
+        load_shop(tmp_path, now=NOW)
+    (tmp_path / "events.csv").unlink()
+    RAW_TABLES["events"].to_parquet(tmp_path / "events.parquet", index=False)
+    with pytest.raises(ContractError, match=r"move events\.parquet into events/ as one more part"):
+        load_shop(tmp_path, now=NOW)
+    (tmp_path / "events.parquet").rename(tmp_path / "events" / "part-999.parquet")
+    assert load_shop(tmp_path, now=NOW).report.tables["events"].rows_in == 2 * len(RAW_TABLES["events"])
+
+
+def test_an_empty_table_folder_is_an_absent_table_and_other_files_are_refused(tmp_path: Path) -> None:
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    (tmp_path / "events").mkdir()
+    assert "events" in load_shop(tmp_path, now=NOW).report.absent
+    RAW_TABLES["events"].to_csv(tmp_path / "events" / "more.csv", index=False)
+    with pytest.raises(ContractError, match=r"more\.csv: a table folder holds only Parquet parts"):
+        load_shop(tmp_path, now=NOW)
