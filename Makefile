@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export OPENBLAS_NUM_THREADS := 1
 DEMO_DIR ?= demo-data
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench load clean
 
 $(BIN)/shoprec: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_data.py
+
+# The long load test: LOAD_CLIENTS clients for LOAD_SECONDS s over every endpoint, a champion
+# promoted mid-run, zero errors; `make test` runs a short form (tests/serving/test_load.py).
+LOAD_CLIENTS ?= 32
+LOAD_SECONDS ?= 120
+load: venv
+	SHOPREC_LOAD_LONG=1 SHOPREC_LOAD_CLIENTS=$(LOAD_CLIENTS) SHOPREC_LOAD_SECONDS=$(LOAD_SECONDS) \
+		$(BIN)/python -m pytest tests/serving/test_load.py -m load -q -p no:warnings
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -52,11 +52,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
 import numpy as np
 import psutil
 
+import loadgen  # benchmarks/loadgen.py: the closed-loop driver shared with load_test.py
 from serving import schemas
 
 if TYPE_CHECKING:
@@ -252,45 +252,19 @@ def drive(url: str, path: str, warmup: list[bytes], payloads: list[bytes], concu
 
 async def _drive(url: str, path: str, warmup: list[bytes], payloads: list[bytes], concurrency: int,
                  server_pids: list[int], warmup_s: float, max_s: float) -> Cell:
-    """``concurrency`` closed-loop clients over one keep-alive pool; errors of both phases are counted.
-
-    aiohttp, not httpx: on this machine httpx's async client spent 1.1 ms of CPU per request
-    at 1 and 8 clients and 3.4 ms at 32, where it, not the server, set the throughput;
-    aiohttp spends about 0.25 ms, which leaves the cores to the server.
-    """
-    headers = {"content-type": "application/json"}
-    errors: list[str] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
-        async def phase(bodies: list[bytes], seconds: float) -> tuple[list[float], float]:
-            latencies: list[float] = []
-            queue = iter(bodies)
-            deadline = time.perf_counter() + seconds
-
-            async def one_client() -> None:
-                for body in queue:  # shared: each body is sent once, by whichever client is free
-                    sent = time.perf_counter()
-                    try:
-                        async with client.post(path, data=body, headers=headers) as response:
-                            answer = await response.read()
-                        if response.status != 200:
-                            errors.append(f"HTTP {response.status}: {answer[:200].decode(errors='replace')}")
-                    except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                        errors.append(f"{type(error).__name__}: {error}")
-                    latencies.append((time.perf_counter() - sent) * 1000)
-                    if time.perf_counter() >= deadline:
-                        return
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one_client() for _ in range(concurrency)))
-            return latencies, time.perf_counter() - started
-
-        await phase(warmup, warmup_s)
+    """``concurrency`` closed-loop clients (:func:`loadgen.closed_loop`) over one keep-alive pool;
+    errors of both phases are counted."""
+    async with loadgen.session(url, concurrency) as client:
+        warm = await loadgen.closed_loop(client, ((path, body) for body in warmup), concurrency, warmup_s)
         server_cpu, client_cpu = _cpu_seconds(server_pids), time.process_time()
-        latencies, seconds = await phase(payloads, max_s)
+        started = time.perf_counter()
+        measured = await loadgen.closed_loop(client, ((path, body) for body in payloads), concurrency, max_s)
+        seconds = time.perf_counter() - started
         server_cpu, client_cpu = _cpu_seconds(server_pids) - server_cpu, time.process_time() - client_cpu
-    return Cell(requests=len(latencies), errors=len(errors), first_error=errors[0] if errors else "",
-                seconds=seconds, latencies_ms=latencies, server_cpu_s=server_cpu, client_cpu_s=client_cpu)
+    errors = [o.error for o in (*warm, *measured) if o.error]
+    return Cell(requests=len(measured), errors=len(errors), first_error=errors[0] if errors else "",
+                seconds=seconds, latencies_ms=[o.latency_ms for o in measured], server_cpu_s=server_cpu,
+                client_cpu_s=client_cpu)
 
 
 # ---- the report -------------------------------------------------------------------------------
@@ -304,7 +278,7 @@ class Row:
     in_process_ms: float
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.cell.latencies_ms, q)) if self.cell.latencies_ms else float("nan")
+        return loadgen.percentile(self.cell.latencies_ms, q)
 
     @property
     def throughput(self) -> float:
