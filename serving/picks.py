@@ -127,30 +127,50 @@ def _missing_column(path: Path, columns: list[str]) -> str:
 
 # ---- which model --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LoadedModel:
-    bundle: Bundle
+class ModelRef:
+    """A model URI resolved to one bundle, without loading it: what both engines report and tag.
+
+    An alias is pinned to the version it points at when resolved, so a promotion during a job
+    cannot mix two models.
+    """
+
+    uri: str
+    """As given: ``models:/shoprec@champion``, ``models:/shoprec/3`` or a folder."""
     version: str
     """What every row reports as model_version: ``<name>/v<version>`` as the service does,
     ``local/<folder>`` for a bundle folder."""
-    uri: str
     name: str | None = None
     registry_version: str | None = None
     source_run_id: str | None = None
+    """The training run that logged the registered version."""
     model_id: str | None = None
+    """The version's MLflow 3 logged model, when there is one."""
+    folder: Path | None = None
+    """The bundle folder of a local model; None for a registry model (downloaded when loaded)."""
+
+    @property
+    def pinned_uri(self) -> str:
+        """``models:/NAME/VERSION`` for a registry model (an alias pinned), else the bundle folder."""
+        return f"models:/{self.name}/{self.registry_version}" if self.folder is None else str(self.folder)
 
 
-def load_model(uri: str, cache_dir: Path | None = None) -> LoadedModel:
-    """A bundle from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a local folder.
+@dataclass(frozen=True)
+class LoadedModel(ModelRef):
+    bundle: Bundle = field(kw_only=True)
 
-    Registry versions are downloaded once, through the service's :class:`ChampionSource`
-    (checksums verified on load), into their own cache (``SHOPREC_HOME/picks-cache``) so
-    the batch never touches the service's record of what it last served.
+
+def resolve_model_uri(uri: str) -> ModelRef:
+    """``models:/NAME@ALIAS`` (pinned to its version now), ``models:/NAME/VERSION`` or a bundle
+    folder (also a folder holding one, as a downloaded MLflow model does), checked but not loaded.
+
+    A malformed URI, a name, alias or version the registry does not have, or a folder without a
+    bundle is a ``ValueError`` / ``FileNotFoundError`` naming ``--model``. Shared by both engines.
     """
     if not uri.startswith("models:/"):
-        return _load_folder(Path(uri), uri)
+        path = Path(uri)
+        return ModelRef(uri, f"local/{path.resolve().name}", folder=find_bundle(path, uri))
     from mlflow.exceptions import MlflowException
 
-    from serving.lifecycle import ChampionSource
     from training import tracking
 
     name, alias, version = _parse_models_uri(uri)
@@ -161,11 +181,37 @@ def load_model(uri: str, cache_dir: Path | None = None) -> LoadedModel:
     except MlflowException as error:
         raise ValueError(f"--model {uri}: not found in the registry at {safe_url(tracking.tracking_uri())} "
                          f"({error.message.splitlines()[0]})") from None
-    version = str(found.version)
-    source = ChampionSource(name, cache_dir or tracking.shoprec_home() / "picks-cache")
-    loaded = source.fetch(version)
-    return LoadedModel(loaded.bundle, loaded.version, uri, name, version, found.run_id or None,
-                       getattr(found, "model_id", None) or None)
+    return ModelRef(uri, f"{name}/v{found.version}", name, str(found.version), found.run_id or None,
+                    getattr(found, "model_id", None) or None)
+
+
+def load_model(uri: str, cache_dir: Path | None = None) -> LoadedModel:
+    """The bundle :func:`resolve_model_uri` points at, loaded (checksums verified on load).
+
+    Registry versions are downloaded once, through the service's :class:`ChampionSource`,
+    into their own cache (``SHOPREC_HOME/picks-cache``) so the batch never touches the
+    service's record of what it last served.
+    """
+    ref = resolve_model_uri(uri)
+    if ref.folder is not None:
+        bundle = Bundle.load(ref.folder)
+    else:
+        from serving.lifecycle import ChampionSource
+        from training import tracking
+
+        source = ChampionSource(ref.name or "", cache_dir or tracking.shoprec_home() / "picks-cache")
+        bundle = source.fetch(ref.registry_version or "").bundle
+    return LoadedModel(**vars(ref), bundle=bundle)
+
+
+def find_bundle(path: Path, uri: str) -> Path:
+    """The bundle folder at ``path`` or below it (a downloaded MLflow model: artifacts/bundle)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {uri}: no such folder (or use models:/NAME@ALIAS)")
+    folder = path if (path / MANIFEST).is_file() else next((p.parent for p in sorted(path.rglob(MANIFEST))), None)
+    if folder is None:
+        raise ValueError(f"--model {uri}: no shoprec bundle ({MANIFEST}) in this folder")
+    return folder
 
 
 def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -179,16 +225,6 @@ def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
         if name and version.isdigit():
             return name, None, version
     raise ValueError(f"--model {uri}: use models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder")
-
-
-def _load_folder(path: Path, uri: str) -> LoadedModel:
-    """A bundle folder, or a folder holding one (a downloaded MLflow model: artifacts/bundle)."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model {uri}: no such folder (or use models:/NAME@ALIAS)")
-    folder = path if (path / MANIFEST).is_file() else next((p.parent for p in sorted(path.rglob(MANIFEST))), None)
-    if folder is None:
-        raise ValueError(f"--model {uri}: no shoprec bundle ({MANIFEST}) in this folder")
-    return LoadedModel(Bundle.load(folder), f"local/{path.resolve().name}", str(path))
 
 
 # ---- the run summary --------------------------------------------------------------------------
@@ -349,7 +385,8 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
     recommender = ShopRecommender(loaded.bundle, loaded.version)
     customers = listed if listed is not None else all_customers(loaded.bundle)
     log(f"scoring {len(customers.ids):,} customers with {loaded.version} into {sink.description}")
-    run = _start_run(loaded, customers, sink, k, only_send, block) if track else None
+    run = (start_picks_run(loaded, engine="local", k=k, only_send=only_send, customers_source=customers.source,
+                           output=sink.description, params={"block": block}) if track else None)
     done = 0
 
     def advance(n: int) -> None:
@@ -367,9 +404,7 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
         seconds = time.perf_counter() - scoring_started
     except BaseException:
         if run is not None:
-            import mlflow
-
-            mlflow.end_run("FAILED")
+            fail_picks_run()
         raise
     result = summary.to_dict(recommender)
     result["input"] = customers.to_dict()
@@ -377,40 +412,57 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
     result.update(engine="local", model_version=loaded.version, model_uri=loaded.uri, output=sink.description,
                   only_send=only_send, k=k, seconds=round(seconds, 3),
                   seconds_with_load=round(time.perf_counter() - started, 3), customers_per_s=round(rate, 1))
-    run_id = _finish_run(run, loaded, result) if run is not None else None
+    run_id = finish_picks_run(run, loaded, result) if run is not None else None
     return JobResult(result, loaded.version, sink.description, seconds, rate, run_id)
 
 
-def _start_run(loaded: LoadedModel, customers: CustomerList, sink: PicksSink, k: int, only_send: bool,
-               block: int) -> Any:
+# ---- the MLflow batch run (both engines) ---------------------------------------------------------
+def start_picks_run(model: ModelRef, *, engine: str, k: int, only_send: bool, customers_source: str, output: str,
+                    params: dict[str, Any] | None = None) -> Any:
+    """Open the batch run of one picks job in the ``shoprec-picks`` experiment, for either engine.
+
+    Tagged with the model (URI as given, version reported, registry name and version, the
+    training run) and, on MLflow 3, with the version's logged model as the run's input. The
+    run is MLflow's active run until :func:`finish_picks_run` or :func:`fail_picks_run` ends
+    it; ``params`` adds the engine's own settings (block, partitions, ...).
+    """
     import mlflow
 
     from training import tracking
 
     client = tracking.configure()
     experiment_id = tracking.ensure_experiment(client, EXPERIMENT)
-    tags = {"shoprec.kind": "picks-batch", "shoprec.model_uri": loaded.uri,
-            "shoprec.model_version": loaded.version, "shoprec.output": sink.description}
-    if loaded.name:
-        tags.update({"shoprec.model_name": loaded.name, "shoprec.registry_version": loaded.registry_version or ""})
-    if loaded.source_run_id:
-        tags["shoprec.source_run_id"] = loaded.source_run_id
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"picks {loaded.version}", tags=tags)
+    tags = {"shoprec.kind": "picks-batch", "shoprec.engine": engine, "shoprec.model_uri": model.uri,
+            "shoprec.model_version": model.version, "shoprec.output": output}
+    if model.name:
+        tags.update({"shoprec.model_name": model.name, "shoprec.registry_version": model.registry_version or ""})
+    if model.source_run_id:
+        tags["shoprec.source_run_id"] = model.source_run_id
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=f"picks {model.version} ({engine})", tags=tags)
     try:
-        mlflow.log_params({"model_uri": loaded.uri, "model_version": loaded.version, "k": k, "engine": "local",
-                           "only_send": only_send, "block": block, "customers_source": customers.source,
-                           "output": sink.description})
-        if loaded.model_id:  # MLflow 3: the run's input is the version's logged model
+        mlflow.log_params({"model_uri": model.uri, "model_version": model.version, "k": k, "engine": engine,
+                           "only_send": only_send, "customers_source": customers_source, "output": output,
+                           **(params or {})})
+        if model.model_id:  # MLflow 3: the run's input is the version's logged model
             from mlflow.entities import LoggedModelInput
 
-            mlflow.log_inputs(models=[LoggedModelInput(loaded.model_id)])
+            mlflow.log_inputs(models=[LoggedModelInput(model.model_id)])
     except BaseException:
-        mlflow.end_run("FAILED")
+        fail_picks_run()
         raise
     return run
 
 
-def _finish_run(run: Any, loaded: LoadedModel, result: dict[str, Any]) -> str:
+def fail_picks_run() -> None:
+    """End the active picks run as FAILED (the job raised; its previous output is kept)."""
+    import mlflow
+
+    mlflow.end_run("FAILED")
+
+
+def finish_picks_run(run: Any, model: ModelRef, result: dict[str, Any]) -> str:
+    """Log the summary (metrics and ``picks_summary.json``), end the run, link it from the model
+    version (tag ``shoprec.last_picks_run_id``); returns the run id."""
     import mlflow
 
     from training import tracking
@@ -425,8 +477,8 @@ def _finish_run(run: Any, loaded: LoadedModel, result: dict[str, Any]) -> str:
     mlflow.log_dict(result, "picks_summary.json")
     run_id = run.info.run_id
     mlflow.end_run()
-    if loaded.name and loaded.registry_version:
-        tracking.configure().set_model_version_tag(loaded.name, loaded.registry_version,
+    if model.name and model.registry_version:
+        tracking.configure().set_model_version_tag(model.name, model.registry_version,
                                                    "shoprec.last_picks_run_id", run_id)
     return run_id
 

@@ -29,8 +29,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from features.sources import is_sql_url
-
 PICKS_SCHEMA = pa.schema([
     ("customer_id", pa.string()),
     ("rank", pa.int32()),
@@ -228,6 +226,29 @@ def _transactional_sqlite_ddl(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+def is_database_url(target: str) -> bool:
+    """A SQLAlchemy URL whose dialect is installed (``postgresql+psycopg://``, ``sqlite:///``), as
+    opposed to a filesystem URI (``s3a://``, ``hdfs://``, ``gs://``, ``file://``) or a path."""
+    if "://" not in target:
+        return False
+    try:
+        sa.engine.make_url(target).get_dialect()
+    except Exception:  # noqa: BLE001 - not a URL, or no such dialect: a filesystem scheme
+        return False
+    return True
+
+
 def open_sink(target: str, table: str = DEFAULT_TABLE) -> PicksSink:
-    """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``)."""
-    return SqlSink(target, table) if is_sql_url(target) else FileSink(target)
+    """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``).
+
+    Any other ``scheme://`` (an object store, HDFS) is a ``ValueError``: this engine writes
+    local files and database tables only; the Spark engine writes to Hadoop filesystems.
+    """
+    if is_database_url(target):
+        return SqlSink(target, table)
+    if "://" in target:
+        scheme = target.split("://", 1)[0]
+        raise ValueError(f"{safe_url(target)}: '{scheme}' is not an installed SQLAlchemy dialect, and the local "
+                         f"engine writes local files and database tables only; for object stores and HDFS "
+                         f"(s3a://, gs://, hdfs://) use --engine spark")
+    return FileSink(target)

@@ -40,7 +40,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession
 
-    from serving.picks import JobResult
+    from serving.picks import JobResult, ModelRef
     from serving.recommender import ServingConfig, ShopRecommender
 
 logger = logging.getLogger("shoprec.picks.spark")
@@ -108,57 +108,18 @@ def spark_session(app_name: str = "shoprec-picks", master: str | None = None) ->
 
 # ---- the model, driver side ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class ResolvedModel:
-    uri: str
-    """What to download: ``models:/NAME/VERSION`` (an alias pinned), or the folder as given."""
-    model_version: str
-    """What every row reports, as the local engine (serving.picks.load_model) names it:
-    ``<name>/v<version>`` for registry models, ``local/<folder name>`` for a bundle folder."""
-    name: str | None = None
-    registry_version: str | None = None
-
-
-def resolve_model(model: str) -> ResolvedModel:
-    """``models:/NAME@ALIAS`` (pinned to its version now), ``models:/NAME/VERSION`` or a folder."""
-    if not model.startswith("models:/"):
-        path = Path(model)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--model {model}: no such folder (or use models:/NAME@ALIAS)")
-        return ResolvedModel(str(path), f"local/{path.resolve().name}")
-    from mlflow.exceptions import MlflowException
-
-    from training import tracking
-
-    rest = model[len("models:/"):].strip("/")
-    alias = version = None
-    if "@" in rest and "/" not in rest:
-        name, alias = rest.split("@", 1)
-    elif rest.count("/") == 1:
-        name, version = rest.split("/")
-    else:
-        name = ""
-    if not name or not (alias or (version or "").isdigit()):
-        raise ValueError(f"--model {model}: use models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder")
-    client = tracking.configure()
-    try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as error:
-        raise ValueError(f"--model {model}: not found in the registry ({error.message.splitlines()[0]})") from None
-    return ResolvedModel(f"models:/{name}/{found.version}", f"{name}/v{found.version}", name, str(found.version))
-
-
-@dataclass(frozen=True)
 class ShippedModel:
     """The verified bundle folder on the driver and the archive executors find it under."""
 
-    resolved: ResolvedModel
+    resolved: ModelRef
+    """The model as :func:`serving.picks.resolve_model_uri` pinned it (the MLflow run's tags)."""
     bundle_dir: Path
     archive_name: str
     n_customers: int
 
     @property
     def model_version(self) -> str:
-        return self.resolved.model_version
+        return self.resolved.version
 
 
 _DRIVER_TMP: list[Path] = []
@@ -173,35 +134,35 @@ def _driver_tmp() -> Path:
 
 
 def ship_model(model: str, spark: SparkSession) -> ShippedModel:
-    """Download the model once on the driver, verify its bundle, add the bundle as a Spark archive.
+    """Resolve the model once on the driver (the local engine's :func:`serving.picks.resolve_model_uri`:
+    an alias is pinned to its version now), download a registry version, verify the bundle and
+    add it as a Spark archive.
 
     The files stay on the driver until the interpreter exits: the DataFrames built on them
     are lazy, and executors fetch the archive only when a job runs.
     """
     import pyarrow.parquet as pq
 
-    from training.bundle import MANIFEST, verify
+    from serving.picks import find_bundle, resolve_model_uri
+    from training.bundle import verify
 
-    resolved = resolve_model(model)
+    resolved = resolve_model_uri(model)
     work = _driver_tmp()
-    if resolved.uri.startswith("models:/"):
+    if resolved.folder is None:
         import mlflow
 
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=str(work / "model")))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.pinned_uri, dst_path=str(work / "model"))
+        bundle_dir = find_bundle(Path(local), model)
     else:
-        local = Path(resolved.uri)
-    bundle_dir = local if (local / MANIFEST).is_file() else next((p.parent for p in sorted(local.rglob(MANIFEST))),
-                                                                None)
-    if bundle_dir is None:
-        raise ValueError(f"--model {model}: no shoprec bundle ({MANIFEST}) in it")
+        bundle_dir = resolved.folder
     verify(bundle_dir)  # fail once, here, rather than on every executor
     # A unique name: Spark refuses a second, different archive under a name it already has.
-    stem = "shoprec-bundle-" + "".join(c if c.isalnum() else "-" for c in resolved.model_version)[-60:]
+    stem = "shoprec-bundle-" + "".join(c if c.isalnum() else "-" for c in resolved.version)[-60:]
     archive = str(work / f"{stem}-{uuid.uuid4().hex[:12]}.tar")
     with tarfile.open(archive, "w") as tar:  # entries under bundle/: Hadoop's untar refuses a "./" entry
         tar.add(bundle_dir, arcname="bundle")
     spark.addArtifacts(archive, archive=True)
-    logger.info("shipping %s (%s) to the executors as %s", resolved.model_version, bundle_dir, Path(archive).name)
+    logger.info("shipping %s (%s) to the executors as %s", resolved.version, bundle_dir, Path(archive).name)
     return ShippedModel(resolved, bundle_dir, Path(archive).name,
                         pq.ParquetFile(bundle_dir / "customers.parquet").metadata.num_rows)
 
@@ -220,11 +181,11 @@ def _executor_recommender(archive_name: str, model_version: str, config: dict[st
     if key not in _EXECUTOR_CACHE:
         from pyspark import SparkFiles
 
+        from serving.picks import find_bundle
         from serving.recommender import ServingConfig, ShopRecommender
-        from training.bundle import MANIFEST, Bundle
+        from training.bundle import Bundle
 
-        unpacked = Path(SparkFiles.get(archive_name))
-        folder = unpacked if (unpacked / MANIFEST).is_file() else next(p.parent for p in unpacked.rglob(MANIFEST))
+        folder = find_bundle(Path(SparkFiles.get(archive_name)), archive_name)
         _EXECUTOR_CACHE.clear()
         _EXECUTOR_CACHE[key] = ShopRecommender(Bundle.load(folder), model_version,
                                                ServingConfig(**config) if config is not None else None)
@@ -313,23 +274,16 @@ def spark_picks(model: str | ShippedModel, customer_ids: DataFrame | Sequence[st
 
 
 # ---- output ------------------------------------------------------------------------------------------
-def is_database_url(out: str) -> bool:
-    """A SQLAlchemy URL whose dialect is installed (``postgresql+psycopg://``, ``sqlite:///``), as
-    opposed to a Hadoop filesystem URI (``s3a://``, ``hdfs://``, ``gs://``, ``file://``)."""
-    if "://" not in out:
-        return False
-    import sqlalchemy as sa
-
-    try:
-        sa.engine.make_url(out).get_dialect()
-    except Exception:  # noqa: BLE001 - no such dialect: a filesystem scheme
-        return False
-    return True
-
-
 def output_format(out: str) -> str:
     """``csv`` for a path ending in .csv or .csv.gz, else ``parquet``."""
     return "csv" if out.rstrip("/").lower().endswith((".csv", ".csv.gz")) else "parquet"
+
+
+def describe_output(out: str, table: str = "email_picks") -> str:
+    """Where :func:`write_picks` writes, as the summary and the MLflow run name it."""
+    from serving.picks_sinks import is_database_url, safe_url
+
+    return f"{safe_url(out)} table {table}" if is_database_url(out) else f"{out} (Spark {output_format(out)} folder)"
 
 
 def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", single_file: bool = False) -> str:
@@ -348,9 +302,9 @@ def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", singl
     must check for it; see docs/spark.md. ``single_file`` coalesces to one part file (one
     task writes everything: small outputs only).
     """
-    if is_database_url(out):
-        from serving.picks_sinks import SqlSink
+    from serving.picks_sinks import SqlSink, is_database_url
 
+    if is_database_url(out):
         sink = SqlSink(out, table)
         stream_to_sink(picks, sink)
         return sink.description
@@ -362,7 +316,7 @@ def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", singl
         if out.rstrip("/").lower().endswith(".gz"):
             writer = writer.option("compression", "gzip")
     writer.save(out)
-    return f"{out} (Spark {fmt} folder)"
+    return describe_output(out, table)
 
 
 def stream_to_sink(picks: DataFrame, sink: Any, rows_per_block: int = 50_000) -> None:
@@ -440,40 +394,62 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
 
 def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None,
                   only_send: bool = False, table: str = "email_picks", partitions: int | None = None,
-                  spark: SparkSession | None = None, log: Callable[[str], None] = lambda _: None) -> JobResult:
-    """Ship, score, write and summarise on Spark; the same :class:`serving.picks.JobResult` as the
-    local engine, so the CLI renders both alike. Not logged to MLflow (see docs/spark.md)."""
-    from pyspark import StorageLevel
+                  track: bool = True, spark: SparkSession | None = None,
+                  log: Callable[[str], None] = lambda _: None) -> JobResult:
+    """Ship, score, write, summarise and (with ``track``) log the MLflow batch run: the same
+    :class:`serving.picks.JobResult` and the same run (params, tags, metrics, link to the model
+    version) as the local engine, with ``engine=spark``. A failure marks the run FAILED."""
+    try:
+        from pyspark import StorageLevel
+    except ImportError:
+        raise ValueError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
 
-    from serving.picks import JobResult, read_customers
+    from serving.picks import JobResult, fail_picks_run, finish_picks_run, read_customers, start_picks_run
     from serving.recommender import ShopRecommender
     from training.bundle import Bundle
 
     started = time.perf_counter()
-    spark = spark or spark_session()
-    log(f"shipping {model} to Spark ({spark.conf.get('spark.master', 'Spark Connect')})")
     customers = read_customers(customers_file) if customers_file is not None else None  # a bad file fails first
+    output = describe_output(out, table)
+    if spark is None:
+        try:
+            spark = spark_session()
+        except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
+            raise ValueError(f"--engine spark: cannot start Spark ({str(error).strip().splitlines()[0]})") from error
+    master = spark.conf.get("spark.master", "Spark Connect")
+    log(f"shipping {model} to Spark ({master})")
     shipped = ship_model(model, spark)
     ids = customers.ids if customers is not None else None
     n = len(ids) if ids is not None else shipped.n_customers
-    log(f"scoring {n:,} customers with {shipped.model_version} on Spark into {out}")
-    scoring_started = time.perf_counter()
-    picks = spark_picks(shipped, ids, k, spark, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    inputs = (customers.to_dict() if customers is not None else
+              {"source": "bundle (every customer)", "rows_in": n, "empty_ids_skipped": 0,
+               "duplicate_ids_dropped": 0, "customers": n})
+    log(f"scoring {n:,} customers with {shipped.model_version} on Spark into {output}")
+    run = (start_picks_run(shipped.resolved, engine="spark", k=k, only_send=only_send,
+                           customers_source=inputs["source"], output=output,
+                           params={"partitions": partitions or "default", "spark_master": master})
+           if track else None)
     try:
-        output = write_picks(picks.where("send") if only_send else picks, out, table=table)
-        seconds = time.perf_counter() - scoring_started
-        recommender = ShopRecommender(Bundle.load(shipped.bundle_dir), shipped.model_version)
-        result = summarise(picks, recommender, ids, k, only_send)
-    finally:
-        picks.unpersist()
-    result["input"] = (customers.to_dict() if customers is not None else
-                       {"source": "bundle (every customer)", "rows_in": n, "empty_ids_skipped": 0,
-                        "duplicate_ids_dropped": 0, "customers": n})
+        scoring_started = time.perf_counter()
+        picks = spark_picks(shipped, ids, k, spark, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            output = write_picks(picks.where("send") if only_send else picks, out, table=table)
+            seconds = time.perf_counter() - scoring_started
+            recommender = ShopRecommender(Bundle.load(shipped.bundle_dir), shipped.model_version)
+            result = summarise(picks, recommender, ids, k, only_send)
+        finally:
+            picks.unpersist()
+    except BaseException:
+        if run is not None:
+            fail_picks_run()
+        raise
+    result["input"] = inputs
     rate = n / max(seconds, 1e-9)
     result.update(model_version=shipped.model_version, model_uri=model, output=output, only_send=only_send, k=k,
                   engine="spark", seconds=round(seconds, 3),
                   seconds_with_load=round(time.perf_counter() - started, 3), customers_per_s=round(rate, 1))
-    return JobResult(result, shipped.model_version, output, seconds, rate)
+    run_id = finish_picks_run(run, shipped.resolved, result) if run is not None else None
+    return JobResult(result, shipped.model_version, output, seconds, rate, run_id)
 
 
 if __name__ == "__main__":  # spark-submit .../serving/picks_spark.py --model ... --out ... (see docs/spark.md)

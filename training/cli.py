@@ -288,7 +288,8 @@ def promote(
 @app.command()
 @user_command
 def picks(
-    out_path: Annotated[str, typer.Option("--out", help="Output .parquet, .csv or .csv.gz file, or SQLAlchemy URL.")],
+    out_path: Annotated[str, typer.Option("--out", help="Output .parquet, .csv or .csv.gz file, or SQLAlchemy URL "
+                                                        "(Spark: also s3a://, hdfs://, gs://; a folder of parts).")],
     model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")]
     = "models:/shoprec@champion",
     k: Annotated[int, typer.Option(min=1, max=1000, help="Picks per customer.")] = 10,
@@ -296,19 +297,34 @@ def picks(
                                                         "default: every customer of the bundle.")] = None,
     only_send: Annotated[bool, typer.Option("--only-send", help="Write only customers marked send.")] = False,
     table: Annotated[str, typer.Option(help="Table name when --out is a SQLAlchemy URL.")] = "email_picks",
-    block: Annotated[int, typer.Option(min=1, help="Customers per scored block.")] = 4096,
+    block: Annotated[int, typer.Option(min=1, help="Customers per scored block (local engine; "
+                                                   "ignored with --engine spark).")] = 4096,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow.")] = True,
+    engine: Annotated[str, typer.Option(help="local (this process) or spark (the Spark cluster from the usual "
+                                             "Spark settings; see docs/spark.md).")] = "local",
+    partitions: Annotated[int | None, typer.Option(min=1, help="Scoring tasks (Spark engine; default: the "
+                                                               "cluster's cores; ignored by local).")] = None,
 ) -> None:
     """Email picks for every customer (or a list), written atomically to a file or a SQL table."""
-    from serving.picks import progress_bar, render_summary, run_job
+    from serving.picks import EXPERIMENT, progress_bar, render_summary, run_job
 
-    with progress_bar(console) as progress:
-        result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
-                         block=block, track=track, progress=progress,
-                         log=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    def log(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True)
+
+    if engine == "spark":
+        from serving.picks_spark import run_spark_job
+
+        result = run_spark_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
+                               partitions=partitions, track=track, log=log)
+    elif engine == "local":
+        with progress_bar(console) as progress:
+            result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
+                             block=block, track=track, progress=progress, log=log)
+    else:
+        raise ValueError(f"--engine {engine}: use local or spark")
     out.print(render_summary(result))
     if result.run_id:
-        out.print(f"MLflow run {result.run_id} (experiment shoprec-picks)", highlight=False)
+        out.print(f"MLflow run {result.run_id} (experiment {EXPERIMENT})", highlight=False)
 
 
 @app.command()

@@ -91,14 +91,52 @@ def test_schema_is_the_sinks_schema() -> None:
     assert PICKS_SCHEMA == ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(SINKS))
 
 
-def test_engines_agree_on_every_customer(spark, local: ShopRecommender, tmp_path: Path) -> None:  # noqa: ANN001
+def test_engines_agree_on_every_customer(spark, local: ShopRecommender, champion: str,  # noqa: ANN001
+                                         tmp_path: Path) -> None:
     on_spark = run_spark_job(MODEL, str(tmp_path / "spark.parquet"), k=K, spark=spark, partitions=3)
-    locally = run_job(MODEL, str(tmp_path / "local.parquet"), k=K, track=False)
+    locally = run_job(MODEL, str(tmp_path / "local.parquet"), k=K)
     got, expected = read_picks_folder(tmp_path / "spark.parquet"), pd.read_parquet(tmp_path / "local.parquet")
     assert got["customer_id"].nunique() == len(local.bundle.customers)
     assert set(got["model_version"]) == {locally.model_version}
     pd.testing.assert_frame_equal(_sorted(got), _sorted(expected), check_exact=True)
     assert _stable(on_spark.summary) == _stable(locally.summary)
+    # both logged as batch runs of shoprec-picks, linked alike to the model version
+    client = tracking.configure()
+    spark_run, local_run = client.get_run(on_spark.run_id), client.get_run(locally.run_id)
+    assert client.get_experiment(spark_run.info.experiment_id).name == "shoprec-picks"
+    assert spark_run.info.experiment_id == local_run.info.experiment_id and spark_run.info.status == "FINISHED"
+    assert spark_run.data.params["engine"] == "spark" and local_run.data.params["engine"] == "local"
+    assert spark_run.data.params["partitions"] == "3"
+    shared = {"model_uri", "model_version", "k", "only_send", "customers_source"}
+    assert {p: spark_run.data.params[p] for p in shared} == {p: local_run.data.params[p] for p in shared}
+    linking = {"shoprec.kind", "shoprec.model_uri", "shoprec.model_version", "shoprec.model_name",
+               "shoprec.registry_version", "shoprec.source_run_id"}
+    assert {t: spark_run.data.tags[t] for t in linking} == {t: local_run.data.tags[t] for t in linking}
+    assert spark_run.data.tags["shoprec.model_version"] == f"shoprec/v{champion}"
+    timing = {"seconds", "customers_per_s"}
+    assert {m: v for m, v in spark_run.data.metrics.items() if m not in timing} == \
+        {m: v for m, v in local_run.data.metrics.items() if m not in timing}
+    assert spark_run.data.metrics["customers"] == len(local.bundle.customers)
+    # the version points at the latest picks run, whichever engine ran it (the local one ran last)
+    assert client.get_model_version("shoprec", champion).tags["shoprec.last_picks_run_id"] == locally.run_id
+
+
+def test_a_failed_spark_job_is_logged_as_failed(spark, champion: str, tmp_path: Path,  # noqa: ANN001
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.picks_spark as picks_spark
+
+    def no_writer(*_args: object, **_kwargs: object) -> str:
+        raise RuntimeError("lost the executors")
+
+    monkeypatch.setattr(picks_spark, "write_picks", no_writer)
+    with pytest.raises(RuntimeError, match="lost the executors"):
+        run_spark_job(MODEL, str(tmp_path / "spark.parquet"), k=K, spark=spark)
+    client = tracking.configure()
+    experiment = client.get_experiment_by_name("shoprec-picks")
+    latest = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                                max_results=1)[0]
+    assert latest.info.status == "FAILED" and latest.data.params["engine"] == "spark"
+    assert mlflow.active_run() is None
 
 
 def test_engines_agree_on_a_customer_file(spark, local: ShopRecommender, tmp_path: Path) -> None:  # noqa: ANN001
@@ -111,12 +149,12 @@ def test_engines_agree_on_a_customer_file(spark, local: ShopRecommender, tmp_pat
     assert 0 < expected["customer_id"].nunique() < len(known)  # only-send keeps some, not all
 
     on_spark = run_spark_job(MODEL, str(tmp_path / "spark.csv"), k=K, customers_file=file, only_send=True,
-                             spark=spark)
+                             spark=spark, track=False)
     pd.testing.assert_frame_equal(_sorted(read_picks_folder(tmp_path / "spark.csv")), expected, rtol=1e-12)
     assert _stable(on_spark.summary) == _stable(locally.summary)
 
     url = f"sqlite:///{tmp_path / 'picks.db'}"
-    run_spark_job(MODEL, url, k=K, customers_file=file, only_send=True, table="picks", spark=spark)
+    run_spark_job(MODEL, url, k=K, customers_file=file, only_send=True, table="picks", spark=spark, track=False)
     pd.testing.assert_frame_equal(_sorted(pd.read_sql_table("picks", sa.create_engine(url))), expected, rtol=1e-12)
 
 

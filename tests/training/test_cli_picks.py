@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,15 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(home: Path, *args: str, **env_vars: str | None) -> subprocess.CompletedProcess[str]:
+    """``shoprec picks ARGS``; ``env_vars`` set (or, given None, remove) environment variables."""
     env = {**os.environ, "SHOPREC_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    for name, value in env_vars.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return subprocess.run([SHOPREC, "picks", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -81,7 +88,38 @@ def test_into_a_postgres_table(bundle_dir: Path, tmp_path: Path, postgres_url: s
     assert len(frame) and frame["send"].all() and frame.groupby("customer_id").size().eq(10).all()
 
 
+def test_the_spark_engine_writes_what_the_local_engine_writes(bundle_dir: Path, tmp_path: Path) -> None:
+    """`--engine spark` in Spark local mode (two cores), a customer list with an unknown id."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'shoprec[spark]')")
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        pytest.skip("Spark needs Java 17+ (no `java` on PATH and no JAVA_HOME)")
+    from serving.picks_spark import conform, read_picks_folder
+
+    known = pd.read_parquet(bundle_dir / "customers.parquet")["customer_id"].iloc[::3].tolist()
+    pd.DataFrame({"customer_id": [*known, "nobody", known[0]]}).to_csv(tmp_path / "list.csv", index=False)
+    common = ["--model", str(bundle_dir), "--customers", str(tmp_path / "list.csv"), "--k", "4", "--no-track"]
+    spark = run(tmp_path / "home", *common, "--engine", "spark", "--partitions", "2", "--block", "7",
+                "--out", str(tmp_path / "spark.parquet"), SPARK_MASTER="local[2]", SPARK_REMOTE=None)
+    assert spark.returncode == 0, spark.stderr
+    local = run(tmp_path / "home", *common, "--out", str(tmp_path / "local.parquet"))
+    assert local.returncode == 0, local.stderr
+
+    def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+        return conform(frame).sort_values(["customer_id", "rank"]).reset_index(drop=True)
+
+    got = tidy(read_picks_folder(tmp_path / "spark.parquet"))
+    expected = tidy(pd.read_parquet(tmp_path / "local.parquet"))
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert got["customer_id"].nunique() == len(known) + 1
+    timing = "seconds (scoring + writing)"
+    assert {**_summary(spark.stdout), timing: ""} == {**_summary(local.stdout), timing: ""}
+    assert _summary(spark.stdout)["unknown ids (fallbacks only)"] == "1"
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["--engine", "flink"], "error: --engine flink: use local or spark"),
+    (["--out", "s3a://bucket/picks.parquet"], "error: s3a://bucket/picks.parquet: 's3a' is not an installed "
+                                               "SQLAlchemy dialect"),
     (["--customers", "{tmp}/ids.csv"], "error: --customers {tmp}/ids.csv: no 'customer_id' column (columns: id)"),
     (["--customers", "{tmp}/none.csv"], "error: --customers {tmp}/none.csv: no such file"),
     (["--out", "{tmp}/picks.xlsx"], "error: {tmp}/picks.xlsx: output must end in .parquet, .csv, .csv.gz"),
