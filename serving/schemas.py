@@ -6,10 +6,10 @@ a silently ignored option. Limits live here, in one place, and appear in /docs.j
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from features.schema import EVENT_TYPES, ITEM_EVENT_TYPES
 
@@ -17,6 +17,7 @@ MAX_K = 100
 MAX_EMAIL_CUSTOMERS = 1000
 MAX_CART = 200
 MAX_SESSION_EVENTS = 500
+MAX_EVENTS_BATCH = 500
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
 
 
@@ -28,6 +29,23 @@ def _whole_number(value: object) -> object:
 K = Annotated[int, Field(ge=1, le=MAX_K, strict=True), BeforeValidator(_whole_number)]
 
 
+def _as_utc(ts: datetime) -> datetime:
+    """UTC, a time without an offset taken as UTC; the first and last representable instants
+    stand in for times an offset would push past them (0001-01-01T00:00+05:00)."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if ts.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, Field(strict=True), AfterValidator(_as_utc)]
+"""ISO 8601 text (a number is refused: seconds or milliseconds?), kept as UTC."""
+SessionId = Annotated[Id, Field(description="The shop's id of the visit; sessions expire after "
+                                            "SHOPREC_SESSION_TTL_SECONDS of silence.")]
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +53,7 @@ class Request(BaseModel):
 class CrossSellRequest(Request):
     cart: list[Id] = Field(max_length=MAX_CART, description="Item ids in the cart; unknown ids are reported.")
     customer_id: Id | None = Field(None, description="Blends the customer's own scores in when known.")
+    session_id: SessionId | None = Field(None, description="Reads what the visit touched (POST /events).")
     k: K = 5
 
 
@@ -45,36 +64,61 @@ class EmailPicksRequest(Request):
 
 class OffersRequest(Request):
     customer_id: Id
+    session_id: SessionId | None = Field(None, description="Reads what the visit touched (POST /events).")
     k: K = 5
     category: Id | None = Field(None, description="Only items of this category.")
 
 
-class SessionEvent(Request):
-    """One browsing event of the live session, in the ``events`` vocabulary of the data contract."""
+class _ItemEvent(Request):
+    """The item rule every browsing event obeys, in code and in the OpenAPI schema (3.1)."""
 
-    # The item rule below, for the OpenAPI schema (3.1) that clients and the fuzzer read.
     model_config = ConfigDict(json_schema_extra={"anyOf": [
         {"properties": {"event_type": {"const": "search"}}},
         {"required": ["item_id"], "properties": {"item_id": {"type": "string"}}}]})
 
     event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     item_id: Id | None = Field(None, description="Required for every event type but search.")
-    ts: datetime = Field(strict=True, description="ISO 8601 text (a number is refused: seconds or "
-                                                  "milliseconds?); a time without an offset is taken as UTC.")
 
     @model_validator(mode="after")
-    def _item_events_name_the_item(self) -> SessionEvent:
+    def _item_events_name_the_item(self) -> _ItemEvent:
         if self.event_type in ITEM_EVENT_TYPES and self.item_id is None:
             raise ValueError(f"item_id: required for a {self.event_type!r} event")
         return self
 
 
+class SessionEvent(_ItemEvent):
+    """One browsing event of the live session, in the ``events`` vocabulary of the data contract."""
+
+    ts: Timestamp
+
+
+class LiveEventIn(_ItemEvent):
+    """One event for ``POST /events``: a row of the contract's ``events`` table."""
+
+    session_id: SessionId
+    customer_id: Id | None = Field(None, description="When the visitor is logged in.")
+    ts: Timestamp | None = Field(None, description="Default: when the service received it.")
+
+
+class EventsRequest(Request):
+    events: list[LiveEventIn] = Field(min_length=1, max_length=MAX_EVENTS_BATCH)
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="Events written to the durable log and the session store.")
+    unknown_items: int = Field(description="Accepted events about items the serving model does not know.")
+    sessions: int = Field(description="Distinct sessions in the batch.")
+
+
 class PropensityRequest(Request):
     model_config = ConfigDict(json_schema_extra={"anyOf": [
         {"required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}},
+        {"required": ["session_id"], "properties": {"session_id": {"type": "string"}}},
         {"required": ["session_events"], "properties": {"session_events": {"type": "array", "minItems": 1}}}]})
 
     customer_id: Id | None = Field(None, description="The customer's P(buys within the trained horizon).")
+    session_id: SessionId | None = Field(None, description="The live session's stored events (POST /events) "
+                                                           "are read, before any session_events given here.")
     session_events: list[SessionEvent] | None = Field(
         None, max_length=MAX_SESSION_EVENTS,
         description="The live session so far: P(this session ends in a purchase). Events after a purchase "
@@ -82,8 +126,8 @@ class PropensityRequest(Request):
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> PropensityRequest:
-        if self.customer_id is None and not self.session_events:
-            raise ValueError("customer_id, session_events: give a customer_id, session events, or both")
+        if self.customer_id is None and self.session_id is None and not self.session_events:
+            raise ValueError("customer_id, session_id, session_events: give at least one")
         return self
 
 
@@ -103,6 +147,7 @@ class ItemOut(BaseModel):
 class CrossSellResponse(BaseModel):
     model_version: str
     customer_known: bool = Field(description="False: unknown id or no history, so fallbacks were used.")
+    session_items: int = Field(description="Distinct known items of the live session that were used.")
     unknown_items: list[str]
     items: list[ItemOut]
 
@@ -123,13 +168,14 @@ class EmailPicksResponse(BaseModel):
 class BandOut(BaseModel):
     lo: float
     hi: float
-    source: Literal["customer", "segment", "catalogue"]
+    source: Literal["customer", "session", "segment", "catalogue"]
     widened: bool = Field(description="True when too few items lay inside and the band grew to the nearest prices.")
 
 
 class OffersResponse(BaseModel):
     model_version: str
     customer_known: bool
+    session_items: int = Field(description="Distinct known items of the live session that were used.")
     unknown_category: bool
     band: BandOut
     items: list[ItemOut]

@@ -12,15 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import UTC, datetime
 
 import bentoml
+import numpy as np
 from starlette.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
 from serving import schemas
+from serving.event_log import EventLogError, open_event_log
 from serving.guard import HttpGuard
 from serving.lifecycle import ChampionSource
-from serving.recommender import Pick, ShopRecommender
+from serving.live_events import LiveEvent
+from serving.recommender import NO_SESSION, LiveSession, Pick, ShopRecommender
+from serving.session_store import SessionStoreError, open_session_store
 from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
@@ -34,6 +39,8 @@ UNKNOWN_IDS = bentoml.metrics.Counter(name="shoprec_unknown_ids_total",
                                       labelnames=["endpoint", "kind"])
 RELOADS = bentoml.metrics.Counter(name="shoprec_model_reloads_total",
                                   documentation="Champion swaps, by trigger.", labelnames=["trigger"])
+EVENTS = bentoml.metrics.Counter(name="shoprec_events_total",
+                                 documentation="Live events acknowledged (durable), by type.", labelnames=["event_type"])
 
 
 def _items(picks: list[Pick]) -> list[schemas.ItemOut]:
@@ -56,6 +63,10 @@ class ShoprecService:
         self.source = ChampionSource(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
         loaded = self.source.load_initial()
         self.recommender = ShopRecommender(loaded.bundle, loaded.version)
+        self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
+        self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
+        logger.info("live sessions in %s; events logged to %s", self.sessions.description,
+                    getattr(self.event_log, "description", type(self.event_log).__name__))
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         if POLL_SECONDS > 0:
@@ -84,17 +95,63 @@ class ShoprecService:
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        self.event_log.close()  # compacts the last write-ahead segment; a crash leaves it to recovery
+        self.sessions.close()
+
+    def _session(self, session_id: str | None) -> tuple[LiveSession, list[dict]]:
+        """The stored session as the recommender reads it, and its events (empty without an id)."""
+        if session_id is None:
+            return NO_SESSION, []
+        events = [e.to_dict() for e in self.sessions.session_events(session_id)]
+        return self.recommender.live_session(events), events
+
+    def _unavailable(self, what: str) -> JSONResponse:
+        """A 503 in the one error shape (BentoML would hide the message of a raised 5xx)."""
+        return JSONResponse(schemas.ErrorResponse(error=what).model_dump(), status_code=503)
+
+    @bentoml.api(route="/events", input_spec=schemas.EventsRequest)
+    def events(self, events: list[schemas.LiveEventIn]) -> schemas.EventsResponse:
+        """Acknowledge a batch only once it is in the durable log (write-ahead), then in the
+        session store, so the very next request of the session sees it. At least once: a
+        client that retries a batch whose answer it lost logs it twice."""
+        received = datetime.now(UTC)
+        batch = [LiveEvent(session_id=e.session_id, event_type=e.event_type, ts=e.ts or received,
+                           customer_id=e.customer_id, item_id=e.item_id) for e in events]
+        try:
+            self.event_log.append(batch)
+        except (EventLogError, OSError) as error:
+            return self._unavailable(f"event log: {error}; nothing was acknowledged, retry")  # type: ignore[return-value]
+        try:
+            self.sessions.add(batch)
+        except SessionStoreError as error:
+            return self._unavailable(f"session store: {error} (the events are logged; retrying logs them again)")
+        items = [e.item_id for e in batch if e.item_id is not None]
+        unknown = int((self.recommender.bundle.items.to_index(np.asarray(items, dtype=object), unknown="mark") < 0)
+                      .sum()) if items else 0
+        for event in batch:
+            EVENTS.labels(event_type=event.event_type).inc()
+        if unknown:
+            UNKNOWN_IDS.labels(endpoint="events", kind="item").inc(unknown)
+        return schemas.EventsResponse(accepted=len(batch), unknown_items=unknown,
+                                      sessions=len({e.session_id for e in batch}))
 
     @bentoml.api(route="/cross_sell", input_spec=schemas.CrossSellRequest)
-    def cross_sell(self, cart: list[str], customer_id: str | None = None, k: int = 5) -> schemas.CrossSellResponse:
-        """Items that go with the cart; never in the cart, out of stock or a recently bought durable."""
+    def cross_sell(self, cart: list[str], customer_id: str | None = None, session_id: str | None = None,
+                   k: int = 5) -> schemas.CrossSellResponse:
+        """Items that go with the cart (and the session); never in the cart, out of stock or a
+        recently bought durable."""
         rec = self.recommender
-        answer = rec.cross_sell(cart, customer_id, k)
+        try:
+            session, _ = self._session(session_id)
+        except SessionStoreError as error:
+            return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
+        answer = rec.cross_sell(cart, customer_id, k, session)
         if answer.unknown_items:
             UNKNOWN_IDS.labels(endpoint="cross_sell", kind="item").inc(len(answer.unknown_items))
         _count_fallbacks("cross_sell", answer.customer_known or customer_id is None, answer.items)
         return schemas.CrossSellResponse(model_version=rec.model_version, customer_known=answer.customer_known,
-                                         unknown_items=answer.unknown_items, items=_items(answer.items))
+                                         session_items=answer.session_items, unknown_items=answer.unknown_items,
+                                         items=_items(answer.items))
 
     @bentoml.api(route="/email_picks", input_spec=schemas.EmailPicksRequest)
     def email_picks(self, customer_ids: list[str], k: int = 10) -> schemas.EmailPicksResponse:
@@ -108,35 +165,41 @@ class ShoprecService:
                                  open_propensity=p.open_propensity, items=_items(p.items)) for p in picks])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
-    def offers(self, customer_id: str, k: int = 5, category: str | None = None) -> schemas.OffersResponse:
+    def offers(self, customer_id: str, session_id: str | None = None, k: int = 5,
+               category: str | None = None) -> schemas.OffersResponse:
         """Personal items inside the customer's price band, with the band and where it came from."""
         rec = self.recommender
-        answer = rec.offers(customer_id, k, category)
+        try:
+            session, _ = self._session(session_id)
+        except SessionStoreError as error:
+            return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
+        answer = rec.offers(customer_id, k, category, session)
         _count_fallbacks("offers", answer.customer_known, answer.items)
         if answer.unknown_category:
             UNKNOWN_IDS.labels(endpoint="offers", kind="category").inc()
         band = answer.band
         return schemas.OffersResponse(
             model_version=rec.model_version, customer_known=answer.customer_known,
-            unknown_category=answer.unknown_category, items=_items(answer.items),
+            session_items=answer.session_items, unknown_category=answer.unknown_category, items=_items(answer.items),
             band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
 
     @bentoml.api(route="/propensity", input_spec=schemas.PropensityRequest)
-    def propensity(self, customer_id: str | None = None,
+    def propensity(self, customer_id: str | None = None, session_id: str | None = None,
                    session_events: list[schemas.SessionEvent] | None = None) -> schemas.PropensityResponse:
         """Customer and/or live-session purchase probability; 503 naming the reason when the
         champion has no model for the part asked for (a made-up number would be worse).
-
-        The 503 is returned, not raised: BentoML replaces the message of any 5xx exception
-        with a generic one, and the client needs the reason.
-        """
+        A ``session_id`` adds the stored events of the session before any given inline."""
         rec = self.recommender
-        events = [e.model_dump() for e in session_events or []]
+        try:
+            _, stored = self._session(session_id)
+        except SessionStoreError as error:
+            return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
+        events = stored + [e.model_dump() for e in session_events or []]
         try:
             answer = rec.propensity(customer_id, events)
         except PropensityUnavailable as missing:
-            error = schemas.ErrorResponse(error=f"{missing.target} propensity: {missing.reason} ({rec.model_version})")
-            return JSONResponse(error.model_dump(), status_code=503)  # type: ignore[return-value]
+            return self._unavailable(  # type: ignore[return-value]
+                f"{missing.target} propensity: {missing.reason} ({rec.model_version})")
         if customer_id is not None and not answer.customer_known:
             UNKNOWN_IDS.labels(endpoint="propensity", kind="customer").inc()
         return schemas.PropensityResponse(

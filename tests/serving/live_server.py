@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from features.sample import SampleShop
@@ -57,6 +58,59 @@ def train_into(data: str, home: Path, config: TrainConfig | None = None) -> Trai
 
 
 @contextmanager
+def serving(home: Path, root: Path, *, use_cli: bool = False,
+            env_overrides: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve the champion registered in ``home`` on a free port until the block ends: yields
+    the URL once /readyz answers, and the process (a test may kill it)."""
+    port = free_port()
+    env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
+           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"), **(env_overrides or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log_path = root / "server.log"
+    log = open(log_path, "a")  # noqa: SIM115 - closed after the server stops; restarts append
+    command = ([str(Path(sys.executable).with_name("shoprec")), "serve"] if use_cli else
+               [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService"])
+    proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready: {log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        workers = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                kill_tree(proc)
+        for worker in workers:  # BentoML's workers run in process groups of their own
+            if worker.is_running():
+                worker.kill()
+        log.close()
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server and every worker, as a crash or the OOM killer would: no shutdown hook runs."""
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for process in tree:
+        process.kill()
+    psutil.wait_procs(tree, timeout=15)
+    proc.wait()
+
+
+@contextmanager
 def running_server(sample_shop: SampleShop, root: Path, *, use_cli: bool = False,
                    env_overrides: dict[str, str] | None = None) -> Iterator[Server]:
     """Train the sample shop into ``root``/home (v1 = champion), serve it, stop it afterwards.
@@ -67,36 +121,6 @@ def running_server(sample_shop: SampleShop, root: Path, *, use_cli: bool = False
     write_tables(sample_shop.tables, data, "parquet")
     trained = train_into(data, home)
     assert trained.model_version == "1" and trained.gate and trained.gate.passed
-    port = free_port()
-    env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
-           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"), **(env_overrides or {})}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed after the server stops
-    command = ([str(Path(sys.executable).with_name("shoprec")), "serve"] if use_cli else
-               [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService"])
-    proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(timeout=30)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if client.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+    with serving(home, root, use_cli=use_cli, env_overrides=env_overrides) as (url, _), \
+            httpx.Client(timeout=30) as client:
         yield Server(url, client, data, home, trained)
-    finally:
-        client.close()
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
