@@ -18,7 +18,7 @@ from schemathesis.generation import GenerationMode
 from tests.serving.live_server import TOKEN, Server
 
 EXAMPLES_PER_OPERATION = 60
-FUZZED = {"/cross_sell", "/email_picks", "/offers", "/propensity", "/noop", "/admin/reload"}
+FUZZED = {"/cross_sell", "/email_picks", "/offers", "/propensity", "/events", "/noop", "/admin/reload"}
 
 
 @pytest.fixture(scope="module")
