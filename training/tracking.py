@@ -14,6 +14,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 DEFAULT_HOME = "shoprec-home"
+SQLITE_PREFIX = "sqlite:///"
 
 
 def shoprec_home() -> Path:
@@ -26,7 +27,7 @@ def tracking_uri() -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     home = shoprec_home()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    return f"{SQLITE_PREFIX}{home / 'mlflow.db'}"
 
 
 def configure() -> MlflowClient:
@@ -40,11 +41,18 @@ def configure() -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The experiment id, creating it (with a local artefact folder when tracking locally)."""
+    """The experiment id, creating it (with its artefact folder next to a SQLite database).
+
+    Decided from the URI, not from the environment: ``mlflow.set_tracking_uri`` exports
+    ``MLFLOW_TRACKING_URI`` itself, so the environment cannot tell the local default from a
+    server, and MLflow's own default for a database store is ``./mlruns`` in whatever
+    folder the job happened to start in.
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     artifact_location = None
-    if tracking_uri().startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
-        artifact_location = (shoprec_home() / "mlartifacts").as_uri()
+    uri = tracking_uri()
+    if uri.startswith(SQLITE_PREFIX):
+        artifact_location = (Path(uri[len(SQLITE_PREFIX):]).parent / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)

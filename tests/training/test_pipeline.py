@@ -28,9 +28,13 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_train_logs_registers_and_promotes(sample_dir: Path, mlflow_home: Path) -> None:
+def test_train_logs_registers_and_promotes(sample_dir: Path, mlflow_home: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # artefacts must land in SHOPREC_HOME, not where the job started
     result = run_training(str(sample_dir), FAST)
     client = tracking.configure()
+    assert client.get_run(result.run_id).info.artifact_uri.startswith((mlflow_home / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()
     assert result.gate is not None and result.gate.passed, result.gate
     assert registry.champion_version(client, "shoprec") == result.model_version
     run = client.get_run(result.run_id)
