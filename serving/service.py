@@ -22,10 +22,11 @@ from threadpoolctl import threadpool_limits
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
 from serving.guard import HttpGuard
-from serving.lifecycle import ChampionSource
+from serving.lifecycle import ChampionSource, RegistryError
 from serving.live_events import LiveEvent
 from serving.recommender import NO_SESSION, LiveSession, Pick, ShopRecommender
 from serving.session_store import SessionStoreError, open_session_store
+from training.bundle import BundleError
 from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
@@ -89,6 +90,9 @@ class ShoprecService:
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self.reload("poll")
+            except (RegistryError, BundleError) as error:  # keep serving the current model; retry next tick
+                logger.error("champion poll failed (%s); still serving %s, retrying in %ss",
+                             error, self.recommender.model_version, POLL_SECONDS)
             except Exception:  # noqa: BLE001 - keep serving the current model; retry next tick
                 logger.exception("champion poll failed; still serving %s", self.recommender.model_version)
 
@@ -219,8 +223,14 @@ class ShoprecService:
 
     @bentoml.api(route="/admin/reload")
     def admin_reload(self) -> schemas.ReloadResponse:
-        """Load the registry's champion now (bearer token checked by :class:`HttpGuard`)."""
-        version, changed = self.reload("admin")
+        """Load the registry's champion now (bearer token checked by :class:`HttpGuard`); a 503
+        naming the registry or the failed checksum when it cannot, the current model still serving."""
+        try:
+            version, changed = self.reload("admin")
+        except (RegistryError, BundleError) as error:
+            logger.error("admin reload failed (%s); still serving %s", error, self.recommender.model_version)
+            return self._unavailable(  # type: ignore[return-value]
+                f"reload failed, still serving {self.recommender.model_version}: {error}")
         return schemas.ReloadResponse(model_version=version, changed=changed)
 
 

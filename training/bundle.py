@@ -181,7 +181,12 @@ def verify(folder: Path) -> None:
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a shoprec bundle (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as error:  # a damaged manifest: bad JSON or bad UTF-8
+        raise BundleError(f"{folder}: {MANIFEST} is unreadable ({error})") from error
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{folder}: {MANIFEST} is not a file -> checksum map")
     for name, expected in manifest.items():
         path = folder / name
         if not path.is_file():

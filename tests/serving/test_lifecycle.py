@@ -1,0 +1,244 @@
+"""Where the served bundle comes from when things break: a corrupted cache, a corrupted
+download, the registry going away at start-up, during a poll or an admin reload.
+
+A real SQLite-backed MLflow registry holds v1 and v2 of the sample bundle; files are
+corrupted on disk by flipping a byte. The only stand-in is the unreachable registry:
+``MLFLOW_TRACKING_URI`` pointed at a closed loopback port. The service is driven at the
+object level (its reload, poll and ``/admin/reload`` methods, no HTTP server).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import pytest
+from starlette.responses import JSONResponse
+
+import serving.service as service_module
+from serving.lifecycle import ChampionSource
+from serving.recommender import ShopRecommender
+from serving.service import ShoprecService
+from tests.serving.live_server import free_port
+from training import registry, tracking
+from training.bundle import MANIFEST, Bundle, BundleError, verify
+from training.pyfunc import log_bundle
+
+MODEL = "shoprec"
+DATA_FILE = "catalogue.parquet"
+
+
+@pytest.fixture(scope="module")
+def registry_home(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v1 and v2 of the sample bundle logged and registered in a private SQLite MLflow,
+    artefacts inside the same folder."""
+    home = tmp_path_factory.mktemp("lifecycle") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("SHOPREC_HOME", str(home))
+        client = tracking.configure()
+        experiment = client.create_experiment("lifecycle", artifact_location=(home / "mlartifacts").as_uri())
+        folder = bundle.save(home / "bundle")
+        for _ in range(2):
+            with mlflow.start_run(experiment_id=experiment):
+                uri = log_bundle(bundle, folder, ["mlflow"])
+            registry.register(client, MODEL, uri, "ndcg_at_10", 0.2, 0.1)
+    return home
+
+
+@pytest.fixture
+def champion(registry_home: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """The registry up with v1 as champion; call it to move the alias."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SHOPREC_HOME", str(registry_home))
+
+    def promote(version: str) -> None:
+        registry.promote(tracking.configure(), MODEL, version)
+
+    promote("1")
+    return promote
+
+
+def registry_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+
+
+def registry_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # back to the SQLite registry under SHOPREC_HOME
+
+
+def flip_byte(path: Path) -> bytes:
+    """Corrupt one byte in the middle of the file; returns the good bytes."""
+    good = path.read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return good
+
+
+def stored_bundle(version: str) -> Path:
+    """The registry's own copy of a version's bundle (what a download reads)."""
+    client = tracking.configure()
+    source = client.get_model_version(MODEL, version).source
+    location = urlparse(client.get_logged_model(source.removeprefix("models:/")).artifact_location).path
+    return next(Path(location).rglob(MANIFEST)).parent
+
+
+def serving_from(source: ChampionSource) -> ShoprecService.inner:
+    """The service object as a worker builds it, minus session store, event log and poll thread."""
+    service = object.__new__(ShoprecService.inner)
+    loaded = source.load_initial()
+    service.source, service.recommender = source, ShopRecommender(loaded.bundle, loaded.version)
+    service._swap_lock, service._stop = threading.Lock(), threading.Event()
+    return service
+
+
+def answers(service: ShoprecService.inner) -> str:
+    """A real /cross_sell through the service method; the model version it answered with."""
+    response = service.cross_sell(cart=[str(service.recommender.bundle.items.external_ids[0])], k=3)
+    assert len(response.items) == 3
+    return response.model_version
+
+
+def current(cache: Path) -> str:
+    return json.loads((cache / "current.json").read_text())["version"]
+
+
+def leftovers(cache: Path) -> list[str]:
+    return [p.name for p in cache.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("name", [DATA_FILE, MANIFEST])
+def test_corrupt_cached_bundle_is_downloaded_again_when_the_registry_is_up(
+        name: str, champion: Callable[[str], None], bundle: Bundle, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    assert ChampionSource(MODEL, cache).load_initial().version == "shoprec/v1"
+    cached = cache / "shoprec-v1"
+    good = flip_byte(cached / name)
+    with pytest.raises(BundleError):
+        verify(cached)
+
+    loaded = ChampionSource(MODEL, cache).load_initial()  # a restarted worker, registry fine
+    assert loaded.version == "shoprec/v1"
+    assert "!!! CACHED BUNDLE CORRUPT" in caplog.text and "downloading shoprec/v1 again" in caplog.text
+    assert (cached / name).read_bytes() == good
+    verify(cached)
+    assert current(cache) == "1" and leftovers(cache) == []
+    customers = bundle.customers.external_ids[:20].tolist() + ["ghost"]
+    assert loaded.bundle.recommend(customers, 5).equals(bundle.recommend(customers, 5))
+
+
+def test_registry_down_and_a_corrupt_cache_refuses_to_start_in_one_line(
+        champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    ChampionSource(MODEL, cache).load_initial()
+    flip_byte(cache / "shoprec-v1" / DATA_FILE)
+    registry_down(monkeypatch)
+
+    with pytest.raises(RuntimeError) as refused:
+        ChampionSource(MODEL, cache).load_initial()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("cannot start: shoprec@champion could not be loaded")
+    assert "registry: cannot read shoprec@champion" in message and "Connection refused" in message
+    assert f"shoprec-v1: bundle file {DATA_FILE} fails its checksum" in message
+    assert "REGISTRY UNREACHABLE" not in caplog.text  # it never claims to serve the cache
+    assert (cache / "shoprec-v1").is_dir()  # nothing to replace it with: left as evidence
+
+    registry_up(monkeypatch)  # the registry back: the next start heals the cache
+    assert ChampionSource(MODEL, cache).load_initial().version == "shoprec/v1"
+    verify(cache / "shoprec-v1")
+
+
+def test_a_corrupted_download_is_rejected_and_the_old_model_keeps_serving(
+        champion: Callable[[str], None], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    service = serving_from(ChampionSource(MODEL, cache))
+    champion("2")
+    stored = stored_bundle("2") / DATA_FILE
+    good = flip_byte(stored)
+    try:
+        response = service.admin_reload()
+        assert isinstance(response, JSONResponse) and response.status_code == 503
+        body = json.loads(response.body)
+        assert body["detail"] == [] and body["error"].startswith("reload failed, still serving shoprec/v1: ")
+        assert f"bundle file {DATA_FILE} fails its checksum" in body["error"]
+        with pytest.raises(BundleError, match="fails its checksum"):  # the poll's path
+            service.reload("poll")
+        assert "!!! DOWNLOAD REJECTED: shoprec/v2" in caplog.text
+        assert service.recommender.model_version == "shoprec/v1" and answers(service) == "shoprec/v1"
+        assert not (cache / "shoprec-v2").exists() and current(cache) == "1" and leftovers(cache) == []
+
+        with pytest.raises(RuntimeError, match="fails its checksum"):  # a first start with no cache
+            ChampionSource(MODEL, tmp_path / "empty").load_initial()
+        assert not (tmp_path / "empty" / "shoprec-v2").exists()
+        caplog.clear()
+        restarted = ChampionSource(MODEL, cache).load_initial()  # a restart with the v1 cache
+        assert restarted.version == "shoprec/v1" and "!!! CHAMPION DOWNLOAD REJECTED" in caplog.text
+    finally:
+        stored.write_bytes(good)
+
+    reloaded = service.admin_reload()
+    assert (reloaded.model_version, reloaded.changed) == ("shoprec/v2", True)
+    assert answers(service) == "shoprec/v2" and current(cache) == "2"
+    verify(cache / "shoprec-v2")
+
+
+def test_registry_down_during_an_admin_reload_is_a_503_naming_it(
+        champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = serving_from(ChampionSource(MODEL, tmp_path / "cache"))
+    champion("2")
+    registry_down(monkeypatch)
+
+    response = service.admin_reload()
+    assert isinstance(response, JSONResponse) and response.status_code == 503
+    body = json.loads(response.body)
+    assert set(body) == {"error", "detail"} and body["detail"] == []
+    assert body["error"].startswith("reload failed, still serving shoprec/v1: registry: cannot read shoprec@champion")
+    assert "Connection refused" in body["error"] and "\n" not in body["error"]
+    assert answers(service) == "shoprec/v1"
+
+    registry_up(monkeypatch)
+    reloaded = service.admin_reload()
+    assert (reloaded.model_version, reloaded.changed) == ("shoprec/v2", True)
+    assert answers(service) == "shoprec/v2"
+
+
+def test_registry_down_during_polls_keeps_serving_and_the_next_tick_retries(
+        champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    service = serving_from(ChampionSource(MODEL, tmp_path / "cache"))
+    champion("2")
+    registry_down(monkeypatch)
+    monkeypatch.setattr(service_module, "POLL_SECONDS", 0.05)
+
+    def failed_polls() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("champion poll failed")]
+
+    poller = threading.Thread(target=service._poll, name="champion-poll", daemon=True)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(failed_polls()) < 3 and time.monotonic() < deadline:
+            assert answers(service) == "shoprec/v1"
+            time.sleep(0.02)
+        assert len(failed_polls()) >= 3
+        assert all("registry: cannot read shoprec@champion" in m and "still serving shoprec/v1" in m
+                   for m in failed_polls())
+        assert not [r for r in caplog.records if r.name == "shoprec.serving" and r.exc_info]  # no traceback
+
+        registry_up(monkeypatch)
+        deadline = time.monotonic() + 30
+        while service.recommender.model_version != "shoprec/v2" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert answers(service) == "shoprec/v2"
+    finally:
+        service._stop.set()
+        poller.join(10)
+    assert not poller.is_alive()
