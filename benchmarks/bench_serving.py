@@ -232,7 +232,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None
 # ---- the load process -------------------------------------------------------------------------
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of the given processes so far (those that still exist)."""
     total = 0.0
     for pid in pids:
@@ -256,11 +256,11 @@ async def _drive(url: str, path: str, warmup: list[bytes], payloads: list[bytes]
     errors of both phases are counted."""
     async with loadgen.session(url, concurrency) as client:
         warm = await loadgen.closed_loop(client, ((path, body) for body in warmup), concurrency, warmup_s)
-        server_cpu, client_cpu = _cpu_seconds(server_pids), time.process_time()
+        server_cpu, client_cpu = cpu_seconds(server_pids), time.process_time()
         started = time.perf_counter()
         measured = await loadgen.closed_loop(client, ((path, body) for body in payloads), concurrency, max_s)
         seconds = time.perf_counter() - started
-        server_cpu, client_cpu = _cpu_seconds(server_pids) - server_cpu, time.process_time() - client_cpu
+        server_cpu, client_cpu = cpu_seconds(server_pids) - server_cpu, time.process_time() - client_cpu
     errors = [o.error for o in (*warm, *measured) if o.error]
     return Cell(requests=len(measured), errors=len(errors), first_error=errors[0] if errors else "",
                 seconds=seconds, latencies_ms=[o.latency_ms for o in measured], server_cpu_s=server_cpu,
