@@ -141,8 +141,9 @@ def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
                     responses[code] = {"description": responses[code].get("description", ""), **error}
             if operation is operations.get("post"):
                 responses["413"] = {"description": "Request body too large", **error}
-                responses["503"] = {"description": "The champion lacks the model asked for, or the service is "
-                                                   "overloaded; `error` says which", **error}
+                responses["503"] = {"description": "Unavailable, `error` says why: the champion lacks the model "
+                                                   "asked for, the registry failed a reload, the session store or "
+                                                   "event log failed, or the service is overloaded", **error}
             if path.startswith(ADMIN_PREFIX):
                 responses["401"] = {"description": "Missing or wrong bearer token", **error}
                 responses["404"] = {"description": f"Disabled: {ADMIN_TOKEN_ENV} unset", **error}
