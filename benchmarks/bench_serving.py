@@ -102,9 +102,14 @@ ENDPOINTS = (
     Endpoint(f"/email_picks x{EMAIL_BATCH}", "/email_picks",
              lambda rng, ids: {"customer_ids": rng.sample(ids.customers, EMAIL_BATCH)},
              lambda rec, r: rec.email_picks(r.customer_ids, r.k)),
+    Endpoint("/propensity", "/propensity",
+             lambda rng, ids: {"customer_id": rng.choice(ids.customers), "session_events": [
+                 {"event_type": kind, "item_id": item, "ts": f"2025-06-01T10:0{n}:00Z"}
+                 for n, (kind, item) in enumerate(zip(("view", "view", "cart"), rng.sample(ids.items, 3), strict=True))]},
+             lambda rec, r: rec.propensity(r.customer_id, [e.model_dump() for e in r.session_events])),
 )
 SCHEMAS = {"/noop": schemas.NoopRequest, "/cross_sell": schemas.CrossSellRequest, "/offers": schemas.OffersRequest,
-           "/email_picks": schemas.EmailPicksRequest}
+           "/email_picks": schemas.EmailPicksRequest, "/propensity": schemas.PropensityRequest}
 
 
 @dataclass

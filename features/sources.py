@@ -216,8 +216,8 @@ class SqlSource:
             with self.engine.connect() as conn:
                 self._tables = set(sa.inspect(conn).get_table_names())
         except (sa.exc.SQLAlchemyError, ImportError) as error:
-            raise ContractError(f"{_safe_url(url)}: cannot open database: {_first_line(error)}") from None
-        self.description = _safe_url(url)
+            raise ContractError(f"{safe_url(url)}: cannot open database: {_first_line(error)}") from None
+        self.description = safe_url(url)
 
     def available(self) -> set[str]:
         return {name for name in TABLES if name in self._tables}
@@ -235,8 +235,8 @@ class SqlSource:
         return RawTable(_with_row_numbers(frame), location)
 
 
-def _safe_url(url: str) -> str:
-    """The URL with any password hidden, fit for logs and error messages."""
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, fit for logs, MLflow tags and error messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:

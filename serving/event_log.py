@@ -458,9 +458,9 @@ class SqlEventLog:
     """One INSERT transaction per batch into the contract's ``events`` table (created if missing)."""
 
     def __init__(self, url: str, *, table: str = "events") -> None:
-        from features.sources import _safe_url
+        from features.sources import safe_url
 
-        self.description = _safe_url(url)
+        self.description = safe_url(url)
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
             self._table = self._ensure_table(table)

@@ -27,8 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
-
+from features.sources import safe_url
 from serving.live_events import LiveEvent, format_ts
 
 REDIS_URL_ENV = "SHOPREC_REDIS_URL"
@@ -287,19 +286,6 @@ def _encode(event: LiveEvent) -> str:
 def _decode(session_id: str, value: bytes) -> LiveEvent:
     kind, ts, customer_id, item_id = json.loads(value)
     return LiveEvent(session_id, kind, datetime.fromisoformat(ts), customer_id, item_id)
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}{f':{parts.port}' if parts.port else ''}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("@")[-1]
 
 
 def _first_line(error: BaseException) -> str:

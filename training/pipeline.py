@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
 from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
+from features.sources import is_sql_url, safe_url
 from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
@@ -165,7 +166,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
     experiment_id = tracking.ensure_experiment(client, config.experiment)
     shop = load_shop(data, progress=progress)
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"shoprec.data": str(data), "shoprec.tables": ",".join(shop.report.present),
+        mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_sql_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
                          "shoprec.register": str(register)})
         mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
         validation, test, split, config = evaluate_shop(shop, config, progress)
