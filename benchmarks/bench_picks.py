@@ -151,7 +151,7 @@ def measure(n_customers: int, n_items: int, factors: int, k: int, block: int, ra
 
 
 def main() -> None:
-    from serving.picks_sinks import safe_url
+    from features.sources import safe_url
     from serving.recommender import BLOCK_ROWS
 
     parser = argparse.ArgumentParser()

@@ -26,7 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.picks_sinks import PICKS_COLUMNS, PicksSink, open_sink, safe_url
+from features.sources import safe_url
+from serving.picks_sinks import PICKS_COLUMNS, PicksSink, open_sink
 from serving.recommender import PERSONAL, ShopRecommender
 from training.bundle import MANIFEST, Bundle
 

@@ -10,6 +10,11 @@ fails or is killed half-way leaves the previous output exactly as it was:
 - SQL: a staging table filled block by block, then, in one transaction, the old table is
   dropped and the staging table renamed to the target (PostgreSQL and SQLite run DDL
   inside transactions, so readers see the old table or the new one, never half of it).
+  A database error while writing (the connection lost: a restarted server, a terminated
+  backend) is one ``ValueError`` naming the table and the database; the staging table is
+  dropped on a fresh connection (the error says so when that fails too). A connection lost
+  at the swap is retried once on a fresh connection: the staging table is complete by then
+  and the swap is one short transaction that either committed or rolled back.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 import uuid
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +35,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+
+from features.sources import safe_url
 
 PICKS_SCHEMA = pa.schema([
     ("customer_id", pa.string()),
@@ -138,16 +147,20 @@ class SqlSink(PicksSink):
     PostgreSQL gets each block by ``COPY`` (psycopg); other databases by batched inserts.
     """
 
+    swap_retry_delay_s = 1.0
+    """Pause before the one retry of a swap whose connection was lost (a restarting server)."""
+
     def __init__(self, url: str, table: str = DEFAULT_TABLE) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"--table {table!r}: use letters, digits and _ (at most 40 characters)")
         self.table = table
         self.staging = f"{table}__staging_{uuid.uuid4().hex[:12]}"
-        self.description = f"{safe_url(url)} table {table}"
+        self.url = safe_url(url)
+        self.description = f"{self.url} table {table}"
         try:
             self.engine = sa.create_engine(url)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
-            raise ValueError(f"{safe_url(url)}: not a usable SQLAlchemy URL ({error})") from None
+            raise ValueError(f"{self.url}: not a usable SQLAlchemy URL ({error})") from None
         if self.engine.dialect.name == "sqlite":
             _transactional_sqlite_ddl(self.engine)
         self._meta = sa.MetaData()
@@ -171,46 +184,105 @@ class SqlSink(PicksSink):
     def _write(self, table: pa.Table) -> None:
         if not self._created:
             self._create()
+        try:
+            with self.engine.begin() as conn:
+                if self._copy:
+                    self._copy_block(conn, table)
+                else:
+                    conn.execute(self._staging.insert(), table.to_pylist())
+        except sa.exc.DBAPIError as error:
+            raise self._failed(_reason(error)) from None
+
+    def _copy_block(self, conn: sa.Connection, table: pa.Table) -> None:
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+        driver = conn.connection.driver_connection
+        columns = ", ".join(f'"{c}"' for c in PICKS_COLUMNS)
+        statement = f'COPY "{self.staging}" ({columns}) FROM STDIN (FORMAT csv)'
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.write(buffer.getbuffer())
+        except dbapi.Error as error:
+            # psycopg's own cursor: SQLAlchemy did not see the error, so report it as it would
+            # (a lost connection is invalidated, not rolled back, and not returned to the pool)
+            lost = bool(driver.closed or driver.broken)
+            if lost:
+                conn.invalidate(error)
+            raise sa.exc.DBAPIError.instance(statement, None, error, dbapi.Error, connection_invalidated=lost,
+                                             dialect=self.engine.dialect) from error
+
+    def _swap(self, conn: sa.Connection) -> None:
+        """Drop the old table and rename the staging table to it, in ``conn``'s transaction."""
+        quote = self.engine.dialect.identifier_preparer.quote
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {quote(self.table)}"))
+        conn.execute(sa.text(f"ALTER TABLE {quote(self.staging)} RENAME TO {quote(self.table)}"))
+
+    def _swap_once(self) -> None:
         with self.engine.begin() as conn:
-            if self._copy:
-                buffer = io.BytesIO()
-                pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
-                cursor = conn.connection.driver_connection.cursor()
-                columns = ", ".join(f'"{c}"' for c in PICKS_COLUMNS)
-                with cursor.copy(f'COPY "{self.staging}" ({columns}) FROM STDIN (FORMAT csv)') as copy:
-                    copy.write(buffer.getbuffer())
-            else:
-                conn.execute(self._staging.insert(), table.to_pylist())
+            self._swap(conn)
 
     def commit(self) -> None:
         if not self._created:
             self._create()
-        quote = self.engine.dialect.identifier_preparer.quote
         try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {quote(self.table)}"))
-                conn.execute(sa.text(f"ALTER TABLE {quote(self.staging)} RENAME TO {quote(self.table)}"))
+            self._swap_once()
         except sa.exc.DBAPIError as error:
-            self.abort()
-            raise ValueError(f"{self.description}: cannot replace the table, the old one is kept "
-                             f"({str(error.orig).splitlines()[0]})") from None
+            if not error.connection_invalidated:
+                raise self._failed(f"cannot replace the table, the old one is kept ({_reason(error)})",
+                                   intact="") from None
+            first = _reason(error)
+            time.sleep(self.swap_retry_delay_s)
+            self.engine.dispose()
+            try:
+                with self.engine.connect() as conn:  # a lost COMMIT may have gone through: staging renamed
+                    done = not self._exists(conn, self.staging) and self._exists(conn, self.table)
+                if not done:
+                    self._swap_once()
+            except sa.exc.DBAPIError as again:
+                raise self._failed(f"{first} at the swap, and the retry on a fresh connection failed too "
+                                   f"({_reason(again, lost=False)})") from None
+        self._created = False
         self.engine.dispose()
 
     def abort(self) -> None:
+        """Drop the staging table; never raises (the job's own error is what the caller sees)."""
+        if self._created:
+            left = self._drop_staging()
+            if left is not None:
+                warnings.warn(f"{self.description}: {left}", RuntimeWarning, stacklevel=2)
+        self.engine.dispose()
+
+    def _exists(self, conn: sa.Connection, name: str) -> bool:
+        return sa.inspect(conn).has_table(name)
+
+    def _drop_staging(self) -> str | None:
+        """Drop the staging table on a fresh connection; None when done, else what is left."""
+        self.engine.dispose()  # no pooled connection that died with the server
         try:
-            if self._created:
-                with self.engine.begin() as conn:
-                    self._staging.drop(conn, checkfirst=True)
+            with self.engine.begin() as conn:
+                self._staging.drop(conn, checkfirst=True)
+        except sa.exc.DBAPIError as error:
+            return (f"the staging table {self.staging} could not be dropped ({_reason(error, lost=False)}); "
+                    f"drop it by hand")
         finally:
             self.engine.dispose()
+        self._created = False
+        return None
+
+    def _failed(self, what: str, intact: str = "the previous table is intact") -> ValueError:
+        """The one error of a failed write (table, database, reason), after dropping the staging table."""
+        left = self._drop_staging() if self._created else None
+        self._created = False  # reported here: abort has nothing more to do
+        return ValueError("; ".join(filter(None, [f"picks write to {self.table} at {self.url} failed: {what}",
+                                                  intact, left])))
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, fit for logs, MLflow params and error messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url.split("@")[-1]
+def _reason(error: sa.exc.DBAPIError, lost: bool | None = None) -> str:
+    """The driver's message, first line; ``connection lost (...)`` when the connection died."""
+    text = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
+    lost = error.connection_invalidated if lost is None else lost
+    return f"connection lost ({text})" if lost else text
 
 
 def _transactional_sqlite_ddl(engine: sa.Engine) -> None:

@@ -281,7 +281,8 @@ def output_format(out: str) -> str:
 
 def describe_output(out: str, table: str = "email_picks") -> str:
     """Where :func:`write_picks` writes, as the summary and the MLflow run name it."""
-    from serving.picks_sinks import is_database_url, safe_url
+    from features.sources import safe_url
+    from serving.picks_sinks import is_database_url
 
     return f"{safe_url(out)} table {table}" if is_database_url(out) else f"{out} (Spark {output_format(out)} folder)"
 

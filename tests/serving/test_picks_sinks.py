@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -204,6 +205,147 @@ def test_a_view_on_the_old_table_blocks_the_swap_with_a_clear_error(rec: ShopRec
     _same(_read(postgres_url), before)
     assert _tables(postgres_url) == {"email_picks"}
     engine.dispose()
+
+
+def _sink_pid(sink: SqlSink) -> int:
+    """The backend of the pooled connection the sink writes with (read client-side, no query)."""
+    with sink.engine.connect() as conn:
+        return conn.connection.driver_connection.info.backend_pid
+
+
+def _terminate(url: str, pid: int) -> None:
+    """From a second connection, the server ends backend ``pid`` (and we wait until it has)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select pg_terminate_backend(:pid, 10000)"), {"pid": pid}).scalar()
+    finally:
+        engine.dispose()
+
+
+def _with_password(url: str) -> str:
+    """The same database with a password in the URL (trust auth ignores it): errors must hide it."""
+    return sa.engine.make_url(url).set(password="s3cret-pw").render_as_string(hide_password=False)
+
+
+def _one_clear_line(error: pytest.ExceptionInfo[ValueError], url: str) -> str:
+    message = str(error.value)
+    database = sa.engine.make_url(url).render_as_string(hide_password=True)
+    assert "\n" not in message and "s3cret-pw" not in message and "***" in database
+    assert message.startswith(f"picks write to email_picks at {database} failed: connection lost ("), message
+    return message
+
+
+def _terminate_after_first_block(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, once a sink's first block is committed to its staging table, the server
+    terminates the sink's backend (a real ``pg_terminate_backend`` from a second connection; the
+    writer lives on). Returns the staging table's row count at that moment."""
+    staged: list[int] = []
+    real = SqlSink._write
+
+    def write_then_terminate(sink: SqlSink, table: pa.Table) -> None:
+        real(sink, table)
+        if not staged:
+            engine = sa.create_engine(sink.engine.url)
+            with engine.connect() as conn:
+                staged.append(conn.execute(sa.text(f'select count(*) from "{sink.staging}"')).scalar())
+            engine.dispose()
+            _terminate(sink.engine.url, _sink_pid(sink))
+
+    monkeypatch.setattr(SqlSink, "_write", write_then_terminate)
+    return staged
+
+
+def test_postgres_connection_terminated_mid_write_is_one_error_and_keeps_the_old_table(
+        rec: ShopRecommender, ids: list[str], postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = _with_password(postgres_url)
+    _run(rec, ids, url, K)
+    before = _read(postgres_url)
+    staged = _terminate_after_first_block(monkeypatch)
+    with pytest.raises(ValueError) as error:
+        _run(rec, ids, url, K + 1)
+    message = _one_clear_line(error, url)
+    assert "terminating connection due to administrator command" in message
+    assert message.endswith("; the previous table is intact")
+    assert staged == [BLOCK * (K + 1)]  # the first block was in the staging table when the backend died
+    _same(_read(postgres_url), before)
+    assert _tables(postgres_url) == {"email_picks"}  # the staging table was dropped on a fresh connection
+
+
+def test_staging_left_behind_is_named_when_the_cleanup_cannot_connect(
+        rec: ShopRecommender, ids: list[str], postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a server still down would: the database refuses new connections when the sink's dies."""
+    url = _with_password(postgres_url)
+    _run(rec, ids, url, K)
+    before = _read(postgres_url)
+    database = sa.engine.make_url(postgres_url).database
+    admin = sa.create_engine(sa.engine.make_url(postgres_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    real = SqlSink._write
+
+    def write_then_lock_out(sink: SqlSink, table: pa.Table) -> None:
+        real(sink, table)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'alter database "{database}" allow_connections false'))
+        _terminate(sink.engine.url.set(database="postgres"), _sink_pid(sink))
+
+    monkeypatch.setattr(SqlSink, "_write", write_then_lock_out)
+    try:
+        with pytest.raises(ValueError) as error:
+            _run(rec, ids, url, K + 1)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'alter database "{database}" allow_connections true'))
+        admin.dispose()
+    message = _one_clear_line(error, url)
+    left = re.search(r"; the previous table is intact; the staging table (email_picks__staging_\w+) could not be "
+                     r"dropped \(.*not currently accepting connections.*\); drop it by hand$", message)
+    assert left, message
+    _same(_read(postgres_url), before)
+    assert _tables(postgres_url) == {"email_picks", left.group(1)}
+
+
+def _terminate_before_swap(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """The first ``times`` swap transactions lose their connection just before they run: the
+    server terminates that backend from a second connection. Returns every backend the swap ran on."""
+    pids: list[int] = []
+    real = SqlSink._swap
+
+    def terminate_then_swap(sink: SqlSink, conn: sa.Connection) -> None:
+        pids.append(conn.connection.driver_connection.info.backend_pid)
+        if len(pids) <= times:
+            _terminate(sink.engine.url, pids[-1])
+        real(sink, conn)
+
+    monkeypatch.setattr(SqlSink, "_swap", terminate_then_swap)
+    monkeypatch.setattr(SqlSink, "swap_retry_delay_s", 0.0)
+    return pids
+
+
+def test_postgres_connection_terminated_before_the_swap_is_retried_once(
+        rec: ShopRecommender, ids: list[str], postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(rec, ids, postgres_url, K)
+    pids = _terminate_before_swap(monkeypatch, times=1)
+    _run(rec, ids, postgres_url, K + 1)  # no error: the staging table was complete, the swap ran again
+    assert len(pids) == 2 and pids[0] != pids[1]  # the retry ran on a fresh connection
+    _same(_read(postgres_url), _expected(rec, ids, K + 1))
+    assert _tables(postgres_url) == {"email_picks"}
+
+
+def test_postgres_connection_terminated_at_the_swap_and_its_retry_keeps_the_old_table(
+        rec: ShopRecommender, ids: list[str], postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = _with_password(postgres_url)
+    _run(rec, ids, url, K)
+    before = _read(postgres_url)
+    pids = _terminate_before_swap(monkeypatch, times=2)
+    with pytest.raises(ValueError) as error:
+        _run(rec, ids, url, K + 1)
+    message = _one_clear_line(error, url)
+    assert re.search(r"connection lost \(terminating connection due to administrator command\) at the swap, and "
+                     r"the retry on a fresh connection failed too \(terminating connection .*\); the previous "
+                     r"table is intact$", message), message
+    assert len(pids) == 2
+    _same(_read(postgres_url), before)
+    assert _tables(postgres_url) == {"email_picks"}
 
 
 KILLED_WRITER = textwrap.dedent("""

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +30,8 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def run(home: Path, *args: str, **env_vars: str | None) -> subprocess.CompletedProcess[str]:
+def run(home: Path, *args: str, command: tuple[str, ...] = (SHOPREC,), **env_vars: str | None,
+        ) -> subprocess.CompletedProcess[str]:
     """``shoprec picks ARGS``; ``env_vars`` set (or, given None, remove) environment variables."""
     env = {**os.environ, "SHOPREC_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -38,7 +40,7 @@ def run(home: Path, *args: str, **env_vars: str | None) -> subprocess.CompletedP
             env.pop(name, None)
         else:
             env[name] = value
-    return subprocess.run([SHOPREC, "picks", *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([*command, "picks", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def _summary(stdout: str) -> dict[str, str]:
@@ -86,6 +88,56 @@ def test_into_a_postgres_table(bundle_dir: Path, tmp_path: Path, postgres_url: s
     frame = pd.read_sql_table("weekly_picks", engine)
     engine.dispose()
     assert len(frame) and frame["send"].all() and frame.groupby("customer_id").size().eq(10).all()
+
+
+TERMINATED_AFTER_FIRST_BLOCK = textwrap.dedent("""
+    # `shoprec ARGS`, except that once the first block is in the staging table the server
+    # terminates the sink's backend (pg_terminate_backend from a second connection)
+    import sys
+    import sqlalchemy as sa
+    from serving.picks_sinks import SqlSink
+    from training.cli import app
+
+    real = SqlSink._write
+
+    def write_then_terminate(sink, table):
+        real(sink, table)
+        if not getattr(sink, "terminated", False):
+            sink.terminated = True
+            with sink.engine.connect() as conn:
+                pid = conn.connection.driver_connection.info.backend_pid
+            other = sa.create_engine(sink.engine.url)
+            with other.connect() as conn:
+                assert conn.execute(sa.text("select pg_terminate_backend(:pid, 10000)"), {"pid": pid}).scalar()
+            other.dispose()
+            print("terminated the sink's backend", file=sys.stderr)
+
+    SqlSink._write = write_then_terminate
+    app(sys.argv[1:], prog_name="shoprec")
+""")
+
+
+def test_postgres_connection_terminated_mid_write_is_one_line_and_exit_2(bundle_dir: Path, tmp_path: Path,
+                                                                        postgres_url: str) -> None:
+    url = sa.engine.make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    args = ["--model", str(bundle_dir), "--out", url, "--k", "3", "--no-track"]
+    assert run(tmp_path / "home", *args).returncode == 0  # the previous table
+    engine = sa.create_engine(postgres_url)
+    before = pd.read_sql_table("email_picks", engine).sort_values(["customer_id", "rank"], ignore_index=True)
+    result = run(tmp_path / "home", *args[:4], "--k", "5", "--block", "50", "--no-track",
+                 command=(sys.executable, "-c", TERMINATED_AFTER_FIRST_BLOCK))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "terminated the sink's backend" in result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    database = sa.engine.make_url(url).render_as_string(hide_password=True)
+    assert errors == [f"error: picks write to email_picks at {database} failed: connection lost (terminating "
+                      f"connection due to administrator command); the previous table is intact"], result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    after = pd.read_sql_table("email_picks", engine).sort_values(["customer_id", "rank"], ignore_index=True)
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    pd.testing.assert_frame_equal(after, before)
+    assert tables == {"email_picks"}
 
 
 def test_the_spark_engine_writes_what_the_local_engine_writes(bundle_dir: Path, tmp_path: Path) -> None:
