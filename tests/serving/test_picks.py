@@ -94,7 +94,9 @@ def test_the_http_endpoint_and_the_batch_job_agree(server: Server, tmp_path: Pat
         http += [(p["customer_id"], rank, i["item_id"], i["score"], i["reason"], p["send"], p["open_propensity"],
                   body["model_version"]) for p in body["picks"] for rank, i in enumerate(p["items"], 1)]
     expected = pd.DataFrame(http, columns=PICKS_COLUMNS)
-    pd.testing.assert_frame_equal(batch, expected, check_dtype=False, check_exact=True)
+    # ids, ranks, items, reasons and send exact; scores to 1e-9: BLAS may round the last bit
+    # differently for a block of 4,096 customers than for a request of 100
+    pd.testing.assert_frame_equal(batch, expected, check_dtype=False, check_exact=False, rtol=1e-9)
     assert result.model_version == "shoprec/v1" and set(batch["model_version"]) == {"shoprec/v1"}
     summary = result.summary
     assert summary["customers"] == len(ids) and summary["unknown_customers"] == 2
