@@ -22,7 +22,7 @@ def shoprec_home() -> Path:
 
 
 def tracking_uri() -> str:
-    """The tracking URI in force: the environment's, or the local SQLite default."""
+    """The tracking URI in force: the user's ``MLFLOW_TRACKING_URI``, or the local SQLite default."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     home = shoprec_home()
@@ -34,8 +34,13 @@ def configure() -> MlflowClient:
     """Point MLflow at the tracking URI in force and return a client for it."""
     # Per-file download bars drown the job's own progress in logs; the job reports its steps.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    given = os.environ.get("MLFLOW_TRACKING_URI")
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if not given:
+        # MLflow exports the URI as MLFLOW_TRACKING_URI; left there, the local default would
+        # pass for the user's choice and pin the process to the first SHOPREC_HOME it saw.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
