@@ -363,6 +363,17 @@ class ShopRecommender:
         return LiveSession(np.fromiter(weights, dtype=np.int64, count=len(weights)),
                            np.fromiter(weights.values(), dtype=np.float32, count=len(weights)), len(unknown))
 
+    def recently_viewed(self, items: Sequence[str]) -> LiveSession:
+        """A logged-in customer's recent items from earlier visits (most recent first, as the
+        session store keeps them), each weighted as one view."""
+        weight = self._event_weights.get("view", 0.0)
+        idx = self.bundle.items.to_index(np.asarray(list(items), dtype=object), unknown="mark")
+        known = list(dict.fromkeys(int(i) for i in idx if i >= 0))[:self.config.session_items]
+        if weight <= 0 or not known:
+            return LiveSession(NO_SESSION.item_idx, NO_SESSION.weights, int((idx < 0).sum()))
+        return LiveSession(np.array(known, dtype=np.int64), np.full(len(known), weight, dtype=np.float32),
+                           int((idx < 0).sum()))
+
     def _session_scores(self, session: LiveSession) -> np.ndarray:
         """Scores for what the session touched, folded into the primary model where its family
         can (ALS, EASE), else from the item-item model; scaled into [0, 1]."""

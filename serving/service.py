@@ -102,12 +102,15 @@ class ShoprecService:
         self.event_log.close()  # compacts the last write-ahead segment; a crash leaves it to recovery
         self.sessions.close()
 
-    def _session(self, session_id: str | None) -> tuple[LiveSession, list[dict]]:
-        """The stored session as the recommender reads it, and its events (empty without an id)."""
-        if session_id is None:
-            return NO_SESSION, []
-        events = [e.to_dict() for e in self.sessions.session_events(session_id)]
-        return self.recommender.live_session(events), events
+    def _session(self, session_id: str | None, customer_id: str | None = None) -> tuple[LiveSession, list[dict]]:
+        """The stored session as the recommender reads it, and its events. Without a session id,
+        a logged-in customer's recently viewed items from earlier visits (no events)."""
+        if session_id is not None:
+            events = [e.to_dict() for e in self.sessions.session_events(session_id)]
+            return self.recommender.live_session(events), events
+        if customer_id is not None:
+            return self.recommender.recently_viewed(self.sessions.recent_items(customer_id)), []
+        return NO_SESSION, []
 
     def _unavailable(self, what: str) -> JSONResponse:
         """A 503 in the one error shape (BentoML would hide the message of a raised 5xx)."""
@@ -146,7 +149,7 @@ class ShoprecService:
         recently bought durable."""
         rec = self.recommender
         try:
-            session, _ = self._session(session_id)
+            session, _ = self._session(session_id, customer_id)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.cross_sell(cart, customer_id, k, session)
@@ -174,7 +177,7 @@ class ShoprecService:
         """Personal items inside the customer's price band, with the band and where it came from."""
         rec = self.recommender
         try:
-            session, _ = self._session(session_id)
+            session, _ = self._session(session_id, customer_id)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.offers(customer_id, k, category, session)

@@ -92,6 +92,20 @@ def test_an_anonymous_visitor_gets_the_partners_of_what_they_viewed(url: str, sh
     assert {i["reason"] for i in blind["items"]} == {"popular"}
 
 
+def test_a_logged_in_customer_is_followed_across_visits(url: str, shop: LiveShop, sample_shop: SampleShop) -> None:
+    """Without a session id, the customer's recently viewed items from an earlier visit count."""
+    customer = str(shop.bundle.profiles["customers"]["customer_id"].iloc[3])
+    anchor = str(sample_shop.truth["pairs"]["anchor_item_id"].iloc[0])
+    before = _post(url, "/cross_sell", {"cart": [], "customer_id": customer, "k": 5})
+    assert before["session_items"] == 0
+    _post(url, "/events", {"events": [{"session_id": _session(), "customer_id": customer, "event_type": "view",
+                                       "item_id": anchor}]})
+    later = _post(url, "/cross_sell", {"cart": [], "customer_id": customer, "k": 5})
+    assert later["session_items"] == 1 and later["customer_known"]
+    assert f"goes_with_viewed:{anchor}" in {i["reason"] for i in later["items"]}
+    assert _post(url, "/offers", {"customer_id": customer, "k": 3})["session_items"] == 1
+
+
 def test_session_propensity_rises_as_the_session_adds_to_cart(url: str, shop: LiveShop) -> None:
     customer = str(shop.bundle.profiles["customers"]["customer_id"].iloc[0])
     items = [str(i) for i in shop.bundle.items.external_ids[:3]]

@@ -85,6 +85,14 @@ def test_live_session_weighs_events_like_training(rec: ShopRecommender, bundle: 
     assert len(capped) == 1
 
 
+def test_recently_viewed_items_weigh_as_views(rec: ShopRecommender, bundle: Bundle) -> None:
+    a, b = (str(i) for i in bundle.items.external_ids[:2])
+    seen = rec.recently_viewed([b, "ghost", a, b])
+    assert [str(bundle.items.external_ids[i]) for i in seen.item_idx] == [b, a] and seen.unknown_items == 1
+    assert seen.weights.tolist() == pytest.approx([0.1, 0.1])
+    assert len(rec.recently_viewed([])) == 0
+
+
 def test_cross_sell_never_returns_cart_or_out_of_stock(rec: ShopRecommender, bundle: Bundle,
                                                        sample_shop: SampleShop) -> None:
     cat = _catalogue(bundle)
