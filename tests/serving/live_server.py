@@ -62,7 +62,6 @@ def serving(home: Path, root: Path, *, use_cli: bool = False,
             env_overrides: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve the champion registered in ``home`` on a free port until the block ends: yields
     the URL once /readyz answers, and the process (a test may kill it)."""
-    port = free_port()
     env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
            "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"), **(env_overrides or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -70,22 +69,18 @@ def serving(home: Path, root: Path, *, use_cli: bool = False,
     log = open(log_path, "a")  # noqa: SIM115 - closed after the server stops; restarts append
     command = ([str(Path(sys.executable).with_name("shoprec")), "serve"] if use_cli else
                [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:ShoprecService"])
-    proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    for attempt in range(3):  # the free port can be taken between finding it and binding it
+        started = log_path.stat().st_size
+        port = free_port()
+        proc = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        if _wait_ready(url, proc, log_path):
+            break
+        if "Address already in use" not in log_path.read_text()[started:] or attempt == 2:
+            log.close()
+            pytest.fail(f"server exited: {log_path.read_text()[-3000:]}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready: {log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
         yield url, proc
     finally:
         workers = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
@@ -99,6 +94,22 @@ def serving(home: Path, root: Path, *, use_cli: bool = False,
             if worker.is_running():
                 worker.kill()
         log.close()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> bool:
+    """True once /readyz answers; False if the server exited first; fails the test on a hang."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return proc.poll() is None  # our server answered, not one that held the port before
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            kill_tree(proc)
+            pytest.fail(f"server not ready: {log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return False
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:

@@ -96,6 +96,7 @@ def test_a_logged_in_customer_is_followed_across_visits(url: str, shop: LiveShop
     """Without a session id, the customer's recently viewed items from an earlier visit count."""
     customer = str(shop.bundle.profiles["customers"]["customer_id"].iloc[3])
     anchor = str(sample_shop.truth["pairs"]["anchor_item_id"].iloc[0])
+    redis.Redis.from_url(REDIS_URL).delete(f"shoprec:customer:{customer}")  # Redis outlives test runs
     before = _post(url, "/cross_sell", {"cart": [], "customer_id": customer, "k": 5})
     assert before["session_items"] == 0
     _post(url, "/events", {"events": [{"session_id": _session(), "customer_id": customer, "event_type": "view",
