@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from serving.live_events import EVENT_COLUMNS, LiveEvent
+from serving.settings import positive_number
 
 logger = logging.getLogger("shoprec.serving.event_log")
 
@@ -534,19 +535,6 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _env_positive(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise EventLogError(f"{name}={text!r}: expected a number > 0 (default {default:g})")
-    return value
-
-
 def default_event_log_location() -> Path:
     from training.tracking import shoprec_home
 
@@ -569,5 +557,5 @@ def open_event_log(env: Mapping[str, str] | None = None) -> EventLog:
         return SqlEventLog(location)
     folder = Path(location).expanduser() if location else default_event_log_location()
     return FileEventLog(folder,
-                        segment_max_bytes=int(_env_positive(env, SEGMENT_BYTES_ENV, DEFAULT_SEGMENT_BYTES)),
-                        segment_max_seconds=_env_positive(env, SEGMENT_SECONDS_ENV, DEFAULT_SEGMENT_SECONDS))
+                        segment_max_bytes=int(positive_number(env, SEGMENT_BYTES_ENV, DEFAULT_SEGMENT_BYTES, EventLogError)),
+                        segment_max_seconds=positive_number(env, SEGMENT_SECONDS_ENV, DEFAULT_SEGMENT_SECONDS, EventLogError))

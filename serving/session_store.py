@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Protocol
 from features.sources import safe_url
 from serving.live_events import LiveEvent, format_ts
+from serving.settings import positive_number
 
 REDIS_URL_ENV = "SHOPREC_REDIS_URL"
 TTL_ENV = "SHOPREC_SESSION_TTL_SECONDS"
@@ -300,16 +301,7 @@ def _check_positive(**values: float) -> None:
 
 
 def _env_number(env: Mapping[str, str], name: str) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return ENV_DEFAULTS[name]
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise SessionStoreError(f"{name}={text!r}: expected a number > 0 (default {ENV_DEFAULTS[name]:g})")
-    return value
+    return positive_number(env, name, ENV_DEFAULTS[name], SessionStoreError)
 
 
 def open_session_store(env: Mapping[str, str] | None = None) -> SessionStore:

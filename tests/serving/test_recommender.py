@@ -22,11 +22,16 @@ def _catalogue(bundle: Bundle) -> pd.DataFrame:
     return bundle.catalogue.set_index("item_id")
 
 
-def test_cross_sell_finds_planted_partners(rec: ShopRecommender, bundle: Bundle, sample_shop: SampleShop) -> None:
+def _planted_pairs(bundle: Bundle, sample_shop: SampleShop) -> pd.DataFrame:
+    """The sample's planted anchor -> partner pairs whose partner is in the catalogue and in stock."""
     cat = _catalogue(bundle)
     pairs = sample_shop.truth["pairs"]
     pairs = pairs[pairs["anchor_item_id"].isin(cat.index) & pairs["partner_item_id"].isin(cat.index)]
-    pairs = pairs[cat.loc[pairs["partner_item_id"], "in_stock"].to_numpy()]
+    return pairs[cat.loc[pairs["partner_item_id"], "in_stock"].to_numpy()]
+
+
+def test_cross_sell_finds_planted_partners(rec: ShopRecommender, bundle: Bundle, sample_shop: SampleShop) -> None:
+    pairs = _planted_pairs(bundle, sample_shop)
     hits = []
     for anchor, partner in zip(pairs["anchor_item_id"], pairs["partner_item_id"], strict=True):
         picks = {p.item_id: p.reason for p in rec.cross_sell([anchor], None, 5).items}
@@ -43,10 +48,7 @@ def _views(items: list[str], start: str = "2025-06-01T10:00:00Z", event_type: st
 
 def test_an_anonymous_session_gets_the_partners_of_what_it_viewed(rec: ShopRecommender, bundle: Bundle,
                                                                   sample_shop: SampleShop) -> None:
-    cat = _catalogue(bundle)
-    pairs = sample_shop.truth["pairs"]
-    pairs = pairs[pairs["anchor_item_id"].isin(cat.index) & pairs["partner_item_id"].isin(cat.index)]
-    pairs = pairs[cat.loc[pairs["partner_item_id"], "in_stock"].to_numpy()]
+    pairs = _planted_pairs(bundle, sample_shop)
     hits = []
     for anchor, partner in zip(pairs["anchor_item_id"], pairs["partner_item_id"], strict=True):
         session = rec.live_session(_views([anchor, anchor]))
