@@ -349,13 +349,13 @@ class ShopRecommender:
         """Items of the session's events (dicts with event_type, item_id, ts), most recent
         first, each weighted by the sum of its events' training weights; items the model does
         not know are counted, searches and removals carry no weight."""
+        weighted = [(str(e["item_id"]), weight)
+                    for e in sorted(events, key=lambda e: _utc(e["ts"]), reverse=True)
+                    if e.get("item_id") and (weight := self._event_weights.get(e["event_type"], 0.0)) > 0]
+        indices = self.bundle.items.to_index(np.array([item for item, _ in weighted], dtype=object), unknown="mark")
         weights: dict[int, float] = {}
         unknown: set[str] = set()
-        for event in sorted(events, key=lambda e: _utc(e["ts"]), reverse=True):
-            item, weight = event.get("item_id"), self._event_weights.get(event["event_type"], 0.0)
-            if not item or weight <= 0:
-                continue
-            idx = int(self.bundle.items.to_index(np.array([str(item)], dtype=object), unknown="mark")[0])
+        for (item, weight), idx in zip(weighted, indices.tolist(), strict=True):  # one id look-up for all
             if idx < 0:
                 unknown.add(str(item))
             elif idx in weights or len(weights) < self.config.session_items:
