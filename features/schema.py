@@ -30,6 +30,15 @@ slips) and is quarantined rather than allowed to dominate interaction weights.""
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
 """Timestamps later than load time plus this margin are quarantined (clock or parse errors)."""
 
+INVISIBLE_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff"
+"""Characters no id may hold, as a regex class body: C0 and C1 controls (NUL, BEL, ESC, ...),
+DEL, zero-width and direction marks, line separators and the BOM. An id that holds one looks
+like another id in every log and screen, so the loader quarantines it and the service refuses it."""
+
+ID_PATTERN = rf"^[^\s{INVISIBLE_CHARACTERS}](?:[^{INVISIBLE_CHARACTERS}]*[^\s{INVISIBLE_CHARACTERS}])?$"
+"""A whole id: no invisible character, no leading or trailing whitespace (JSON Schema, Python
+and Rust regex alike, so /docs.json states the very rule the service applies)."""
+
 ROW_COLUMN = "_row"
 """Column carrying the 1-based data row number in the source (header excluded)."""
 
@@ -256,6 +265,10 @@ def _check_column(col: Column, raw: pd.Series, reasons: _Reasons, now: pd.Timest
 
     if col.kind in ("id", "text"):
         values = _as_id(raw) if col.kind == "id" else raw.astype("str")
+        if col.kind == "id":
+            invisible = values.str.contains(f"[{INVISIBLE_CHARACTERS}]", regex=True, na=False)
+            reasons.flag(~blank & invisible.to_numpy(dtype=bool), col.name,
+                         f"{col.name} holds a control or invisible character")
         return values.where(~blank, None)
 
     if col.kind == "event_type":

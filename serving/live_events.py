@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from features.schema import EVENT_TYPES, ITEM_EVENT_TYPES
+from features.schema import EVENT_TYPES, FUTURE_TOLERANCE, ITEM_EVENT_TYPES
 
 EVENT_COLUMNS: tuple[str, ...] = ("session_id", "event_type", "ts", "customer_id", "item_id")
 """The contract's ``events`` columns, in its order (the event log writes exactly these)."""
@@ -79,6 +79,22 @@ class LiveEvent:
                 raise ValueError(f"ts is not an ISO 8601 timestamp: {ts!r}") from None
         return cls(session_id=data.get("session_id"), event_type=data.get("event_type"), ts=ts,  # type: ignore[arg-type]
                    customer_id=data.get("customer_id"), item_id=data.get("item_id"))
+
+
+def at_the_door(ts: datetime | None, received: datetime) -> tuple[datetime, bool]:
+    """The time the service keeps for an event it received at ``received``, and whether it was clamped.
+
+    No time means "now". A time later than ``received`` plus the contract's
+    :data:`~features.schema.FUTURE_TOLERANCE` is a client clock or parse error (2099, 9999):
+    the loader would quarantine such a row at the next training and the live session
+    propensity would read it as the latest event, so it is kept at the receive time instead
+    and counted, rather than refused: the event itself (what was viewed, carted) is real.
+    """
+    if ts is None:
+        return received, False
+    if ts > received + FUTURE_TOLERANCE.to_pytimedelta():
+        return received, True
+    return ts, False
 
 
 def format_ts(ts: datetime) -> str:

@@ -6,19 +6,31 @@ a silently ignored option. Limits live here, in one place, and appear in /docs.j
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from features.schema import EVENT_TYPES, ITEM_EVENT_TYPES
+from features.schema import EVENT_TYPES, ID_PATTERN, ITEM_EVENT_TYPES
 
 MAX_K = 100
 MAX_EMAIL_CUSTOMERS = 1000
 MAX_CART = 200
 MAX_SESSION_EVENTS = 500
 MAX_EVENTS_BATCH = 500
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
+_WHOLE_ID = re.compile(ID_PATTERN)
+
+
+def _visible_id(value: str) -> str:
+    """The contract's id rule (features.schema.ID_PATTERN), with a message a person can read."""
+    if not _WHOLE_ID.match(value):
+        raise ValueError("ids may not hold control or invisible characters, nor start or end with a space")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra={"pattern": ID_PATTERN}),
+               AfterValidator(_visible_id)]
 
 
 def _whole_number(value: object) -> object:
@@ -89,7 +101,8 @@ class _ItemEvent(Request):
 class SessionEvent(_ItemEvent):
     """One browsing event of the live session, in the ``events`` vocabulary of the data contract."""
 
-    ts: Timestamp
+    ts: Timestamp = Field(description="A time more than a day after the request is read as the request's time, "
+                                      "as POST /events keeps it.")
 
 
 class LiveEventIn(_ItemEvent):
@@ -97,7 +110,9 @@ class LiveEventIn(_ItemEvent):
 
     session_id: SessionId
     customer_id: Id | None = Field(None, description="When the visitor is logged in.")
-    ts: Timestamp | None = Field(None, description="Default: when the service received it.")
+    ts: Timestamp | None = Field(None, description="Default: when the service received it. A time more than a "
+                                                   "day after that is kept as the receive time (counted in "
+                                                   "future_ts_clamped).")
 
 
 class EventsRequest(Request):
@@ -108,6 +123,8 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="Events written to the durable log and the session store.")
     unknown_items: int = Field(description="Accepted events about items the serving model does not know.")
     sessions: int = Field(description="Distinct sessions in the batch.")
+    future_ts_clamped: int = Field(0, description="Events whose ts lay more than a day after the service received "
+                                                  "them (a client clock error): kept at the receive time.")
 
 
 class PropensityRequest(Request):

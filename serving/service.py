@@ -21,9 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
-from serving.guard import HttpGuard
+from serving.guard import HttpGuard, quiet_client_errors
 from serving.lifecycle import ChampionSource, RegistryError
-from serving.live_events import LiveEvent
+from serving.live_events import LiveEvent, at_the_door
 from serving.recommender import NO_SESSION, LiveSession, Pick, ShopRecommender
 from serving.session_store import SessionStoreError, open_session_store
 from training.bundle import BundleError
@@ -122,8 +122,9 @@ class ShoprecService:
         session store, so the very next request of the session sees it. At least once: a
         client that retries a batch whose answer it lost logs it twice."""
         received = datetime.now(UTC)
-        batch = [LiveEvent(session_id=e.session_id, event_type=e.event_type, ts=e.ts or received,
-                           customer_id=e.customer_id, item_id=e.item_id) for e in events]
+        kept = [at_the_door(e.ts, received) for e in events]
+        batch = [LiveEvent(session_id=e.session_id, event_type=e.event_type, ts=ts,
+                           customer_id=e.customer_id, item_id=e.item_id) for e, (ts, _) in zip(events, kept, strict=True)]
         try:
             self.event_log.append(batch)
         except (EventLogError, OSError) as error:
@@ -140,7 +141,8 @@ class ShoprecService:
         if unknown:
             UNKNOWN_IDS.labels(endpoint="events", kind="item").inc(unknown)
         return schemas.EventsResponse(accepted=len(batch), unknown_items=unknown,
-                                      sessions=len({e.session_id for e in batch}))
+                                      sessions=len({e.session_id for e in batch}),
+                                      future_ts_clamped=sum(clamped for _, clamped in kept))
 
     @bentoml.api(route="/cross_sell", input_spec=schemas.CrossSellRequest)
     def cross_sell(self, cart: list[str], customer_id: str | None = None, session_id: str | None = None,
@@ -201,7 +203,8 @@ class ShoprecService:
             _, stored = self._session(session_id)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
-        events = stored + [e.model_dump() for e in session_events or []]
+        received = datetime.now(UTC)
+        events = stored + [{**e.model_dump(), "ts": at_the_door(e.ts, received)[0]} for e in session_events or []]
         try:
             answer = rec.propensity(customer_id, events)
         except PropensityUnavailable as missing:
@@ -237,4 +240,10 @@ class ShoprecService:
         return schemas.ReloadResponse(model_version=version, changed=changed)
 
 
-ShoprecService.add_asgi_middleware(HttpGuard)
+def json_routes(service: type) -> dict[str, bool]:
+    """Each endpoint's path -> whether its JSON body is required (its request model has fields)."""
+    return {api.route: bool(api.input_spec.model_fields) for api in service.apis.values()}  # type: ignore[attr-defined]
+
+
+quiet_client_errors()
+ShoprecService.add_asgi_middleware(HttpGuard, json_routes=json_routes(ShoprecService))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from serving.live_events import EVENT_COLUMNS, LiveEvent
+from serving.live_events import EVENT_COLUMNS, LiveEvent, at_the_door
 
 
 def test_round_trip_through_json_form() -> None:
@@ -29,6 +29,14 @@ def test_missing_ts_is_now() -> None:
     now = datetime(2025, 3, 1, tzinfo=UTC)
     assert LiveEvent.from_dict({"session_id": "s", "event_type": "search"}, now=now).ts == now
     assert LiveEvent.from_dict({"session_id": "s", "event_type": "search"}).ts.tzinfo is UTC
+
+
+def test_the_door_keeps_a_time_from_a_broken_clock_at_the_receive_time() -> None:
+    received = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    assert at_the_door(None, received) == (received, False)
+    assert at_the_door(datetime(2025, 3, 2, 11, tzinfo=UTC), received) == (datetime(2025, 3, 2, 11, tzinfo=UTC), False)
+    assert at_the_door(datetime(2099, 1, 1, tzinfo=UTC), received) == (received, True)
+    assert at_the_door(datetime(2025, 2, 1, tzinfo=UTC), received)[1] is False
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -119,6 +119,13 @@ BAD = [
     ("/propensity", {"session_events": [{"event_type": "view", "item_id": "i", "ts": 1717236000}]},
      "session_events.0.ts"),
     ("/propensity", {"customer_id": "c", "session_events": "view"}, "session_events"),
+    ("/cross_sell", {"cart": ["i\x00"]}, "cart.0"),
+    ("/cross_sell", {"cart": [], "customer_id": "c\x1b[31m"}, "customer_id"),
+    ("/email_picks", {"customer_ids": ["c1", "c\u200b1"]}, "customer_ids.1"),
+    ("/offers", {"customer_id": " c1"}, "customer_id"),
+    ("/offers", {"customer_id": "c1\x07"}, "customer_id"),
+    ("/events", {"events": [{"session_id": "s\x00", "event_type": "view", "item_id": "i"}]}, "events.0.session_id"),
+    ("/events", {"events": [{"session_id": "s", "event_type": "view", "item_id": "i\ufeff"}]}, "events.0.item_id"),
 ]
 
 
@@ -183,6 +190,36 @@ def test_openapi_declares_the_error_body(server: Server) -> None:
     assert "413" in responses and "401" in spec["paths"]["/admin/reload"]["post"]["responses"]
     assert spec["paths"]["/propensity"]["post"]["responses"]["503"]["content"]["application/json"]["schema"] == \
         {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_openapi_names_the_service_and_its_version(server: Server) -> None:
+    from importlib.metadata import version
+
+    info = server.client.get(f"{server.url}/docs.json").json()["info"]
+    assert info["version"] == version("shoprec") and "BentoML Slack" not in info["description"]
+    assert "recommendations" in info["description"].lower()
+
+
+def test_other_media_types_and_methods_are_refused_in_the_error_shape(server: Server) -> None:
+    for path in ("/cross_sell", "/email_picks", "/offers", "/propensity", "/events", "/admin/reload"):
+        response = server.client.post(f"{server.url}{path}", content=b'{"cart": [], "k": 5}',
+                                      headers={"content-type": "multipart/form-data"})
+        assert response.status_code == 415 and response.json()["error"].startswith("content-type:"), path
+    traced = server.client.request("TRACE", f"{server.url}/admin/reload")
+    assert traced.status_code == 405 and set(traced.json()) == {"error", "detail"}
+    empty = server.client.post(f"{server.url}/noop")
+    assert empty.status_code == 400 and empty.json()["error"].startswith("body: required")
+
+
+def test_events_from_a_broken_clock_are_kept_at_the_receive_time(server: Server, served: Bundle) -> None:
+    item = str(served.items.external_ids[0])
+    events = [{"session_id": "clock-skew", "event_type": "view", "item_id": item, "ts": ts}
+              for ts in ("2099-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2025-06-01T10:00:00Z")]
+    answer = server.post("/events", {"events": events}).json()
+    assert answer["accepted"] == 3 and answer["future_ts_clamped"] == 2
+    inline = [{"event_type": "cart", "item_id": item, "ts": "2099-01-01T00:00:00Z"}]
+    session = server.post("/propensity", {"session_events": inline}).json()
+    assert session["session_events_used"] == 1 and 0.0 <= session["session_propensity"] <= 1.0
 
 
 def test_admin_reload_needs_the_token(server: Server) -> None:
