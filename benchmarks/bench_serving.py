@@ -150,11 +150,11 @@ def load_served(home: Path) -> tuple[ShopRecommender, Ids]:
     Loaded the way the server loads it (into the home's serving cache, which the server
     then reuses), so the ids are exactly those of the bundle being served.
     """
-    from serving.lifecycle import ChampionSource
+    from serving.lifecycle import BundleCache
     from serving.recommender import ShopRecommender
 
     os.environ["SHOPREC_HOME"] = str(home)
-    loaded = ChampionSource(os.environ.get("SHOPREC_MODEL_NAME", "shoprec")).load_initial()
+    loaded = BundleCache(os.environ.get("SHOPREC_MODEL_NAME", "shoprec")).load_initial()
     bundle = loaded.bundle
     has_history = np.diff(bundle.interactions.indptr) > 0
     in_stock = bundle.catalogue["in_stock"].to_numpy(dtype=bool)

@@ -1,8 +1,17 @@
-"""Where the service's bundle comes from: the registry's ``champion``, else the last local copy.
+"""Where a registered bundle comes from: the registry, through one local cache that cannot lie.
 
-Each champion version is downloaded once into ``SHOPREC_HOME/serving-cache/<name>-v<version>``
-and ``current.json`` names the last one loaded, so a restart while the registry is down
-still serves the model it served before (and says so loudly in the log).
+Version numbers are not unique: recreate the MLflow database, or point
+``MLFLOW_TRACKING_URI`` at another server, train again, and ``v1`` comes back. So a cached
+copy is keyed by what the registry says the version *is*, not by its number: the tracking
+server, the version's training run and source, and the bundle's content hash that training
+records on the version (tag ``shoprec.bundle_sha256``, the SHA-256 of the bundle's
+manifest, which itself lists a SHA-256 per file). A copy is used only when its key matches
+and its manifest hashes to the recorded value; a download that does not is refused.
+
+The service (``champion``), ``shoprec picks`` and the Spark engine all go through
+:meth:`BundleCache.fetch`, into ``SHOPREC_HOME/serving-cache/<name>-v<version>-<key>``.
+Only the service records ``current.json`` (the last copy it served), so a restart while the
+registry is down still serves the model it served before, and says so loudly in the log.
 
 Every copy is verified against its checksums before it is served: a download that fails is
 rejected before it enters the cache; a cached copy that fails (corrupted on disk) is
@@ -12,6 +21,7 @@ saying why, when it does not.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,10 +29,12 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from features.sources import safe_url
 from training import tracking
-from training.bundle import MANIFEST, Bundle, BundleError
-from training.registry import CHAMPION
+from training.bundle import MANIFEST, Bundle, BundleError, content_hash
+from training.registry import BUNDLE_HASH_TAG, CHAMPION
 
 logger = logging.getLogger("shoprec.serving")
 CURRENT = "current.json"
@@ -43,51 +55,99 @@ def one_line(error: BaseException, limit: int = 600) -> str:
 
 
 @dataclass(frozen=True)
+class RegisteredVersion:
+    """One registry version as the registry describes it: enough to tell it from any other
+    version that happens to carry the same number."""
+
+    name: str
+    version: str
+    run_id: str
+    source: str
+    bundle_sha256: str | None
+    """The content hash training recorded (None for versions registered before it did)."""
+    registry: str
+    """The tracking server (credentials hidden)."""
+
+    @classmethod
+    def from_mlflow(cls, name: str, found: Any, registry: str) -> RegisteredVersion:
+        return cls(name, str(found.version), found.run_id or "", found.source or "",
+                   (found.tags or {}).get(BUNDLE_HASH_TAG), safe_url(registry))
+
+    @property
+    def key(self) -> str:
+        """Short, stable identity of this version's content: the cache folder's suffix."""
+        identity = "|".join((self.registry, self.run_id, self.source, self.bundle_sha256 or ""))
+        return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """``<name>/v<version>``: what every response reports as model_version."""
+        return f"{self.name}/v{self.version}"
+
+
+@dataclass(frozen=True)
 class Loaded:
     bundle: Bundle
     version: str
     """``<name>/v<registry version>``: what every response reports as model_version."""
+    folder: Path
+    key: str = ""
+    """:attr:`RegisteredVersion.key` of the copy (empty for a copy read from ``current.json`` alone)."""
 
 
-class ChampionSource:
-    """Fetch, cache and load the champion bundle of one registered model."""
+class BundleCache:
+    """Fetch, verify, cache and load the registered versions of one model name."""
 
     def __init__(self, model_name: str = "shoprec", cache_dir: Path | None = None) -> None:
         self.model_name = model_name
         self.cache_dir = cache_dir or tracking.shoprec_home() / "serving-cache"
 
-    def champion_version(self) -> str:
-        """The registry version the alias points at now (RegistryError when unreachable or unset)."""
+    # ---- asking the registry -------------------------------------------------------------------
+    def champion(self) -> RegisteredVersion:
+        """The version the ``champion`` alias points at now (RegistryError when unreachable or unset)."""
+        return self._ask(lambda client: client.get_model_version_by_alias(self.model_name, CHAMPION),
+                         f"{self.model_name}@{CHAMPION}")
+
+    def version(self, version: str) -> RegisteredVersion:
+        """One numbered version (RegistryError when unreachable or unknown)."""
+        return self._ask(lambda client: client.get_model_version(self.model_name, version),
+                         f"{self.model_name}/v{version}")
+
+    def _ask(self, question: Any, what: str) -> RegisteredVersion:
         try:
             client = tracking.configure()
-            return str(client.get_model_version_by_alias(self.model_name, CHAMPION).version)
+            return RegisteredVersion.from_mlflow(self.model_name, question(client), tracking.tracking_uri())
         except Exception as error:  # noqa: BLE001 - whatever MLflow raises, the registry did not answer
-            raise RegistryError(f"registry: cannot read {self.model_name}@{CHAMPION}: {one_line(error)}") from error
+            raise RegistryError(f"registry: cannot read {what}: {one_line(error)}") from error
 
-    def fetch(self, version: str) -> Loaded:
-        """Load one registered version from the cache, else download it; then record it as current.
+    # ---- the cache ---------------------------------------------------------------------------------
+    def fetch(self, ref: RegisteredVersion, *, remember: bool = False) -> Loaded:
+        """Load ``ref`` from the cache, else download it; with ``remember`` record it as current.
 
         Raises RegistryError when the download fails and BundleError when the downloaded copy
-        fails its checksums; either way nothing in the cache or ``current.json`` changes.
+        fails its checksums or is not the content the registry recorded; either way nothing in
+        the cache or ``current.json`` changes.
         """
-        target = self.cache_dir / f"{self.model_name}-v{version}"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        target = self.cache_dir / f"{ref.name}-v{ref.version}-{ref.key}"
         bundle = None
         if (target / MANIFEST).is_file():
             try:
                 bundle = Bundle.load(target)
+                _check_content(target, ref)
             except BundleError as error:
-                logger.error("!!! CACHED BUNDLE CORRUPT (%s): discarding it and downloading %s/v%s again",
-                             error, self.model_name, version)
+                logger.error("!!! CACHED BUNDLE CORRUPT (%s): discarding it and downloading %s again", error, ref.label)
                 shutil.rmtree(target)
+                bundle = None
         if bundle is None:
-            bundle = self._download(version, target)
-        loaded = Loaded(bundle, f"{self.model_name}/v{version}")
-        tmp = self.cache_dir / f".{CURRENT}.{uuid.uuid4().hex}"
-        tmp.write_text(json.dumps({"version": version, "path": str(target)}))
-        os.replace(tmp, self.cache_dir / CURRENT)
-        return loaded
+            bundle = self._download(ref, target)
+        if remember:
+            tmp = self.cache_dir / f".{CURRENT}.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps({"version": ref.version, "path": str(target), "key": ref.key}))
+            os.replace(tmp, self.cache_dir / CURRENT)
+        return Loaded(bundle, ref.label, target, ref.key)
 
-    def _download(self, version: str, target: Path) -> Bundle:
+    def _download(self, ref: RegisteredVersion, target: Path) -> Bundle:
         """Download a version beside the cache and load it (which verifies it), then move it into place."""
         import mlflow
 
@@ -95,17 +155,16 @@ class ChampionSource:
         try:
             try:
                 tracking.configure()
-                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.model_name}/{version}",
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}",
                                                     dst_path=str(staging))
                 bundle_dir = next(staging.rglob(MANIFEST)).parent
             except Exception as error:  # noqa: BLE001 - a failed or empty download: the registry's fault
-                raise RegistryError(f"registry: cannot download {self.model_name}/v{version}: "
-                                    f"{one_line(error)}") from error
+                raise RegistryError(f"registry: cannot download {ref.label}: {one_line(error)}") from error
             try:
                 bundle = Bundle.load(bundle_dir)  # reads every file into memory, so the folder may move
+                _check_content(bundle_dir, ref)
             except BundleError as error:
-                logger.error("!!! DOWNLOAD REJECTED: %s/v%s from the registry fails verification (%s)",
-                             self.model_name, version, error)
+                logger.error("!!! DOWNLOAD REJECTED: %s from the registry fails verification (%s)", ref.label, error)
                 raise
             shutil.rmtree(target, ignore_errors=True)
             try:
@@ -118,8 +177,10 @@ class ChampionSource:
             shutil.rmtree(staging, ignore_errors=True)
 
     def load_cached(self) -> Loaded:
+        """The copy ``current.json`` names (verified on load), without asking the registry."""
         current = json.loads((self.cache_dir / CURRENT).read_text())
-        return Loaded(Bundle.load(Path(current["path"])), f"{self.model_name}/v{current['version']}")
+        folder = Path(current["path"])
+        return Loaded(Bundle.load(folder), f"{self.model_name}/v{current['version']}", folder, current.get("key", ""))
 
     def load_initial(self) -> Loaded:
         """The champion from the registry; the cached copy when the registry fails.
@@ -128,7 +189,7 @@ class ChampionSource:
         """
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
-            return self.fetch(self.champion_version())
+            return self.fetch(self.champion(), remember=True)
         except Exception as error:  # noqa: BLE001 - any registry failure means: use the cache
             if not (self.cache_dir / CURRENT).is_file():
                 raise RuntimeError(f"cannot load {self.model_name}@{CHAMPION} from {tracking.tracking_uri()} "
@@ -142,5 +203,12 @@ class ChampionSource:
                     f"serving nothing rather than an unverified model") from None
             what = "CHAMPION DOWNLOAD REJECTED" if isinstance(error, BundleError) else "REGISTRY UNREACHABLE"
             logger.error("!!! %s (%s): serving the CACHED bundle %s from %s; it may be older than the "
-                         "current champion", what, one_line(error), loaded.version, self.cache_dir)
+                         "current champion", what, one_line(error), loaded.version, loaded.folder)
             return loaded
+
+
+def _check_content(folder: Path, ref: RegisteredVersion) -> None:
+    """Refuse a copy whose manifest is not the one the registry recorded for this version."""
+    if ref.bundle_sha256 is not None and content_hash(folder) != ref.bundle_sha256:
+        raise BundleError(f"{folder}: not the content the registry recorded for {ref.label} "
+                          f"({BUNDLE_HASH_TAG} {ref.bundle_sha256[:12]}..., this copy {content_hash(folder)[:12]}...)")

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.sources import safe_url
+from serving.lifecycle import Loaded
 from serving.picks_sinks import PICKS_COLUMNS, PicksSink, open_sink
 from serving.recommender import PERSONAL, ShopRecommender
 from training.bundle import MANIFEST, Bundle
@@ -189,20 +190,22 @@ def resolve_model_uri(uri: str) -> ModelRef:
 def load_model(uri: str, cache_dir: Path | None = None) -> LoadedModel:
     """The bundle :func:`resolve_model_uri` points at, loaded (checksums verified on load).
 
-    Registry versions are downloaded once, through the service's :class:`ChampionSource`,
-    into their own cache (``SHOPREC_HOME/picks-cache``) so the batch never touches the
-    service's record of what it last served.
+    Registry versions come through the one bundle cache the service uses
+    (:class:`serving.lifecycle.BundleCache`, ``SHOPREC_HOME/serving-cache``), keyed by what the
+    registry says the version is, so a recreated registry's ``v1`` is never an older ``v1``.
+    The batch never touches the service's record of what it last served.
     """
     ref = resolve_model_uri(uri)
-    if ref.folder is not None:
-        bundle = Bundle.load(ref.folder)
-    else:
-        from serving.lifecycle import ChampionSource
-        from training import tracking
-
-        source = ChampionSource(ref.name or "", cache_dir or tracking.shoprec_home() / "picks-cache")
-        bundle = source.fetch(ref.registry_version or "").bundle
+    bundle = Bundle.load(ref.folder) if ref.folder is not None else registry_copy(ref, cache_dir).bundle
     return LoadedModel(**vars(ref), bundle=bundle)
+
+
+def registry_copy(ref: ModelRef, cache_dir: Path | None = None) -> Loaded:
+    """A registry model's verified local copy, from the shared cache (downloaded on first use)."""
+    from serving.lifecycle import BundleCache
+
+    cache = BundleCache(ref.name or "", cache_dir)
+    return cache.fetch(cache.version(ref.registry_version or ""))
 
 
 def find_bundle(path: Path, uri: str) -> Path:

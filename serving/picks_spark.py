@@ -2,8 +2,9 @@
 
 ``shoprec picks --engine spark`` runs here. The driver resolves the model once (an alias such
 as ``models:/shoprec@champion`` is pinned to the version it points at *now*, so an alias moved
-mid-job cannot mix two models), downloads the MLflow model, verifies the bundle's checksums
-and ships the bundle folder to the executors as a Spark archive
+mid-job cannot mix two models), takes its copy from the bundle cache the service and the local
+engine share (serving/lifecycle.py: downloaded once, keyed by what the registry says the
+version is), verifies the bundle's checksums and ships the bundle folder to the executors as a Spark archive
 (``spark.addArtifacts(..., archive=True)``: ``SparkContext.addArchive`` on classic Spark, an
 artifact upload under Spark Connect), which is how ``mlflow.pyfunc.spark_udf`` ships a model.
 Each executor's Python worker loads it once (``Bundle.load``, exactly what the pyfunc's
@@ -135,26 +136,20 @@ def _driver_tmp() -> Path:
 
 def ship_model(model: str, spark: SparkSession) -> ShippedModel:
     """Resolve the model once on the driver (the local engine's :func:`serving.picks.resolve_model_uri`:
-    an alias is pinned to its version now), download a registry version, verify the bundle and
-    add it as a Spark archive.
+    an alias is pinned to its version now), take a registry version from the shared bundle cache,
+    verify the bundle and add it as a Spark archive.
 
     The files stay on the driver until the interpreter exits: the DataFrames built on them
     are lazy, and executors fetch the archive only when a job runs.
     """
     import pyarrow.parquet as pq
 
-    from serving.picks import find_bundle, resolve_model_uri
+    from serving.picks import registry_copy, resolve_model_uri
     from training.bundle import verify
 
     resolved = resolve_model_uri(model)
     work = _driver_tmp()
-    if resolved.folder is None:
-        import mlflow
-
-        local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.pinned_uri, dst_path=str(work / "model"))
-        bundle_dir = find_bundle(Path(local), model)
-    else:
-        bundle_dir = resolved.folder
+    bundle_dir = resolved.folder if resolved.folder is not None else registry_copy(resolved).folder
     verify(bundle_dir)  # fail once, here, rather than on every executor
     # A unique name: Spark refuses a second, different archive under a name it already has.
     stem = "shoprec-bundle-" + "".join(c if c.isalnum() else "-" for c in resolved.version)[-60:]

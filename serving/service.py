@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
 from serving.guard import HttpGuard, quiet_client_errors
-from serving.lifecycle import ChampionSource, RegistryError
+from serving.lifecycle import BundleCache, Loaded, RegistryError
 from serving.live_events import LiveEvent, at_the_door
 from serving.recommender import NO_SESSION, LiveSession, Pick, ShopRecommender
 from serving.session_store import SessionStoreError, open_session_store
@@ -61,9 +61,9 @@ class ShoprecService:
 
     def __init__(self) -> None:
         threadpool_limits(1)  # one request = one small product; BLAS threads only add contention
-        self.source = ChampionSource(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
+        self.source = BundleCache(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
         loaded = self.source.load_initial()
-        self.recommender = ShopRecommender(loaded.bundle, loaded.version)
+        self.recommender, self.loaded_key = ShopRecommender(loaded.bundle, loaded.version), loaded.key
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
         logger.info("live sessions in %s; events logged to %s", self.sessions.description,
@@ -75,13 +75,15 @@ class ShoprecService:
         logger.info("serving %s", loaded.version)
 
     def reload(self, trigger: str) -> tuple[str, bool]:
-        """Swap to the registry's champion if it moved; one swap at a time."""
+        """Swap to the registry's champion if it moved (another version, or the same number with other
+        content: a recreated registry); one swap at a time."""
         with self._swap_lock:
-            version = self.source.champion_version()
-            if f"{self.source.model_name}/v{version}" == self.recommender.model_version:
+            champion = self.source.champion()
+            if champion.label == self.recommender.model_version and champion.key == self.loaded_key:
                 return self.recommender.model_version, False
-            loaded = self.source.fetch(version)
+            loaded: Loaded = self.source.fetch(champion, remember=True)
             self.recommender = ShopRecommender(loaded.bundle, loaded.version)  # the one atomic swap
+            self.loaded_key = loaded.key
             RELOADS.labels(trigger=trigger).inc()
             logger.warning("now serving %s (%s)", loaded.version, trigger)
             return loaded.version, True

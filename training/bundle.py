@@ -176,6 +176,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_hash(folder: Path) -> str:
+    """SHA-256 of the bundle's manifest: one value for the whole content, since the manifest
+    lists a SHA-256 per file. Training records it on the registered version; caches check it."""
+    return _sha256(folder / MANIFEST)
+
+
 def verify(folder: Path) -> None:
     """Refuse a bundle whose files are missing or differ from the manifest."""
     manifest_path = folder / MANIFEST

@@ -24,7 +24,7 @@ from features.loading import ShopData, load_shop
 from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
 from features.sources import is_sql_url, safe_url
 from training import plots, registry, tracking
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
 from training.models import MODELS, build_model
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
@@ -192,11 +192,13 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
             "baseline_metrics": test.loc[BASELINE].to_dict(), "tables_present": shop.report.present,
             "run_id": run.info.run_id, "config": config.model_dump(),
         }, propensity)
-        model_uri = log_bundle(bundle, bundle.save(Path(tmp) / "bundle"), _requirements())
+        bundle_dir = bundle.save(Path(tmp) / "bundle")
+        model_uri = log_bundle(bundle, bundle_dir, _requirements())
         result = TrainResult(run.info.run_id, chosen, test, validation, bundle)
         if register:
             result.model_version = registry.register(client, config.model_name, model_uri, key,
-                                                     float(test.loc[chosen, key]), float(test.loc[BASELINE, key]))
+                                                     float(test.loc[chosen, key]), float(test.loc[BASELINE, key]),
+                                                     content_hash(bundle_dir))
             result.gate = registry.gate(client, config.model_name, result.model_version, config.gate_tolerance)
             mlflow.set_tags({"shoprec.gate": "passed" if result.gate.passed else "rejected",
                              "shoprec.gate_reason": result.gate.reason})

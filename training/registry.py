@@ -15,6 +15,9 @@ from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG, BASELINE_TAG, PRIMARY_METRIC_TAG = "shoprec.metric", "shoprec.baseline", "shoprec.primary_metric"
+BUNDLE_HASH_TAG = "shoprec.bundle_sha256"
+"""The registered bundle's content hash (:func:`training.bundle.content_hash`): what makes a
+cached copy provably this version's, whatever its number (serving/lifecycle.py)."""
 
 
 @dataclass(frozen=True)
@@ -24,16 +27,18 @@ class GateDecision:
 
 
 def register(client: MlflowClient, name: str, model_uri: str, metric_name: str,
-             metric: float, baseline: float) -> str:
-    """Register the run's model, tag it with its metrics and point ``challenger`` at it."""
+             metric: float, baseline: float, bundle_sha256: str | None = None) -> str:
+    """Register the run's model, tag it with its metrics (and content hash) and point ``challenger`` at it."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="shoprec bundle: recommendations and propensity")
     # register_model resolves MLflow 3 logged-model URIs (models:/m-...) for file and server stores alike.
     version = mlflow.register_model(model_uri, name)
-    for key, value in ((PRIMARY_METRIC_TAG, metric_name), (METRIC_TAG, f"{metric:.6f}"),
-                       (BASELINE_TAG, f"{baseline:.6f}")):
+    tags = {PRIMARY_METRIC_TAG: metric_name, METRIC_TAG: f"{metric:.6f}", BASELINE_TAG: f"{baseline:.6f}"}
+    if bundle_sha256 is not None:
+        tags[BUNDLE_HASH_TAG] = bundle_sha256
+    for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)

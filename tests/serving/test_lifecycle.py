@@ -10,6 +10,9 @@ object level (its reload, poll and ``/admin/reload`` methods, no HTTP server).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,16 +20,20 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import pandas as pd
 import pytest
 from starlette.responses import JSONResponse
 
 import serving.service as service_module
-from serving.lifecycle import ChampionSource
+from features.sample import SampleShop
+from features.sources import write_tables
+from serving.lifecycle import BundleCache
 from serving.recommender import ShopRecommender
 from serving.service import ShoprecService
 from tests.serving.live_server import free_port
 from training import registry, tracking
 from training.bundle import MANIFEST, Bundle, BundleError, verify
+from training.pipeline import TrainConfig, run_training
 from training.pyfunc import log_bundle
 
 MODEL = "shoprec"
@@ -89,11 +96,12 @@ def stored_bundle(version: str) -> Path:
     return next(Path(location).rglob(MANIFEST)).parent
 
 
-def serving_from(source: ChampionSource) -> ShoprecService.inner:
+def serving_from(source: BundleCache) -> ShoprecService.inner:
     """The service object as a worker builds it, minus session store, event log and poll thread."""
     service = object.__new__(ShoprecService.inner)
     loaded = source.load_initial()
     service.source, service.recommender = source, ShopRecommender(loaded.bundle, loaded.version)
+    service.loaded_key = loaded.key
     service._swap_lock, service._stop = threading.Lock(), threading.Event()
     return service
 
@@ -109,6 +117,13 @@ def current(cache: Path) -> str:
     return json.loads((cache / "current.json").read_text())["version"]
 
 
+def copy_of(cache: Path, version: str) -> Path:
+    """The one cached copy of a version (folder ``shoprec-v<version>-<content key>``)."""
+    copies = sorted(cache.glob(f"{MODEL}-v{version}-*"))
+    assert len(copies) == 1, copies
+    return copies[0]
+
+
 def leftovers(cache: Path) -> list[str]:
     return [p.name for p in cache.iterdir() if p.name.startswith(".")]
 
@@ -118,13 +133,13 @@ def test_corrupt_cached_bundle_is_downloaded_again_when_the_registry_is_up(
         name: str, champion: Callable[[str], None], bundle: Bundle, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "cache"
-    assert ChampionSource(MODEL, cache).load_initial().version == "shoprec/v1"
-    cached = cache / "shoprec-v1"
+    assert BundleCache(MODEL, cache).load_initial().version == "shoprec/v1"
+    cached = copy_of(cache, "1")
     good = flip_byte(cached / name)
     with pytest.raises(BundleError):
         verify(cached)
 
-    loaded = ChampionSource(MODEL, cache).load_initial()  # a restarted worker, registry fine
+    loaded = BundleCache(MODEL, cache).load_initial()  # a restarted worker, registry fine
     assert loaded.version == "shoprec/v1"
     assert "!!! CACHED BUNDLE CORRUPT" in caplog.text and "downloading shoprec/v1 again" in caplog.text
     assert (cached / name).read_bytes() == good
@@ -138,28 +153,28 @@ def test_registry_down_and_a_corrupt_cache_refuses_to_start_in_one_line(
         champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "cache"
-    ChampionSource(MODEL, cache).load_initial()
-    flip_byte(cache / "shoprec-v1" / DATA_FILE)
+    BundleCache(MODEL, cache).load_initial()
+    flip_byte(copy_of(cache, "1") / DATA_FILE)
     registry_down(monkeypatch)
 
     with pytest.raises(RuntimeError) as refused:
-        ChampionSource(MODEL, cache).load_initial()
+        BundleCache(MODEL, cache).load_initial()
     message = str(refused.value)
     assert "\n" not in message and message.startswith("cannot start: shoprec@champion could not be loaded")
     assert "registry: cannot read shoprec@champion" in message and "Connection refused" in message
-    assert f"shoprec-v1: bundle file {DATA_FILE} fails its checksum" in message
+    assert f"{copy_of(cache, '1').name}: bundle file {DATA_FILE} fails its checksum" in message
     assert "REGISTRY UNREACHABLE" not in caplog.text  # it never claims to serve the cache
-    assert (cache / "shoprec-v1").is_dir()  # nothing to replace it with: left as evidence
+    assert copy_of(cache, "1").is_dir()  # nothing to replace it with: left as evidence
 
     registry_up(monkeypatch)  # the registry back: the next start heals the cache
-    assert ChampionSource(MODEL, cache).load_initial().version == "shoprec/v1"
-    verify(cache / "shoprec-v1")
+    assert BundleCache(MODEL, cache).load_initial().version == "shoprec/v1"
+    verify(copy_of(cache, "1"))
 
 
 def test_a_corrupted_download_is_rejected_and_the_old_model_keeps_serving(
         champion: Callable[[str], None], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "cache"
-    service = serving_from(ChampionSource(MODEL, cache))
+    service = serving_from(BundleCache(MODEL, cache))
     champion("2")
     stored = stored_bundle("2") / DATA_FILE
     good = flip_byte(stored)
@@ -173,13 +188,13 @@ def test_a_corrupted_download_is_rejected_and_the_old_model_keeps_serving(
             service.reload("poll")
         assert "!!! DOWNLOAD REJECTED: shoprec/v2" in caplog.text
         assert service.recommender.model_version == "shoprec/v1" and answers(service) == "shoprec/v1"
-        assert not (cache / "shoprec-v2").exists() and current(cache) == "1" and leftovers(cache) == []
+        assert not list(cache.glob("shoprec-v2*")) and current(cache) == "1" and leftovers(cache) == []
 
         with pytest.raises(RuntimeError, match="fails its checksum"):  # a first start with no cache
-            ChampionSource(MODEL, tmp_path / "empty").load_initial()
-        assert not (tmp_path / "empty" / "shoprec-v2").exists()
+            BundleCache(MODEL, tmp_path / "empty").load_initial()
+        assert not list((tmp_path / "empty").glob("shoprec-v2*"))
         caplog.clear()
-        restarted = ChampionSource(MODEL, cache).load_initial()  # a restart with the v1 cache
+        restarted = BundleCache(MODEL, cache).load_initial()  # a restart with the v1 cache
         assert restarted.version == "shoprec/v1" and "!!! CHAMPION DOWNLOAD REJECTED" in caplog.text
     finally:
         stored.write_bytes(good)
@@ -187,12 +202,12 @@ def test_a_corrupted_download_is_rejected_and_the_old_model_keeps_serving(
     reloaded = service.admin_reload()
     assert (reloaded.model_version, reloaded.changed) == ("shoprec/v2", True)
     assert answers(service) == "shoprec/v2" and current(cache) == "2"
-    verify(cache / "shoprec-v2")
+    verify(copy_of(cache, "2"))
 
 
 def test_registry_down_during_an_admin_reload_is_a_503_naming_it(
         champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    service = serving_from(ChampionSource(MODEL, tmp_path / "cache"))
+    service = serving_from(BundleCache(MODEL, tmp_path / "cache"))
     champion("2")
     registry_down(monkeypatch)
 
@@ -213,7 +228,7 @@ def test_registry_down_during_an_admin_reload_is_a_503_naming_it(
 def test_registry_down_during_polls_keeps_serving_and_the_next_tick_retries(
         champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    service = serving_from(ChampionSource(MODEL, tmp_path / "cache"))
+    service = serving_from(BundleCache(MODEL, tmp_path / "cache"))
     champion("2")
     registry_down(monkeypatch)
     monkeypatch.setattr(service_module, "POLL_SECONDS", 0.05)
@@ -242,3 +257,41 @@ def test_registry_down_during_polls_keeps_serving_and_the_next_tick_retries(
         service._stop.set()
         poller.join(10)
     assert not poller.is_alive()
+
+
+def test_a_recreated_registry_never_serves_an_older_v1_from_the_cache(sample_shop: SampleShop, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three registries in turn (fresh SQLite databases, each ``MLFLOW_TRACKING_URI``) sharing
+    one SHOPREC_HOME, trained with ALS, then EASE, then co-occurrence: each is v1 and the
+    champion. The service and ``shoprec picks --model models:/shoprec/1`` must answer from each
+    one's own bundle, never from the copy the first left in the shared cache."""
+    data, home = str(tmp_path / "shop"), tmp_path / "home"
+    write_tables(sample_shop.tables, data, "parquet")
+    monkeypatch.setenv("SHOPREC_HOME", str(home))
+    customers = [str(c) for c in sample_shop.tables["orders"]["customer_id"].drop_duplicates()[:40]]
+    picks_by_family, keys = {}, set()
+    for family in ("als", "ease", "cooccurrence"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / f'registry-{family}' / 'mlflow.db'}")
+        (tmp_path / f"registry-{family}").mkdir()
+        trained = run_training(data, TrainConfig(families=[family], propensity={"enabled": False}))
+        assert trained.model_version == "1" and trained.gate is not None and trained.gate.passed
+        expected = ShopRecommender(trained.bundle, "shoprec/v1").email_picks(customers, 5)
+
+        service = serving_from(BundleCache(MODEL))  # the service's champion, through the shared cache
+        assert service.recommender.bundle.primary_family == family
+        served = service.email_picks(customer_ids=customers, k=5)
+        assert [[i.item_id for i in p.items] for p in served.picks] == [[i.item_id for i in p.items] for p in expected]
+
+        out = tmp_path / f"picks-{family}.csv"
+        batch = subprocess.run([str(Path(sys.executable).with_name("shoprec")), "picks", "--model", "models:/shoprec/1",
+                                "--out", str(out), "--k", "5", "--no-track"], capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+        assert batch.returncode == 0, batch.stderr
+        frame = pd.read_csv(out, dtype={"customer_id": str, "item_id": str})
+        mine = frame[frame["customer_id"].isin(customers)]
+        assert mine.groupby("customer_id", sort=False)["item_id"].apply(list).to_dict() == \
+            {p.customer_id: [i.item_id for i in p.items] for p in expected}
+        picks_by_family[family] = frame.to_csv(index=False)
+        keys.add(service.loaded_key)
+    assert len(set(picks_by_family.values())) == 3 and len(keys) == 3
+    assert len(list((home / "serving-cache").glob("shoprec-v1-*"))) == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -284,8 +285,9 @@ def test_champion_swap_under_concurrent_requests(server: Server) -> None:
     assert all(status == 200 for status, _ in results)
     assert {v for _, v in results} <= {"shoprec/v1", "shoprec/v2"}
     assert after[-1][1] == "shoprec/v2"
-    assert (server.home / "serving-cache" / "shoprec-v2").is_dir()
-    assert pd.notna(json.loads((server.home / "serving-cache" / "current.json").read_text())["version"])
+    current = json.loads((server.home / "serving-cache" / "current.json").read_text())
+    assert current["version"] == "2" and Path(current["path"]).name.startswith("shoprec-v2-")
+    assert Path(current["path"]).is_dir()
 
 
 def test_propensity_is_a_503_naming_the_reason_when_the_champion_has_none(server: Server) -> None:
@@ -304,10 +306,10 @@ def test_propensity_is_a_503_naming_the_reason_when_the_champion_has_none(server
 
 def test_registry_down_starts_from_the_cached_bundle(server: Server, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    from serving.lifecycle import ChampionSource
+    from serving.lifecycle import BundleCache
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    source = ChampionSource("shoprec", server.home / "serving-cache")
+    source = BundleCache("shoprec", server.home / "serving-cache")
     loaded = source.load_initial()
     assert loaded.version.startswith("shoprec/v") and len(loaded.bundle.items) > 0
     assert "REGISTRY UNREACHABLE" in caplog.text
