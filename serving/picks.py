@@ -36,13 +36,12 @@ DEFAULT_BLOCK = 4096
 """Customers per :func:`score_block` call in the local loop (scoring sub-blocks them further)."""
 EXPERIMENT = "shoprec-picks"
 PRICE_QUANTILES = (0.2, 0.4, 0.6, 0.8)
-PICKS_DTYPES = {"customer_id": object, "rank": np.int64, "item_id": object, "score": np.float64,
-                "reason": object, "send": bool, "open_propensity": np.float64, "model_version": object}
 
 
 def score_block(recommender: ShopRecommender, customer_ids: Sequence[str], k: int) -> pd.DataFrame:
     """Email picks for ``customer_ids`` as one row per customer and rank:
-    ``customer_id, rank, item_id, score, reason, send, open_propensity, model_version``.
+    ``customer_id, canonical_id, rank, item_id, score, reason, send, open_propensity, model_version``
+    (``canonical_id``: the id it was scored as, an alias resolved).
 
     Rows follow the order of ``customer_ids``, ranks run 1..n per customer. Unknown ids get
     fallback picks (as the endpoint gives them); a customer gets no row only when nothing at
@@ -55,6 +54,7 @@ def score_block(recommender: ShopRecommender, customer_ids: Sequence[str], k: in
     width = block.items.shape[1]
     return pd.DataFrame({
         "customer_id": np.repeat(block.customer_ids, per_customer),
+        "canonical_id": np.repeat(block.canonical_ids, per_customer),
         "rank": np.tile(np.arange(1, width + 1, dtype=np.int64), len(block.customer_ids))[flat],
         "item_id": recommender.item_ids[block.items.ravel()[flat]],
         "score": block.scores.ravel()[flat],
@@ -248,6 +248,8 @@ class PicksSummary:
     """Not in the bundle at all: fallbacks only."""
     cold_customers: int = 0
     """In the bundle without history: fallbacks only."""
+    alias_customers: int = 0
+    """Listed under a merged duplicate id (customer_aliases): scored as their canonical id."""
     picks: int = 0
     rows_written: int = 0
     item_picks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -255,11 +257,7 @@ class PicksSummary:
 
     def update(self, recommender: ShopRecommender, customer_ids: Sequence[str], frame: pd.DataFrame) -> None:
         """Add one scored block (``frame`` as :func:`score_block` returns it for ``customer_ids``)."""
-        ids = np.asarray(customer_ids, dtype=object)
-        raw = recommender.bundle.customers.to_index(ids, unknown="mark")
-        self.customers += len(ids)
-        self.unknown_customers += int((raw < 0).sum())
-        self.cold_customers += int((~recommender.has_history[raw[raw >= 0]]).sum())
+        self.add_customers(recommender, customer_ids)
         if not len(frame):
             return
         rank = frame["rank"].to_numpy()
@@ -267,7 +265,7 @@ class PicksSummary:
         counts = np.diff(np.append(starts, len(frame)))
         not_personal = frame["reason"].to_numpy() != PERSONAL
         self.customers_with_picks += len(starts)
-        self.short_customers += int((counts < self.k).sum()) + len(ids) - len(starts)
+        self.short_customers += int((counts < self.k).sum()) + len(customer_ids) - len(starts)
         self.sent += int(frame["send"].to_numpy()[starts].sum())
         self.fallback_customers += int(np.logical_or.reduceat(not_personal, starts).sum())
         self.picks += len(frame)
@@ -279,11 +277,21 @@ class PicksSummary:
         for reason, count in frame["reason"].value_counts(sort=False).items():
             self.reasons[reason] = self.reasons.get(reason, 0) + int(count)
 
+    def add_customers(self, recommender: ShopRecommender, customer_ids: Sequence[str] | np.ndarray) -> None:
+        """Count the scored ids: all, unknown, known without history, given as an alias."""
+        ids = np.asarray(customer_ids, dtype=object)
+        canonical = recommender.bundle.canonical_ids(ids)
+        raw = recommender.bundle.customers.to_index(canonical, unknown="mark")
+        self.customers += len(ids)
+        self.unknown_customers += int((raw < 0).sum())
+        self.cold_customers += int((~recommender.has_history[raw[raw >= 0]]).sum())
+        self.alias_customers += int((canonical != ids).sum())
+
     def merge(self, other: PicksSummary) -> PicksSummary:
         """The sum of two partial summaries (one per Spark partition, say)."""
         merged = PicksSummary(self.k, reasons=dict(self.reasons))
         for name in ("customers", "customers_with_picks", "short_customers", "sent", "fallback_customers",
-                     "unknown_customers", "cold_customers", "picks", "rows_written"):
+                     "unknown_customers", "cold_customers", "alias_customers", "picks", "rows_written"):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         for reason, count in other.reasons.items():
             merged.reasons[reason] = merged.reasons.get(reason, 0) + count
@@ -306,7 +314,8 @@ class PicksSummary:
             "short_customers": self.short_customers, "sent": self.sent,
             "sent_share": self.sent / max(self.customers, 1),
             "fallback_customers": self.fallback_customers, "unknown_customers": self.unknown_customers,
-            "cold_customers": self.cold_customers, "picks": self.picks, "rows_written": self.rows_written,
+            "cold_customers": self.cold_customers, "alias_customers": self.alias_customers,
+            "picks": self.picks, "rows_written": self.rows_written,
             "reasons": _reason_groups(self.reasons),
             "price_bands": {label: int(n) for label, n in zip(labels, by_band, strict=True)},
             "categories": dict(categories),
@@ -474,7 +483,8 @@ def finish_picks_run(run: Any, model: ModelRef, result: dict[str, Any]) -> str:
     mlflow.log_metrics({
         "customers": result["customers"], "sent": result["sent"], "sent_share": result["sent_share"],
         "fallback_customers": result["fallback_customers"], "unknown_customers": result["unknown_customers"],
-        "cold_customers": result["cold_customers"], "short_customers": result["short_customers"],
+        "cold_customers": result["cold_customers"], "alias_customers": result["alias_customers"],
+        "short_customers": result["short_customers"],
         "rows_written": result["rows_written"], "duplicate_ids_dropped": result["input"]["duplicate_ids_dropped"],
         "empty_ids_skipped": result["input"]["empty_ids_skipped"], "seconds": result["seconds"],
         "customers_per_s": result["customers_per_s"]})
@@ -544,6 +554,7 @@ def render_summary(result: JobResult, top: int = 8) -> Any:
             ("with fallback picks", f"{s['fallback_customers']:,}"),
             ("unknown ids (fallbacks only)", f"{s['unknown_customers']:,}"),
             ("known, no history (fallbacks only)", f"{s['cold_customers']:,}"),
+            ("alias ids (scored as their canonical id)", f"{s['alias_customers']:,}"),
             ("fewer than k picks", f"{s['short_customers']:,}"),
             ("duplicate ids dropped", f"{inputs['duplicate_ids_dropped']:,}"),
             ("empty ids skipped", f"{inputs['empty_ids_skipped']:,}"),

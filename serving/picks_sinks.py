@@ -39,16 +39,21 @@ import sqlalchemy as sa
 from features.sources import safe_url
 
 PICKS_SCHEMA = pa.schema([
-    ("customer_id", pa.string()),
-    ("rank", pa.int32()),
-    ("item_id", pa.string()),
+    pa.field("customer_id", pa.string(), nullable=False),
+    ("canonical_id", pa.string()),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("item_id", pa.string(), nullable=False),
     ("score", pa.float64()),
     ("reason", pa.string()),
     ("send", pa.bool_()),
     ("open_propensity", pa.float64()),
     ("model_version", pa.string()),
 ])
+"""The one declaration of the picks output: every sink, the Spark engine's DDL and dtypes derive from it.
+``customer_id`` is the id as listed, ``canonical_id`` the id it was scored as (an alias resolved)."""
 PICKS_COLUMNS = PICKS_SCHEMA.names
+_SQL_TYPES = {pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53),
+              pa.bool_(): sa.Boolean}
 FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DEFAULT_TABLE = "email_picks"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
@@ -164,12 +169,8 @@ class SqlSink(PicksSink):
         if self.engine.dialect.name == "sqlite":
             _transactional_sqlite_ddl(self.engine)
         self._meta = sa.MetaData()
-        self._staging = sa.Table(
-            self.staging, self._meta,
-            sa.Column("customer_id", sa.Text, nullable=False), sa.Column("rank", sa.Integer, nullable=False),
-            sa.Column("item_id", sa.Text, nullable=False), sa.Column("score", sa.Float(precision=53)),
-            sa.Column("reason", sa.Text), sa.Column("send", sa.Boolean), sa.Column("open_propensity", sa.Float(53)),
-            sa.Column("model_version", sa.Text))
+        self._staging = sa.Table(self.staging, self._meta, *(
+            sa.Column(f.name, _SQL_TYPES[f.type](), nullable=f.nullable) for f in PICKS_SCHEMA))
         self._created = False
         self._copy = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 

@@ -37,6 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+from serving.picks_sinks import PICKS_SCHEMA as SINK_SCHEMA
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession
@@ -47,10 +50,10 @@ if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
 logger = logging.getLogger("shoprec.picks.spark")
 
 # The local engine's output schema (serving/picks_sinks.py PICKS_SCHEMA), as Spark DDL and pandas dtypes.
-PICKS_SCHEMA = ("customer_id string, rank int, item_id string, score double, reason string, "
-                "send boolean, open_propensity double, model_version string")
-PICKS_DTYPES = {"customer_id": "str", "rank": "int32", "item_id": "str", "score": "float64",
-                "reason": "str", "send": "bool", "open_propensity": "float64", "model_version": "str"}
+_SPARK_TYPES = {pa.string(): ("string", "str"), pa.int32(): ("int", "int32"), pa.float64(): ("double", "float64"),
+                pa.bool_(): ("boolean", "bool")}
+PICKS_SCHEMA = ", ".join(f"{f.name} {_SPARK_TYPES[f.type][0]}" for f in SINK_SCHEMA)
+PICKS_DTYPES = {f.name: _SPARK_TYPES[f.type][1] for f in SINK_SCHEMA}
 DEFAULT_LOCAL_MASTER = "local[2]"
 DEFAULT_BLOCK = 1024
 """Customers per ``score_block`` call on an executor (scoring sub-blocks further by BLOCK_ROWS)."""
@@ -358,10 +361,6 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
     from serving.picks import PicksSummary
     from serving.recommender import PERSONAL
 
-    if ids is None:
-        raw = np.arange(len(recommender.bundle.customers))
-    else:
-        raw = recommender.bundle.customers.to_index(np.asarray(ids, dtype=object), unknown="mark")
     per_customer = picks.groupBy("customer_id").agg(
         F.count(F.lit(1)).alias("n"),
         F.max(F.when(F.col("rank") == 1, F.col("send").cast("int"))).alias("send"),
@@ -371,9 +370,7 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
         F.sum("send").alias("sent"), F.sum("fallback").alias("fallback"), F.sum("n").alias("picks"),
         F.sum(F.col("n") * F.col("send")).alias("sent_rows")).first()
     summary = PicksSummary(k)
-    summary.customers = len(raw)
-    summary.unknown_customers = int((raw < 0).sum())
-    summary.cold_customers = int((~recommender.has_history[raw[raw >= 0]]).sum())
+    summary.add_customers(recommender, recommender.bundle.customers.external_ids if ids is None else ids)
     summary.customers_with_picks = int(totals["with_picks"] or 0)
     summary.short_customers = int(totals["short"] or 0) + summary.customers - summary.customers_with_picks
     summary.sent = int(totals["sent"] or 0)

@@ -85,6 +85,7 @@ NO_SESSION = LiveSession(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float
 @dataclass(frozen=True)
 class EmailPick:
     customer_id: str
+    canonical_id: str
     customer_known: bool
     send: bool
     open_propensity: float
@@ -101,6 +102,8 @@ class EmailPicksBlock:
 
     customer_ids: np.ndarray
     """External ids as given (object array, one per row)."""
+    canonical_ids: np.ndarray
+    """The id each was scored as: the canonical id for a merged duplicate (alias), else as given."""
     customer_known: np.ndarray
     """Known with history: scored by the model (otherwise fallbacks only)."""
     in_bundle: np.ndarray
@@ -277,7 +280,7 @@ class ShopRecommender:
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
         """Internal indices; -1 for unknown ids and for known ids without any history (cold)."""
-        idx = self.bundle.customers.to_index(np.asarray(customer_ids, dtype=object), unknown="mark")
+        idx = self.bundle.customer_index(np.asarray(customer_ids, dtype=object))
         idx[idx >= 0] = np.where(self.has_history[idx[idx >= 0]], idx[idx >= 0], -1)
         return idx
 
@@ -459,7 +462,8 @@ class ShopRecommender:
             picks = [Pick(self.item_ids[i], float(score), reason) for i, score, reason in
                      zip(block.items[row, :n].tolist(), block.scores[row, :n].tolist(),
                          block.reasons[row, :n].tolist(), strict=True)]
-            out.append(EmailPick(cid, bool(block.customer_known[row]), bool(block.send[row]),
+            out.append(EmailPick(cid, str(block.canonical_ids[row]), bool(block.customer_known[row]),
+                                 bool(block.send[row]),
                                  float(block.open_propensity[row]), picks))
         return out
 
@@ -476,7 +480,8 @@ class ShopRecommender:
         """
         ids = np.array([str(c) for c in customer_ids], dtype=object)
         n, k = len(ids), max(int(k), 0)
-        raw_idx = self.bundle.customers.to_index(ids, unknown="mark")
+        canonical = self.bundle.canonical_ids(ids)
+        raw_idx = self.bundle.customers.to_index(canonical, unknown="mark")
         idx = raw_idx.copy()  # as _customer_index: -1 for unknown ids and for known ids without history
         in_bundle = raw_idx >= 0
         idx[in_bundle] = np.where(self.has_history[raw_idx[in_bundle]], raw_idx[in_bundle], -1)
@@ -514,7 +519,7 @@ class ShopRecommender:
         send = ((propensities >= self.config.send_min_open_propensity)
                 & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share)
                 & ~(in_bundle & self.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
-        return EmailPicksBlock(ids, idx >= 0, in_bundle, send, propensities.astype(np.float64),
+        return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send, propensities.astype(np.float64),
                                items, scores, reasons, n_picks, n_personal)
 
     def _personal_top_k(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -578,7 +583,7 @@ class ShopRecommender:
     def price_band(self, customer_id: str, session: LiveSession = NO_SESSION) -> PriceBand:
         """The customer's own band; else the prices of what the live session touched; else
         their segment's median band; else the catalogue's middle."""
-        idx = self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0]
+        idx = self.bundle.customer_index(np.array([customer_id], dtype=object))[0]
         if idx >= 0 and np.isfinite(self.band_lo[idx]) and np.isfinite(self.band_hi[idx]):
             return PriceBand(float(self.band_lo[idx]), float(self.band_hi[idx]), "customer")
         touched = self.price[session.item_idx]
@@ -614,7 +619,7 @@ class ShopRecommender:
         if personal is not None:
             scores, reason = personal
             picks = self._personal(scores, inside, k, taken, reason)
-        raw = int(self.bundle.customers.to_index(np.array([customer_id], dtype=object), unknown="mark")[0])
+        raw = int(self.bundle.customer_index(np.array([customer_id], dtype=object))[0])
         picks = self._fill(picks, taken, inside, k, [self._fallback_scores(raw)])
         return Offers(bool(idx[0] >= 0), band, picks, unknown_category, len(session))
 

@@ -163,6 +163,10 @@ class ItemOut(BaseModel):
 
 class CrossSellResponse(BaseModel):
     model_version: str
+    customer_id: str | None = Field(description="As sent.")
+    canonical_id: str | None = Field(description="The id the answer was computed for: the canonical id when "
+                                                 "customer_id is a merged duplicate (customer_aliases), else "
+                                                 "customer_id itself; null without a customer_id.")
     customer_known: bool = Field(description="False: unknown id or no history, so fallbacks were used.")
     session_items: int = Field(description="Distinct known items of the live session that were used.")
     unknown_items: list[str]
@@ -171,6 +175,8 @@ class CrossSellResponse(BaseModel):
 
 class EmailPickOut(BaseModel):
     customer_id: str
+    canonical_id: str = Field(description="The id the picks were computed for: the canonical id when customer_id "
+                                          "is a merged duplicate (customer_aliases), else customer_id itself.")
     customer_known: bool
     send: bool
     open_propensity: float
@@ -191,6 +197,10 @@ class BandOut(BaseModel):
 
 class OffersResponse(BaseModel):
     model_version: str
+    customer_id: str = Field(description="As sent.")
+    canonical_id: str | None = Field(description="The id the answer was computed for: the canonical id when "
+                                                 "customer_id is a merged duplicate (customer_aliases), else "
+                                                 "customer_id itself; null without a customer_id.")
     customer_known: bool
     session_items: int = Field(description="Distinct known items of the live session that were used.")
     unknown_category: bool
@@ -201,6 +211,9 @@ class OffersResponse(BaseModel):
 class PropensityResponse(BaseModel):
     model_version: str
     customer_id: str | None
+    canonical_id: str | None = Field(description="The id the answer was computed for: the canonical id when "
+                                                 "customer_id is a merged duplicate (customer_aliases), else "
+                                                 "customer_id itself; null without a customer_id.")
     customer_known: bool = Field(description="False: unknown id or no history; the probability is the "
                                              "model's answer for a customer without history.")
     customer_propensity: float | None = Field(description="P(buys within the horizon set at training); "

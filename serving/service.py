@@ -9,6 +9,7 @@ and then replaces one reference, so a request sees either the old model or the n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -38,6 +39,10 @@ FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
 UNKNOWN_IDS = bentoml.metrics.Counter(name="shoprec_unknown_ids_total",
                                       documentation="Ids in requests that the model does not know.",
                                       labelnames=["endpoint", "kind"])
+ALIAS_IDS = bentoml.metrics.Counter(name="shoprec_alias_ids_total",
+                                    documentation="Customer ids in requests that are merged duplicates (aliases), "
+                                                  "answered as their canonical id.",
+                                    labelnames=["endpoint"])
 RELOADS = bentoml.metrics.Counter(name="shoprec_model_reloads_total",
                                   documentation="Champion swaps, by trigger.", labelnames=["trigger"])
 EVENTS = bentoml.metrics.Counter(name="shoprec_events_total",
@@ -114,6 +119,15 @@ class ShoprecService:
             return self.recommender.recently_viewed(self.sessions.recent_items(customer_id)), []
         return NO_SESSION, []
 
+    def _canonical(self, endpoint: str, customer_id: str | None) -> str | None:
+        """The id training merged ``customer_id`` into (itself unless it is an alias), counted."""
+        if customer_id is None:
+            return None
+        canonical = str(self.recommender.bundle.canonical_ids([customer_id])[0])
+        if canonical != customer_id:
+            ALIAS_IDS.labels(endpoint=endpoint).inc()
+        return canonical
+
     def _unavailable(self, what: str) -> JSONResponse:
         """A 503 in the one error shape (BentoML would hide the message of a raised 5xx)."""
         return JSONResponse(schemas.ErrorResponse(error=what).model_dump(), status_code=503)
@@ -131,8 +145,15 @@ class ShoprecService:
             self.event_log.append(batch)
         except (EventLogError, OSError) as error:
             return self._unavailable(f"event log: {error}; nothing was acknowledged, retry")  # type: ignore[return-value]
+        # The log keeps the ids as sent (training merges aliases itself); the session store
+        # follows the canonical id, so a later request under either id finds the visit.
+        canonical = self.recommender.bundle.canonical_ids([e.customer_id or "" for e in batch])
+        stored = [dataclasses.replace(e, customer_id=str(c)) if e.customer_id is not None and c != e.customer_id
+                  else e for e, c in zip(batch, canonical, strict=True)]
+        if aliased := sum(s is not e for s, e in zip(stored, batch, strict=True)):
+            ALIAS_IDS.labels(endpoint="events").inc(aliased)
         try:
-            self.sessions.add(batch)
+            self.sessions.add(stored)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error} (the events are logged; retrying logs them again)")
         items = [e.item_id for e in batch if e.item_id is not None]
@@ -152,15 +173,17 @@ class ShoprecService:
         """Items that go with the cart (and the session); never in the cart, out of stock or a
         recently bought durable."""
         rec = self.recommender
+        canonical = self._canonical("cross_sell", customer_id)
         try:
-            session, _ = self._session(session_id, customer_id)
+            session, _ = self._session(session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
-        answer = rec.cross_sell(cart, customer_id, k, session)
+        answer = rec.cross_sell(cart, canonical, k, session)
         if answer.unknown_items:
             UNKNOWN_IDS.labels(endpoint="cross_sell", kind="item").inc(len(answer.unknown_items))
         _count_fallbacks("cross_sell", answer.customer_known or customer_id is None, answer.items)
-        return schemas.CrossSellResponse(model_version=rec.model_version, customer_known=answer.customer_known,
+        return schemas.CrossSellResponse(model_version=rec.model_version, customer_id=customer_id,
+                                         canonical_id=canonical, customer_known=answer.customer_known,
                                          session_items=answer.session_items, unknown_items=answer.unknown_items,
                                          items=_items(answer.items))
 
@@ -171,8 +194,11 @@ class ShoprecService:
         picks = rec.email_picks(customer_ids, k)
         for pick in picks:
             _count_fallbacks("email_picks", pick.customer_known, pick.items)
+        if aliases := sum(p.canonical_id != p.customer_id for p in picks):
+            ALIAS_IDS.labels(endpoint="email_picks").inc(aliases)
         return schemas.EmailPicksResponse(model_version=rec.model_version, picks=[
-            schemas.EmailPickOut(customer_id=p.customer_id, customer_known=p.customer_known, send=p.send,
+            schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
+                                 customer_known=p.customer_known, send=p.send,
                                  open_propensity=p.open_propensity, items=_items(p.items)) for p in picks])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
@@ -180,17 +206,19 @@ class ShoprecService:
                category: str | None = None) -> schemas.OffersResponse:
         """Personal items inside the customer's price band, with the band and where it came from."""
         rec = self.recommender
+        canonical = self._canonical("offers", customer_id) or customer_id
         try:
-            session, _ = self._session(session_id, customer_id)
+            session, _ = self._session(session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
-        answer = rec.offers(customer_id, k, category, session)
+        answer = rec.offers(canonical, k, category, session)
         _count_fallbacks("offers", answer.customer_known, answer.items)
         if answer.unknown_category:
             UNKNOWN_IDS.labels(endpoint="offers", kind="category").inc()
         band = answer.band
         return schemas.OffersResponse(
-            model_version=rec.model_version, customer_known=answer.customer_known,
+            model_version=rec.model_version, customer_id=customer_id, canonical_id=canonical,
+            customer_known=answer.customer_known,
             session_items=answer.session_items, unknown_category=answer.unknown_category, items=_items(answer.items),
             band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
 
@@ -207,15 +235,17 @@ class ShoprecService:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         received = datetime.now(UTC)
         events = stored + [{**e.model_dump(), "ts": at_the_door(e.ts, received)[0]} for e in session_events or []]
+        canonical = self._canonical("propensity", customer_id)
         try:
-            answer = rec.propensity(customer_id, events)
+            answer = rec.propensity(canonical, events)
         except PropensityUnavailable as missing:
             return self._unavailable(  # type: ignore[return-value]
                 f"{missing.target} propensity: {missing.reason} ({rec.model_version})")
         if customer_id is not None and not answer.customer_known:
             UNKNOWN_IDS.labels(endpoint="propensity", kind="customer").inc()
         return schemas.PropensityResponse(
-            model_version=rec.model_version, customer_id=customer_id, customer_known=answer.customer_known,
+            model_version=rec.model_version, customer_id=customer_id, canonical_id=canonical,
+            customer_known=answer.customer_known,
             customer_propensity=answer.customer, session_propensity=answer.session,
             session_events_used=answer.session_events_used)
 

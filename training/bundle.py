@@ -27,7 +27,9 @@ from training.rules import durable_exclusions, out_of_stock_mask
 
 MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
-RECOMMENDATION_COLUMNS = ["customer_id", "rank", "item_id", "score", "reason"]
+RECOMMENDATION_COLUMNS = ["customer_id", "canonical_id", "rank", "item_id", "score", "reason"]
+ALIASES = "customer_aliases"
+"""The profile (``alias_id, customer_id``) mapping each merged duplicate id to its canonical id."""
 
 
 class BundleError(ValueError):
@@ -53,6 +55,13 @@ class Bundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
     propensity: PropensitySet | None = None
+
+    def __post_init__(self) -> None:
+        aliases = self.profiles.get(ALIASES)
+        if aliases is None or not len(aliases):
+            aliases = pd.DataFrame({"alias_id": pd.Series(dtype=object), "customer_id": pd.Series(dtype=object)})
+        self._alias_index = pd.Index(aliases["alias_id"].astype(str).to_numpy(dtype=object), dtype=object)
+        self._alias_target = aliases["customer_id"].astype(str).to_numpy(dtype=object)
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any],
@@ -104,19 +113,37 @@ class Bundle:
             propensity=PropensitySet.load(folder / "propensity") if (folder / "propensity").is_dir() else None,
         )
 
+    # ---- ids -------------------------------------------------------------------------------
+    def canonical_ids(self, customer_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """The id each customer is known by after training merged duplicates (``customer_aliases``):
+        an alias becomes its canonical id, every other id stays as given. A shop's front end
+        knows the id it has, not the merged one, so every entry resolves ids through here."""
+        ids = np.asarray(customer_ids, dtype=object)
+        if not len(self._alias_index) or not len(ids):
+            return ids.copy()
+        position = self._alias_index.get_indexer(pd.Index(ids, dtype=object))
+        out = ids.copy()
+        out[position >= 0] = self._alias_target[position[position >= 0]]
+        return out
+
+    def customer_index(self, customer_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Internal indices of customers given by any of their ids (aliases resolved); -1 if unknown."""
+        return self.customers.to_index(self.canonical_ids(customer_ids), unknown="mark")
+
     # ---- answering -----------------------------------------------------------------------
     @property
     def primary_family(self) -> str:
         return self.models[PRIMARY].family
 
     def recommend(self, customer_ids: Sequence[str], k: int) -> pd.DataFrame:
-        """Top k per customer as ``customer_id, rank, item_id, score, reason``.
+        """Top k per customer as ``customer_id, canonical_id, rank, item_id, score, reason``
+        (``customer_id`` as given, ``canonical_id`` the merged id it was scored as).
 
         Known customers get the primary model with durables they bought and out-of-stock
         items removed; unknown customers get the in-stock popularity list.
         """
         ids = np.asarray([str(c) for c in customer_ids], dtype=object)
-        idx = self.customers.to_index(ids, unknown="mark")
+        idx = self.customer_index(ids)
         known = idx >= 0
         parts = []
         if known.any():
@@ -130,9 +157,12 @@ class Bundle:
             n = int((~known).sum())
             parts.append(self._frame(ids[~known], np.repeat(items, n, axis=0), np.repeat(top, n, axis=0),
                                      "popular"))
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECOMMENDATION_COLUMNS)
+        frame = (pd.concat(parts, ignore_index=True) if parts else
+                 pd.DataFrame(columns=[c for c in RECOMMENDATION_COLUMNS if c != "canonical_id"]))
         order = pd.Series(pd.Categorical(frame["customer_id"], categories=pd.unique(ids)))
-        return frame.iloc[np.lexsort((frame["rank"].to_numpy(), order.cat.codes.to_numpy()))].reset_index(drop=True)
+        frame = frame.iloc[np.lexsort((frame["rank"].to_numpy(), order.cat.codes.to_numpy()))].reset_index(drop=True)
+        frame.insert(1, "canonical_id", self.canonical_ids(frame["customer_id"].to_numpy(dtype=object)))
+        return frame
 
     # ---- propensity -----------------------------------------------------------------------
     def _propensity(self, target: str) -> PropensitySet:
@@ -141,12 +171,17 @@ class Bundle:
         return self.propensity
 
     def customer_propensity(self, customer_ids: Sequence[str]) -> pd.DataFrame:
-        """P(buys within the horizon) as ``customer_id, probability, known``; raises PropensityUnavailable."""
-        return self._propensity("customer").customers("customer", customer_ids)
+        """P(buys within the horizon) as ``customer_id, probability, known`` (ids as given, scored
+        by their canonical id); raises PropensityUnavailable."""
+        return self._customer_model("customer", customer_ids)
 
     def email_open_propensity(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """P(opens the next email) as ``customer_id, probability, known``; raises PropensityUnavailable."""
-        return self._propensity("email").customers("email", customer_ids)
+        return self._customer_model("email", customer_ids)
+
+    def _customer_model(self, target: str, customer_ids: Sequence[str]) -> pd.DataFrame:
+        scored = self._propensity(target).customers(target, self.canonical_ids([str(c) for c in customer_ids]))
+        return scored.assign(customer_id=np.asarray([str(c) for c in customer_ids], dtype=object))
 
     def session_propensity(self, events: pd.DataFrame) -> pd.DataFrame:
         """P(session ends in a purchase) per session of an events frame: ``session_id, probability, events_used``."""

@@ -19,12 +19,13 @@ import mlflow
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.aliases import resolve_aliases
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
 from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
 from features.sources import is_sql_url, safe_url
 from training import plots, registry, tracking
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
+from training.bundle import ALIASES, COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
 from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
 from training.models import MODELS, build_model
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
@@ -143,6 +144,10 @@ def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dic
     }
     if shop.has("email_events"):
         profiles["email_open_rates"] = email_open_rates(shop["email_events"])
+    if shop.has("customer_aliases"):
+        resolved, _ = resolve_aliases(shop["customer_aliases"])
+        profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),
+                                          "customer_id": resolved.to_numpy(dtype=object)})
     if shop.has("customers") and "email_opt_in" in shop["customers"]:
         customers = shop["customers"]
         profiles["email_opt_out"] = customers.loc[~customers["email_opt_in"].astype(bool), ["customer_id"]]

@@ -80,7 +80,7 @@ def test_an_anonymous_visitor_gets_the_partners_of_what_they_viewed(url: str, sh
     accepted = _post(url, "/events", {"events": [
         {"session_id": session, "event_type": "view", "item_id": anchor} for anchor in pairs["anchor_item_id"]]
         + [{"session_id": session, "event_type": "view", "item_id": "not-in-the-model"}]})
-    assert accepted == {"accepted": len(pairs) + 1, "unknown_items": 1, "sessions": 1}
+    assert accepted == {"accepted": len(pairs) + 1, "unknown_items": 1, "sessions": 1, "future_ts_clamped": 0}
     answer = _post(url, "/cross_sell", {"cart": [], "session_id": session, "k": 10})
     assert answer["session_items"] == len(pairs) and not answer["customer_known"]
     got = {i["item_id"]: i["reason"] for i in answer["items"]}

@@ -46,8 +46,8 @@ def _endpoint_rows(rec: ShopRecommender, ids: list[str], k: int, request_size: i
     rows = []
     for start in range(0, len(ids), request_size):
         for pick in rec.email_picks(ids[start:start + request_size], k):
-            rows += [(pick.customer_id, rank, p.item_id, p.score, p.reason, pick.send, pick.open_propensity,
-                      rec.model_version) for rank, p in enumerate(pick.items, 1)]
+            rows += [(pick.customer_id, pick.canonical_id, rank, p.item_id, p.score, p.reason, pick.send,
+                      pick.open_propensity, rec.model_version) for rank, p in enumerate(pick.items, 1)]
     return pd.DataFrame(rows, columns=PICKS_COLUMNS)
 
 
@@ -80,7 +80,9 @@ def test_the_http_endpoint_and_the_batch_job_agree(server: Server, tmp_path: Pat
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The registry's champion, once through `bentoml serve`, once through the batch job."""
     served = server.trained.bundle
-    known = [str(c) for c in served.customers.external_ids[::5]]
+    aliases = served.profiles["customer_aliases"]
+    assert len(aliases) >= 5  # the sample's merged duplicates: a customer list may name them
+    known = [str(c) for c in served.customers.external_ids[::5]] + aliases["alias_id"].astype(str).tolist()
     listed = ["", *known, known[0], *GHOSTS]
     pd.DataFrame({"customer_id": listed, "note": "x"}).to_csv(tmp_path / "customers.csv", index=False)
     monkeypatch.setenv("SHOPREC_HOME", str(server.home))
@@ -91,8 +93,9 @@ def test_the_http_endpoint_and_the_batch_job_agree(server: Server, tmp_path: Pat
     http = []
     for start in range(0, len(ids), 100):
         body = server.post("/email_picks", {"customer_ids": ids[start:start + 100], "k": 6}).json()
-        http += [(p["customer_id"], rank, i["item_id"], i["score"], i["reason"], p["send"], p["open_propensity"],
-                  body["model_version"]) for p in body["picks"] for rank, i in enumerate(p["items"], 1)]
+        http += [(p["customer_id"], p["canonical_id"], rank, i["item_id"], i["score"], i["reason"], p["send"],
+                  p["open_propensity"], body["model_version"]) for p in body["picks"]
+                 for rank, i in enumerate(p["items"], 1)]
     expected = pd.DataFrame(http, columns=PICKS_COLUMNS)
     # ids, ranks, items, reasons and send exact; scores to 1e-9: BLAS may round the last bit
     # differently for a block of 4,096 customers than for a request of 100
@@ -100,6 +103,14 @@ def test_the_http_endpoint_and_the_batch_job_agree(server: Server, tmp_path: Pat
     assert result.model_version == "shoprec/v1" and set(batch["model_version"]) == {"shoprec/v1"}
     summary = result.summary
     assert summary["customers"] == len(ids) and summary["unknown_customers"] == 2
+    assert summary["alias_customers"] == len(aliases)
+    # an alias gets its canonical customer's own picks, named by both ids
+    by_alias = batch[batch["customer_id"].isin(aliases["alias_id"])]
+    assert set(zip(by_alias["customer_id"], by_alias["canonical_id"], strict=True)) == \
+        set(zip(aliases["alias_id"], aliases["customer_id"], strict=True))
+    canonical_picks = ShopRecommender(served, "local").email_picks(aliases["customer_id"].tolist(), 6)
+    assert by_alias.groupby("canonical_id")["item_id"].apply(list).to_dict() == \
+        {p.customer_id: [i.item_id for i in p.items] for p in canonical_picks}
     assert summary["input"] == {"source": str(tmp_path / "customers.csv"), "rows_in": len(listed),
                                 "empty_ids_skipped": 1, "duplicate_ids_dropped": 1, "customers": len(ids)}
     assert summary["sent"] == batch.drop_duplicates("customer_id")["send"].sum()

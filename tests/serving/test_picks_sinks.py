@@ -185,7 +185,7 @@ def test_postgres_readers_see_the_old_table_until_the_swap(rec: ShopRecommender,
             assert reader.execute(sa.text("select count(*) from email_picks")).scalar() == 50 * 2
             types = dict(reader.execute(sa.text(
                 "select column_name, data_type from information_schema.columns where table_name = 'email_picks'")).all())
-        assert types == {"customer_id": "text", "rank": "integer", "item_id": "text", "score": "double precision",
+        assert types == {"customer_id": "text", "canonical_id": "text", "rank": "integer", "item_id": "text", "score": "double precision",
                          "reason": "text", "send": "boolean", "open_propensity": "double precision",
                          "model_version": "text"}
         assert _tables(postgres_url) == {"email_picks"}

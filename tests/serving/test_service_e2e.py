@@ -193,6 +193,33 @@ def test_openapi_declares_the_error_body(server: Server) -> None:
         {"$ref": "#/components/schemas/ErrorResponse"}
 
 
+def test_a_merged_duplicate_id_is_answered_as_its_canonical_customer(server: Server, served: Bundle) -> None:
+    """The sample's aliases (guest ids training merged) reach the service as the front end knows
+    them: every endpoint answers as for the canonical id and names both; /events files a visit
+    logged in under the alias where the canonical id finds it."""
+    aliases = served.profiles["customer_aliases"]
+    has_history = set(served.profiles["customers"]["customer_id"])
+    alias, canonical = next((a, c) for a, c in zip(aliases["alias_id"], aliases["customer_id"], strict=True)
+                            if c in has_history)
+    picks = server.post("/email_picks", {"customer_ids": [alias, canonical], "k": 5}).json()["picks"]
+    assert [(p["customer_id"], p["canonical_id"], p["customer_known"]) for p in picks] == \
+        [(alias, canonical, True), (canonical, canonical, True)]
+    assert picks[0]["items"] == picks[1]["items"] and picks[0]["send"] == picks[1]["send"]
+    for path, body in (("/cross_sell", {"cart": [], "k": 5}), ("/offers", {"k": 5}), ("/propensity", {})):
+        by_alias = server.post(path, {**body, "customer_id": alias}).json()
+        by_canonical = server.post(path, {**body, "customer_id": canonical}).json()
+        assert (by_alias["customer_id"], by_alias["canonical_id"]) == (alias, canonical), path
+        assert {k: v for k, v in by_alias.items() if k != "customer_id"} == \
+            {k: v for k, v in by_canonical.items() if k != "customer_id"}, path
+    item = str(served.items.external_ids[3])
+    server.post("/events", {"events": [{"session_id": "alias-visit", "customer_id": alias, "event_type": "view",
+                                        "item_id": item}]})
+    assert server.post("/cross_sell", {"cart": [], "customer_id": canonical, "k": 5}).json()["session_items"] == 1
+    metrics = server.client.get(f"{server.url}/metrics").text
+    for endpoint in ("email_picks", "cross_sell", "offers", "propensity", "events"):
+        assert f'shoprec_alias_ids_total{{endpoint="{endpoint}"}}' in metrics, endpoint
+
+
 def test_openapi_names_the_service_and_its_version(server: Server) -> None:
     from importlib.metadata import version
 
