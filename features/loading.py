@@ -2,7 +2,7 @@
 
 The result, :class:`ShopData`, is the only way shop data enters features and training.
 Its :class:`LoadReport` accounts for every input row: ``rows_in = loaded + quarantined +
-merged`` per table, and the quarantined rows themselves can be written next to the
+merged + returned + cancelled`` per table (the last two for orders: features/returns.py), and the quarantined rows themselves can be written next to the
 run's outputs with the file, row, column and reason of each.
 """
 
@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features.aliases import merge_aliases
-from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractError, quarantine_rows, validate_table
+from features.returns import net_returns
+from features.schema import (REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractConfig, ContractError, quarantine_rows,
+                             validate_table)
 from features.sources import RawTable, open_source, write_tables
 
 Progress = Callable[[str], None]
@@ -33,8 +35,20 @@ class TableReport:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_merged: int = 0
+    rows_returned: int = 0
+    """Return lines (negative quantity, orders only): applied to purchases, not loaded as orders."""
+    rows_cancelled: int = 0
+    """Purchase lines whose every unit was returned (orders only)."""
     ids_remapped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    returns: dict[str, float | int] = field(default_factory=dict)
+    """:class:`features.returns.ReturnsReport` of the orders table."""
+
+    @property
+    def rows_accounted(self) -> int:
+        """loaded + quarantined + merged + returned + cancelled: always equals ``rows_in``."""
+        return (self.rows_loaded + self.rows_quarantined + self.rows_merged + self.rows_returned
+                + self.rows_cancelled)
 
     def add_quarantine(self, quarantine: pd.DataFrame) -> None:
         self.rows_quarantined += len(quarantine)
@@ -104,7 +118,7 @@ class ShopData:
 
 
 def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = None,
-              progress: Progress | None = None) -> ShopData:
+              progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
     """Read and validate every contract table found at a folder path or SQLAlchemy URL."""
     source = open_source(location)
     present = source.available()
@@ -121,19 +135,20 @@ def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = No
             if progress:
                 progress(f"reading {name}")
             raw[name] = source.read(TABLES[name])
-    return validate_tables(raw, source=source.description, now=now, progress=progress)
+    return validate_tables(raw, source=source.description, now=now, progress=progress, config=config)
 
 
 def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timestamp | None = None,
-                    progress: Progress | None = None) -> ShopData:
-    """Validate raw tables (from a source or an importer) into :class:`ShopData`."""
+                    progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
+    """Validate raw tables (from a source or an importer) into :class:`ShopData`: row rules (with
+    the shop's ``config`` bounds), cross-table rules, aliases merged, then returns applied."""
     report = LoadReport(source=source)
     clean: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, list[pd.DataFrame]] = {}
     for name, table in raw.items():
         if progress:
             progress(f"validating {name} ({len(table.frame):,} rows)")
-        validated = validate_table(TABLES[name], table.frame, table.location, now=now)
+        validated = validate_table(TABLES[name], table.frame, table.location, now=now, config=config)
         report.tables[name] = TableReport(source=table.location, rows_in=len(table.frame))
         clean[name] = validated.clean
         quarantine[name] = [validated.quarantine]
@@ -161,6 +176,12 @@ def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timesta
         if "customers" in clean:
             report.tables["customers"].rows_merged = merged.customers_merged
         clean = merged.tables
+
+    clean["orders"], returns = net_returns(clean["orders"])
+    orders_report = report.tables["orders"]
+    orders_report.rows_returned, orders_report.rows_cancelled = returns.return_lines, returns.cancelled_lines
+    if returns.return_lines:
+        orders_report.returns = returns.to_dict()
 
     result_quarantine = {}
     for name, parts in quarantine.items():

@@ -152,7 +152,7 @@ ALIAS_LISTED_SHARE = 0.5
 """Share of aliases that also have their own row in ``customers``."""
 
 REASON_BAD_TS = "ts is not an ISO 8601 timestamp"
-REASON_BAD_QUANTITY = "quantity <= 0"
+REASON_BAD_QUANTITY = "quantity is 0"
 REASON_UNKNOWN_ITEM = "item_id not in items"
 REASON_NEGATIVE_PRICE = "price < 0"
 REASON_DUPLICATE_ITEM = "duplicate item_id"
@@ -818,7 +818,7 @@ def _insert_after(frame: pd.DataFrame, source_rows: np.ndarray, dirty: pd.DataFr
 
 
 def _dirty_orders(rng: np.random.Generator, orders: pd.DataFrame, n_dirty: int) -> tuple[pd.DataFrame, list[_Planted]]:
-    """Copies of real lines with one defect each: unparseable ts, quantity <= 0, unknown item.
+    """Copies of real lines with one defect each: unparseable ts, quantity 0, unknown item.
 
     ``ts`` becomes ISO 8601 text for every row, since a typed column cannot hold the bad values.
     """
@@ -833,7 +833,7 @@ def _dirty_orders(rng: np.random.Generator, orders: pd.DataFrame, n_dirty: int) 
     bad_ts = kind == 0
     dirty.loc[bad_ts, "ts"] = rng.choice(BAD_TS_VALUES, bad_ts.sum())
     bad_quantity = kind == 1
-    dirty.loc[bad_quantity, "quantity"] = rng.choice([0.0, -1.0], bad_quantity.sum())
+    dirty.loc[bad_quantity, "quantity"] = rng.choice([0.0, -0.0], bad_quantity.sum())  # a negative one is a return
     unknown = kind == 2
     dirty.loc[unknown, "item_id"] = "x" + dirty.loc[unknown, "item_id"]
     reasons = [("orders", REASON_BAD_TS, counts[0]), ("orders", REASON_BAD_QUANTITY, counts[1]),

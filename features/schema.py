@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 ColumnKind = Literal["id", "text", "number", "bool", "timestamp", "event_type"]
 
@@ -24,8 +25,10 @@ ITEM_EVENT_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - {"search"}
 """Event types that are about one item and therefore need an ``item_id``."""
 
 MAX_QUANTITY = 1000.0
-"""A receipt line above this quantity is implausible for a shop (fuel litres, data-entry
-slips) and is quarantined rather than allowed to dominate interaction weights."""
+"""Default bound on ``|quantity|`` of an order line (:class:`ContractConfig`): above it a line is
+quarantined as implausible (fuel litres, data-entry slips). A wholesaler sells thousands of
+units on legitimate lines, so the bound is per shop; interaction weights grow with the log of
+the quantity (``features.dataset.InteractionConfig``), so a large line never dominates."""
 
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
 """Timestamps later than load time plus this margin are quarantined (clock or parse errors)."""
@@ -62,7 +65,8 @@ class Column:
 
     ``required`` columns must exist in the source; ``nullable`` says whether a row may
     leave the value empty; ``default`` fills an optional column the source lacks.
-    ``minimum``/``strict_minimum``/``maximum`` bound numeric values.
+    ``minimum``/``strict_minimum``/``maximum`` bound numeric values; ``nonzero`` refuses 0 and
+    ``bound`` names the shop's own limit on ``|value|``.
     """
 
     name: str
@@ -73,6 +77,9 @@ class Column:
     minimum: float | None = None
     strict_minimum: bool = False
     maximum: float | None = None
+    nonzero: bool = False
+    bound: str | None = None
+    """A :class:`ContractConfig` field bounding ``|value|`` (the shop's own limit)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ TABLES: dict[str, TableSpec] = {
                 Column("order_id", "id"),
                 Column("customer_id", "id"),
                 Column("item_id", "id"),
-                Column("quantity", "number", minimum=0.0, strict_minimum=True, maximum=MAX_QUANTITY),
+                # Negative: a return (features/returns.py); zero: neither a purchase nor a return.
+                Column("quantity", "number", nonzero=True, bound="max_quantity"),
                 Column("unit_price", "number", minimum=0.0),
                 Column("ts", "timestamp"),
             ),
@@ -167,6 +175,17 @@ TABLES: dict[str, TableSpec] = {
     )
 }
 REQUIRED_TABLES: tuple[str, ...] = tuple(name for name, spec in TABLES.items() if spec.required)
+
+
+class ContractConfig(BaseModel):
+    """The shop-specific bounds of the contract: part of ``TrainConfig`` (``contract``) and of
+    ``shoprec validate`` (``--max-quantity``), so the rule that quarantines a row is the shop's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_quantity: float | None = Field(MAX_QUANTITY, gt=0, description=(
+        "Order lines with |quantity| above this are quarantined as implausible; None: no bound. "
+        "Negative quantities are returns (features/returns.py), zero is a bad row."))
 
 
 def check_columns(spec: TableSpec, present: list[str] | tuple[str, ...], location: str) -> None:
@@ -257,7 +276,8 @@ def _as_timestamp(values: pd.Series) -> pd.Series:
     return parsed.dt.as_unit("us")
 
 
-def _check_column(col: Column, raw: pd.Series, reasons: _Reasons, now: pd.Timestamp) -> pd.Series:
+def _check_column(col: Column, raw: pd.Series, reasons: _Reasons, now: pd.Timestamp,
+                  config: ContractConfig) -> pd.Series:
     """Convert one column to its canonical dtype and flag the rows whose value is bad."""
     blank = _is_blank(raw)
     if not col.nullable and col.default is None:
@@ -289,6 +309,12 @@ def _check_column(col: Column, raw: pd.Series, reasons: _Reasons, now: pd.Timest
         if col.maximum is not None:
             reasons.flag((parsed > col.maximum).to_numpy(dtype=bool), col.name,
                          f"{col.name} > {col.maximum:g} (implausible)")
+        if col.nonzero:
+            reasons.flag((parsed == 0).to_numpy(dtype=bool), col.name, f"{col.name} is 0")
+        bound = getattr(config, col.bound) if col.bound else None
+        if bound is not None:
+            reasons.flag((parsed.abs() > bound).to_numpy(dtype=bool), col.name,
+                         f"|{col.name}| > {bound:g} (implausible; contract.{col.bound})")
         return parsed
 
     if col.kind == "bool":
@@ -336,7 +362,8 @@ def _quarantine_frame(raw: pd.DataFrame, reasons: _Reasons, table: str, location
 
 
 def validate_table(
-    spec: TableSpec, raw: pd.DataFrame, location: str, now: pd.Timestamp | None = None
+    spec: TableSpec, raw: pd.DataFrame, location: str, now: pd.Timestamp | None = None,
+    config: ContractConfig | None = None,
 ) -> Validated:
     """Check every row of ``raw`` against ``spec``.
 
@@ -357,7 +384,7 @@ def validate_table(
     clean = pd.DataFrame(index=raw.index)
     for col in spec.columns:
         if col.name in raw.columns:
-            clean[col.name] = _check_column(col, raw[col.name], reasons, now)
+            clean[col.name] = _check_column(col, raw[col.name], reasons, now, config or ContractConfig())
         else:
             clean[col.name] = _missing_column(col, len(raw))
     _check_rows(spec, clean, reasons)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.loading import LoadReport, ShopData, load_shop, validate_tables, write_shop
-from features.schema import ContractError
+from features.schema import MAX_QUANTITY, ContractConfig, ContractError
 
 app = typer.Typer(help="shoprec: recommendations and purchase propensity for online shops.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -57,6 +57,16 @@ def user_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _positive(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give a positive number or 'none'") from None
+    if not value > 0:
+        raise ValueError(f"{option} {text!r}: give a positive number or 'none'")
+    return value
+
+
 def one_line(error: Exception) -> str:
     """pydantic lists every problem on its own lines; a CLI error is one line naming each field."""
     if isinstance(error, ValidationError):
@@ -79,15 +89,18 @@ def progress_status(message: str) -> Iterator[Callable[[str], None]]:
 def render_report(report: LoadReport) -> Table:
     table = Table(title=f"Load report: {report.source}", title_justify="left")
     for name, justify in (("table", "left"), ("rows in", "right"), ("loaded", "right"),
-                          ("quarantined", "right"), ("merged", "right"), ("reasons", "left")):
+                          ("quarantined", "right"), ("merged", "right"), ("returns", "right"),
+                          ("cancelled", "right"), ("reasons", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for name, t in report.tables.items():
-        reasons = "\n".join(f"{reason}: {count:,}" for reason, count in
-                            sorted(t.reasons.items(), key=lambda kv: -kv[1]))
+        reasons = [f"{reason}: {count:,}" for reason, count in sorted(t.reasons.items(), key=lambda kv: -kv[1])]
+        if t.returns.get("unmatched_lines"):
+            reasons.append(f"returns with no earlier purchase: {t.returns['unmatched_lines']:,}")
         table.add_row(name, f"{t.rows_in:,}", f"{t.rows_loaded:,}", f"{t.rows_quarantined:,}",
-                      f"{t.rows_merged:,}", reasons or "-")
+                      f"{t.rows_merged:,}", f"{t.rows_returned:,}", f"{t.rows_cancelled:,}",
+                      "\n".join(reasons) or "-")
     for name in report.absent:
-        table.add_row(name, "-", "-", "-", "-", "absent (optional)")
+        table.add_row(name, "-", "-", "-", "-", "-", "-", "absent (optional)")
     return table
 
 
@@ -99,9 +112,9 @@ def print_quarantine_examples(shop: ShopData, per_table: int = 3) -> None:
             out.print(f"quarantined: {source} row {row} column '{column}': {reason}", highlight=False, soft_wrap=True)
 
 
-def _load_and_report(data: str, quarantine_dir: Path | None) -> ShopData:
+def _load_and_report(data: str, quarantine_dir: Path | None, config: ContractConfig | None = None) -> ShopData:
     with progress_status(f"loading {data}") as progress:
-        shop = load_shop(data, progress=progress)
+        shop = load_shop(data, progress=progress, config=config)
     out.print(render_report(shop.report))
     print_quarantine_examples(shop)
     if quarantine_dir is not None:
@@ -115,9 +128,13 @@ def _load_and_report(data: str, quarantine_dir: Path | None) -> ShopData:
 def validate(
     data: Annotated[str, typer.Argument(help="Data folder (CSV/Parquet) or SQLAlchemy URL.")],
     quarantine_dir: Annotated[Path | None, typer.Option(help="Write quarantined rows and the report here.")] = None,
+    max_quantity: Annotated[str, typer.Option(help="Quarantine order lines with |quantity| above this "
+                                                   "(the contract's max_quantity; 'none' for no bound).")]
+    = str(int(MAX_QUANTITY)),
 ) -> None:
     """Load a shop's data, check it against the contract and print the load report."""
-    _load_and_report(data, quarantine_dir)
+    bound = None if max_quantity.strip().lower() == "none" else _positive(max_quantity, "--max-quantity")
+    _load_and_report(data, quarantine_dir, ContractConfig(max_quantity=bound))
 
 
 @app.command()

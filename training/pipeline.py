@@ -23,6 +23,7 @@ from features.aliases import resolve_aliases
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
 from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
+from features.schema import ContractConfig
 from features.sources import is_sql_url, safe_url
 from training import plots, registry, tracking
 from training.bundle import ALIASES, COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
@@ -42,6 +43,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    contract: ContractConfig = Field(default_factory=ContractConfig)
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     families: list[str] = Field(default_factory=lambda: ["als", "bpr", "ease", "lightfm", "cooccurrence"])
@@ -169,7 +171,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
     config = config or TrainConfig()
     client = tracking.configure()
     experiment_id = tracking.ensure_experiment(client, config.experiment)
-    shop = load_shop(data, progress=progress)
+    shop = load_shop(data, progress=progress, config=config.contract)
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_sql_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
                          "shoprec.register": str(register)})

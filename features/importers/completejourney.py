@@ -4,7 +4,7 @@ Mapping (docs/importers.md has the full table):
 
 - ``transactions`` lines -> ``orders``, one row each. ``unit_price = sales_value / quantity``;
   where that is undefined (quantity 0) it is left empty and the line still goes to the
-  contract, which quarantines it as ``quantity <= 0``. Fuel lines with huge quantities
+  contract, which quarantines it as ``quantity is 0``. Fuel lines with huge quantities
   go through unchanged and are quarantined by the contract's ``MAX_QUANTITY`` rule.
   ``transaction_timestamp`` has no zone; the contract reads it as UTC.
 - ``products`` that were sold -> ``items``; ``price`` is the median unit price paid on

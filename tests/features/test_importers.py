@@ -52,7 +52,7 @@ def test_real_completejourney_report_figures(real_cj: tuple[ShopData, ImportNote
     _assert_nothing_lost(shop)
     report = shop.report.tables
     assert notes.rows_read["transactions_sample.csv.gz"] == report["orders"].rows_in == 75_000
-    assert _reasons(shop, "orders") == {"quantity <= 0": 416, "quantity > 1000 (implausible)": 692,
+    assert _reasons(shop, "orders") == {"quantity is 0": 416, "|quantity| > 1000 (implausible; contract.max_quantity)": 692,
                                         "item_id not in items": 1}
     assert report["orders"].rows_loaded == 73_891
     # Every product row is either an item candidate or counted as never sold.
@@ -73,7 +73,7 @@ def test_real_completejourney_quantity_zero_lines_match_the_file(real_cj: tuple[
     raw = pd.read_csv(COMPLETEJOURNEY / "transactions_sample.csv.gz", usecols=["quantity"])
     zero_rows = set((raw.index[raw["quantity"] <= 0] + 1).tolist())
     quarantined = shop.quarantine["orders"]
-    assert set(quarantined.loc[quarantined["_reason"] == "quantity <= 0", "_row"].astype(int)) == zero_rows
+    assert set(quarantined.loc[quarantined["_reason"] == "quantity is 0", "_row"].astype(int)) == zero_rows
     assert len(zero_rows) == 416
 
 
@@ -99,7 +99,7 @@ def test_real_completejourney_written_with_quarantine(real_cj: tuple[ShopData, I
     write_shop(shop, tmp_path)
     assert len(pd.read_csv(tmp_path / "quarantine" / "orders.csv")) == 1_109
     report = json.loads((tmp_path / "quarantine" / "load_report.json").read_text())
-    assert report["tables"]["orders"]["reasons"]["quantity <= 0"] == 416
+    assert report["tables"]["orders"]["reasons"]["quantity is 0"] == 416
 
 
 # --- Complete Journey, hand-made folder -----------------------------------------------------
@@ -146,7 +146,7 @@ def test_mini_completejourney_mapping(tmp_path: Path) -> None:
     _assert_nothing_lost(shop)
     assert {row: reason for row, reason in zip(shop.quarantine["orders"]["_row"].astype(int),
                                                shop.quarantine["orders"]["_reason"], strict=True)} == {
-        4: "quantity <= 0", 5: "quantity > 1000 (implausible)", 6: "item_id not in items"}
+        4: "quantity is 0", 5: "|quantity| > 1000 (implausible; contract.max_quantity)", 6: "item_id not in items"}
     orders = shop["orders"]
     assert orders["unit_price"].tolist() == pytest.approx([2.5, 5 / 3, 3.0])
     assert orders["order_id"].tolist() == ["90000000001", "90000000001", "90000000002"]
