@@ -142,6 +142,10 @@ def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timesta
                     progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
     """Validate raw tables (from a source or an importer) into :class:`ShopData`: row rules (with
     the shop's ``config`` bounds), cross-table rules, aliases merged, then returns applied."""
+    for name in REQUIRED_TABLES:
+        if name in raw and not len(raw[name].frame):
+            raise ContractError(f"{raw[name].location}: required table '{name}' has no rows "
+                                f"(a header only, or an empty table)")
     report = LoadReport(source=source)
     clean: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, list[pd.DataFrame]] = {}

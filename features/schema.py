@@ -195,10 +195,30 @@ def check_columns(spec: TableSpec, present: list[str] | tuple[str, ...], locatio
         found = ", ".join(str(c) for c in present) or "no columns"
         if len(found) > 160:  # a binary or mis-delimited file has one huge "column name"
             found = found[:160] + "..."
+        hint = _header_hint(spec, [str(c) for c in present])
         raise ContractError(
             f"{location}: table '{spec.name}' is missing required column"
             f"{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} (found: {found})"
+            + (f"; {hint}" if hint else "")
         )
+
+
+DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _header_hint(spec: TableSpec, present: list[str]) -> str:
+    """What was probably wrong with a header that lacks required columns: another delimiter
+    (one column holding them all), or names that differ only in case or surrounding spaces."""
+    for delimiter, name in DELIMITERS.items():
+        if any(delimiter in column and len(column.split(delimiter)) >= 2 for column in present):
+            return f"the file looks {name}-separated: shoprec reads comma-separated CSV"
+    expected = {c.lower(): c for c in spec.column_names}
+    near = [(column, expected[column.strip().lower()]) for column in present
+            if column != expected.get(column.strip().lower(), column) and column.strip().lower() in expected]
+    if near:
+        shown = ", ".join(f"{given!r} should be {wanted!r}" for given, wanted in near[:6])
+        return f"column names must match exactly (lower case, no surrounding spaces): {shown}"
+    return ""
 
 
 @dataclass

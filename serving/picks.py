@@ -445,7 +445,8 @@ def start_picks_run(model: ModelRef, *, engine: str, k: int, only_send: bool, cu
 
     client = tracking.configure()
     experiment_id = tracking.ensure_experiment(client, EXPERIMENT)
-    tags = {"shoprec.kind": "picks-batch", "shoprec.engine": engine, "shoprec.model_uri": model.uri,
+    tracking.fail_dead_runs(client, experiment_id)
+    tags = {**tracking.process_tags(), "shoprec.kind": "picks-batch", "shoprec.engine": engine, "shoprec.model_uri": model.uri,
             "shoprec.model_version": model.version, "shoprec.output": output}
     if model.name:
         tags.update({"shoprec.model_name": model.name, "shoprec.registry_version": model.registry_version or ""})

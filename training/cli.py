@@ -6,6 +6,14 @@ traceback instead. Long steps report progress on stderr.
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread for every command, whatever the caller's environment, set before numpy and
+# scipy load their OpenBLAS: the products here are small or already parallel by block, and
+# scipy's bundled OpenBLAS crashed with two threads on a large EASE inverse.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import faulthandler
 import functools
 import sys
 import time
@@ -39,6 +47,7 @@ USER_ERRORS = (ContractError, FileNotFoundError, NotADirectoryError, PermissionE
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False) -> None:
     _state["debug"] = debug
+    faulthandler.enable()  # a hard crash (SIGSEGV in a native library) prints where it happened
 
 
 def user_command(func: F) -> F:

@@ -49,6 +49,9 @@ def time_split(shop: ShopData, config: SplitConfig | None = None,
     """Cut the orders at ``max(ts) - test_days``; build the training view strictly before it."""
     config = config or SplitConfig()
     orders = shop["orders"]
+    if not len(orders):
+        raise ValueError("no order lines to train on: every row of orders was quarantined or returned "
+                         "(see the load report: shoprec validate DATA)")
     cutoff = orders["ts"].max() - pd.Timedelta(days=config.test_days)
     train = build_dataset(shop, interactions, until=cutoff)
     test = orders[orders["ts"] >= cutoff]

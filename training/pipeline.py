@@ -171,8 +171,12 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
     config = config or TrainConfig()
     client = tracking.configure()
     experiment_id = tracking.ensure_experiment(client, config.experiment)
+    for dead in tracking.fail_dead_runs(client, experiment_id):
+        if progress:
+            progress(f"run {dead} was left RUNNING by a process that died: marked FAILED")
     shop = load_shop(data, progress=progress, config=config.contract)
-    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(experiment_id=experiment_id, tags=tracking.process_tags()) as run, \
+            tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_sql_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
                          "shoprec.register": str(register)})
         mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")

@@ -28,7 +28,16 @@ def write(folder: Path, items: str | bytes = ITEMS, orders: str | bytes = ORDERS
 Case = tuple[Callable[[Path], None], int, str]
 CASES: dict[str, Case] = {
     "empty file": (lambda d: write(d, orders=""), 2, "orders.csv: file is empty"),
-    "header only": (lambda d: write(d, orders=ORDERS.splitlines()[0] + "\n"), 0, "orders"),
+    "header only": (lambda d: write(d, orders=ORDERS.splitlines()[0] + "\n"), 2,
+                    "orders.csv: required table 'orders' has no rows (a header only, or an empty table)"),
+    "semicolon-separated": (lambda d: write(d, items=ITEMS.replace(",", ";")), 2,
+                            "(found: item_id;category;price); the file looks semicolon-separated"),
+    "tab-separated": (lambda d: write(d, items=ITEMS.replace(",", "\t")), 2, "the file looks tab-separated"),
+    "header with case and spaces": (lambda d: write(d, items=ITEMS.replace("item_id,category", "Item_ID, category ")),
+                                    2, "'Item_ID' should be 'item_id'"),  # the spaces are stripped on read
+    "control characters in ids": (lambda d: write(d, orders=ORDERS + "o2,c\x1b[31m1,i2,1,1,2024-01-02T00:00:00Z\n"
+                                                                      "o3,c\u200b1,i2,1,1,2024-01-02T00:00:00Z\n"),
+                                  0, "customer_id holds a control or invisible character: 2"),
     "no items table": (lambda d: (write(d), (d / "items.csv").unlink()), 2, "required table 'items' not found"),
     "wrong column names": (lambda d: write(d, items="id,cat,cost\ni1,tv,1\n"), 2,
                            "table 'items' is missing required columns 'item_id', 'category', 'price'"),

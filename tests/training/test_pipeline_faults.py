@@ -1,4 +1,5 @@
-"""A training job killed half-way leaves the champion and the registry exactly as they were."""
+"""A training job killed half-way leaves the champion and the registry exactly as they were,
+and its MLflow run is marked FAILED by the next run rather than left RUNNING."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def test_killed_training_changes_nothing(tmp_path: Path, mlflow_home: Path) -> N
 
     assert registry.champion_version(client, "shoprec") == first.model_version
     assert {v.version for v in client.search_model_versions("name='shoprec'")} == versions_before
+
+    # the killed run cannot end itself; the next training marks it FAILED instead of RUNNING for ever
+    experiment = client.get_experiment_by_name("shoprec").experiment_id
+    killed = client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert len(killed) == 1 and killed[0].data.tags[tracking.PID_TAG] == str(job.pid)
+    run_training(str(tmp_path / "shop"), TrainConfig(families=["ease"], propensity={"enabled": False}),
+                 register=False)
+    after = client.get_run(killed[0].info.run_id)
+    assert after.info.status == "FAILED" and "killed or crashed" in after.data.tags["shoprec.failure"]
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")

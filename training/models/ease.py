@@ -8,6 +8,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
+from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
 from training.models.base import ModelConfig, Recommender
@@ -32,7 +33,10 @@ class EASEModel(Recommender):
         x = dataset.interactions
         gram = (x.T @ x).toarray().astype(np.float64)
         gram[np.diag_indices(n_items)] += self.config.l2  # type: ignore[attr-defined]
-        precision = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        # One BLAS thread whatever the caller's environment: scipy's bundled OpenBLAS crashed
+        # (SIGSEGV, no message) inverting a 20,819-item Gram matrix with two threads.
+        with threadpool_limits(limits=1, user_api="blas"):
+            precision = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
         weights = -precision / np.diag(precision)
         weights[np.diag_indices(n_items)] = 0.0
         self.weights_ = weights.astype(np.float32)
