@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from features.sources import safe_url
 from serving.lifecycle import Loaded
-from serving.picks_sinks import PICKS_COLUMNS, PicksSink, open_sink
+from serving.picks_sinks import DEFAULT_SQL_TIMEOUT_S, PICKS_COLUMNS, PicksSink, open_sink
 from serving.recommender import PERSONAL, ShopRecommender
 from training.bundle import MANIFEST, Bundle
 
@@ -380,7 +380,8 @@ class JobResult:
 
 
 def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None, only_send: bool = False,
-            table: str = "email_picks", block: int = DEFAULT_BLOCK, track: bool = True,
+            table: str = "email_picks", sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+            block: int = DEFAULT_BLOCK, track: bool = True,
             progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = lambda _: None,
             ) -> JobResult:
     """Load, score, write atomically, summarise and (with ``track``) log the MLflow batch run.
@@ -391,7 +392,7 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
-    sink = open_sink(out, table)  # bad targets and customer files fail before the model is fetched
+    sink = open_sink(out, table, sql_timeout_s)  # bad targets and customer files fail before the model is fetched
     listed = read_customers(customers_file) if customers_file is not None else None
     log(f"loading {model}")
     loaded = load_model(model)

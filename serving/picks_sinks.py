@@ -15,6 +15,10 @@ fails or is killed half-way leaves the previous output exactly as it was:
   dropped on a fresh connection (the error says so when that fails too). A connection lost
   at the swap is retried once on a fresh connection: the staging table is complete by then
   and the swap is one short transaction that either committed or rolled back.
+  No statement waits for ever: every statement and lock wait is bounded by ``timeout_s``
+  (``shoprec picks --sql-timeout``, 300 s), and on PostgreSQL TCP keepalives and
+  ``tcp_user_timeout`` notice a network cut that sends no reset, so a blocked swap or a dead
+  link is the same one-line error with the old table intact, not a hang.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ _SQL_TYPES = {pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda
               pa.bool_(): sa.Boolean}
 FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DEFAULT_TABLE = "email_picks"
+DEFAULT_SQL_TIMEOUT_S = 300.0
+"""Longest a single statement (one block's COPY, the swap) or lock wait may take."""
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
@@ -155,15 +161,17 @@ class SqlSink(PicksSink):
     swap_retry_delay_s = 1.0
     """Pause before the one retry of a swap whose connection was lost (a restarting server)."""
 
-    def __init__(self, url: str, table: str = DEFAULT_TABLE) -> None:
+    def __init__(self, url: str, table: str = DEFAULT_TABLE, timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> None:
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"--table {table!r}: use letters, digits and _ (at most 40 characters)")
+        if not timeout_s > 0:
+            raise ValueError(f"--sql-timeout {timeout_s}: give a number of seconds > 0")
         self.table = table
         self.staging = f"{table}__staging_{uuid.uuid4().hex[:12]}"
         self.url = safe_url(url)
         self.description = f"{self.url} table {table}"
         try:
-            self.engine = sa.create_engine(url)
+            self.engine = sa.create_engine(url, connect_args=_bounded(sa.engine.make_url(url), timeout_s))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
             raise ValueError(f"{self.url}: not a usable SQLAlchemy URL ({error})") from None
         if self.engine.dialect.name == "sqlite":
@@ -279,6 +287,20 @@ class SqlSink(PicksSink):
                                                   intact, left])))
 
 
+def _bounded(url: sa.engine.URL, timeout_s: float) -> dict[str, object]:
+    """Driver options that bound every wait: server-side statement and lock timeouts and TCP
+    liveness checks on PostgreSQL (libpq's options, for psycopg), the busy timeout on SQLite."""
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg", "psycopg2"):
+        ms = int(timeout_s * 1000)
+        return {"connect_timeout": max(1, min(int(timeout_s), 30)),
+                "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+                "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                "tcp_user_timeout": ms}
+    if url.get_backend_name() == "sqlite":
+        return {"timeout": timeout_s}
+    return {}
+
+
 def _reason(error: sa.exc.DBAPIError, lost: bool | None = None) -> str:
     """The driver's message, first line; ``connection lost (...)`` when the connection died."""
     text = (str(error.orig).strip().splitlines() or [type(error.orig).__name__])[0]
@@ -311,14 +333,15 @@ def is_database_url(target: str) -> bool:
     return True
 
 
-def open_sink(target: str, table: str = DEFAULT_TABLE) -> PicksSink:
-    """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``).
+def open_sink(target: str, table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> PicksSink:
+    """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``, every statement
+    bounded by ``sql_timeout_s``).
 
     Any other ``scheme://`` (an object store, HDFS) is a ``ValueError``: this engine writes
     local files and database tables only; the Spark engine writes to Hadoop filesystems.
     """
     if is_database_url(target):
-        return SqlSink(target, table)
+        return SqlSink(target, table, sql_timeout_s)
     if "://" in target:
         scheme = target.split("://", 1)[0]
         raise ValueError(f"{safe_url(target)}: '{scheme}' is not an installed SQLAlchemy dialect, and the local "

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serving.picks_sinks import PICKS_SCHEMA as SINK_SCHEMA
+from serving.picks_sinks import DEFAULT_SQL_TIMEOUT_S, PICKS_SCHEMA as SINK_SCHEMA
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession
@@ -285,7 +285,8 @@ def describe_output(out: str, table: str = "email_picks") -> str:
     return f"{safe_url(out)} table {table}" if is_database_url(out) else f"{out} (Spark {output_format(out)} folder)"
 
 
-def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", single_file: bool = False) -> str:
+def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", single_file: bool = False,
+                sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> str:
     """Write the picks where ``out`` says; returns a description for the job's summary.
 
     - a SQLAlchemy URL: rows stream through the driver into the local engine's
@@ -304,7 +305,7 @@ def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", singl
     from serving.picks_sinks import SqlSink, is_database_url
 
     if is_database_url(out):
-        sink = SqlSink(out, table)
+        sink = SqlSink(out, table, sql_timeout_s)
         stream_to_sink(picks, sink)
         return sink.description
     fmt = output_format(out)
@@ -386,7 +387,8 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
 
 
 def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None,
-                  only_send: bool = False, table: str = "email_picks", partitions: int | None = None,
+                  only_send: bool = False, table: str = "email_picks", sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+                  partitions: int | None = None,
                   track: bool = True, spark: SparkSession | None = None,
                   log: Callable[[str], None] = lambda _: None) -> JobResult:
     """Ship, score, write, summarise and (with ``track``) log the MLflow batch run: the same
@@ -426,7 +428,8 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
         scoring_started = time.perf_counter()
         picks = spark_picks(shipped, ids, k, spark, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            output = write_picks(picks.where("send") if only_send else picks, out, table=table)
+            output = write_picks(picks.where("send") if only_send else picks, out, table=table,
+                                 sql_timeout_s=sql_timeout_s)
             seconds = time.perf_counter() - scoring_started
             recommender = ShopRecommender(Bundle.load(shipped.bundle_dir), shipped.model_version)
             result = summarise(picks, recommender, ids, k, only_send)

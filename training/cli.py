@@ -323,6 +323,9 @@ def picks(
                                                         "default: every customer of the bundle.")] = None,
     only_send: Annotated[bool, typer.Option("--only-send", help="Write only customers marked send.")] = False,
     table: Annotated[str, typer.Option(help="Table name when --out is a SQLAlchemy URL.")] = "email_picks",
+    sql_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds any one SQL statement or lock wait may take "
+                                                             "when --out is a database (then: one error, the "
+                                                             "old table kept).")] = 300.0,
     block: Annotated[int, typer.Option(min=1, help="Customers per scored block (local engine; "
                                                    "ignored with --engine spark).")] = 4096,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow.")] = True,
@@ -341,11 +344,11 @@ def picks(
         from serving.picks_spark import run_spark_job
 
         result = run_spark_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
-                               partitions=partitions, track=track, log=log)
+                               sql_timeout_s=sql_timeout, partitions=partitions, track=track, log=log)
     elif engine == "local":
         with progress_bar(console) as progress:
             result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
-                             block=block, track=track, progress=progress, log=log)
+                             sql_timeout_s=sql_timeout, block=block, track=track, progress=progress, log=log)
     else:
         raise ValueError(f"--engine {engine}: use local or spark")
     out.print(render_summary(result))

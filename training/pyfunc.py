@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModelContext
 
 from training.bundle import Bundle
 
@@ -20,12 +22,14 @@ DEFAULT_K = 10
 
 
 class ShoprecModel(mlflow.pyfunc.PythonModel):
-    """Input: a frame with ``customer_id``; output: ``customer_id, rank, item_id, score, reason``."""
+    """Input: a frame with ``customer_id``; output: ``customer_id, canonical_id, rank, item_id,
+    score, reason``."""
 
-    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's context type
+    def load_context(self, context: PythonModelContext) -> None:
         self.bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k", DEFAULT_K))
         if "customer_id" not in model_input.columns:
             raise ValueError("input needs a 'customer_id' column")
@@ -42,7 +46,7 @@ def log_bundle(bundle: Bundle, bundle_dir: Path, pip_requirements: list[str]) ->
                                     params={"k": DEFAULT_K})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=ShoprecModel(),
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models from code: no pickle
             artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
             signature=signature,
             input_example=example,

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+DESCRIPTION = "shoprec bundle: recommendations and propensity"
 METRIC_TAG, BASELINE_TAG, PRIMARY_METRIC_TAG = "shoprec.metric", "shoprec.baseline", "shoprec.primary_metric"
 BUNDLE_HASH_TAG = "shoprec.bundle_sha256"
 """The registered bundle's content hash (:func:`training.bundle.content_hash`): what makes a
@@ -29,12 +30,11 @@ class GateDecision:
 def register(client: MlflowClient, name: str, model_uri: str, metric_name: str,
              metric: float, baseline: float, bundle_sha256: str | None = None) -> str:
     """Register the run's model, tag it with its metrics (and content hash) and point ``challenger`` at it."""
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description="shoprec bundle: recommendations and propensity")
-    # register_model resolves MLflow 3 logged-model URIs (models:/m-...) for file and server stores alike.
+    # register_model resolves MLflow 3 logged-model URIs (models:/m-...) for file and server stores
+    # alike, and creates the registered model on first use (so it never claims it "already exists").
     version = mlflow.register_model(model_uri, name)
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=DESCRIPTION)
     tags = {PRIMARY_METRIC_TAG: metric_name, METRIC_TAG: f"{metric:.6f}", BASELINE_TAG: f"{baseline:.6f}"}
     if bundle_sha256 is not None:
         tags[BUNDLE_HASH_TAG] = bundle_sha256

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -138,6 +140,35 @@ def test_postgres_connection_terminated_mid_write_is_one_line_and_exit_2(bundle_
     engine.dispose()
     pd.testing.assert_frame_equal(after, before)
     assert tables == {"email_picks"}
+
+
+def test_a_swap_blocked_by_another_session_fails_in_one_line_within_the_timeout(bundle_dir: Path, tmp_path: Path,
+                                                                               postgres_url: str) -> None:
+    """A session that holds the table (a stuck report, a network cut that left its transaction
+    open) blocks the swap's DROP: the job fails after --sql-timeout instead of hanging."""
+    args = ["--model", str(bundle_dir), "--out", postgres_url, "--k", "3", "--no-track"]
+    assert run(tmp_path / "home", *args).returncode == 0  # the previous table
+    engine = sa.create_engine(postgres_url)
+    before = pd.read_sql_table("email_picks", engine).sort_values(["customer_id", "rank"], ignore_index=True)
+    holder = engine.connect()
+    holder.execute(sa.text("LOCK TABLE email_picks IN ACCESS EXCLUSIVE MODE"))  # held until rollback
+    try:
+        started = time.monotonic()
+        result = run(tmp_path / "home", *args[:4], "--k", "5", "--sql-timeout", "2", "--no-track")
+        elapsed = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(r"canceling statement due to (lock|statement) timeout", errors[0]), \
+        result.stderr
+    assert "the old one is kept" in errors[0] and elapsed < 60
+    after = pd.read_sql_table("email_picks", engine).sort_values(["customer_id", "rank"], ignore_index=True)
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    pd.testing.assert_frame_equal(after, before)
+    assert tables == {"email_picks"}  # the staging table was dropped
 
 
 def test_the_spark_engine_writes_what_the_local_engine_writes(bundle_dir: Path, tmp_path: Path) -> None:
