@@ -53,7 +53,8 @@ def test_save_load_round_trip_keeps_answers_and_profiles(bundle: Bundle, tmp_pat
     again = Bundle.load(bundle.save(tmp_path / "b"))
     customers = [*bundle.customers.external_ids[:50].tolist(), "stranger"]
     assert bundle.recommend(customers, 8).equals(again.recommend(customers, 8))
-    assert set(again.profiles) == {"customers", "category_affinity", "repurchase", "email_open_rates", "email_opt_out"}
+    assert set(again.profiles) == {"customers", "category_affinity", "repurchase", "email_open_rates", "email_opt_out",
+                                   "customer_aliases"}
     assert again.profiles["customers"].equals(bundle.profiles["customers"])
 
 
