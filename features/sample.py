@@ -118,6 +118,15 @@ FAVOURITE_SHARE = 0.6
 """Probability that a consumable line is the customer's favourite item of that category."""
 ATTACH_PROB = 0.6
 """Probability that buying an anchor item puts its partner item in the same order."""
+REFILL_PROB = 0.6
+"""Probability that a purchase of a favourite consumable is followed by a refill of that item."""
+REFILL_SIGMA = 0.2
+"""A refill comes the category's repurchase_days x LogNormal(0, this) after the purchase."""
+HABIT_AFFINITY = 0.15
+"""A customer has a running refill habit in each consumable category they weigh at least this much."""
+PANTRY_SHARE = 0.5
+"""Nobody re-buys a consumable within this share of its repurchase_days: such a line becomes
+another item of the same category and tier (the pantry is still full)."""
 CONSUMABLE_QUANTITY_P = np.array([0.6, 0.3, 0.1])
 DISCOUNT_SHARE = 0.12
 DISCOUNTS = np.array([0.10, 0.15, 0.20, 0.25, 0.30])
@@ -429,18 +438,23 @@ def _line_tiers(rng: np.random.Generator, preferred: np.ndarray) -> np.ndarray:
 
 
 def _durable_conflicts(customer: np.ndarray, category: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
-    """Durable lines bought too soon after a kept purchase of the same category by the same customer.
-
-    Walks each (customer, category) history in time order: the first purchase is kept,
-    purchases within the category's repurchase interval after it conflict, the next one
-    after the interval is kept, and so on. Each round keeps one purchase per history,
-    so the loop runs at most days / min(repurchase_days) + 1 times.
-    """
-    conflict = np.zeros(len(customer), dtype=bool)
+    """Durable lines bought too soon after a kept purchase of the same category by the same customer."""
     lines = np.flatnonzero(DURABLE[category])
-    lines = lines[np.lexsort((ts_us[lines], category[lines], customer[lines]))]
-    key = customer[lines].astype(np.int64) * N_CATEGORIES + category[lines]
-    gap_us = REPURCHASE_DAYS[category[lines]] * DAY_US
+    return _too_soon(lines, customer[lines].astype(np.int64) * N_CATEGORIES + category[lines], ts_us,
+                     (REPURCHASE_DAYS[category[lines]] * DAY_US).astype(np.int64), len(customer))
+
+
+def _too_soon(lines: np.ndarray, key: np.ndarray, ts_us: np.ndarray, gap_us: np.ndarray, n: int) -> np.ndarray:
+    """Of ``lines`` (with a history ``key`` and a ``gap_us`` each), those within the gap after the
+    last kept line of the same history: a mask over all ``n`` lines.
+
+    Walks each history in time order: the first purchase is kept, purchases within the gap
+    after it conflict, the next one after the gap is kept, and so on. Each round keeps one
+    purchase per history, so the loop runs at most days / min(gap) + 1 times.
+    """
+    conflict = np.zeros(n, dtype=bool)
+    order = np.lexsort((ts_us[lines], key))
+    lines, key, gap_us = lines[order], key[order], gap_us[order]
     pending = np.arange(len(lines))
     while len(pending):
         k = key[pending]
@@ -489,7 +503,58 @@ def _build_orders(rng: np.random.Generator, customers: _Customers, catalogue: _C
     line_order, items = line_order[keep], items[keep]
 
     line_order, items = _unique_lines(line_order, items)
-    return _Orders(order_customer, ts_us, line_order, items)
+    return _with_refills(rng, _Orders(order_customer, ts_us, line_order, items), customers, catalogue, end_us)
+
+
+def _with_refills(rng: np.random.Generator, orders: _Orders, customers: _Customers, catalogue: _Catalogue,
+                  end_us: int) -> _Orders:
+    """Plant refill timing: each purchase of a favourite consumable (and each habit already
+    running when the window opens) is followed, with :data:`REFILL_PROB`, by a one-line refill
+    order of that item about the category's ``repurchase_days`` later (and so on); then no
+    consumable is re-bought within :data:`PANTRY_SHARE` of its interval (such lines become
+    another item of the group)."""
+    customer, ts_us, line_order, items = orders.customer, orders.ts_us, orders.line_order, orders.line_item
+    category = catalogue.category[items]
+    favourite = ~DURABLE[category] & (customers.favourite[customer[line_order], category] == items)
+    # chains already running when the window opens (a purchase before it, at a random phase of the
+    # interval) keep the refill rate steady over the window, as in a shop with a past
+    habit_customer, habit_category = np.nonzero((customers.affinity >= HABIT_AFFINITY) & ~DURABLE)
+    running = rng.random(len(habit_customer)) < REFILL_PROB
+    habit_customer, habit_category = habit_customer[running], habit_category[running]
+    phase = rng.random(len(habit_customer)) * REPURCHASE_DAYS[habit_category] * DAY_US
+    seeds_item = np.concatenate((items[favourite], customers.favourite[habit_customer, habit_category]))
+    seeds_customer = np.concatenate((customer[line_order[favourite]], habit_customer))
+    seeds_ts = np.concatenate((ts_us[line_order[favourite]],
+                               (customers.active_from_us[habit_customer] - phase).astype(np.int64)))
+    new_customer, new_ts, new_item = [], [], []
+    while len(seeds_item):
+        go = rng.random(len(seeds_item)) < REFILL_PROB
+        gap = REPURCHASE_DAYS[catalogue.category[seeds_item[go]]] * rng.lognormal(0.0, REFILL_SIGMA, int(go.sum()))
+        at = (seeds_ts[go] + (gap * DAY_US).astype(np.int64)) // US * US  # order times are whole seconds
+        inside = at < end_us
+        seeds_item, seeds_customer, seeds_ts = seeds_item[go][inside], seeds_customer[go][inside], at[inside]
+        shown = seeds_ts >= customers.active_from_us[seeds_customer]  # before sign-up: unseen, still a seed
+        new_item.append(seeds_item[shown])
+        new_customer.append(seeds_customer[shown])
+        new_ts.append(seeds_ts[shown])
+    refills = np.concatenate(new_item) if new_item else np.zeros(0, dtype=np.int64)
+    customer = np.concatenate((customer, *new_customer))
+    line_order = np.concatenate((line_order, len(ts_us) + np.arange(len(refills))))
+    ts_us = np.concatenate((ts_us, *new_ts))
+    items = np.concatenate((items, refills))
+    category = catalogue.category[items]
+    consumable = np.flatnonzero(~DURABLE[category])
+    cust = customer[line_order]
+    early = _too_soon(consumable, cust[consumable].astype(np.int64) * (items.max(initial=0) + 1) + items[consumable],
+                      ts_us[line_order], (PANTRY_SHARE * REPURCHASE_DAYS[category[consumable]] * DAY_US).astype(np.int64),
+                      len(items))
+    for _ in range(5):  # another item of the group; the draw may give the same one back
+        same = np.flatnonzero(early)
+        redrawn = catalogue.draw(rng, category[same] * N_TIERS + catalogue.tier[items[same]])
+        early[same[redrawn != items[same]]] = False
+        items[same] = redrawn
+    line_order, items = _unique_lines(line_order, items)
+    return _Orders(customer, ts_us, line_order, items)
 
 
 def _unique_lines(order: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

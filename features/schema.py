@@ -112,6 +112,8 @@ TABLES: dict[str, TableSpec] = {
                 Column("price", "number", minimum=0.0),
                 Column("title", "text", required=False, nullable=True),
                 Column("brand", "text", required=False, nullable=True),
+                # finer than the category ("FLUID MILK WHITE ONLY"): what the lists' diversity cap counts
+                Column("product_type", "text", required=False, nullable=True),
                 Column("in_stock", "bool", required=False, default=True),
                 Column("durable", "bool", required=False, default=False),
                 Column("repurchase_days", "number", required=False, nullable=True, minimum=0.0),

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from features.sources import safe_url
 from serving.lifecycle import Loaded
 from serving.picks_sinks import DEFAULT_SQL_TIMEOUT_S, PICKS_COLUMNS, PicksSink, open_sink
-from serving.recommender import PERSONAL, ShopRecommender
-from training.bundle import MANIFEST, Bundle
+from serving.recommender import ShopRecommender
+from training.bundle import MANIFEST, Bundle, is_fallback
 
 DEFAULT_BLOCK = 4096
 """Customers per :func:`score_block` call in the local loop (scoring sub-blocks them further)."""
@@ -263,7 +263,7 @@ class PicksSummary:
         rank = frame["rank"].to_numpy()
         starts = np.flatnonzero(rank == 1)
         counts = np.diff(np.append(starts, len(frame)))
-        not_personal = frame["reason"].to_numpy() != PERSONAL
+        not_personal = is_fallback(frame["reason"].to_numpy())
         self.customers_with_picks += len(starts)
         self.short_customers += int((counts < self.k).sum()) + len(customer_ids) - len(starts)
         self.sent += int(frame["send"].to_numpy()[starts].sum())

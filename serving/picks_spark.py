@@ -360,12 +360,12 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
     from pyspark.sql import functions as F
 
     from serving.picks import PicksSummary
-    from serving.recommender import PERSONAL
+    from training.bundle import FALLBACK
 
     per_customer = picks.groupBy("customer_id").agg(
         F.count(F.lit(1)).alias("n"),
         F.max(F.when(F.col("rank") == 1, F.col("send").cast("int"))).alias("send"),
-        F.max((F.col("reason") != PERSONAL).cast("int")).alias("fallback"))
+        F.max(F.col("reason").startswith(FALLBACK).cast("int")).alias("fallback"))
     totals = per_customer.agg(
         F.count(F.lit(1)).alias("with_picks"), F.sum((F.col("n") < k).cast("int")).alias("short"),
         F.sum("send").alias("sent"), F.sum("fallback").alias("fallback"), F.sum("n").alias("picks"),

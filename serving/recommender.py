@@ -6,13 +6,19 @@ everything here is testable without a server. Nothing a client sends can raise h
 unknown ids become fallbacks that the answer reports, never errors.
 
 Reasons are short machine-readable strings: ``bought_together:<item_id>``,
-``similar_customers``, ``popular_in_segment:<segment>``, ``popular_in:<category>``,
-``popular``.
+``buy_again:<due date>``, ``similar_customers``, ``popular_in_segment:<segment>``,
+``popular_in:<category>``, ``popular``.
+
+Every rule (stock, never-recommend, durables and learned re-buying, category windows, the
+diversity cap) comes from the bundle's :class:`training.ranking.Rules`, and every personal
+list from :meth:`training.bundle.Bundle.lists`: the very path offline evaluation scores, so
+the metrics measure these answers.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,16 +29,11 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import InteractionConfig
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.bundle import BLOCK_ROWS, COOCCURRENCE, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
-from training.rules import durable_exclusions
+from training.ranking import CANDIDATE_DEPTH, capped_top_k
 
 BandSource = Literal["customer", "session", "segment", "catalogue"]
-PERSONAL = "similar_customers"
-BLOCK_ROWS = 512
-"""Customers per dense scores block in :meth:`ShopRecommender.email_picks_block`: bounds memory
-(float32 scores plus argpartition's int64 indices: 12 bytes x rows x items) whatever a caller
-passes; 512 rows measured fastest on 10k items (the block stays in cache)."""
 
 
 class ServingConfig(BaseModel):
@@ -115,7 +116,7 @@ class EmailPicksBlock:
     reasons: np.ndarray
     n_picks: np.ndarray
     n_personal: np.ndarray
-    """Picks per row with reason ``similar_customers``."""
+    """Picks per row from the personal scores (``similar_customers`` or ``buy_again:<date>``)."""
 
 
 @dataclass(frozen=True)
@@ -166,23 +167,16 @@ class ShopRecommender:
         cat = bundle.catalogue
         self.n_items = len(cat)
         self.item_ids = np.array([str(i) for i in bundle.items.external_ids], dtype=object)
-        self.in_stock = cat["in_stock"].to_numpy(dtype=bool)
-        self.durable = cat["durable"].to_numpy(dtype=bool)
+        self.rules = bundle.rules
+        self.in_stock = ~self.rules.blocked  # in stock and recommendable
         self.price = cat["price"].to_numpy(dtype=np.float64)
         codes, self.categories = pd.factorize(cat["category"].astype(str), sort=True)
         self.item_category = codes.astype(np.int64)
         self._category_of = {c: i for i, c in enumerate(self.categories)}
-        self._category_items = sp.csr_matrix(
-            (np.ones(self.n_items, dtype=np.float32), (codes, np.arange(self.n_items))),
-            shape=(len(self.categories), self.n_items))
-        self.popularity = np.asarray(
-            bundle.models[POPULARITY].score(np.zeros(1, dtype=np.int64), bundle.interactions[:0]))[0].astype(np.float32)
-        self.has_history = np.diff(bundle.interactions.indptr) > 0
-        self._out_of_stock = np.flatnonzero(~self.in_stock)
-        self._durable_category_items = sp.csr_matrix(self._category_items @ sp.diags(self.durable.astype(np.float32)))
-        self._durable_category_items.eliminate_zeros()
+        self.fallbacks = bundle.fallbacks
+        self.popularity = self.fallbacks.scores[self.fallbacks.shop]
+        self.has_history = bundle.has_history
         self._build_profiles()
-        self._blocked = self._blocked_categories()
         interactions = InteractionConfig(**bundle.metadata.get("config", {}).get("interactions", {}))
         self._event_weights = {**interactions.event_weights, "purchase": interactions.purchase_weight}
 
@@ -204,21 +198,11 @@ class ShopRecommender:
         self.band_lo = aligned("price_lo", np.nan, np.float64)
         self.band_hi = aligned("price_hi", np.nan, np.float64)
         self.recency_days = aligned("recency_days", np.inf, np.float64)
-        # Popular within each segment: purchases of the segment's members, one row per segment.
-        self.segments = sorted({s for s in self.segment if isinstance(s, str)})
-        if self.segments:
-            member = np.array([self.segments.index(s) if isinstance(s, str) else -1 for s in self.segment])
-            rows = np.flatnonzero(member >= 0)
-            onehot = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (member[rows], rows)),
-                                   shape=(len(self.segments), n))
-            self.segment_popularity = np.asarray((onehot @ self.bundle.purchases).todense(), dtype=np.float32)
-            self.segment_band = {s: (float(np.nanmedian(self.band_lo[member == i])),
-                                     float(np.nanmedian(self.band_hi[member == i])))
-                                 for i, s in enumerate(self.segments)
-                                 if np.isfinite(self.band_lo[member == i]).any()}
-        else:
-            self.segment_popularity = np.zeros((0, self.n_items), dtype=np.float32)
-            self.segment_band = {}
+        segments = sorted({s for s in self.segment if isinstance(s, str)})
+        member = pd.Index(segments, dtype=object).get_indexer(pd.Index(self.segment, dtype=object))
+        self.segment_band = {s: (float(np.nanmedian(self.band_lo[member == i])),
+                                 float(np.nanmedian(self.band_hi[member == i])))
+                             for i, s in enumerate(segments) if np.isfinite(self.band_lo[member == i]).any()}
         priced = self.price[self.in_stock & (self.price > 0)]
         q_lo, q_hi = self.config.middle_band
         self.catalogue_band = ((float(np.quantile(priced, q_lo)), float(np.quantile(priced, q_hi)))
@@ -236,47 +220,6 @@ class ShopRecommender:
             self.open_rate[ridx[ridx >= 0]] = rates["open_rate"].to_numpy()[ridx >= 0]
             self.open_prior = float(rates["opens"].sum() / max(rates["sends"].sum(), 1))
 
-    def _repurchase_days(self) -> np.ndarray:
-        """Per category: the catalogue's repurchase_days (median), else the observed median gap,
-        else infinity for durables (never bought twice in the history we have)."""
-        days = np.full(len(self.categories), np.inf)
-        cat = self.bundle.catalogue
-        observed = self.bundle.profiles.get("repurchase")
-        if observed is not None:
-            gaps = observed.set_index(observed["category"].astype(str))["median_gap_days"]
-            for name, value in gaps.dropna().items():
-                if name in self._category_of:
-                    days[self._category_of[name]] = float(value)
-        if "repurchase_days" in cat:
-            declared = cat.groupby(cat["category"].astype(str))["repurchase_days"].median().dropna()
-            for name, value in declared.items():
-                days[self._category_of[name]] = float(value)
-        return days
-
-    def _blocked_categories(self) -> sp.csr_matrix:
-        """Customer x category: a durable in the category was bought within its repurchase interval.
-
-        Uses the days since the customer's last purchase in each category (bundle profile
-        ``category_affinity``); a bundle without it falls back to the customer's last order
-        of any kind, which blocks a little longer than needed but never too short.
-        """
-        bought = self.bundle.purchases @ sp.diags(self.durable.astype(np.float32)) @ self._category_items.T
-        bought = sp.csr_matrix(bought)
-        bought.eliminate_zeros()
-        coo = bought.tocoo()
-        since = self.recency_days[coo.row]
-        affinity = self.bundle.profiles.get("category_affinity")
-        if affinity is not None and "days_since" in affinity:
-            rows = self.bundle.customers.to_index(affinity["customer_id"].astype(str).to_numpy(), unknown="mark")
-            cols = pd.Index(self.categories).get_indexer(affinity["category"].astype(str)).astype(np.int64)
-            ok = (rows >= 0) & (cols >= 0)
-            days = sp.csr_matrix((affinity["days_since"].to_numpy()[ok] + 1e-9, (rows[ok], cols[ok])),
-                                 shape=bought.shape)
-            since = np.asarray(days[coo.row, coo.col]).ravel()
-        keep = self._repurchase_days()[coo.col] > since
-        return sp.csr_matrix((np.ones(int(keep.sum()), dtype=bool), (coo.row[keep], coo.col[keep])),
-                             shape=bought.shape)
-
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
         """Internal indices; -1 for unknown ids and for known ids without any history (cold)."""
@@ -284,46 +227,42 @@ class ShopRecommender:
         idx[idx >= 0] = np.where(self.has_history[idx[idx >= 0]], idx[idx >= 0], -1)
         return idx
 
-    def _exclusions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, item) positions the rules exclude for customers ``rows`` (internal indices, all
-        known): bought durables and durables in a category bought within its repurchase interval.
-        Built as sparse products, so the cost follows the exclusions, not rows x items."""
-        blocked = self._blocked[rows].astype(np.float32) @ self._durable_category_items
-        bought = durable_exclusions(self.bundle.purchases, self.durable, rows)
-        coo = sp.coo_matrix(blocked + bought)
-        return coo.row.astype(np.int64), coo.col.astype(np.int64)
-
     def _allowed(self, idx: np.ndarray) -> np.ndarray:
-        """Rows x items: in stock, not a bought durable, not a durable in a recently bought category."""
-        allowed = np.broadcast_to(self.in_stock, (len(idx), self.n_items)).copy()
-        known = np.flatnonzero(idx >= 0)
-        if len(known):
-            rows, cols = self._exclusions(idx[known])
-            allowed[known[rows], cols] = False
-        return allowed
+        """Rows x items: what the bundle's rules allow for customers ``idx`` (-1: no history rules)."""
+        return self.rules.allowed(idx)
 
     def _cf_scores(self, idx: np.ndarray) -> np.ndarray:
-        """The primary model's scores for known customers (one matrix product for the batch)."""
-        model = self.bundle.models[PRIMARY]
-        return np.asarray(model.score(idx, self.bundle.interactions[idx]), dtype=np.float32)
+        """The personal scores for known customers (one pass of the bundle's ranking path)."""
+        return self.bundle.personal.score(idx).scores
 
-    def _fallback_scores(self, idx: int, categories: np.ndarray | None = None) -> tuple[np.ndarray, str]:
-        """Popularity for a cold customer: their segment's when known, else the shop's;
-        restricted to ``categories`` when given (a cart's categories)."""
-        segment = self.segment[idx] if idx >= 0 else None
-        if isinstance(segment, str) and categories is None:
-            return self.segment_popularity[self.segments.index(segment)], f"popular_in_segment:{segment}"
-        return self.popularity, "popular"
+    def _fallback_scores(self, idx: int) -> tuple[np.ndarray, str]:
+        """The customer's fallback list (training/ranking.py Fallbacks): their segment's popular
+        items when they have a segment, else the shop's."""
+        row = int(self.fallbacks.rows_for(np.array([idx]))[0])
+        return self.fallbacks.scores[row], self.fallbacks.reasons[row]
 
     def _rank(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int]) -> list[int]:
-        """Best-first indices of allowed, positive-scored items not yet taken."""
+        """Best-first indices of allowed, positive-scored items not yet taken, under the bundle's
+        diversity cap counted over everything already taken (so fills respect it too)."""
         ok = allowed & (scores > 0)
         if taken:
             ok[list(taken)] = False
-        candidates = np.flatnonzero(ok)
-        if len(candidates) > k:
-            candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
-        return candidates[np.argsort(-scores[candidates], kind="stable")].tolist()
+        cap = self.rules.cap
+        depth = k if cap is None else k * CANDIDATE_DEPTH
+        masked = np.where(ok, scores, -np.inf).astype(np.float32)[None, :]
+        candidates = [i for i in capped_top_k(masked, min(depth, self.n_items))[0][0].tolist() if i >= 0]
+        if cap is None:
+            return candidates[:k]
+        used = Counter(self.rules.group[list(taken)].tolist()) if taken else Counter()
+        ranked = []
+        for item in candidates:
+            group = int(self.rules.group[item])
+            if used[group] < cap:
+                used[group] += 1
+                ranked.append(item)
+                if len(ranked) == k:
+                    break
+        return ranked
 
     def _personal(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int], reason: str) -> list[Pick]:
         """The top k by personal score, marking them taken."""
@@ -393,9 +332,9 @@ class ShopRecommender:
         own = _normalise(self._cf_scores(np.array([idx]))[0]) if idx >= 0 else None
         live = self._session_scores(session) if len(session) else None
         if own is not None and live is not None:
-            return 0.5 * (own + live), "similar_customers"
+            return 0.5 * (own + live), SIMILAR
         if own is not None:
-            return own, "similar_customers"
+            return own, SIMILAR
         return (live, "session_interest") if live is not None else None
 
     # ---- endpoints -----------------------------------------------------------------------------
@@ -427,7 +366,7 @@ class ShopRecommender:
         if len(anchors):
             co = _normalise(np.asarray(association[anchors].T @ anchor_weight).ravel())
         personal = self._personal_scores(int(idx[0]), session)
-        cf, personal_reason = personal if personal is not None else (np.zeros_like(co), "similar_customers")
+        cf, personal_reason = personal if personal is not None else (np.zeros_like(co), SIMILAR)
         blended = co + self.config.cf_weight * cf
         for i in self._rank(blended, allowed, k, taken):
             if co[i] > 0:
@@ -468,102 +407,33 @@ class ShopRecommender:
         return out
 
     def email_picks_block(self, customer_ids: Sequence[str], k: int) -> EmailPicksBlock:
-        """Email picks for many customers at once, vectorised.
-
-        Known customers with history: one CF product per block of :data:`BLOCK_ROWS`, every
-        disallowed item (out of stock, excluded by the durable rules, score <= 0) set to -inf
-        from sparse exclusion positions, then ``argpartition`` and a sort of the k best.
-        Python-level filling runs only for rows that come up short of k: customers without
-        history share one fallback list per segment (computed once per call), and known
-        customers with fewer than k positive allowed scores are topped up one by one with
-        the same stages as before (their segment's popular items, then the shop's).
-        """
+        """Email picks for many customers at once, vectorised, through the bundle's one ranking
+        path (:meth:`training.bundle.Bundle.lists`): personal scores under every rule, then each
+        customer's fallback list (their segment's popular items, else the shop's) for the rest,
+        one diversity cap over both; in blocks of :data:`~training.bundle.BLOCK_ROWS` customers."""
         ids = np.array([str(c) for c in customer_ids], dtype=object)
         n, k = len(ids), max(int(k), 0)
         canonical = self.bundle.canonical_ids(ids)
         raw_idx = self.bundle.customers.to_index(canonical, unknown="mark")
-        idx = raw_idx.copy()  # as _customer_index: -1 for unknown ids and for known ids without history
         in_bundle = raw_idx >= 0
-        idx[in_bundle] = np.where(self.has_history[raw_idx[in_bundle]], raw_idx[in_bundle], -1)
+        idx = np.where(in_bundle & self.has_history[np.maximum(raw_idx, 0)], raw_idx, -1)
         items = np.full((n, k), -1, dtype=np.int64)
         scores = np.zeros((n, k), dtype=np.float64)
         reasons = np.full((n, k), None, dtype=object)
-        known = np.flatnonzero(idx >= 0)
-        for start in range(0, len(known) if k else 0, BLOCK_ROWS):
-            rows = known[start:start + BLOCK_ROWS]
-            top_items, top_scores = self._personal_top_k(idx[rows], k)
-            items[rows], scores[rows] = top_items, top_scores
-        reasons[items >= 0] = PERSONAL
+        personal = np.zeros((n, k), dtype=bool)
+        for start in range(0, n if k else 0, BLOCK_ROWS):
+            rows = slice(start, start + BLOCK_ROWS)
+            block = self.bundle.lists(raw_idx[rows], k)
+            items[rows], scores[rows], personal[rows] = block.items, block.scores, block.personal
+            reasons[rows] = self.bundle.reasons(raw_idx[rows], block)
         n_picks = (items >= 0).sum(axis=1)
-        short = np.flatnonzero(n_picks < k)
-        cold = short[idx[short] < 0]
-        if len(cold):  # no history: one shared list per segment (or the shop's), computed once
-            keys = self._fallback_keys(raw_idx[cold])
-            for key in np.unique(keys).tolist():
-                rows = cold[keys == key]
-                picks = self._fill([], set(), self.in_stock.copy(), k, [self._fallback_scores(int(raw_idx[rows[0]]))])
-                self._place(picks, rows, items, scores, reasons)
-        topped = short[idx[short] >= 0]
-        if len(topped):
-            allowed = self._allowed(idx[topped])
-            for position, row in enumerate(topped.tolist()):
-                have = int(n_picks[row])
-                picks = [Pick(self.item_ids[i], float(s), PERSONAL)
-                         for i, s in zip(items[row, :have].tolist(), scores[row, :have].tolist(), strict=True)]
-                taken = set(items[row, :have].tolist())
-                picks = self._fill(picks, taken, allowed[position], k, [self._fallback_scores(int(raw_idx[row]))])
-                self._place(picks, row, items, scores, reasons)
-        n_picks = (items >= 0).sum(axis=1)
-        n_personal = (reasons == PERSONAL).sum(axis=1) if k else np.zeros(n, dtype=np.int64)
+        n_personal = personal.sum(axis=1)
         propensities = self._open_propensities(ids.tolist(), raw_idx)
         send = ((propensities >= self.config.send_min_open_propensity)
                 & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share)
                 & ~(in_bundle & self.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
         return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send, propensities.astype(np.float64),
                                items, scores, reasons, n_picks, n_personal)
-
-    def _personal_top_k(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best-first top k of allowed, positive-scored items for known customers ``rows``:
-        item indices (-1 where fewer than k qualify) and their CF scores.
-
-        Disallowed items are set to -inf, then ``argpartition`` puts the k best at the end of
-        each row. "Positive only" is checked on those k alone: when the k-th best is not
-        positive, every positive allowed item is already among them.
-        """
-        cf = self._cf_scores(rows)
-        if not cf.flags.writeable or not cf.flags.c_contiguous:
-            cf = np.array(cf, dtype=np.float32, order="C")
-        cf[:, self._out_of_stock] = -np.inf
-        excluded_rows, excluded_cols = self._exclusions(rows)
-        cf[excluded_rows, excluded_cols] = -np.inf
-        k_eff = min(k, self.n_items)
-        part = np.argpartition(cf, self.n_items - k_eff, axis=1)[:, self.n_items - k_eff:]
-        part_scores = np.take_along_axis(cf, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        top_items = np.take_along_axis(part, order, axis=1)
-        top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float64)
-        invalid = ~(top_scores > 0)
-        top_items[invalid], top_scores[invalid] = -1, 0.0
-        if k_eff < k:
-            top_items = np.pad(top_items, ((0, 0), (0, k - k_eff)), constant_values=-1)
-            top_scores = np.pad(top_scores, ((0, 0), (0, k - k_eff)))
-        return top_items, top_scores
-
-    def _fallback_keys(self, raw_idx: np.ndarray) -> np.ndarray:
-        """Which fallback list customers without history get: their segment's position, else -1 (the shop's)."""
-        segment = self.segment[np.maximum(raw_idx, 0)] if len(self.segment) else np.full(len(raw_idx), None)
-        codes = pd.Index(self.segments, dtype=object).get_indexer(pd.Index(segment, dtype=object))
-        return np.where(raw_idx >= 0, codes, -1)
-
-    def _place(self, picks: list[Pick], rows: np.ndarray | int, items: np.ndarray, scores: np.ndarray,
-               reasons: np.ndarray) -> None:
-        """Write one list of picks into the block's arrays for ``rows`` (left-packed, best first)."""
-        n = len(picks)
-        items[rows, :], scores[rows, :], reasons[rows, :] = -1, 0.0, None
-        if n:
-            items[rows, :n] = self.bundle.items.to_index(np.array([p.item_id for p in picks], dtype=object))
-            scores[rows, :n] = [p.score for p in picks]
-            reasons[rows, :n] = [p.reason for p in picks]
 
     def _open_propensities(self, ids: list[str], raw_idx: np.ndarray) -> np.ndarray:
         """A customer's own email history first: the Beta-shrunk open rate, which keeps a

@@ -8,6 +8,7 @@ the same files the same way, through the MLflow pyfunc wrapper in :mod:`training
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -19,17 +20,39 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.aliases import resolve_aliases
 from features.dataset import Dataset, IdMap
+from features.loading import ShopData
+from features.profiles import category_affinity, customer_profiles, email_open_rates
+from features.repurchase import rebuy_profile
 from training.models import load_model
-from training.models.base import Recommender, top_k
+from training.models.base import Recommender
 from training.propensity_set import PropensitySet, PropensityUnavailable
-from training.rules import durable_exclusions, out_of_stock_mask
+from training.ranker import History, Personal, Ranker, gather
+from training.ranking import (Fallbacks, ListBlock, RankingConfig, Rules, build_fallbacks, build_rules,
+                              days_since_last, make_lists)
 
 MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
 RECOMMENDATION_COLUMNS = ["customer_id", "canonical_id", "rank", "item_id", "score", "reason"]
 ALIASES = "customer_aliases"
 """The profile (``alias_id, customer_id``) mapping each merged duplicate id to its canonical id."""
+REBUY_ITEMS, REBUY_CATEGORIES, ITEM_SALES = "rebuy_items", "rebuy_categories", "item_sales"
+"""Profiles the ranking path reads: learned re-buy statistics (features/repurchase.py) and sales."""
+SIMILAR, BUY_AGAIN = "similar_customers", "buy_again"
+"""Reasons of personal picks: a new item the models chose, or one the customer bought before
+(``buy_again:<due date>``: the last purchase plus the item's re-buy interval)."""
+FALLBACK = "popular"
+"""Every reason of a pick from a fallback list starts with it: ``popular``,
+``popular_in_segment:<segment>``, ``popular_in:<category>``."""
+
+
+def is_fallback(reasons: np.ndarray) -> np.ndarray:
+    """True where a pick came from a fallback list rather than from personal scores."""
+    return np.char.startswith(np.asarray(reasons, dtype=str), FALLBACK)
+BLOCK_ROWS = 512
+"""Customers per dense scores block when lists are made for many customers: bounds memory
+(float32 scores plus the top-k's indices: about 16 bytes x rows x items) whatever a caller passes."""
 
 
 class BundleError(ValueError):
@@ -44,6 +67,9 @@ class Bundle:
     co-occurrence model used for cart cross-sells; ``profiles`` the customer profiles
     (RFM, segment, price band, top category), category affinities and repurchase intervals;
     ``propensity`` the purchase / session / email-open models (None when training skipped them all).
+    ``bought`` holds each customer's days since the last purchase of each item at ``as_of``
+    (plus one) and ``ranker`` the repeat/explore ranker over the primary model (None: the
+    primary model's own scores rank, as for a baseline champion).
     """
 
     customers: IdMap
@@ -55,6 +81,8 @@ class Bundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
     propensity: PropensitySet | None = None
+    bought: sp.csr_matrix | None = None
+    ranker: Ranker | None = None
 
     def __post_init__(self) -> None:
         aliases = self.profiles.get(ALIASES)
@@ -66,7 +94,12 @@ class Bundle:
     @classmethod
     def from_dataset(cls, dataset: Dataset, models: dict[str, Recommender], metadata: dict[str, Any],
                      profiles: dict[str, pd.DataFrame] | None = None,
-                     propensity: PropensitySet | None = None) -> Bundle:
+                     propensity: PropensitySet | None = None, ranker: Ranker | None = None) -> Bundle:
+        """A bundle of ``dataset`` (the whole history, or a training window in evaluation).
+
+        ``profiles`` must hold the re-buy profiles and item sales (:func:`ranking_profiles`);
+        ``metadata["ranking"]`` the list rules (a :class:`RankingConfig` dump, the chosen cap in it).
+        """
         missing = {PRIMARY, POPULARITY} - set(models)
         if missing:
             raise BundleError(f"bundle needs models {sorted(missing)}")
@@ -74,7 +107,7 @@ class Bundle:
             metadata = {**metadata, "propensity": propensity.status}
         return cls(dataset.customers, dataset.items, dataset.catalogue, dataset.interactions,
                    dataset.purchases, models, {**metadata, "as_of": dataset.as_of.isoformat()}, profiles or {},
-                   propensity)
+                   propensity, days_since_last(dataset.baskets, dataset.as_of, dataset.shape), ranker)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
@@ -83,6 +116,10 @@ class Bundle:
         self.catalogue.to_parquet(folder / "catalogue.parquet")
         sp.save_npz(folder / "interactions.npz", self.interactions)
         sp.save_npz(folder / "purchases.npz", self.purchases)
+        if self.bought is not None:
+            sp.save_npz(folder / "bought.npz", self.bought)
+        if self.ranker is not None:
+            self.ranker.save(folder / "ranker")
         for role, model in self.models.items():
             model.save(folder / "models" / role)
         (folder / "profiles").mkdir(exist_ok=True)
@@ -111,6 +148,8 @@ class Bundle:
             metadata=json.loads((folder / "bundle.json").read_text()),
             profiles={p.stem: pd.read_parquet(p) for p in sorted((folder / "profiles").glob("*.parquet"))},
             propensity=PropensitySet.load(folder / "propensity") if (folder / "propensity").is_dir() else None,
+            bought=sp.load_npz(folder / "bought.npz").tocsr() if (folder / "bought.npz").is_file() else None,
+            ranker=Ranker.load(folder / "ranker") if (folder / "ranker").is_dir() else None,
         )
 
     # ---- ids -------------------------------------------------------------------------------
@@ -135,32 +174,98 @@ class Bundle:
     def primary_family(self) -> str:
         return self.models[PRIMARY].family
 
+    @functools.cached_property
+    def has_history(self) -> np.ndarray:
+        """Per customer: any interaction at all (else they are served fallbacks only)."""
+        return np.diff(self.interactions.indptr) > 0
+
+    @functools.cached_property
+    def rules(self) -> Rules:
+        """The list rules (training/ranking.py) for this catalogue and history."""
+        self._require(REBUY_ITEMS, REBUY_CATEGORIES)
+        config = RankingConfig(**self.metadata.get("ranking", {}))
+        return build_rules(self.catalogue, self.profiles[REBUY_ITEMS], self.profiles[REBUY_CATEGORIES],
+                           self._bought(), config)
+
+    @functools.cached_property
+    def fallbacks(self) -> Fallbacks:
+        popularity = np.asarray(self.models[POPULARITY].score(np.zeros(1, dtype=np.int64), self.interactions[:0]))[0]
+        segment = np.full(len(self.customers), None, dtype=object)
+        profiles = self.profiles.get("customers")
+        if profiles is not None and "segment" in profiles:
+            idx = self.customers.to_index(profiles["customer_id"].astype(str).to_numpy(), unknown="mark")
+            segment[idx[idx >= 0]] = profiles["segment"].to_numpy(dtype=object)[idx >= 0]
+        return build_fallbacks(self.purchases, popularity, segment)
+
+    @functools.cached_property
+    def history(self) -> History:
+        self._require(REBUY_ITEMS, ITEM_SALES)
+        rebuy = self.profiles[REBUY_ITEMS].set_index("item_id").reindex(self.items.external_ids)
+        sales = self.profiles[ITEM_SALES].set_index("item_id").reindex(self.items.external_ids).fillna(0)
+        return History.from_arrays(self.purchases, self._bought(), sales["sales"].to_numpy(),
+                                   sales["recent_sales"].to_numpy(), rebuy, self.rules.horizon_days)
+
+    @functools.cached_property
+    def personal(self) -> Personal:
+        """Personal scores: the primary model, through the ranker when the bundle has one."""
+        return Personal(self.models[PRIMARY], self.interactions, self.history, self.ranker)
+
+    def _bought(self) -> sp.csr_matrix:
+        if self.bought is None:
+            raise BundleError("bundle has no purchase recency (bought.npz): retrain it with this version")
+        return self.bought
+
+    def _require(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.profiles]
+        if missing:
+            raise BundleError(f"bundle has no {', '.join(missing)} profile: retrain it with this version")
+
+    def lists(self, idx: np.ndarray, k: int, rules: Rules | None = None) -> ListBlock:
+        """Lists for customers ``idx`` (internal; -1 unknown) through the one ranking path: personal
+        scores for those with history, fallbacks for the rest. At most :data:`BLOCK_ROWS` rows."""
+        warm = np.flatnonzero(idx >= 0)
+        warm = warm[self.has_history[idx[warm]]]
+        personal = None
+        if len(warm):
+            personal = np.zeros((len(idx), len(self.items)), dtype=np.float32)
+            personal[warm] = self.personal.score(idx[warm]).scores
+        return make_lists(rules or self.rules, self.fallbacks, idx, personal, k)
+
+    def reasons(self, idx: np.ndarray, block: ListBlock) -> np.ndarray:
+        """Each pick's reason: ``buy_again:<due date>`` for an item the customer bought before,
+        ``similar_customers`` for a new one the models chose, the fallback list's for fills."""
+        reasons = np.full(block.items.shape, None, dtype=object)
+        fallback = np.asarray(self.fallbacks.reasons, dtype=object)[block.fallback]
+        fills = (~block.personal) & (block.items >= 0)
+        reasons[fills] = np.broadcast_to(fallback[:, None], block.items.shape)[fills]
+        reasons[block.personal] = SIMILAR
+        if not block.personal.any():
+            return reasons
+        rows, cols = np.nonzero(block.personal)
+        bought = gather(self._bought(), idx[rows], block.items[rows, cols])
+        again = bought > 0
+        if again.any():
+            rows, cols, bought = rows[again], cols[again], bought[again]
+            interval = self.history.interval_days[block.items[rows, cols]]
+            due = (pd.Timestamp(self.metadata["as_of"]) + pd.to_timedelta(
+                np.maximum(interval - (bought - 1.0), 0.0), unit="D")).strftime("%Y-%m-%d")
+            reasons[rows, cols] = [f"{BUY_AGAIN}:{d}" for d in due]
+        return reasons
+
     def recommend(self, customer_ids: Sequence[str], k: int) -> pd.DataFrame:
         """Top k per customer as ``customer_id, canonical_id, rank, item_id, score, reason``
-        (``customer_id`` as given, ``canonical_id`` the merged id it was scored as).
-
-        Known customers get the primary model with durables they bought and out-of-stock
-        items removed; unknown customers get the in-stock popularity list.
-        """
+        (``customer_id`` as given, ``canonical_id`` the merged id it was scored as), through the
+        one ranking path the service and the batch job use (training/ranking.py)."""
         ids = np.asarray([str(c) for c in customer_ids], dtype=object)
         idx = self.customer_index(ids)
-        known = idx >= 0
         parts = []
-        if known.any():
-            exclude = (durable_exclusions(self.purchases, self.catalogue["durable"], idx[known])
-                       + out_of_stock_mask(self.catalogue["in_stock"], int(known.sum())))
-            items, scores = self.models[PRIMARY].recommend(self.interactions, idx[known], k, exclude)
-            parts.append(self._frame(ids[known], items, scores, f"model:{self.primary_family}"))
-        if (~known).any():
-            scores = self.models[POPULARITY].score(np.zeros(1, dtype=np.int64), self.interactions[:0])
-            items, top = top_k(scores, k, out_of_stock_mask(self.catalogue["in_stock"], 1))
-            n = int((~known).sum())
-            parts.append(self._frame(ids[~known], np.repeat(items, n, axis=0), np.repeat(top, n, axis=0),
-                                     "popular"))
+        for start in range(0, len(ids), BLOCK_ROWS):
+            rows = idx[start:start + BLOCK_ROWS]
+            block = self.lists(rows, k)
+            reasons = self.reasons(rows, block)
+            parts.append(self._frame(ids[start:start + BLOCK_ROWS], block.items, block.scores, reasons))
         frame = (pd.concat(parts, ignore_index=True) if parts else
                  pd.DataFrame(columns=[c for c in RECOMMENDATION_COLUMNS if c != "canonical_id"]))
-        order = pd.Series(pd.Categorical(frame["customer_id"], categories=pd.unique(ids)))
-        frame = frame.iloc[np.lexsort((frame["rank"].to_numpy(), order.cat.codes.to_numpy()))].reset_index(drop=True)
         frame.insert(1, "canonical_id", self.canonical_ids(frame["customer_id"].to_numpy(dtype=object)))
         return frame
 
@@ -191,7 +296,7 @@ class Bundle:
         """The same for one live session's events (dicts), in microseconds; None before any usable event."""
         return self._propensity("session").live_session(events, self.catalogue)
 
-    def _frame(self, ids: np.ndarray, items: np.ndarray, scores: np.ndarray, reason: str) -> pd.DataFrame:
+    def _frame(self, ids: np.ndarray, items: np.ndarray, scores: np.ndarray, reasons: np.ndarray) -> pd.DataFrame:
         k = items.shape[1]
         valid = (items >= 0).ravel()
         return pd.DataFrame({
@@ -199,7 +304,7 @@ class Bundle:
             "rank": np.tile(np.arange(1, k + 1), len(ids))[valid],
             "item_id": self.items.to_external(items.ravel()[valid]),
             "score": scores.ravel()[valid].astype(np.float64),
-            "reason": reason,
+            "reason": reasons.ravel()[valid],
         })
 
 
@@ -234,3 +339,33 @@ def verify(folder: Path) -> None:
             raise BundleError(f"{folder}: bundle file {name} is missing")
         if _sha256(path) != expected:
             raise BundleError(f"{folder}: bundle file {name} fails its checksum (corrupted download?)")
+
+
+def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict[str, pd.DataFrame]:
+    """Every profile a bundle of ``dataset`` carries, from ``shop`` as it stood at ``dataset.as_of``
+    (the whole history for the served bundle, a training window's past in evaluation)."""
+    orders, items = shop["orders"], shop["items"]
+    orders = orders[orders["ts"] < dataset.as_of]
+    rebuy_items, rebuy_categories = rebuy_profile(orders, items)
+    age = (dataset.as_of - orders["ts"]).dt.total_seconds() / 86_400.0
+    sales = orders.groupby("item_id").size()
+    recent = orders[age <= recent_days].groupby("item_id").size()
+    profiles = {
+        "customers": customer_profiles(orders, items, dataset.as_of),
+        "category_affinity": category_affinity(orders, items, dataset.as_of),
+        REBUY_ITEMS: rebuy_items,
+        REBUY_CATEGORIES: rebuy_categories,
+        ITEM_SALES: pd.DataFrame({"item_id": items["item_id"].to_numpy(dtype=object),
+                                  "sales": sales.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64),
+                                  "recent_sales": recent.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64)}),
+    }
+    if shop.has("email_events"):
+        profiles["email_open_rates"] = email_open_rates(shop["email_events"])
+    if shop.has("customer_aliases"):
+        resolved, _ = resolve_aliases(shop["customer_aliases"])
+        profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),
+                                          "customer_id": resolved.to_numpy(dtype=object)})
+    if shop.has("customers") and "email_opt_in" in shop["customers"]:
+        customers = shop["customers"]
+        profiles["email_opt_out"] = customers.loc[~customers["email_opt_in"].astype(bool), ["customer_id"]]
+    return profiles

@@ -239,16 +239,43 @@ def _train_config(config_file: Path | None, experiment: str | None, tune: int, t
     return config
 
 
-def render_metrics(table: Any, chosen: str, key: str) -> Table:
-    view = Table(title=f"Held-out evaluation (test window), chosen on validation: {chosen}", title_justify="left")
-    columns = [c for c in table.columns if c != "evaluated_customers"]
+TABLE_COLUMNS = ("ndcg_at_{k}", "precision_at_{k}", "recall_at_{k}", "hit_rate_at_{k}", "repeat_share",
+                 "repeat_recall_at_{k}", "explore_recall_at_{k}", "coverage")
+"""What the terminal shows of the evaluation (MLflow and the CSV artefacts hold every metric)."""
+
+
+def render_metrics(selection: Any, served: str, k: int) -> Table:
+    """The test window: every baseline, the repeat scorer, each model alone and under the ranker.
+
+    ``*`` marks the row the bundle serves, ``(b)`` the strongest baseline the gate compares with.
+    """
+    table = selection.test
+    view = Table(title=f"Held-out evaluation (test window, {int(table['evaluated_customers'].iloc[0]):,} customers); "
+                       f"chosen on validation: {selection.chosen}", title_justify="left")
+    columns = [c.format(k=k) for c in TABLE_COLUMNS]
     view.add_column("model")
     for column in columns:
-        view.add_column(column, justify="right")
-    for family, row in table.iterrows():
-        name = f"{family} *" if family == chosen else family
-        view.add_row(name, *(f"{row[c]:.4f}" for c in columns))
+        view.add_column(column.replace(f"_at_{k}", f"@{k}"), justify="right")
+    for row_name, row in table.iterrows():
+        mark = " *" if row_name == served else " (b)" if row_name == selection.strongest_baseline else ""
+        view.add_row(f"{row_name}{mark}", *(f"{row[c]:.4f}" for c in columns))
     return view
+
+
+def selection_lines(selection: Any, key: str) -> list[str]:
+    """How the choice was made, in a few lines under the table."""
+    windows = selection.windows
+    lines = [f"validation: {len(windows)} window(s) of the {sum(w['customers'] for w in windows):,} customers who "
+             f"bought in them (cut-offs {', '.join(w['cutoff'][:10] for w in windows)}); repeat_share: share of list "
+             f"slots given to items the customer bought before; repeat/explore recall: of re-bought / new items"]
+    if selection.cap is not None:
+        effect = selection.cap_effect
+        lines.append(f"diversity: at most {selection.cap} items of one product type (or category) per list"
+                     + (f"; {key} on test {effect['test_capped']:.4f} with the cap, {effect['test_no_cap']:.4f} "
+                        f"without" if "test_capped" in effect else ""))
+    if selection.fallback_reason:
+        lines.append(f"no model beat the strongest baseline: {selection.fallback_reason}")
+    return lines
 
 
 def _train(data: str, config_file: Path | None, experiment: str | None, register: bool,
@@ -259,7 +286,9 @@ def _train(data: str, config_file: Path | None, experiment: str | None, register
     config = _train_config(config_file, experiment, tune, tune_minutes)
     with progress_status(f"training on {data}") as progress:
         result = run_training(data, config, register=register, progress=progress)
-    out.print(render_metrics(result.metrics, result.chosen, config.metric_key))
+    out.print(render_metrics(result.selection, result.chosen, config.split.k))
+    for line in selection_lines(result.selection, config.metric_key):
+        out.print(line, highlight=False)
     evaluated = int(result.metrics["evaluated_customers"].iloc[0])
     out.print(f"evaluated on {evaluated:,} customers who bought in the test window and had history; "
               f"MLflow run {result.run_id} at {tracking_uri()}", highlight=False)

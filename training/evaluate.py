@@ -1,13 +1,22 @@
-"""Honest offline evaluation: train on the past, test on the next period, same split for every model.
+"""Honest offline evaluation: train on the past, test on the next period, same split and the
+same ranking path for every model and every baseline.
 
 The test window is the last ``test_days`` of orders. Customers are evaluated when they
 bought in the test window and had any interaction before it (warm customers); test buyers
 with no history are counted and reported as ``cold_buyers`` rather than silently dropped,
 because a collaborative model cannot score them (the service serves them fallbacks).
+
+Every list is made exactly as the service makes it (:func:`training.ranking.make_lists` over a
+:class:`~training.bundle.Bundle` of the window's training view: the rules, the fallback fill,
+the diversity cap), so the metrics measure the lists the shop would have shown. Besides the
+usual metrics, hits are split as the "Next Basket Recommendation Reality Check" (Li et al.
+2023) splits them: **repeat** (items the customer bought before the cut-off) and **explore**
+(items new to them), because a model can look good by only re-listing what people buy anyway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import Dataset, InteractionConfig, build_dataset
 from features.loading import ShopData
+from training.bundle import POPULARITY, PRIMARY, Bundle, build_profiles
+from training.models import build_model
 from training.models.base import Recommender
-from training.rules import durable_exclusions
+from training.ranker import Personal, Ranker
+from training.ranking import RankingConfig, Rules, make_lists
+
+BLOCK = 1024
+"""Customers scored at once in evaluation (dense block: BLOCK x items float32)."""
 
 
 class SplitConfig(BaseModel):
@@ -26,22 +41,35 @@ class SplitConfig(BaseModel):
 
     test_days: int = Field(28, ge=1, description="Length of the held-out window at the end of the orders.")
     k: int = Field(10, ge=1, le=100)
+    min_validation_customers: int = Field(
+        500, ge=1, description="Choices need this many evaluated customers: validation windows of test_days are "
+                               "added further back until they hold as many (or max_validation_windows is reached).")
+    max_validation_windows: int = Field(3, ge=1, le=12)
 
 
 @dataclass(frozen=True)
 class TimeSplit:
     """Training view before ``cutoff`` and the warm customers' purchases after it.
 
-    ``relevant`` and ``exclude`` are row-aligned with ``customers`` (training indices).
+    ``relevant`` and ``repeat`` are row-aligned with ``customers`` (training indices);
+    ``repeat`` marks the relevant items the customer had bought before the cut-off.
     """
 
     train: Dataset
     cutoff: pd.Timestamp
     customers: np.ndarray
     relevant: sp.csr_matrix
-    exclude: sp.csr_matrix
+    repeat: sp.csr_matrix
     cold_buyers: int
     test_orders: int
+
+    def subsample(self, limit: int, seed: int = 0) -> TimeSplit:
+        """The same split on at most ``limit`` of its customers (a seeded random subset, in order)."""
+        if len(self.customers) <= limit:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self.customers), limit, replace=False))
+        return TimeSplit(self.train, self.cutoff, self.customers[keep], self.relevant[keep], self.repeat[keep],
+                         self.cold_buyers, self.test_orders)
 
 
 def time_split(shop: ShopData, config: SplitConfig | None = None,
@@ -72,23 +100,93 @@ def time_split(shop: ShopData, config: SplitConfig | None = None,
                              shape=(len(customers), len(train.items)))
     relevant.sum_duplicates()
     relevant.data[:] = 1.0
-    exclude = durable_exclusions(train.purchases, train.catalogue["durable"], customers)
-    return TimeSplit(train, cutoff, customers, relevant, exclude, cold_buyers, len(test))
+    bought = train.purchases[customers].astype(bool).astype(np.float32)
+    repeat = sp.csr_matrix(relevant.multiply(bought))
+    repeat.eliminate_zeros()
+    return TimeSplit(train, cutoff, customers, relevant, repeat, cold_buyers, len(test))
 
 
-def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: int,
-                    item_popularity: np.ndarray) -> dict[str, float]:
-    """Precision, recall, NDCG, MAP, hit rate @k (k = columns of ``recommended``), coverage, novelty.
+def validation_splits(shop: ShopData, test_cutoff: pd.Timestamp, config: SplitConfig,
+                      interactions: InteractionConfig | None = None) -> list[TimeSplit]:
+    """Windows of ``test_days`` before the test window, newest first, until they hold
+    ``min_validation_customers`` evaluated customers (or ``max_validation_windows``, or history runs out)."""
+    windows: list[TimeSplit] = []
+    end = test_cutoff
+    while len(windows) < config.max_validation_windows:
+        try:
+            window = time_split(shop.before(end), config, interactions)
+        except ValueError:
+            if windows:
+                break
+            raise
+        windows.append(window)
+        if sum(len(w.customers) for w in windows) >= config.min_validation_customers:
+            break
+        end = window.cutoff
+    return windows
 
-    ``recommended`` holds item indices per evaluated customer (-1 = padding), row-aligned
-    with ``relevant``. Fully vectorised: one sparse gather for all hits.
+
+@dataclass(frozen=True)
+class Window:
+    """One split with the bundle of its training view: the rules, fallbacks and history the
+    lists are made from, exactly as a served bundle would make them."""
+
+    split: TimeSplit
+    bundle: Bundle
+
+    @property
+    def rules(self) -> Rules:
+        return self.bundle.rules
+
+    def personal(self, model: Recommender, ranker: Ranker | None = None) -> Personal:
+        return Personal(model, self.bundle.interactions, self.bundle.history, ranker)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row position, customers) per block of evaluated customers."""
+        for start in range(0, len(self.split.customers), BLOCK):
+            yield start, self.split.customers[start:start + BLOCK]
+
+
+def prepare_window(shop: ShopData, split: TimeSplit, ranking: RankingConfig, recent_days: float) -> Window:
+    """The window's bundle: the training view, its popularity fallback and every profile."""
+    popularity = build_model(POPULARITY).fit(split.train)
+    profiles = build_profiles(shop.before(split.cutoff), split.train, recent_days)
+    horizon = ranking.horizon_days if ranking.horizon_days is not None else recent_days
+    bundle = Bundle.from_dataset(split.train, {PRIMARY: popularity, POPULARITY: popularity},
+                                 {"ranking": ranking.model_copy(update={"horizon_days": horizon}).model_dump()},
+                                 profiles)
+    return Window(split, bundle)
+
+
+def lists_for(window: Window, scores: Callable[[np.ndarray, int], np.ndarray], k: int,
+              rules: Rules | None = None) -> np.ndarray:
+    """Every evaluated customer's list (item indices, -1 padded) from ``scores(customers, start)``:
+    dense personal scores for a block, made into lists by the one ranking path."""
+    rules = rules or window.rules
+    out = []
+    for start, customers in window.blocks():
+        out.append(make_lists(rules, window.bundle.fallbacks, customers, scores(customers, start), k).items)
+    return np.vstack(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, float]:
+    """Precision, recall, NDCG, MAP, hit rate @k (k = columns of ``recommended``), coverage,
+    novelty, and the repeat/explore split: the share of list slots given to items the customer
+    bought before, and recall of repeat and of explore purchases separately.
+
+    ``recommended`` holds item indices per evaluated customer (-1 = padding). Vectorised: one
+    sparse gather for all hits.
     """
+    relevant, n_items = split.relevant, split.train.shape[1]
+    item_popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
     n, k = recommended.shape
     valid = recommended >= 0
     rows = np.repeat(np.arange(n), k)
     cols = np.where(valid, recommended, 0).ravel()
     hits = (np.asarray(relevant[rows, cols]).reshape(n, k) > 0) & valid
+    own = (np.asarray(split.train.purchases[split.customers][rows, cols]).reshape(n, k) > 0) & valid
     n_relevant = np.asarray(relevant.sum(axis=1)).ravel()
+    n_repeat = np.asarray(split.repeat.sum(axis=1)).ravel()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * discounts).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(n_relevant, k).astype(int) - 1]
@@ -97,6 +195,12 @@ def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: i
     shown = recommended[valid]
     share = item_popularity / max(item_popularity.sum(), 1.0)
     novelty = -np.log2(np.clip(share[shown], 1e-12, None)).mean() if len(shown) else 0.0
+    repeat_hits, explore_hits = (hits & own).sum(axis=1), (hits & ~own).sum(axis=1)
+    has_repeat, has_explore = n_repeat > 0, (n_relevant - n_repeat) > 0
+
+    def mean_where(values: np.ndarray, mask: np.ndarray) -> float:
+        return float(values[mask].mean()) if mask.any() else 0.0
+
     return {
         f"precision_at_{k}": float(hits.sum(axis=1).mean() / k),
         f"recall_at_{k}": float((hits.sum(axis=1) / n_relevant).mean()),
@@ -105,13 +209,29 @@ def ranking_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, n_items: i
         f"hit_rate_at_{k}": float(hits.any(axis=1).mean()),
         "coverage": float(len(np.unique(shown)) / n_items),
         "novelty": float(novelty),
+        "repeat_share": float(own.sum() / max(valid.sum(), 1)),
+        f"repeat_recall_at_{k}": mean_where(repeat_hits / np.maximum(n_repeat, 1), has_repeat),
+        f"explore_recall_at_{k}": mean_where(explore_hits / np.maximum(n_relevant - n_repeat, 1), has_explore),
+        "repeat_hits": float(repeat_hits.sum()),
+        "explore_hits": float(explore_hits.sum()),
+        "evaluated_customers": float(n),
     }
 
 
-def evaluate_model(model: Recommender, split: TimeSplit, k: int) -> dict[str, float]:
-    """Evaluate an already fitted model on the split's warm customers."""
-    recommended, _ = model.recommend(split.train.interactions, split.customers, k, split.exclude)
-    popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
-    metrics = ranking_metrics(recommended, split.relevant, split.train.shape[1], popularity)
-    metrics["evaluated_customers"] = float(len(split.customers))
-    return metrics
+def pooled_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Metrics of several windows as one: means weighted by evaluated customers, counts summed."""
+    weights = np.array([p["evaluated_customers"] for p in parts], dtype=np.float64)
+    out = {}
+    for name in parts[0]:
+        values = np.array([p[name] for p in parts], dtype=np.float64)
+        out[name] = float(values.sum() if name in ("repeat_hits", "explore_hits", "evaluated_customers")
+                          else (values * weights).sum() / max(weights.sum(), 1.0))
+    return out
+
+
+def evaluate_model(model: Recommender, window: Window, k: int, ranker: Ranker | None = None,
+                   rules: Rules | None = None) -> dict[str, float]:
+    """A fitted model (through ``ranker`` when given) on the window's warm customers."""
+    personal = window.personal(model, ranker)
+    return ranking_metrics(lists_for(window, lambda customers, _: personal.score(customers).scores, k, rules),
+                           window.split)

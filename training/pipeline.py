@@ -19,23 +19,26 @@ import mlflow
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from features.aliases import resolve_aliases
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import ShopData, load_shop
-from features.profiles import category_affinity, customer_profiles, email_open_rates, repurchase_intervals
 from features.schema import ContractConfig
 from features.sources import is_sql_url, safe_url
 from training import plots, registry, tracking
-from training.bundle import ALIASES, COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
-from training.evaluate import SplitConfig, TimeSplit, evaluate_model, time_split
-from training.models import MODELS, build_model
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, build_profiles, content_hash
+from training.evaluate import SplitConfig, Window
+from training.models import build_model
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
 from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
+from training.ranker import Ranker
+from training.ranking import RankingConfig
+from training.selection import BASELINES, Selection, select
 from training.tuning import TuneConfig, tune
 
 Progress = Callable[[str], None]
-BASELINE = "popularity"
+EXPLORE_FAMILIES = ("als", "ease", "lightfm", "cooccurrence", "bpr")
+"""The families the ranker can sit on (``families``); the rest of MODELS are baselines and the
+repeat scorer, which every run evaluates anyway (training/selection.py)."""
 
 
 class TrainConfig(BaseModel):
@@ -46,7 +49,10 @@ class TrainConfig(BaseModel):
     contract: ContractConfig = Field(default_factory=ContractConfig)
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    families: list[str] = Field(default_factory=lambda: ["als", "bpr", "ease", "lightfm", "cooccurrence"])
+    families: list[str] = Field(default_factory=lambda: ["als", "ease", "lightfm", "cooccurrence"],
+                                description="Explore families evaluated alone and under the ranker (bpr is "
+                                            "available but not default: it trailed every other family).")
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     primary_metric: str = "ndcg"
     gate_tolerance: float = Field(0.02, ge=0, le=1)
@@ -58,10 +64,9 @@ class TrainConfig(BaseModel):
     @field_validator("families")
     @classmethod
     def _known_families(cls, families: list[str]) -> list[str]:
-        unknown = [f for f in families if f not in MODELS or f == BASELINE]
+        unknown = [f for f in families if f not in EXPLORE_FAMILIES]
         if unknown or not families:
-            raise ValueError(f"families must be a non-empty list from {[f for f in MODELS if f != BASELINE]}, "
-                             f"got {families}")
+            raise ValueError(f"families must be a non-empty list from {list(EXPLORE_FAMILIES)}, got {families}")
         return families
 
     @property
@@ -73,9 +78,11 @@ class TrainConfig(BaseModel):
 class TrainResult:
     run_id: str
     chosen: str
+    """The row served: ``ranker_<family>``, or a baseline (chosen, or fallen back to)."""
     metrics: pd.DataFrame
     validation: pd.DataFrame
     bundle: Bundle
+    selection: Selection
     model_version: str | None = None
     gate: registry.GateDecision | None = None
 
@@ -90,75 +97,47 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-def fit_and_evaluate(split: TimeSplit, config: TrainConfig, progress: Progress | None) -> pd.DataFrame:
-    """Every family plus the popularity baseline on one split: a family x metric table."""
-    rows = {}
-    for family in [BASELINE, *config.families]:
-        if progress:
-            progress(f"fitting {family} on {split.train.shape[0]:,} x {split.train.shape[1]:,}")
-        model = build_model(family, config.params.get(family)).fit(split.train)
-        rows[family] = evaluate_model(model, split, config.split.k)
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def splits(shop: ShopData, config: TrainConfig) -> tuple[TimeSplit, TimeSplit]:
-    """Nested time splits: validation (for choices) ends where the test window begins."""
-    test_split = time_split(shop, config.split, config.interactions)
-    validation_split = time_split(shop.before(test_split.cutoff), config.split, config.interactions)
-    return validation_split, test_split
-
-
 def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None = None
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, TimeSplit, TrainConfig]:
-    """Tune (when asked) and choose on validation, report on test.
+                  ) -> tuple[Selection, TrainConfig]:
+    """Tune (when asked) and choose on validation, report on test (training/selection.py).
 
-    Returns the validation table, the test table, the test split and the config with the
-    tuned hyper-parameters in ``params``.
+    Returns the selection and the config with the tuned hyper-parameters in ``params``.
     """
-    validation_split, test_split = splits(shop, config)
-    if config.tune.trials:
-        tuned = tune(validation_split, config.families, config.params, config.metric_key, config.split.k,
-                     config.tune, progress)
+    tuned: dict[str, dict[str, Any]] = {}
+
+    def tune_on(window: Window, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        tuned.update(tune(window, config.families, params, config.metric_key, config.split.k, config.tune, progress))
+        return tuned
+
+    selection = select(shop, config.families, config.params, config.split, config.ranking, config.interactions,
+                       config.metric_key, tune_on if config.tune.trials else None, progress)
+    if tuned:
         config = config.model_copy(update={"params": tuned})
-    validation = fit_and_evaluate(validation_split, config, progress)
-    test = fit_and_evaluate(test_split, config, progress)
-    return validation, test, test_split, config
+    return selection, config
 
 
-def choose(validation: pd.DataFrame, config: TrainConfig) -> str:
-    candidates = validation.loc[config.families, config.metric_key]
-    return str(candidates.idxmax())
-
-
-def build_bundle(shop: ShopData, config: TrainConfig, chosen: str, metadata: dict[str, Any],
-                 propensity: PropensitySet | None = None) -> Bundle:
-    """Refit the chosen model, the fallback and the cross-sell model on the whole history, with profiles.
+def build_bundle(shop: ShopData, config: TrainConfig, family: str, metadata: dict[str, Any],
+                 propensity: PropensitySet | None = None, ranker: Ranker | None = None,
+                 cap: int | None = None) -> Bundle:
+    """Refit the primary model (``family``, under ``ranker`` when given), the fallback and the
+    cross-sell model on the whole history, with every profile and the list rules (``cap``: the
+    diversity cap chosen on validation).
 
     ``propensity`` (from :func:`training.propensity.fit_propensity`) is passed in rather than
     fitted here, so callers that only need recommendations do not pay for it.
     """
     dataset = build_dataset(shop, config.interactions)
-    items = shop["items"]
-    profiles = {
-        "customers": customer_profiles(shop["orders"], items, dataset.as_of),
-        "category_affinity": category_affinity(shop["orders"], items, dataset.as_of),
-        "repurchase": repurchase_intervals(shop["orders"], items),
-    }
-    if shop.has("email_events"):
-        profiles["email_open_rates"] = email_open_rates(shop["email_events"])
-    if shop.has("customer_aliases"):
-        resolved, _ = resolve_aliases(shop["customer_aliases"])
-        profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),
-                                          "customer_id": resolved.to_numpy(dtype=object)})
-    if shop.has("customers") and "email_opt_in" in shop["customers"]:
-        customers = shop["customers"]
-        profiles["email_opt_out"] = customers.loc[~customers["email_opt_in"].astype(bool), ["customer_id"]]
+    profiles = build_profiles(shop, dataset, float(config.split.test_days))
     models = {
-        PRIMARY: build_model(chosen, config.params.get(chosen)).fit(dataset),
-        POPULARITY: build_model(BASELINE, config.params.get(BASELINE)).fit(dataset),
+        PRIMARY: build_model(family, config.params.get(family)).fit(dataset),
+        POPULARITY: build_model("popularity", config.params.get("popularity")).fit(dataset),
         COOCCURRENCE: build_model("cooccurrence", config.params.get("cooccurrence")).fit(dataset),
     }
-    return Bundle.from_dataset(dataset, models, metadata, profiles, propensity)
+    ranking = config.ranking.model_copy(update={
+        "diversity_cap": cap if cap is not None else config.ranking.diversity_cap,
+        "horizon_days": config.ranking.horizon_days or float(config.split.test_days)})
+    return Bundle.from_dataset(dataset, models, {**metadata, "ranking": ranking.model_dump()}, profiles, propensity,
+                               ranker)
 
 
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
@@ -180,36 +159,45 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_sql_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
                          "shoprec.register": str(register)})
         mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
-        validation, test, split, config = evaluate_shop(shop, config, progress)
-        chosen = choose(validation, config)
-        key = config.metric_key
-        mlflow.set_tag("shoprec.chosen", chosen)
+        selection, config = evaluate_shop(shop, config, progress)
+        test, validation, split = selection.test, selection.validation, selection.test_split
+        served, key, strongest = selection.primary_row, config.metric_key, selection.strongest_baseline
+        mlflow.set_tags({"shoprec.chosen": selection.chosen, "shoprec.served": served,
+                         "shoprec.strongest_baseline": strongest, "shoprec.diversity_cap": str(selection.cap),
+                         **({"shoprec.fallback": selection.fallback_reason} if selection.fallback_reason else {})})
         mlflow.log_params(flatten("", config.model_dump()))
         mlflow.log_params({"split.cutoff": split.cutoff.isoformat(), "split.cold_buyers": split.cold_buyers,
-                           "split.evaluated_customers": len(split.customers)})
+                           "split.evaluated_customers": len(split.customers),
+                           "validation.windows": len(selection.windows),
+                           "validation.customers": sum(w["customers"] for w in selection.windows)})
         for stage, table in (("test", test), ("validation", validation)):
-            for family, row in table.iterrows():
-                mlflow.log_metrics({f"{stage}.{family}.{name}": float(v) for name, v in row.items()})
-        mlflow.log_metrics({key: float(test.loc[chosen, key]), f"baseline_{key}": float(test.loc[BASELINE, key])})
+            for row, values in table.iterrows():
+                mlflow.log_metrics({f"{stage}.{row}.{name}": float(v) for name, v in values.items()})
+        mlflow.log_metrics({key: float(test.loc[served, key]), f"baseline_{key}": float(test.loc[strongest, key]),
+                            **{f"diversity.{name}": value for name, value in selection.cap_effect.items()}})
+        if selection.ranker is not None:
+            mlflow.log_dict(selection.ranker.coefficients(), "evaluation/ranker_coefficients.json")
         _log_report_artifacts(shop, test, validation, Path(tmp), key)
         propensity = None
         if config.propensity.enabled:
             _log_propensity(evaluate_propensity(shop, config.propensity, progress), Path(tmp))
             propensity = fit_propensity(shop, config.propensity, progress)
         if progress:
-            progress(f"refitting {chosen} on the full history and building the bundle")
-        bundle = build_bundle(shop, config, chosen, {
-            "chosen": chosen, "metric": key, "test_metrics": test.loc[chosen].to_dict(),
-            "baseline_metrics": test.loc[BASELINE].to_dict(), "tables_present": shop.report.present,
-            "run_id": run.info.run_id, "config": config.model_dump(),
-        }, propensity)
+            progress(f"refitting {selection.family} on the full history and building the bundle")
+        bundle = build_bundle(shop, config, selection.family, {
+            "chosen": served, "metric": key, "test_metrics": test.loc[served].to_dict(),
+            "baseline": strongest, "baseline_metrics": test.loc[strongest].to_dict(),
+            "tables_present": shop.report.present, "run_id": run.info.run_id, "config": config.model_dump(),
+            "validation_windows": selection.windows,
+        }, propensity, selection.ranker, selection.cap)
         bundle_dir = bundle.save(Path(tmp) / "bundle")
         model_uri = log_bundle(bundle, bundle_dir, _requirements())
-        result = TrainResult(run.info.run_id, chosen, test, validation, bundle)
+        result = TrainResult(run.info.run_id, served, test, validation, bundle, selection)
         if register:
-            result.model_version = registry.register(client, config.model_name, model_uri, key,
-                                                     float(test.loc[chosen, key]), float(test.loc[BASELINE, key]),
-                                                     content_hash(bundle_dir))
+            result.model_version = registry.register(
+                client, config.model_name, model_uri, key, float(test.loc[served, key]),
+                float(test.loc[strongest, key]), content_hash(bundle_dir), baseline_name=strongest,
+                serves_baseline=served if served in BASELINES else None)
             result.gate = registry.gate(client, config.model_name, result.model_version, config.gate_tolerance)
             mlflow.set_tags({"shoprec.gate": "passed" if result.gate.passed else "rejected",
                              "shoprec.gate_reason": result.gate.reason})

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 CHAMPION, CHALLENGER = "champion", "challenger"
 DESCRIPTION = "shoprec bundle: recommendations and propensity"
 METRIC_TAG, BASELINE_TAG, PRIMARY_METRIC_TAG = "shoprec.metric", "shoprec.baseline", "shoprec.primary_metric"
+BASELINE_NAME_TAG, SERVES_BASELINE_TAG = "shoprec.baseline_name", "shoprec.serves_baseline"
 BUNDLE_HASH_TAG = "shoprec.bundle_sha256"
 """The registered bundle's content hash (:func:`training.bundle.content_hash`): what makes a
 cached copy provably this version's, whatever its number (serving/lifecycle.py)."""
@@ -28,14 +29,18 @@ class GateDecision:
 
 
 def register(client: MlflowClient, name: str, model_uri: str, metric_name: str,
-             metric: float, baseline: float, bundle_sha256: str | None = None) -> str:
-    """Register the run's model, tag it with its metrics (and content hash) and point ``challenger`` at it."""
+             metric: float, baseline: float, bundle_sha256: str | None = None, *, baseline_name: str = "popularity",
+             serves_baseline: str | None = None) -> str:
+    """Register the run's model, tag it with its metrics, the strongest baseline it was compared
+    with, the baseline it serves when no model beat them (``serves_baseline``), its content hash,
+    and point ``challenger`` at it."""
     # register_model resolves MLflow 3 logged-model URIs (models:/m-...) for file and server stores
     # alike, and creates the registered model on first use (so it never claims it "already exists").
     version = mlflow.register_model(model_uri, name)
     if not client.get_registered_model(name).description:
         client.update_registered_model(name, description=DESCRIPTION)
-    tags = {PRIMARY_METRIC_TAG: metric_name, METRIC_TAG: f"{metric:.6f}", BASELINE_TAG: f"{baseline:.6f}"}
+    tags = {PRIMARY_METRIC_TAG: metric_name, METRIC_TAG: f"{metric:.6f}", BASELINE_TAG: f"{baseline:.6f}",
+            BASELINE_NAME_TAG: baseline_name, SERVES_BASELINE_TAG: serves_baseline or ""}
     if bundle_sha256 is not None:
         tags[BUNDLE_HASH_TAG] = bundle_sha256
     for key, value in tags.items():
@@ -52,18 +57,27 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 
 def gate(client: MlflowClient, name: str, version: str, tolerance: float) -> GateDecision:
-    """Pass when the candidate beats popularity and is no worse than the champion beyond ``tolerance``.
+    """Pass when the candidate beats the strongest baseline (of popularity, recent popularity,
+    own most-bought, TIFU-KNN) and is no worse than the champion beyond ``tolerance``.
 
+    A bundle that serves a baseline because no model beat it passes only as the first champion:
+    a registry must always hold something servable, but a baseline never replaces a model.
     The tolerance is relative: 0.02 lets a candidate 2% below the champion through, since
     retraining on fresher data is worth a little noise on a moving test window.
     """
     tags = client.get_model_version(name, version).tags
     metric_name, metric, baseline = tags[PRIMARY_METRIC_TAG], float(tags[METRIC_TAG]), float(tags[BASELINE_TAG])
-    if metric <= baseline:
-        return GateDecision(False, f"{metric_name} {metric:.4f} does not beat popularity ({baseline:.4f})")
+    baseline_name = tags.get(BASELINE_NAME_TAG, "popularity")
     current = champion_version(client, name)
+    if served := tags.get(SERVES_BASELINE_TAG):
+        if current is None:
+            return GateDecision(True, f"first champion serves the baseline {served} ({metric_name} {metric:.4f}; "
+                                      f"strongest baseline {baseline_name} {baseline:.4f}): no model beat them")
+        return GateDecision(False, f"serves a baseline ({served}); champion v{current} is kept")
+    if metric <= baseline:
+        return GateDecision(False, f"{metric_name} {metric:.4f} does not beat {baseline_name} ({baseline:.4f})")
     if current is None:
-        return GateDecision(True, f"first champion: {metric_name} {metric:.4f} > popularity {baseline:.4f}")
+        return GateDecision(True, f"first champion: {metric_name} {metric:.4f} > {baseline_name} {baseline:.4f}")
     champion_tags = client.get_model_version(name, current).tags
     if champion_tags.get(PRIMARY_METRIC_TAG) != metric_name:
         return GateDecision(False, f"champion v{current} was judged on {champion_tags.get(PRIMARY_METRIC_TAG)}, "

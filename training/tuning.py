@@ -17,7 +17,7 @@ import mlflow
 import optuna
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.evaluate import TimeSplit, evaluate_model
+from training.evaluate import Window, evaluate_model
 from training.models import build_model
 
 Progress = Callable[[str], None]
@@ -68,9 +68,10 @@ def _current(family: str, params: dict[str, Any], space: Space) -> dict[str, Any
     return {name: config[name] for name in space(probe)}
 
 
-def tune(split: TimeSplit, families: list[str], params: dict[str, dict[str, Any]], metric_key: str, k: int,
+def tune(window: Window, families: list[str], params: dict[str, dict[str, Any]], metric_key: str, k: int,
          config: TuneConfig, progress: Progress | None = None) -> dict[str, dict[str, Any]]:
-    """Best validation setting per family, merged over ``params``; families without a space keep theirs."""
+    """Best validation setting per family (alone, through the one ranking path), merged over
+    ``params``; families without a space keep theirs."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tunable = [f for f in families if f in SPACES]
     active = mlflow.active_run()
@@ -85,8 +86,8 @@ def tune(split: TimeSplit, families: list[str], params: dict[str, dict[str, Any]
         def objective(trial: optuna.Trial, family: str = family, space: Space = space,
                       base: dict[str, Any] = base) -> float:
             setting = {**base, **space(trial)}
-            model = build_model(family, setting).fit(split.train)
-            metrics = evaluate_model(model, split, k)
+            model = build_model(family, setting).fit(window.split.train)
+            metrics = evaluate_model(model, window, k)
             with mlflow.start_run(nested=True, run_name=f"tune-{family}-{trial.number}", experiment_id=experiment_id):
                 mlflow.set_tag("shoprec.tuning_family", family)
                 mlflow.log_params(setting)

@@ -160,6 +160,7 @@ def _items(products: pd.DataFrame, orders: pd.DataFrame, notes: ImportNotes) -> 
         "price": price,
         "title": sold_products["product_type"],
         "brand": sold_products["brand"],
+        "product_type": blank_to_na(sold_products["product_type"]),
         "durable": False,
         ROW_COLUMN: sold_products[ROW_COLUMN],
     }).reset_index(drop=True)

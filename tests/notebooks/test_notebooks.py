@@ -40,7 +40,10 @@ def outputs(notebook: nbformat.NotebookNode) -> list[dict]:
 def check_retrain_and_compare(notebook: nbformat.NotebookNode) -> None:
     text = json.dumps(outputs(notebook))
     assert "@champion -> v" in text
-    assert "similar_customers" in text or "model:" in text  # personal recommendations were shown
+    assert "similar_customers" in text or "buy_again:" in text  # personal recommendations were shown
+    for shown in ("own_most_bought", "tifu_knn", "recent_popularity", "repeat_recall_at_10", "explore_recall_at_10",
+                  "validation windows:", "strongest baseline"):
+        assert shown in text, shown  # every baseline, the repeat/explore split and the validation customers
 
 
 def check_propensity(notebook: nbformat.NotebookNode) -> None:

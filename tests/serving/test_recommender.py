@@ -249,7 +249,9 @@ def test_propensity_needs_a_model_and_says_why(bundle) -> None:
 
 def test_session_propensity_rises_with_intent(bundle_with_propensity, sample_shop) -> None:
     recommender = ShopRecommender(bundle_with_propensity, "shoprec/v1")
-    item = str(sample_shop.tables["items"]["item_id"].iloc[0])
+    items = sample_shop.tables["items"]
+    # a consumable: in the sample most carted durables are abandoned, most carted refills bought
+    item = str(items.loc[~items["durable"], "item_id"].iloc[0])
     customer = str(sample_shop.tables["orders"]["customer_id"].iloc[0])
     browse = [{"event_type": "view", "item_id": item, "ts": f"2025-06-01T10:0{i}:00", "customer_id": customer}
               for i in range(2)]

@@ -149,7 +149,9 @@ def test_propensity_needs_a_customer_or_session(server: Server) -> None:
 def test_propensity_for_customers_and_live_sessions(server: Server, served: Bundle, sample_shop: SampleShop) -> None:
     local = ShopRecommender(served, "local")
     customer = str(served.profiles["customers"]["customer_id"].iloc[0])
-    item = str(sample_shop.tables["items"]["item_id"].iloc[0])
+    items = sample_shop.tables["items"]
+    # a consumable: in the sample most carted durables are abandoned, most carted refills bought
+    item = str(items.loc[~items["durable"], "item_id"].iloc[0])
     views = [{"event_type": "view", "item_id": item, "ts": f"2025-06-01T10:0{i}:00Z"} for i in range(2)]
     carted = [*views, {"event_type": "cart", "item_id": item, "ts": "2025-06-01T10:03:00+02:00"},
               {"event_type": "purchase", "item_id": item, "ts": "2025-06-01T10:09:00Z"},

@@ -31,7 +31,7 @@ def test_killed_training_changes_nothing(tmp_path: Path, mlflow_home: Path) -> N
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert job.stderr is not None
     for line in job.stderr:  # progress lines: kill it in the middle of fitting
-        if "fitting bpr" in line:
+        if "fitting lightfm" in line:
             job.send_signal(signal.SIGKILL)
             break
     job.wait(timeout=60)

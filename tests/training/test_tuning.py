@@ -11,17 +11,19 @@ from features.loading import validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
 from training import tracking
-from training.evaluate import evaluate_model
+from training.evaluate import SplitConfig, Window, evaluate_model, prepare_window, time_split
 from training.models import build_model
-from training.pipeline import TrainConfig, splits
+from training.ranking import RankingConfig
 from training.tuning import SPACES, TuneConfig, tune
 
 
 @pytest.fixture(scope="module")
-def validation_split():
+def validation_split() -> Window:
+    """The validation window of a small sample shop: the 28 days before the test window."""
     generated = generate_shop(SampleConfig(customers=1200, items=300, days=150, seed=4))
     shop = validate_tables({k: RawTable(v, k) for k, v in generated.tables.items()}, source="s")
-    return splits(shop, TrainConfig())[0]
+    test = time_split(shop, SplitConfig())
+    return prepare_window(shop, time_split(shop.before(test.cutoff), SplitConfig()), RankingConfig(), 28.0)
 
 
 def test_every_tunable_family_has_a_space_for_real_parameters() -> None:
@@ -42,8 +44,9 @@ def test_tuning_logs_nested_trials_and_never_loses_to_the_start(validation_split
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 8
     assert {c.data.tags["shoprec.tuning_family"] for c in children} == {"als", "ease"}
-    start_score = evaluate_model(build_model("als", start["als"]).fit(validation_split.train), validation_split, 10)[key]
-    tuned_score = evaluate_model(build_model("als", best["als"]).fit(validation_split.train), validation_split, 10)[key]
+    train = validation_split.split.train
+    start_score = evaluate_model(build_model("als", start["als"]).fit(train), validation_split, 10)[key]
+    tuned_score = evaluate_model(build_model("als", best["als"]).fit(train), validation_split, 10)[key]
     assert tuned_score >= start_score
     best_logged = max(c.data.metrics[f"validation.{key}"] for c in children if c.data.tags["shoprec.tuning_family"] == "als")
     assert tuned_score == pytest.approx(best_logged)

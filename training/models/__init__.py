@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from training.models.base import Recommender
+from training.models.baselines import OwnMostBoughtModel, RecentPopularityModel, TifuKNNModel
 from training.models.cooccurrence import CooccurrenceModel
 from training.models.ease import EASEModel
 from training.models.factorization import ALSModel, BPRModel
 from training.models.lightfm_model import LightFMModel
 from training.models.popularity import PopularityModel
+from training.models.repeat import RepeatModel
 
 MODELS: dict[str, type[Recommender]] = {
     model.family: model
-    for model in (PopularityModel, ALSModel, BPRModel, EASEModel, LightFMModel, CooccurrenceModel)
+    for model in (PopularityModel, RecentPopularityModel, OwnMostBoughtModel, TifuKNNModel, RepeatModel,
+                  ALSModel, BPRModel, EASEModel, LightFMModel, CooccurrenceModel)
 }
 
 

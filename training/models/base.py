@@ -1,8 +1,8 @@
-"""The one protocol every recommender follows, and the shared batch top-k.
+"""The one protocol every recommender follows.
 
-Models learn on a :class:`~features.dataset.Dataset` and score customers by internal
-index; :meth:`Recommender.recommend` turns scores into the top k items per customer with
-exclusions applied as a sparse mask, in blocks so memory stays bounded.
+Models learn on a :class:`~features.dataset.Dataset` and score customers by internal index;
+turning scores into lists is not theirs to do: every list goes through the one ranking path
+(:func:`training.ranking.make_lists`), with the same rules for every model and baseline.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from pydantic import BaseModel, ConfigDict
 
 from features.dataset import Dataset
 
-BLOCK_CUSTOMERS = 4096
-
-
 class ModelConfig(BaseModel):
     """Base for model hyper-parameters: unknown keys are an error, not silently ignored."""
 
@@ -28,7 +25,7 @@ class ModelConfig(BaseModel):
 
 
 class Recommender(ABC):
-    """fit(dataset) -> self; score(customers) -> dense scores; recommend(...) -> top k.
+    """fit(dataset) -> self; score(customers) -> dense scores; score_history(rows) -> fold-in scores.
 
     Following scikit-learn, ``__init__`` only stores the config and learned state ends in
     an underscore, so an unfitted model is cheap to build from a logged config.
@@ -57,27 +54,6 @@ class Recommender(ABC):
         """
         return None
 
-    def recommend(self, interactions: sp.csr_matrix, customers: np.ndarray, k: int,
-                  exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per customer, best first; excluded items never appear.
-
-        ``interactions`` is the full customer x item matrix the model was fitted on (models
-        that score from history read the customers' rows). ``exclude`` is row-aligned with
-        ``customers``. Rows with fewer than k allowed items are padded with -1 / -inf.
-        Works in blocks of customers so memory stays bounded whatever the base size.
-        """
-        customers = np.asarray(customers, dtype=np.int64)
-        all_items = np.empty((len(customers), k), dtype=np.int64)
-        all_scores = np.empty((len(customers), k), dtype=np.float32)
-        for start in range(0, len(customers), BLOCK_CUSTOMERS):
-            stop = start + BLOCK_CUSTOMERS
-            block = customers[start:stop]
-            scores = self.score(block, interactions[block])
-            items, top = top_k(scores, k, exclude[start:stop] if exclude is not None else None)
-            all_items[start:start + len(block)] = items
-            all_scores[start:start + len(block)] = top
-        return all_items, all_scores
-
     def state(self) -> dict[str, np.ndarray | sp.csr_matrix]:
         """Learned state: every attribute whose name ends in an underscore."""
         return {name: value for name, value in vars(self).items() if name.endswith("_")}
@@ -99,22 +75,3 @@ class Recommender(ABC):
             elif path.suffix == ".npz":
                 setattr(self, path.stem, sp.load_npz(path).tocsr())
         return self
-
-
-def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns per row with ``argpartition`` (O(n) per row), then a sort of those k only."""
-    scores = np.array(scores, dtype=np.float32, copy=True)
-    if exclude is not None and exclude.nnz:
-        coo = exclude.tocoo()
-        scores[coo.row, coo.col] = -np.inf
-    k_eff = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    items = np.take_along_axis(part, order, axis=1)
-    top = np.take_along_axis(part_scores, order, axis=1)
-    items[~np.isfinite(top)] = -1
-    if k_eff < k:
-        items = np.pad(items, ((0, 0), (0, k - k_eff)), constant_values=-1)
-        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
-    return items, top

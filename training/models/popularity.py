@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Self
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
 
@@ -13,20 +14,32 @@ from training.models.base import ModelConfig, Recommender
 
 
 class PopularityConfig(ModelConfig):
-    window_days: float | None = Field(90.0, gt=0, description="Count purchases in this trailing window; None = all.")
+    window_days: float | None = Field(None, gt=0, description="Count purchases in this trailing window; None = all.")
 
 
 class PopularityModel(Recommender):
-    """Scores every customer with the item's decayed purchase weight; same list for everyone."""
+    """Scores every customer with the item's purchase count (in the window); same list for everyone.
+
+    Ties (and items unsold in the window) are broken by all-time purchases, then by the decayed
+    interaction weight, so the order never depends on the row order of the data.
+    """
 
     family = "popularity"
     config_class = PopularityConfig
 
     def fit(self, dataset: Dataset) -> Self:
-        counts = np.asarray(dataset.purchases.sum(axis=0)).ravel()
-        # The decayed interaction weight breaks ties between equally bought items by recency.
+        c: PopularityConfig = self.config  # type: ignore[assignment]
+        all_time = np.asarray(dataset.purchases.sum(axis=0)).ravel().astype(np.float64)
         recency = np.asarray(dataset.interactions.sum(axis=0)).ravel()
-        self.item_scores_ = (counts + 1e-3 * recency / (recency.max() or 1.0)).astype(np.float32)
+        tie = 1e-3 * recency / (recency.max() or 1.0)
+        if c.window_days is None:
+            counts = all_time
+        else:
+            baskets = dataset.baskets
+            recent = (dataset.as_of - pd.to_datetime(baskets["ts"], utc=True)) <= pd.Timedelta(days=c.window_days)
+            counts = np.bincount(baskets["item_idx"].to_numpy()[recent.to_numpy()], minlength=dataset.shape[1])
+            tie = tie * 1e-3 + 1e-3 * all_time / (all_time.max() or 1.0)
+        self.item_scores_ = (counts + tie).astype(np.float32)
         return self
 
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:

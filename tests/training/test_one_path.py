@@ -1,0 +1,58 @@
+"""One ranking path: the lists offline evaluation scores are the lists the pyfunc, the service
+and the batch job give, item for item, on the sample shop (a ranker over ALS, a diversity cap)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.loading import validate_tables
+from features.sample import SampleShop
+from features.sources import RawTable
+from serving.picks import run_picks
+from serving.picks_sinks import FileSink
+from serving.recommender import ShopRecommender
+from training.bundle import PRIMARY, Bundle
+from training.evaluate import SplitConfig, Window, lists_for, prepare_window, time_split
+from training.models import build_model
+from training.ranking import RankingConfig
+from training.selection import collect, fit_final
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def window_and_bundle(sample_shop: SampleShop) -> tuple[Window, Bundle]:
+    shop = validate_tables({k: RawTable(v, k) for k, v in sample_shop.tables.items()}, source="sample")
+    test = time_split(shop, SplitConfig())
+    validation = prepare_window(shop, time_split(shop.before(test.cutoff), SplitConfig()), RankingConfig(), 28.0)
+    ranker = fit_final([collect(validation, build_model("als").fit(validation.split.train), K)[1]])
+    window = prepare_window(shop, test, RankingConfig(diversity_cap=3), 28.0)
+    model = build_model("als").fit(window.split.train)
+    bundle = dataclasses.replace(window.bundle, models={**window.bundle.models, PRIMARY: model}, ranker=ranker)
+    return window, bundle
+
+
+def test_evaluation_pyfunc_service_and_batch_make_the_same_lists(window_and_bundle: tuple[Window, Bundle],
+                                                                 tmp_path: Path) -> None:
+    window, bundle = window_and_bundle
+    personal = window.personal(bundle.models[PRIMARY], bundle.ranker)
+    evaluated = lists_for(window, lambda customers, _: personal.score(customers).scores, K)
+    ids = bundle.customers.external_ids[window.split.customers]
+    expected = {c: [i for i in bundle.items.to_external(row[row >= 0])] for c, row in zip(ids, evaluated, strict=True)}
+
+    pyfunc = bundle.recommend(list(ids), K).groupby("customer_id", sort=False)["item_id"].apply(list).to_dict()
+    served = {p.customer_id: [i.item_id for i in p.items] for p in ShopRecommender(bundle, "x").email_picks(ids, K)}
+    with FileSink(tmp_path / "picks.parquet") as sink:
+        run_picks(ShopRecommender(bundle, "x"), np.asarray(ids, dtype=object), K, sink, block=97)
+    batch = pd.read_parquet(tmp_path / "picks.parquet").groupby("customer_id", sort=False)["item_id"].apply(list)
+    assert len(expected) > 300
+    assert pyfunc == expected
+    assert served == expected
+    assert batch.to_dict() == expected
+    category = bundle.catalogue["category"].to_numpy()
+    assert max(pd.Series(category[row[row >= 0]]).value_counts().max() for row in evaluated) <= 3

@@ -1,0 +1,96 @@
+"""The one ranking path: the capped top-k, the history rules and the fallback fill, on small
+hand-made cases whose right answer is known, and on the sample shop's bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from features.loading import validate_tables
+from features.sample import SampleShop
+from features.sources import RawTable
+from training.bundle import Bundle
+from training.pipeline import TrainConfig, build_bundle
+from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, capped_top_k, make_lists
+
+
+def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
+    scores = np.array([[9, 8, 7, 6, 5, 4], [1, 2, 3, -np.inf, -np.inf, -np.inf]], dtype=np.float32)
+    group = np.array([0, 0, 0, 1, 1, 2])
+    items, top = capped_top_k(scores.copy(), 4)
+    assert items[0].tolist() == [0, 1, 2, 3] and top[0].tolist() == [9, 8, 7, 6]
+    assert items[1].tolist() == [2, 1, 0, -1] and top[1, 3] == 0.0  # excluded items never come back
+    items, _ = capped_top_k(scores.copy(), 4, group, cap=2)
+    assert items[0].tolist() == [0, 1, 3, 4]  # the third item of group 0 waits behind the cap
+    assert items[1].tolist() == [2, 1, -1, -1]
+
+
+def _rules(non_repeat: list[bool], category: list[int], block_days: list[float], bought: sp.csr_matrix,
+           in_stock: list[bool] | None = None, horizon_days: float = 28.0) -> Rules:
+    catalogue = pd.DataFrame({"item_id": [f"i{j}" for j in range(len(category))],
+                              "category": [f"c{c}" for c in category],
+                              "in_stock": in_stock if in_stock is not None else [True] * len(category)})
+    rebuy = pd.DataFrame({"item_id": catalogue["item_id"], "non_repeat": non_repeat,
+                          "wait_days": [7.0 if not n else 0.0 for n in non_repeat]})
+    categories = pd.DataFrame({"category": [f"c{c}" for c in range(len(block_days))], "block_days": block_days})
+    return build_rules(catalogue, rebuy, categories, bought, RankingConfig(horizon_days=horizon_days))
+
+
+def test_rules_exclude_a_bought_durable_and_its_category_within_the_window() -> None:
+    # items 0-2: TVs (non-repeat, category 0, blocked 1000 days); 3-4: coffee (repeat, category 1)
+    bought = sp.csr_matrix(np.array([[31.0, 0, 0, 2.0, 0],      # TV 0 bought 30 days ago, coffee yesterday
+                                     [1001.0 + 1, 0, 0, 0, 0],  # TV 0 bought 1,001 days ago: window closed
+                                     [0, 0, 0, 0, 0]], dtype=np.float32))
+    rules = _rules([True, True, True, False, False], [0, 0, 0, 1, 1], [1000.0, 0.0], bought)
+    allowed = rules.allowed(np.array([0, 1, 2]))
+    assert allowed[0].tolist() == [False, False, False, True, True]  # no second TV; coffee due within 28 days
+    assert allowed[1].tolist() == [False, True, True, True, True]  # the TV they own stays out, others return
+    assert allowed[2].all()
+    # a list for the next 3 days: coffee bought yesterday (wait 7 days) cannot be due within it
+    short = _rules([True, True, True, False, False], [0, 0, 0, 1, 1], [1000.0, 0.0], bought, horizon_days=3.0)
+    assert short.allowed(np.array([0]))[0].tolist() == [False, False, False, False, True]
+
+
+def test_fallbacks_fill_under_the_rules_and_the_cap() -> None:
+    bought = sp.csr_matrix((3, 5), dtype=np.float32)
+    rules = _rules([False] * 5, [0, 0, 0, 1, 1], [0.0, 0.0], bought, in_stock=[True, True, True, True, False])
+    rules = rules.with_cap(2)
+    fallbacks = build_fallbacks(sp.csr_matrix(np.eye(3, 5, dtype=np.float32)), np.array([5, 4, 3, 2, 1.0]),
+                                np.array([None, None, None], dtype=object))
+    personal = np.array([[0, 0, 0.9, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=np.float32)
+    block = make_lists(rules, fallbacks, np.array([0, 1, -1]), personal, 4)
+    assert block.items[0].tolist() == [2, 0, 3, -1]  # personal first; one more of category 0; item 4 out of stock
+    assert block.personal[0].tolist() == [True, False, False, False]
+    assert block.items[2].tolist() == [0, 1, 3, -1]  # an unknown customer: the shop's list, capped
+
+
+@pytest.fixture(scope="module")
+def fuel_bundle(sample_shop: SampleShop) -> Bundle:
+    shop = validate_tables({k: RawTable(v, k) for k, v in sample_shop.tables.items()}, source="sample")
+    config = TrainConfig(ranking=RankingConfig(never_recommend=["snacks", "coffee"], diversity_cap=2))
+    return build_bundle(shop, config, "als", {"chosen": "als"}, cap=2)
+
+
+def test_no_list_holds_never_recommend_categories_or_more_than_the_cap(fuel_bundle: Bundle) -> None:
+    from serving.recommender import ShopRecommender
+
+    customers = [*fuel_bundle.customers.external_ids[:300].tolist(), "stranger"]
+    category = fuel_bundle.catalogue.set_index("item_id")["category"]
+    served = ShopRecommender(fuel_bundle, "local")
+    lists = {"pyfunc": fuel_bundle.recommend(customers, 10)[["customer_id", "item_id"]]}
+    picks = served.email_picks(customers, 10)
+    lists["email_picks"] = pd.DataFrame([(p.customer_id, i.item_id) for p in picks for i in p.items],
+                                        columns=["customer_id", "item_id"])
+    cart = [str(fuel_bundle.items.external_ids[0])]
+    rows = []
+    for customer in customers[:60]:
+        rows += [(f"{customer}|cart", i.item_id) for i in served.cross_sell(cart, customer, 10).items]
+        rows += [(f"{customer}|offers", i.item_id) for i in served.offers(customer, 10).items]
+    lists["cross_sell and offers"] = pd.DataFrame(rows, columns=["customer_id", "item_id"])
+    for name, frame in lists.items():
+        categories = frame["item_id"].map(category)
+        assert len(frame) and not categories.isin(["snacks", "coffee"]).any(), name
+        per_list = frame.assign(category=categories).groupby(["customer_id", "category"]).size()
+        assert per_list.max() <= 2, (name, per_list.max())

@@ -1,0 +1,295 @@
+"""The one ranking path: every list shoprec shows or scores is made by :func:`make_lists`.
+
+Offline evaluation, the MLflow pyfunc (``Bundle.recommend``), the service and the batch job
+all rank with the same rules, in one place, so the metrics a data scientist reads measure the
+lists the shop shows:
+
+- never an out-of-stock item, nor one of a never-recommend category (fuel, gift cards,
+  deposits: :class:`RankingConfig.never_recommend`);
+- never an item the customer bought that is in practice never re-bought (learned, or flagged
+  ``durable``: :mod:`features.repurchase`), nor, within the category's learned window, another
+  such item of a category they bought in (no second TV a week after the first);
+- never a consumable that cannot be due within the list's horizon (``horizon_days``, the window
+  the lists are scored on): one whose learned wait (``wait_days``: nine in ten re-purchases of it
+  come later) after the customer's last purchase of it ends after the horizon;
+- only positive scores (a model that has nothing to say does not fill the list with noise);
+- at most :attr:`Rules.cap` items of one product type (or category, without product types)
+  per list, so that a list does not hold six kinds of the same milk.
+
+Exclusions are sparse positions built from the customer's history, so their cost follows the
+history, not customers x items; the cap is applied by a vectorised greedy pass over the best
+candidates of each row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+DIVERSITY_CANDIDATES = (2, 3, 4, 5)
+"""Caps tried on the validation window when :attr:`RankingConfig.diversity_cap` is not set."""
+DIVERSITY_TOLERANCE = 0.01
+"""The tightest cap whose validation NDCG is within 1% (relative) of the uncapped list is chosen."""
+CANDIDATE_DEPTH = 10
+"""Candidates per row, in multiples of k, that the capped top-k walks through before giving up."""
+
+
+class RankingConfig(BaseModel):
+    """The shop's list rules; part of ``TrainConfig`` (``ranking``) and recorded in the bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    diversity_cap: int | None = Field(None, ge=1, description=(
+        "At most this many items of one product type (else category) per list; None: the tightest of "
+        f"{DIVERSITY_CANDIDATES} that costs no accuracy on the validation window."))
+    never_recommend: list[str] = Field(default_factory=list, description=(
+        "Categories or product types never recommended (fuel, gift cards, deposits), matched exactly."))
+    horizon_days: float | None = Field(None, gt=0, description=(
+        "Lists are for purchases within this many days (None: the training split's test_days); a bought "
+        "consumable whose learned wait ends after it is left out."))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The rules of :mod:`training.ranking` for one catalogue and one purchase history.
+
+    Built by :func:`build_rules`; rows are customers' internal indices (the history's rows).
+    """
+
+    blocked: np.ndarray
+    """Per item: never shown to anyone (out of stock, never-recommend)."""
+    non_repeat: np.ndarray
+    """Per item: never re-suggested to a customer who bought it."""
+    wait_days: np.ndarray
+    """Per item: days after a purchase before it is due again for that customer."""
+    horizon_days: float
+    """The lists' horizon: an item whose wait ends later is left out."""
+    category: np.ndarray
+    """Per item: its category code (columns of ``category_blocks``)."""
+    block_days: np.ndarray
+    """Per category: days a purchase of a non-repeat item keeps the category's other non-repeat
+    items away (0: no block, inf: for ever)."""
+    bought: sp.csr_matrix
+    """Customer x item, days since the last purchase plus one (0 where never bought)."""
+    group: np.ndarray
+    """Per item: its diversity group (product type, else category)."""
+    cap: int | None
+    members: sp.csr_matrix
+    """Category x item: the category's non-repeat items (what a category block keeps away)."""
+
+    @property
+    def n_items(self) -> int:
+        return len(self.blocked)
+
+    def with_cap(self, cap: int | None) -> Rules:
+        return dataclasses.replace(self, cap=cap)
+
+    def excluded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row position, item) pairs the history excludes for customers ``rows``: bought non-repeat
+        items, and non-repeat items of a category whose window a purchase there has not closed."""
+        history = self.bought[rows]
+        coo = history.tocoo()
+        own = self.non_repeat[coo.col]
+        waiting = ~own & (coo.data - 1.0 + self.horizon_days < self.wait_days[coo.col])
+        out_rows, out_cols = [coo.row[own | waiting]], [coo.col[own | waiting]]
+        cats = self.category[coo.col[own]]
+        open_ = coo.data[own] - 1.0 < self.block_days[cats]
+        if open_.any():
+            pairs = sp.csr_matrix((np.ones(int(open_.sum()), dtype=np.float32), (coo.row[own][open_], cats[open_])),
+                                  shape=(len(rows), len(self.block_days)))
+            pairs.data[:] = 1.0  # a category bought twice is one block
+            blocked = sp.coo_matrix(pairs @ self.members)
+            out_rows.append(blocked.row)
+            out_cols.append(blocked.col)
+        return np.concatenate(out_rows).astype(np.int64), np.concatenate(out_cols).astype(np.int64)
+
+    def allowed(self, rows: np.ndarray) -> np.ndarray:
+        """Rows x items: what the rules allow whatever the score (for the fallback fills)."""
+        allowed = np.broadcast_to(~self.blocked, (len(rows), self.n_items)).copy()
+        known = np.flatnonzero(rows >= 0)
+        if len(known):
+            excluded_rows, excluded_cols = self.excluded(rows[known])
+            allowed[known[excluded_rows], excluded_cols] = False
+        return allowed
+
+
+def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, cap: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The one top-k: best k finite columns per row, at most ``cap`` per ``group``, best first.
+
+    ``argpartition`` picks the best ``CANDIDATE_DEPTH * k`` columns of each row (O(items)), they
+    are sorted, and the cap keeps each candidate whose group already appeared fewer than ``cap``
+    times before it in its row. Rows with fewer than k allowed items are padded with -1 / 0.
+    """
+    n, m = scores.shape
+    k = max(int(k), 0)
+    if n == 0 or k == 0 or m == 0:
+        return np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), dtype=np.float64)
+    capped = cap is not None and group is not None and cap < k
+    depth = min(m, k * CANDIDATE_DEPTH if capped else k)
+    part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < m else np.tile(np.arange(m), (n, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    items = np.take_along_axis(part, order, axis=1)
+    top = np.take_along_axis(part_scores, order, axis=1)
+    keep = np.isfinite(top)
+    if capped:
+        keep &= _rank_in_group(group[items]) < cap  # type: ignore[index]
+    # the first k kept candidates of each row, in order
+    position = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    items = np.take_along_axis(items, position, axis=1)
+    top = np.take_along_axis(top, position, axis=1).astype(np.float64)
+    valid = np.take_along_axis(keep, position, axis=1)
+    items[~valid], top[~valid] = -1, 0.0
+    if items.shape[1] < k:
+        items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
+    return items, top
+
+
+def _rank_in_group(groups: np.ndarray) -> np.ndarray:
+    """For each cell, how many cells to its left in its row hold the same group."""
+    n, d = groups.shape
+    order = np.argsort(groups, axis=1, kind="stable")  # same groups contiguous, left-to-right kept
+    sorted_groups = np.take_along_axis(groups, order, axis=1)
+    starts = np.ones((n, d), dtype=bool)
+    starts[:, 1:] = sorted_groups[:, 1:] != sorted_groups[:, :-1]
+    positions = np.broadcast_to(np.arange(d), (n, d))
+    run_start = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+    ranks = np.empty((n, d), dtype=np.int64)
+    np.put_along_axis(ranks, order, positions - run_start, axis=1)
+    return ranks
+
+
+def days_since_last(baskets: pd.DataFrame, as_of: pd.Timestamp, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Customer x item: days from each customer's last purchase of the item to ``as_of``, plus one
+    (so that "bought today" is still stored); 0 where never bought."""
+    age = (as_of - pd.to_datetime(baskets["ts"], utc=True)).dt.total_seconds().to_numpy() / 86_400.0
+    last = pd.DataFrame({"r": baskets["customer_idx"].to_numpy(), "c": baskets["item_idx"].to_numpy(),
+                         "age": np.maximum(age, 0.0)}).groupby(["r", "c"], sort=False)["age"].min()
+    rows = last.index.get_level_values(0).to_numpy()
+    cols = last.index.get_level_values(1).to_numpy()
+    return sp.csr_matrix(((last.to_numpy() + 1.0).astype(np.float32), (rows, cols)), shape=shape)
+
+
+def build_rules(catalogue: pd.DataFrame, rebuy_items: pd.DataFrame, rebuy_categories: pd.DataFrame,
+                bought: sp.csr_matrix, config: RankingConfig, cap: int | None = None,
+                horizon_days: float = 28.0) -> Rules:
+    """The rules for a catalogue (in item-index order), its learned re-buy profile and a history;
+    ``config.horizon_days``, when set, wins over ``horizon_days``."""
+    category = catalogue["category"].astype(str)
+    codes = pd.Index(rebuy_categories["category"].astype(str)).get_indexer(category)
+    never = set(config.never_recommend)
+    types = catalogue["product_type"].astype(str) if "product_type" in catalogue else None
+    blocked = ~catalogue["in_stock"].to_numpy(dtype=bool) | category.isin(never).to_numpy()
+    if types is not None:
+        blocked |= types.isin(never).to_numpy() & catalogue["product_type"].notna().to_numpy()
+    group_key = types.where(catalogue["product_type"].notna(), "category:" + category) if types is not None \
+        else category
+    profile = rebuy_items.set_index(rebuy_items["item_id"].astype(str)).reindex(catalogue["item_id"].astype(str))
+    non_repeat = profile["non_repeat"].fillna(False).to_numpy(dtype=bool)
+    category_codes = np.maximum(codes, 0).astype(np.int64)
+    n_items = len(catalogue)
+    members = sp.csr_matrix((non_repeat.astype(np.float32), (category_codes, np.arange(n_items))),
+                            shape=(len(rebuy_categories), n_items))
+    members.eliminate_zeros()
+    return Rules(
+        blocked=blocked, non_repeat=non_repeat,
+        wait_days=profile["wait_days"].fillna(0.0).to_numpy(dtype=np.float64),
+        horizon_days=float(config.horizon_days if config.horizon_days is not None else horizon_days),
+        category=category_codes,
+        block_days=rebuy_categories["block_days"].to_numpy(dtype=np.float64), bought=bought.tocsr(),
+        group=pd.factorize(group_key)[0].astype(np.int64), cap=cap if cap is not None else config.diversity_cap,
+        members=members,
+    )
+
+
+@dataclass(frozen=True)
+class Fallbacks:
+    """The popular lists that fill what the personal scores leave short: one per RFM segment,
+    then the shop's (last row). Every pick of a list that is not personal comes from here."""
+
+    scores: np.ndarray
+    """Lists x items, float32: purchases of the segment's members; the last row the shop's."""
+    reasons: tuple[str, ...]
+    """Per list: ``popular_in_segment:<segment>`` or ``popular``."""
+    of_customer: np.ndarray
+    """Per customer index: the row of ``scores`` their fill comes from."""
+
+    @property
+    def shop(self) -> int:
+        return len(self.scores) - 1
+
+    def rows_for(self, customers: np.ndarray) -> np.ndarray:
+        """The list of each customer (-1, unknown: the shop's)."""
+        return np.where(customers >= 0, self.of_customer[np.maximum(customers, 0)], self.shop)
+
+
+def build_fallbacks(purchases: sp.csr_matrix, popularity: np.ndarray, segment: np.ndarray) -> Fallbacks:
+    """``segment`` holds each customer's segment name (None without one)."""
+    names = sorted({s for s in segment if isinstance(s, str)})
+    member = pd.Index(names, dtype=object).get_indexer(pd.Index(segment, dtype=object))
+    rows = np.flatnonzero(member >= 0)
+    onehot = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (member[rows], rows)),
+                           shape=(len(names), purchases.shape[0]))
+    segment_counts = np.asarray((onehot @ purchases).todense(), dtype=np.float32).reshape(len(names), purchases.shape[1])
+    scores = np.vstack([segment_counts, np.asarray(popularity, dtype=np.float32)[None, :]])
+    reasons = (*(f"popular_in_segment:{s}" for s in names), "popular")
+    return Fallbacks(scores, reasons, np.where(member >= 0, member, len(names)).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class ListBlock:
+    """Lists for a block of customers, left-packed best first (-1 / 0 after the last pick)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    personal: np.ndarray
+    """True where the pick came from the personal scores (else from the customer's fallback list)."""
+    fallback: np.ndarray
+    """Per row, the :class:`Fallbacks` list its fill came from."""
+
+
+PERSONAL_TIER = 2.0
+"""Personal scores (scaled into (0, 1] per row) are lifted by this above every fallback score."""
+
+
+def make_lists(rules: Rules, fallbacks: Fallbacks, customers: np.ndarray, personal: np.ndarray | None,
+               k: int) -> ListBlock:
+    """The one way a list is made, for every caller: the personal scores (rows x items, raw; None:
+    none) through every rule, then the customer's fallback list (their segment's popular items,
+    else the shop's, then anything allowed) for what is left, all under one diversity cap.
+
+    ``customers`` are internal indices (-1: unknown, no history rules); ``personal`` rows align
+    with them. Both tiers go through one :func:`capped_top_k`, so the cap counts fill items too.
+    """
+    n = len(customers)
+    lists = fallbacks.rows_for(customers)
+    fill = fallbacks.scores[lists]
+    fill = fill / np.maximum(fill.max(axis=1, keepdims=True), 1e-12) + 1e-3 * (
+        fallbacks.scores[fallbacks.shop] / max(float(fallbacks.scores[fallbacks.shop].max()), 1e-12)) + 1e-6
+    combined = fill.astype(np.float32)
+    raw = np.zeros_like(combined)
+    if personal is not None:
+        own = np.array(personal, dtype=np.float32, copy=True)
+        own[~(own > 0)] = 0.0
+        top = own.max(axis=1, keepdims=True)
+        lifted = np.where(own > 0, PERSONAL_TIER + own / np.where(top > 0, top, 1.0), combined)
+        combined, raw = lifted.astype(np.float32), own
+    known = np.flatnonzero(customers >= 0)
+    combined[:, rules.blocked] = -np.inf
+    if len(known):
+        excluded_rows, excluded_cols = rules.excluded(customers[known])
+        combined[known[excluded_rows], excluded_cols] = -np.inf
+    items, ranked = capped_top_k(combined, k, rules.group, rules.cap)
+    picked = np.maximum(items, 0)
+    is_personal = (ranked >= PERSONAL_TIER) & (items >= 0)
+    rows = np.arange(n)[:, None]
+    scores = np.where(is_personal, raw[rows, picked], fallbacks.scores[lists][rows, picked]).astype(np.float64)
+    scores[items < 0] = 0.0
+    return ListBlock(items, scores, is_personal, lists)
