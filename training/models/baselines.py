@@ -69,7 +69,8 @@ class TifuKNNModel(Recommender):
     A customer's baskets (orders) in time order are cut into ``groups`` groups; a basket's
     items weigh ``within_decay`` per later basket of its group, a group ``group_decay`` per
     later group, each averaged. The prediction is ``alpha`` times the customer's vector plus
-    ``1 - alpha`` times the mean vector of their ``neighbours`` most cosine-similar customers.
+    ``1 - alpha`` times the mean vector of their ``neighbours`` most cosine-similar customers
+    (those with any similarity; a customer with fewer than ``neighbours`` of them borrows less).
     """
 
     family = "tifu_knn"
@@ -105,13 +106,24 @@ class TifuKNNModel(Recommender):
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         c: TifuKNNConfig = self.config  # type: ignore[assignment]
         customers = np.asarray(customers, dtype=np.int64)
-        similarity = np.asarray((self.unit_[customers] @ self.unit_.T).todense(), dtype=np.float32)
-        similarity[np.arange(len(customers)), customers] = -np.inf  # not one's own neighbour
-        k = min(c.neighbours, max(similarity.shape[1] - 1, 1))
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        weights = sp.csr_matrix((np.full(nearest.size, 1.0 / k, dtype=np.float32),
-                                 (np.repeat(np.arange(len(customers)), k), nearest.ravel())),
-                                shape=similarity.shape)
-        neighbours = np.asarray((weights @ self.vectors_).todense(), dtype=np.float32)
+        neighbours = self._neighbours(customers, c.neighbours)
         own = np.asarray(self.vectors_[customers].todense(), dtype=np.float32)
-        return c.alpha * own + (1 - c.alpha) * neighbours
+        return c.alpha * own + (1 - c.alpha) * np.asarray((neighbours @ self.vectors_).todense(), dtype=np.float32)
+
+    def _neighbours(self, customers: np.ndarray, k: int) -> sp.csr_matrix:
+        """Rows x customers, ``1 / k`` at each row's ``k`` most cosine-similar other customers.
+
+        Kept sparse: most pairs of customers share no item, so the similarities are mostly zero,
+        and a customer with no similar one has no neighbours (rather than ``k`` arbitrary ones).
+        Equal similarities rank by customer index.
+        """
+        similarity = (self.unit_[customers] @ self.unit_.T).tocoo()
+        keep = (similarity.col != customers[similarity.row]) & (similarity.data > 0)  # not one's own neighbour
+        rows, cols, values = similarity.row[keep], similarity.col[keep], similarity.data[keep]
+        order = np.lexsort((cols, -values, rows))
+        rows, cols = rows[order], cols[order]
+        counts = np.bincount(rows, minlength=len(customers))
+        rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        nearest = rank < k
+        return sp.csr_matrix((np.full(int(nearest.sum()), 1.0 / k, dtype=np.float32), (rows[nearest], cols[nearest])),
+                             shape=(len(customers), self.unit_.shape[0]))
