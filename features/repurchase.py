@@ -134,8 +134,8 @@ def _wait_days(item_days: pd.DataFrame, catalogue: pd.DataFrame) -> np.ndarray:
     """Per catalogue item: the :data:`BLOCK_QUANTILE` of its same-item gaps, its category's below
     :data:`MIN_ITEM_GAPS` gaps, 0 without any."""
     gaps = item_days.dropna(subset=["gap_days"]).merge(catalogue, on="item_id")
-    own = gaps.groupby("item_id")["gap_days"].agg(["size", lambda g: g.quantile(BLOCK_QUANTILE)])
-    own.columns = ["gaps", "quantile"]
+    by_item = gaps.groupby("item_id")["gap_days"]
+    own = pd.DataFrame({"gaps": by_item.size(), "quantile": by_item.quantile(BLOCK_QUANTILE)})
     category = gaps.groupby("category")["gap_days"].quantile(BLOCK_QUANTILE)
     own = own.reindex(catalogue["item_id"])
     fallback = category.reindex(catalogue["category"]).to_numpy(dtype=np.float64)
