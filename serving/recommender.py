@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.dataset import InteractionConfig
 from training.bundle import BLOCK_ROWS, COOCCURRENCE, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
+from training.ranker import as_dense
 from training.ranking import CANDIDATE_DEPTH, capped_top_k
 
 BandSource = Literal["customer", "session", "segment", "catalogue"]
@@ -233,7 +234,7 @@ class ShopRecommender:
 
     def _cf_scores(self, idx: np.ndarray) -> np.ndarray:
         """The personal scores for known customers (one pass of the bundle's ranking path)."""
-        return self.bundle.personal.score(idx).scores
+        return as_dense(self.bundle.personal.score(idx), self.n_items)
 
     def _fallback_scores(self, idx: int) -> tuple[np.ndarray, str]:
         """The customer's fallback list (training/ranking.py Fallbacks): their segment's popular

@@ -29,7 +29,7 @@ from training.models import load_model
 from training.models.base import Recommender
 from training.propensity_set import PropensitySet, PropensityUnavailable
 from training.ranker import History, Personal, Ranker, gather
-from training.ranking import (Fallbacks, ListBlock, RankingConfig, Rules, build_fallbacks, build_rules,
+from training.ranking import (Candidates, Fallbacks, ListBlock, RankingConfig, Rules, build_fallbacks, build_rules,
                               days_since_last, make_lists)
 
 MANIFEST = "manifest.json"
@@ -225,10 +225,16 @@ class Bundle:
         scores for those with history, fallbacks for the rest. At most :data:`BLOCK_ROWS` rows."""
         warm = np.flatnonzero(idx >= 0)
         warm = warm[self.has_history[idx[warm]]]
-        personal = None
+        personal: np.ndarray | Candidates | None = None
         if len(warm):
-            personal = np.zeros((len(idx), len(self.items)), dtype=np.float32)
-            personal[warm] = self.personal.score(idx[warm]).scores
+            scored = self.personal.score(idx[warm])
+            if isinstance(scored, Candidates):
+                personal = Candidates(np.full((len(idx), scored.items.shape[1]), -1, dtype=np.int64),
+                                      np.zeros((len(idx), scored.items.shape[1]), dtype=np.float32))
+                personal.items[warm], personal.scores[warm] = scored.items, scored.scores
+            else:
+                personal = np.zeros((len(idx), len(self.items)), dtype=np.float32)
+                personal[warm] = scored
         return make_lists(rules or self.rules, self.fallbacks, idx, personal, k)
 
     def reasons(self, idx: np.ndarray, block: ListBlock) -> np.ndarray:
@@ -242,14 +248,18 @@ class Bundle:
         if not block.personal.any():
             return reasons
         rows, cols = np.nonzero(block.personal)
+        warm = idx[rows] >= 0
+        rows, cols = rows[warm], cols[warm]
         bought = gather(self._bought(), idx[rows], block.items[rows, cols])
         again = bought > 0
         if again.any():
             rows, cols, bought = rows[again], cols[again], bought[again]
             interval = self.history.interval_days[block.items[rows, cols]]
-            due = (pd.Timestamp(self.metadata["as_of"]) + pd.to_timedelta(
-                np.maximum(interval - (bought - 1.0), 0.0), unit="D")).strftime("%Y-%m-%d")
-            reasons[rows, cols] = [f"{BUY_AGAIN}:{d}" for d in due]
+            due_day = np.ceil(np.maximum(interval - (bought - 1.0), 0.0)).astype(np.int64)
+            days, which = np.unique(due_day, return_inverse=True)  # a few distinct dates: format each once
+            dates = (pd.Timestamp(self.metadata["as_of"]).normalize() + pd.to_timedelta(days, unit="D"))
+            labels = np.array([f"{BUY_AGAIN}:{d}" for d in dates.strftime("%Y-%m-%d")], dtype=object)
+            reasons[rows, cols] = labels[which]
         return reasons
 
     def recommend(self, customer_ids: Sequence[str], k: int) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from training.bundle import POPULARITY, PRIMARY, Bundle, build_profiles
 from training.models import build_model
 from training.models.base import Recommender
 from training.ranker import Personal, Ranker
-from training.ranking import RankingConfig, Rules, make_lists
+from training.ranking import Candidates, RankingConfig, Rules, make_lists
 
 BLOCK = 1024
 """Customers scored at once in evaluation (dense block: BLOCK x items float32)."""
@@ -158,10 +158,11 @@ def prepare_window(shop: ShopData, split: TimeSplit, ranking: RankingConfig, rec
     return Window(split, bundle)
 
 
-def lists_for(window: Window, scores: Callable[[np.ndarray, int], np.ndarray], k: int,
+def lists_for(window: Window, scores: Callable[[np.ndarray, int], np.ndarray | Candidates], k: int,
               rules: Rules | None = None) -> np.ndarray:
     """Every evaluated customer's list (item indices, -1 padded) from ``scores(customers, start)``:
-    dense personal scores for a block, made into lists by the one ranking path."""
+    a block's personal scores (dense, or a ranker's candidates), made into lists by the one
+    ranking path."""
     rules = rules or window.rules
     out = []
     for start, customers in window.blocks():
@@ -233,5 +234,5 @@ def evaluate_model(model: Recommender, window: Window, k: int, ranker: Ranker | 
                    rules: Rules | None = None) -> dict[str, float]:
     """A fitted model (through ``ranker`` when given) on the window's warm customers."""
     personal = window.personal(model, ranker)
-    return ranking_metrics(lists_for(window, lambda customers, _: personal.score(customers).scores, k, rules),
+    return ranking_metrics(lists_for(window, lambda customers, _: personal.score(customers), k, rules),
                            window.split)

@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from training.models.base import Recommender
+from training.ranking import Candidates, best_columns, rows_of
 
 DUE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 3.0)
 """Where a purchase stands in its item's re-buy interval (days since / interval): one indicator
@@ -42,18 +43,18 @@ OWN_FEATURES = ("log_count", "rebuy_logit",
                 *(f"reach_band_{lo:g}_{hi:g}" for lo, hi in zip(REACH_EDGES, REACH_EDGES[1:])), "reach_band_beyond",
                 "explore", "popularity", "recent_popularity", "activity")
 NEW_FEATURES = ("explore", "explore_rank", "popularity", "popularity_rank", "recent_popularity", "activity")
-EXPLORE_DEPTH = 100
+EXPLORE_DEPTH = 30
 """New-to-the-customer candidates per customer from each of the explore model and popularity."""
 MAX_FIT_CUSTOMERS = 20_000
-"""Validation customers the towers are fitted on at most (a random subset beyond): plenty for
-a handful of coefficients, and it bounds the fit on a base of millions."""
+"""Validation customers the towers are fitted on at most (a random subset beyond, over all the
+windows): plenty for a handful of coefficients, and it bounds the fit on a base of millions."""
 
 
-def normalise(scores: np.ndarray) -> np.ndarray:
-    """Row-wise into [0, 1] by the row's best positive score (families differ in scale)."""
-    top = np.max(scores, axis=1, keepdims=True) if scores.shape[1] else np.zeros((len(scores), 1))
-    safe = np.where(top > 0, top, 1.0)
-    return np.where(top > 0, np.clip(scores, 0, None) / safe, 0.0).astype(np.float32)
+def explore_scale(scores: np.ndarray) -> np.ndarray:
+    """Per row, what puts the explore model's scores into [0, 1]: one over the row's best
+    positive score (0 for a row without one), so that families of any scale read alike."""
+    top = np.max(scores, axis=1) if scores.shape[1] else np.zeros(len(scores))
+    return np.where(top > 0, 1.0 / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
 
 
 def gather(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -79,6 +80,8 @@ class History:
     """Customer x item days since the last purchase plus one (:func:`training.ranking.days_since_last`)."""
     popularity: np.ndarray
     """Per item, log-scaled into [0, 1]: all purchases."""
+    popularity_order: np.ndarray
+    """Items by popularity, most bought first (ties by index): the explore tower's popular candidates."""
     recent_popularity: np.ndarray
     """Per item, log-scaled into [0, 1]: purchases in the last ``recent_days``."""
     rebuy_logit: np.ndarray
@@ -97,7 +100,12 @@ class History:
         prob = np.clip(np.nan_to_num(rebuy_prob, nan=0.0), 1e-4, 1 - 1e-4)
         interval = np.where(np.isfinite(interval_days) & (interval_days > 0), interval_days, np.nan)
         fill = float(np.nanmedian(interval)) if np.isfinite(interval).any() else 30.0
-        return cls(counts=counts.tocsr(), bought=bought.tocsr(), popularity=_log_share(item_counts.astype(np.float64)),
+        popularity = _log_share(item_counts.astype(np.float64))
+        counts, bought = counts.tocsr(), bought.tocsr()
+        counts.sort_indices()
+        bought.sort_indices()
+        return cls(counts=counts, bought=bought, popularity=popularity,
+                   popularity_order=np.argsort(-popularity, kind="stable"),
                    recent_popularity=_log_share(recent_counts.astype(np.float64)),
                    rebuy_logit=np.log(prob / (1 - prob)).astype(np.float32),
                    interval_days=np.nan_to_num(interval, nan=fill).astype(np.float32),
@@ -119,55 +127,72 @@ def _bands(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     return (band[:, None] == np.arange(1, len(edges) + 1)[None, :]).astype(np.float32)
 
 
-def own_pairs(history: History, rows: np.ndarray, explore: np.ndarray) -> Pairs:
-    """Every item each customer bought, with :data:`OWN_FEATURES`."""
-    counts = history.counts[rows].tocoo()
-    days = gather(history.bought[rows], counts.row, counts.col) - 1.0
+def own_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np.ndarray) -> Pairs:
+    """Every item each customer bought, with :data:`OWN_FEATURES` (``explore``: the model's raw
+    scores, rows x items; ``scale``: :func:`explore_scale` of them)."""
+    own_row, own_col, count = rows_of(history.counts, rows)
+    bought_row, bought_col, bought_since = rows_of(history.bought, rows)
+    if np.array_equal(bought_row, own_row) and np.array_equal(bought_col, own_col):  # same pairs, same order
+        days = bought_since.astype(np.float64) - 1.0
+    else:
+        days = gather(history.bought, rows[own_row], own_col) - 1.0
     since = np.maximum(days, 0.0) + 1.0
-    interval = history.interval_days[counts.col]
+    interval = history.interval_days[own_col]
     bands = np.hstack([_bands(since / interval, DUE_EDGES), _bands((since + history.horizon_days) / interval,
                                                                  REACH_EDGES)])
     features = np.column_stack([
-        np.log1p(counts.data), history.rebuy_logit[counts.col], bands,
-        explore[counts.row, counts.col],
-        history.popularity[counts.col], history.recent_popularity[counts.col], history.activity[rows][counts.row],
+        np.log1p(count), history.rebuy_logit[own_col], bands,
+        np.clip(explore[own_row, own_col], 0, None) * scale[own_row],
+        history.popularity[own_col], history.recent_popularity[own_col], history.activity[rows][own_row],
     ]).astype(np.float32)
-    return Pairs(counts.row.astype(np.int64), counts.col.astype(np.int64), features)
+    return Pairs(own_row.astype(np.int64), own_col.astype(np.int64), features)
 
 
-def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, depth: int = EXPLORE_DEPTH) -> Pairs:
+def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np.ndarray,
+              depth: int = EXPLORE_DEPTH) -> Pairs:
     """Per customer, the ``depth`` best items they never bought by the explore model and by
-    popularity (the union), with :data:`NEW_FEATURES`."""
+    popularity (the union), with :data:`NEW_FEATURES`.
+
+    One :func:`~training.ranking.best_columns` per block (the explore model's); popularity is one global order, of
+    which each row takes its first ``depth`` items it does not own. An item both lists hold
+    appears once, with both ranks. Pairs come grouped by row.
+    """
     n, n_items = explore.shape
     depth = min(depth, n_items)
-    owned = history.counts[rows].tocoo()
-    masked = explore.copy()
-    masked[owned.row, owned.col] = -np.inf
-    by_popularity = np.broadcast_to(history.popularity, explore.shape).copy()
-    by_popularity[owned.row, owned.col] = -np.inf
-    ranks = []
-    for scores in (masked, by_popularity):
-        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < n_items else \
-            np.tile(np.arange(n_items), (n, 1))
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        finite = np.isfinite(np.take_along_axis(scores, top, axis=1))
-        rank = sp.csr_matrix((np.tile(np.arange(1, depth + 1, dtype=np.float32), n)[finite.ravel()],
-                              (np.repeat(np.arange(n), depth)[finite.ravel()], top.ravel()[finite.ravel()])),
-                             shape=(n, n_items))
-        ranks.append(rank)
-    union = (ranks[0] + ranks[1]).tocoo()
-    explore_rank = gather(ranks[0], union.row, union.col)
-    popularity_rank = gather(ranks[1], union.row, union.col)
+    own_rows, own_cols, _ = rows_of(history.counts, rows)
+    masked = np.array(explore, dtype=np.float32, copy=True)
+    masked[own_rows, own_cols] = -np.inf
+    top = best_columns(masked, depth)[0][:, :depth]
+    explore_ok = top >= 0
+
+    width = min(n_items, depth + int(np.bincount(own_rows, minlength=n).max(initial=0)))
+    popular = np.broadcast_to(history.popularity_order[:width], (n, width))
+    not_own = np.isfinite(masked[np.arange(n)[:, None], popular])
+    popular_rank = np.cumsum(not_own, axis=1)
+    popular_ok = not_own & (popular_rank <= depth)
+    block_rows = np.arange(n)[:, None]
+    ranks = np.zeros((n, n_items), dtype=np.int16)  # popularity rank of each row's popular candidates
+    ranks[np.broadcast_to(block_rows, popular.shape)[popular_ok], popular[popular_ok]] = popular_rank[popular_ok]
+    in_explore = np.zeros((n, n_items), dtype=bool)
+    in_explore[np.broadcast_to(block_rows, top.shape)[explore_ok], top[explore_ok]] = True
+    explore_rows, explore_items = np.nonzero(explore_ok)[0], top[explore_ok]
+    explore_rank = (np.nonzero(explore_ok)[1] + 1).astype(np.float64)
+    extra = popular_ok & ~in_explore[block_rows, popular]  # popular candidates the explore list lacks
+    extra_rows, extra_items = np.nonzero(extra)[0], popular[extra]
+    union_rows = np.concatenate([explore_rows, extra_rows])
+    union_items = np.concatenate([explore_items, extra_items])
+    explore_ranks = np.concatenate([explore_rank, np.full(len(extra_rows), depth + 1.0)])
+    popular_ranks = ranks[union_rows, union_items].astype(np.float64)
 
     def scaled(rank: np.ndarray) -> np.ndarray:  # 1 -> 0, beyond the depth -> 1
-        return np.log(np.where(rank > 0, rank, depth + 1)) / np.log(depth + 1)
+        return np.log(np.where(rank > 0, rank, depth + 1.0)) / np.log(depth + 1)
 
     features = np.column_stack([
-        np.clip(explore[union.row, union.col], 0, None), scaled(explore_rank), history.popularity[union.col],
-        scaled(popularity_rank), history.recent_popularity[union.col], history.activity[rows][union.row],
+        np.clip(explore[union_rows, union_items], 0, None) * scale[union_rows], scaled(explore_ranks),
+        history.popularity[union_items], scaled(popular_ranks), history.recent_popularity[union_items],
+        history.activity[rows][union_rows],
     ]).astype(np.float32)
-    return Pairs(union.row.astype(np.int64), union.col.astype(np.int64), features)
+    return Pairs(union_rows.astype(np.int64), union_items.astype(np.int64), features)
 
 
 @dataclass(frozen=True)
@@ -212,31 +237,22 @@ def fit_tower(pairs: Pairs, labels: np.ndarray, names: tuple[str, ...]) -> Tower
 
 
 @dataclass(frozen=True)
-class Scored:
-    """A block of personal scores: the merged probabilities (rows x items, 0 where no candidate)
-    and which items are the customer's own (buy again)."""
-
-    scores: np.ndarray
-    own: sp.csr_matrix
-
-
-@dataclass(frozen=True)
 class Ranker:
     own: Tower
     new: Tower
     depth: int = EXPLORE_DEPTH
 
-    def score(self, history: History, rows: np.ndarray, explore: np.ndarray) -> Scored:
+    def score(self, history: History, rows: np.ndarray, explore: np.ndarray) -> Candidates:
         """Merged buy-again and explore probabilities for customers ``rows`` given the explore
-        model's raw scores for them (rows x items)."""
-        normalised = normalise(np.asarray(explore, dtype=np.float32))
-        out = np.zeros(normalised.shape, dtype=np.float32)
-        fresh = new_pairs(history, rows, normalised, self.depth)
-        out[fresh.rows, fresh.items] = self.new.probability(fresh.features)
-        owned = own_pairs(history, rows, normalised)
-        out[owned.rows, owned.items] = self.own.probability(owned.features)
-        own = sp.csr_matrix((np.ones(len(owned.rows), dtype=bool), (owned.rows, owned.items)), shape=out.shape)
-        return Scored(out, own)
+        model's raw scores for them (rows x items): each row's own items and new candidates."""
+        raw = np.asarray(explore, dtype=np.float32)
+        scale = explore_scale(raw)
+        fresh = new_pairs(history, rows, raw, scale, self.depth)
+        owned = own_pairs(history, rows, raw, scale)
+        return Candidates.from_pairs(len(rows), np.concatenate([fresh.rows, owned.rows]),
+                                     np.concatenate([fresh.items, owned.items]),
+                                     np.concatenate([self.new.probability(fresh.features),
+                                                     self.own.probability(owned.features)]))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -258,21 +274,6 @@ class Ranker:
         return out
 
 
-def fit_ranker(history: History, rows: np.ndarray, explore: np.ndarray, relevant: sp.csr_matrix,
-               seed: int = 0) -> Ranker:
-    """Fit both towers on customers ``rows`` (explore scores and ``relevant`` row-aligned with
-    them: what each bought in the window)."""
-    if len(rows) > MAX_FIT_CUSTOMERS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(rows), MAX_FIT_CUSTOMERS, replace=False))
-        rows, explore, relevant = rows[keep], explore[keep], relevant[keep]
-    normalised = normalise(np.asarray(explore, dtype=np.float32))
-    relevant = relevant.tocsr()
-    owned = own_pairs(history, rows, normalised)
-    fresh = new_pairs(history, rows, normalised)
-    label = (lambda p: gather(relevant, p.rows, p.items) > 0)
-    return Ranker(fit_tower(owned, label(owned), OWN_FEATURES), fit_tower(fresh, label(fresh), NEW_FEATURES))
-
-
 @dataclass(frozen=True)
 class Personal:
     """Where a customer's personal scores come from: the explore (or baseline) model, through the
@@ -283,9 +284,13 @@ class Personal:
     history: History
     ranker: Ranker | None = None
 
-    def score(self, rows: np.ndarray) -> Scored:
+    def score(self, rows: np.ndarray) -> np.ndarray | Candidates:
+        """What :func:`training.ranking.make_lists` takes: the ranker's candidates, or the model's
+        own dense scores (rows x items) without a ranker."""
         raw = np.asarray(self.model.score(rows, self.interactions[rows]), dtype=np.float32)
-        if self.ranker is None:
-            own = self.history.counts[rows].astype(bool).tocsr()
-            return Scored(raw, own)
-        return self.ranker.score(self.history, rows, raw)
+        return raw if self.ranker is None else self.ranker.score(self.history, rows, raw)
+
+
+def as_dense(scores: np.ndarray | Candidates, n_items: int) -> np.ndarray:
+    """Personal scores as rows x items (0 where a ranker has no candidate)."""
+    return scores.dense(n_items) if isinstance(scores, Candidates) else np.asarray(scores, dtype=np.float32)

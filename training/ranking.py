@@ -92,15 +92,14 @@ class Rules:
     def excluded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row position, item) pairs the history excludes for customers ``rows``: bought non-repeat
         items, and non-repeat items of a category whose window a purchase there has not closed."""
-        history = self.bought[rows]
-        coo = history.tocoo()
-        own = self.non_repeat[coo.col]
-        waiting = ~own & (coo.data - 1.0 + self.horizon_days < self.wait_days[coo.col])
-        out_rows, out_cols = [coo.row[own | waiting]], [coo.col[own | waiting]]
-        cats = self.category[coo.col[own]]
-        open_ = coo.data[own] - 1.0 < self.block_days[cats]
+        row, col, since = rows_of(self.bought, rows)
+        own = self.non_repeat[col]
+        waiting = ~own & (since - 1.0 + self.horizon_days < self.wait_days[col])
+        out_rows, out_cols = [row[own | waiting]], [col[own | waiting]]
+        cats = self.category[col[own]]
+        open_ = since[own] - 1.0 < self.block_days[cats]
         if open_.any():
-            pairs = sp.csr_matrix((np.ones(int(open_.sum()), dtype=np.float32), (coo.row[own][open_], cats[open_])),
+            pairs = sp.csr_matrix((np.ones(int(open_.sum()), dtype=np.float32), (row[own][open_], cats[open_])),
                                   shape=(len(rows), len(self.block_days)))
             pairs.data[:] = 1.0  # a category bought twice is one block
             blocked = sp.coo_matrix(pairs @ self.members)
@@ -118,28 +117,39 @@ class Rules:
         return allowed
 
 
+def rows_of(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored entries of csr ``matrix`` in ``rows``, as (position in ``rows``, column, value),
+    row by row in stored order: scipy's row indexing without building a matrix (the hot path
+    reads one customer at a time)."""
+    starts, ends = matrix.indptr[rows], matrix.indptr[np.asarray(rows) + 1]
+    counts = (ends - starts).astype(np.int64)
+    total = int(counts.sum())
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(total)
+    return np.repeat(np.arange(len(counts)), counts), matrix.indices[offsets], matrix.data[offsets]
+
+
 def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, cap: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The one top-k: best k finite columns per row, at most ``cap`` per ``group``, best first.
+    """The one top-k: best k finite columns per row, at most ``cap`` per ``group``, best first,
+    equal scores by column.
 
-    ``argpartition`` picks the best ``CANDIDATE_DEPTH * k`` columns of each row (O(items)), they
-    are sorted, and the cap keeps each candidate whose group already appeared fewer than ``cap``
-    times before it in its row. Rows with fewer than k allowed items are padded with -1 / 0.
+    ``group`` is per column (1-d) or per cell (rows x columns, for candidate matrices whose
+    columns are not items).
+    :func:`best_columns` picks the best ``CANDIDATE_DEPTH * k`` columns of each row (O(items)),
+    and the cap keeps each candidate whose group already appeared fewer than ``cap`` times
+    before it in its row. Rows with fewer than k allowed items are padded with -1 / 0.
     """
     n, m = scores.shape
     k = max(int(k), 0)
     if n == 0 or k == 0 or m == 0:
         return np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), dtype=np.float64)
     capped = cap is not None and group is not None and cap < k
-    depth = min(m, k * CANDIDATE_DEPTH if capped else k)
-    part = np.argpartition(-scores, depth - 1, axis=1)[:, :depth] if depth < m else np.tile(np.arange(m), (n, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    items = np.take_along_axis(part, order, axis=1)
-    top = np.take_along_axis(part_scores, order, axis=1)
-    keep = np.isfinite(top)
+    items, top = best_columns(scores, k * CANDIDATE_DEPTH if capped else k)
+    keep = items >= 0
     if capped:
-        keep &= _rank_in_group(group[items]) < cap  # type: ignore[index]
+        safe = np.maximum(items, 0)
+        cells = np.take_along_axis(group, safe, axis=1) if group.ndim == 2 else group[safe]  # type: ignore[union-attr]
+        keep &= _rank_in_group(np.where(keep, cells, -1)) < cap
     # the first k kept candidates of each row, in order
     position = np.argsort(~keep, axis=1, kind="stable")[:, :k]
     items = np.take_along_axis(items, position, axis=1)
@@ -150,6 +160,31 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
         items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
         top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
     return items, top
+
+
+def best_columns(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best ``depth`` finite columns and their scores, best first, equal scores by
+    column (-1 / -inf after a row's last), so that a row's answer depends on its scores alone,
+    never on the block it came in or the width of the matrix.
+
+    One ``partition`` finds each row's ``depth``-th best score; every finite column at least as
+    good is kept (ties at the boundary included, so rows may hold more than ``depth``).
+    """
+    n, m = scores.shape
+    if depth < m:
+        kth = -np.partition(-scores, depth - 1, axis=1)[:, depth - 1:depth]
+        chosen = (scores >= kth) & (scores > -np.inf)
+    else:
+        chosen = scores > -np.inf
+    rows, cols = np.nonzero(chosen)  # row-major: each row's columns in order
+    counts = np.bincount(rows, minlength=n)
+    width = int(counts.max(initial=0))
+    position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    items = np.full((n, width), -1, dtype=np.int64)
+    values = np.full((n, width), -np.inf, dtype=scores.dtype)
+    items[rows, position], values[rows, position] = cols, scores[rows, cols]
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(items, order, axis=1), np.take_along_axis(values, order, axis=1)
 
 
 def _rank_in_group(groups: np.ndarray) -> np.ndarray:
@@ -220,6 +255,11 @@ class Fallbacks:
     """Per list: ``popular_in_segment:<segment>`` or ``popular``."""
     of_customer: np.ndarray
     """Per customer index: the row of ``scores`` their fill comes from."""
+    fill: np.ndarray
+    """Lists x items: the fill order's key, in (0, 1.001]: the list's share of its best, then the
+    shop's popularity a thousand times weaker, then any item (a last resort)."""
+    order: np.ndarray
+    """Lists x :data:`FALLBACK_DEPTH`: each list's items by ``fill``, best first."""
 
     @property
     def shop(self) -> int:
@@ -228,6 +268,10 @@ class Fallbacks:
     def rows_for(self, customers: np.ndarray) -> np.ndarray:
         """The list of each customer (-1, unknown: the shop's)."""
         return np.where(customers >= 0, self.of_customer[np.maximum(customers, 0)], self.shop)
+
+
+FALLBACK_DEPTH = 1024
+"""Items of each fallback list kept in order; a row that runs past them is made the long way."""
 
 
 def build_fallbacks(purchases: sp.csr_matrix, popularity: np.ndarray, segment: np.ndarray) -> Fallbacks:
@@ -239,8 +283,41 @@ def build_fallbacks(purchases: sp.csr_matrix, popularity: np.ndarray, segment: n
                            shape=(len(names), purchases.shape[0]))
     segment_counts = np.asarray((onehot @ purchases).todense(), dtype=np.float32).reshape(len(names), purchases.shape[1])
     scores = np.vstack([segment_counts, np.asarray(popularity, dtype=np.float32)[None, :]])
+    shop = scores[-1] / max(float(scores[-1].max()), 1e-12)
+    fill = (scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-12) + 1e-3 * shop + 1e-6).astype(np.float32)
+    order = np.argsort(-fill, axis=1, kind="stable")[:, :FALLBACK_DEPTH]
     reasons = (*(f"popular_in_segment:{s}" for s in names), "popular")
-    return Fallbacks(scores, reasons, np.where(member >= 0, member, len(names)).astype(np.int64))
+    return Fallbacks(scores, reasons, np.where(member >= 0, member, len(names)).astype(np.int64), fill, order)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A block's personal candidates: per row, item indices (-1 after the last) and raw scores;
+    what a ranker gives instead of a dense row over the whole catalogue."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def from_pairs(cls, n: int, rows: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Candidates:
+        """Pack (row, item, score) triples into rows (any order; each (row, item) at most once),
+        each row's candidates by item index, so that ties rank as over the whole catalogue."""
+        order = np.argsort(rows.astype(np.int64) * (int(items.max(initial=0)) + 1) + items)
+        rows, items, scores = rows[order], items[order], scores[order]
+        counts = np.bincount(rows, minlength=n)
+        width = int(counts.max(initial=0))
+        start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        column = np.arange(len(rows)) - np.repeat(start, counts)
+        out_items = np.full((n, width), -1, dtype=np.int64)
+        out_scores = np.zeros((n, width), dtype=np.float32)
+        out_items[rows, column], out_scores[rows, column] = items, scores
+        return cls(out_items, out_scores)
+
+    def dense(self, n_items: int) -> np.ndarray:
+        out = np.zeros((len(self.items), n_items), dtype=np.float32)
+        rows, cols = np.nonzero(self.items >= 0)
+        out[rows, self.items[rows, cols]] = self.scores[rows, cols]
+        return out
 
 
 @dataclass(frozen=True)
@@ -259,28 +336,102 @@ PERSONAL_TIER = 2.0
 """Personal scores (scaled into (0, 1] per row) are lifted by this above every fallback score."""
 
 
-def make_lists(rules: Rules, fallbacks: Fallbacks, customers: np.ndarray, personal: np.ndarray | None,
-               k: int) -> ListBlock:
-    """The one way a list is made, for every caller: the personal scores (rows x items, raw; None:
-    none) through every rule, then the customer's fallback list (their segment's popular items,
-    else the shop's, then anything allowed) for what is left, all under one diversity cap.
+def make_lists(rules: Rules, fallbacks: Fallbacks, customers: np.ndarray,
+               personal: np.ndarray | Candidates | None, k: int) -> ListBlock:
+    """The one way a list is made, for every caller: the personal scores (a ranker's candidates,
+    or a model's dense rows x items; None: none) through every rule, then the customer's fallback
+    list (their segment's popular items, else the shop's, then anything allowed) for what is
+    left, all under one diversity cap.
 
     ``customers`` are internal indices (-1: unknown, no history rules); ``personal`` rows align
-    with them. Both tiers go through one :func:`capped_top_k`, so the cap counts fill items too.
+    with them. Both tiers go through one :func:`capped_top_k` over the personal candidates and
+    the head of each fallback list; a row that could run past that head is made over the whole
+    catalogue instead (:func:`make_lists_dense`, the same answer at a higher cost).
     """
+    n, n_items = len(customers), rules.n_items
+    k = max(int(k), 0)
+    free = rules.allowed(customers)  # rows x items: what the rules allow
+    candidates = _personal_candidates(personal, free, k)
+    if not candidates.items.shape[1]:  # no personal candidate in the block: one empty column
+        candidates = Candidates(np.full((n, 1), -1, dtype=np.int64), np.zeros((n, 1), dtype=np.float32))
+    lists = fallbacks.rows_for(customers)
+    top = candidates.scores.max(axis=1, keepdims=True)
+    lifted = np.where(candidates.items >= 0, PERSONAL_TIER + candidates.scores / np.where(top > 0, top, 1.0),
+                      -np.inf).astype(np.float32)
+    group = np.where(candidates.items >= 0, rules.group[np.maximum(candidates.items, 0)], -1)
+    position, _ = capped_top_k(lifted, k, group=group, cap=rules.cap)
+    items = np.where(position >= 0, np.take_along_axis(candidates.items, np.maximum(position, 0), axis=1), -1)
+    scores = np.where(position >= 0, np.take_along_axis(candidates.scores, np.maximum(position, 0), axis=1), 0.0)
+    block = ListBlock(items, scores.astype(np.float64), position >= 0, lists)
+    short = np.flatnonzero((position < 0).any(axis=1)) if k else np.zeros(0, dtype=np.int64)
+    if len(short):  # fewer than k personal picks: the customer's fallback list fills the rest
+        ran_out = _fill(block, short, candidates, lifted, rules, fallbacks, free, k)
+        if len(ran_out):  # past the head of the fill list: those rows over the whole catalogue
+            dense = personal[ran_out] if isinstance(personal, np.ndarray) else (
+                personal.dense(n_items)[ran_out] if personal is not None else None)
+            redo = make_lists_dense(rules, fallbacks, customers[ran_out], dense, k)
+            block.items[ran_out], block.scores[ran_out], block.personal[ran_out] = redo.items, redo.scores, redo.personal
+    return block
+
+
+def _fill(block: ListBlock, short: np.ndarray, candidates: Candidates, lifted: np.ndarray, rules: Rules,
+          fallbacks: Fallbacks, free: np.ndarray, k: int) -> np.ndarray:
+    """Rows ``short`` of ``block`` made again with both tiers: their personal candidates and the
+    head of their fallback list, under one cap. Returns the rows that ran past that head with
+    items still allowed beyond it (to be made over the whole catalogue)."""
+    n_items, width = rules.n_items, candidates.items.shape[1]
+    rows = np.arange(len(short))[:, None]
+    own_items = candidates.items[short]
+    taken = free[short]
+    taken[rows, np.maximum(own_items, 0)] &= own_items < 0  # a personal candidate is not also a fill
+    lists = block.fallback[short]
+    depth = min(fallbacks.order.shape[1], k * CANDIDATE_DEPTH + width + int((~free[short]).sum(axis=1).max()))
+    fill_items = fallbacks.order[lists, :depth]
+    fill_value = np.where(taken[rows, fill_items], fallbacks.fill[lists[:, None], fill_items], -np.inf)
+    values = np.hstack([lifted[short], fill_value]).astype(np.float32)
+    items_of = np.hstack([own_items, fill_items])
+    group = np.where(items_of >= 0, rules.group[np.maximum(items_of, 0)], -1)
+    position, _ = capped_top_k(values, k, group=group, cap=rules.cap)
+    picked = np.where(position >= 0, np.take_along_axis(items_of, np.maximum(position, 0), axis=1), -1)
+    is_personal = (position >= 0) & (position < width)
+    own_scores = np.take_along_axis(candidates.scores[short], np.minimum(np.maximum(position, 0), width - 1), axis=1)
+    raw = np.where(is_personal, own_scores, fallbacks.scores[lists[:, None], np.maximum(picked, 0)])
+    block.items[short], block.personal[short] = picked, is_personal
+    block.scores[short] = np.where(picked >= 0, raw, 0.0)
+    return short[((picked >= 0).sum(axis=1) < k) & (depth < n_items) & (free[short].sum(axis=1) > depth)]
+
+
+def _personal_candidates(personal: np.ndarray | Candidates | None, free: np.ndarray, k: int) -> Candidates:
+    """The personal tier under the rules (``free``: rows x items allowed): positive, allowed
+    candidates; dense rows are cut to their best ``k * CANDIDATE_DEPTH`` allowed items, which the
+    cap can never exhaust."""
+    n, n_items = free.shape
+    if personal is None:
+        return Candidates(np.full((n, 0), -1, dtype=np.int64), np.zeros((n, 0), dtype=np.float32))
+    if isinstance(personal, np.ndarray):
+        scores = np.where(free & (personal > 0), personal, -np.inf).astype(np.float32)
+        items, top = capped_top_k(scores, min(n_items, max(k, 1) * CANDIDATE_DEPTH))
+        return Candidates(items, np.where(items >= 0, top, 0.0).astype(np.float32))
+    items, scores = personal.items, personal.scores
+    ok = (items >= 0) & (scores > 0) & free[np.arange(n)[:, None], np.maximum(items, 0)]
+    return Candidates(np.where(ok, items, -1), np.where(ok, scores, 0.0).astype(np.float32))
+
+
+def make_lists_dense(rules: Rules, fallbacks: Fallbacks, customers: np.ndarray, personal: np.ndarray | None,
+                     k: int) -> ListBlock:
+    """:func:`make_lists` over the whole catalogue: every item scored (personal tier above the
+    fill), every rule as a dense mask. The reference the fast path is held to (a test), and
+    what it falls back to for rows that exhaust the fallback lists' heads."""
     n = len(customers)
     lists = fallbacks.rows_for(customers)
-    fill = fallbacks.scores[lists]
-    fill = fill / np.maximum(fill.max(axis=1, keepdims=True), 1e-12) + 1e-3 * (
-        fallbacks.scores[fallbacks.shop] / max(float(fallbacks.scores[fallbacks.shop].max()), 1e-12)) + 1e-6
-    combined = fill.astype(np.float32)
+    combined = fallbacks.fill[lists].astype(np.float32)
     raw = np.zeros_like(combined)
     if personal is not None:
         own = np.array(personal, dtype=np.float32, copy=True)
         own[~(own > 0)] = 0.0
         top = own.max(axis=1, keepdims=True)
-        lifted = np.where(own > 0, PERSONAL_TIER + own / np.where(top > 0, top, 1.0), combined)
-        combined, raw = lifted.astype(np.float32), own
+        combined = np.where(own > 0, PERSONAL_TIER + own / np.where(top > 0, top, 1.0), combined).astype(np.float32)
+        raw = own
     known = np.flatnonzero(customers >= 0)
     combined[:, rules.blocked] = -np.inf
     if len(known):

@@ -24,9 +24,9 @@ from training.evaluate import (SplitConfig, TimeSplit, Window, evaluate_model, l
                                prepare_window, ranking_metrics, time_split, validation_splits)
 from training.models import build_model
 from training.models.base import Recommender
-from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Ranker, fit_tower, gather,
-                             new_pairs, normalise, own_pairs)
-from training.ranking import DIVERSITY_CANDIDATES, DIVERSITY_TOLERANCE, RankingConfig, Rules, make_lists
+from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Ranker, explore_scale, fit_tower,
+                             gather, new_pairs, own_pairs)
+from training.ranking import DIVERSITY_CANDIDATES, DIVERSITY_TOLERANCE, Candidates, RankingConfig, Rules, make_lists
 
 Progress = Callable[[str], None]
 BASELINES = ("popularity", "recent_popularity", "own_most_bought", "tifu_knn")
@@ -34,6 +34,10 @@ BASELINES = ("popularity", "recent_popularity", "own_most_bought", "tifu_knn")
 REPEAT = "repeat"
 RANKER = "ranker_"
 """Row prefix of the ranker over an explore family: ``ranker_ease``."""
+NO_CAP = "_no_cap"
+"""Row suffix of a list made without the diversity cap: every row is capped as the shop's lists
+are, and the baselines (and the chosen row) are also reported as a data scientist would run
+them, uncapped; the strongest of all those baselines is what the gate compares with."""
 
 
 @dataclass
@@ -62,9 +66,9 @@ def collect(window: Window, model: Recommender, k: int) -> tuple[dict[str, float
     for start, customers in window.blocks():
         raw = np.asarray(model.score(customers, window.bundle.interactions[customers]), dtype=np.float32)
         lists.append(lists_for_block(window, customers, raw, k))
-        normalised = normalise(raw)
-        for pairs, out in ((own_pairs(history, customers, normalised), own_parts),
-                           (new_pairs(history, customers, normalised), new_parts)):
+        scale = explore_scale(raw)
+        for pairs, out in ((own_pairs(history, customers, raw, scale), own_parts),
+                           (new_pairs(history, customers, raw, scale), new_parts)):
             out.append(Pairs(pairs.rows + start, pairs.items, pairs.features))
     own, new = _concat(own_parts), _concat(new_parts)
     labels = (lambda p: gather(relevant, p.rows, p.items) > 0)
@@ -77,17 +81,16 @@ def lists_for_block(window: Window, customers: np.ndarray, scores: np.ndarray, k
     return make_lists(rules or window.rules, window.bundle.fallbacks, customers, scores, k).items
 
 
-def _dense(window: Window, data: TowerData, own_prob: np.ndarray, new_prob: np.ndarray
-           ) -> Callable[[np.ndarray, int], np.ndarray]:
-    """Block scores scattered from per-pair probabilities (what :meth:`Ranker.score` would give)."""
-    n_items = window.bundle.interactions.shape[1]
+def _candidates(data: TowerData, own_prob: np.ndarray, new_prob: np.ndarray
+                ) -> Callable[[np.ndarray, int], Candidates]:
+    """Block candidates from per-pair probabilities (what :meth:`Ranker.score` would give)."""
+    rows = np.concatenate([data.new.rows, data.own.rows])
+    items = np.concatenate([data.new.items, data.own.items])
+    probs = np.concatenate([new_prob, own_prob])
 
-    def scores(customers: np.ndarray, start: int) -> np.ndarray:
-        out = np.zeros((len(customers), n_items), dtype=np.float32)
-        for pairs, prob in ((data.new, new_prob), (data.own, own_prob)):  # own last: it wins a clash
-            inside = (pairs.rows >= start) & (pairs.rows < start + len(customers))
-            out[pairs.rows[inside] - start, pairs.items[inside]] = prob[inside]
-        return out
+    def scores(customers: np.ndarray, start: int) -> Candidates:
+        inside = (rows >= start) & (rows < start + len(customers))
+        return Candidates.from_pairs(len(customers), rows[inside] - start, items[inside], probs[inside])
     return scores
 
 
@@ -124,7 +127,7 @@ class Selection:
     ranker: Ranker | None
     cap: int | None
     strongest_baseline: str
-    """The baseline with the best test metric: what the gate compares with."""
+    """The baseline row (capped, or ``_no_cap``) with the best test metric: what the gate compares with."""
     windows: list[dict[str, Any]]
     test_split: TimeSplit
     fallback_reason: str | None = None
@@ -141,7 +144,7 @@ def family_of(row: str) -> str:
     return row[len(RANKER):] if row.startswith(RANKER) else row
 
 
-def choose_cap(windows: list[Window], scores: list[Callable[[np.ndarray, int], np.ndarray]], metric: str,
+def choose_cap(windows: list[Window], scores: list[Callable[[np.ndarray, int], np.ndarray | Candidates]], metric: str,
                k: int) -> tuple[int | None, dict[str, float]]:
     """The tightest cap of :data:`DIVERSITY_CANDIDATES` whose pooled validation ``metric`` is within
     :data:`DIVERSITY_TOLERANCE` of the uncapped lists' (the loosest when none is)."""
@@ -180,7 +183,7 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
 
     rows: dict[str, dict[str, float]] = {}
     towers: dict[str, list[TowerData]] = {}
-    fitted_scores: dict[str, list[Callable[[np.ndarray, int], np.ndarray]]] = {}
+    fitted_scores: dict[str, list[Callable[[np.ndarray, int], np.ndarray | Candidates]]] = {}
     for family in [*BASELINES, REPEAT, *families]:
         parts, ranked = [], []
         for window in windows:
@@ -189,7 +192,7 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
                 metrics, data = collect(window, model, split.k)
                 towers.setdefault(family, []).append(data)
                 own_prob, new_prob = cross_fitted(window, data)
-                scores = _dense(window, data, own_prob, new_prob)
+                scores = _candidates(data, own_prob, new_prob)
                 fitted_scores.setdefault(family, []).append(scores)
                 ranked.append(ranking_metrics(lists_for(window, scores, split.k), window.split))
             else:
@@ -211,7 +214,7 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
             model_scores = []
             for window in windows:
                 personal = window.personal(fit(chosen_family, window))
-                model_scores.append(lambda customers, _s, p=personal: p.score(customers).scores)
+                model_scores.append(lambda customers, _s, p=personal: p.score(customers))
             cap, effect = choose_cap(windows, model_scores, metric, split.k)
         say(f"diversity cap {cap} per list ({metric} on validation by cap: "
             + ", ".join(f"{c} {v:.4f}" for c, v in effect.items()) + ")")
@@ -221,14 +224,16 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     results: dict[str, dict[str, float]] = {}
     for family in [*BASELINES, REPEAT, *families]:
         model = fit(family, test)
-        results[family] = evaluate_model(model, test, split.k, rules=capped if family not in BASELINES else
-                                         test.rules)
+        results[family] = evaluate_model(model, test, split.k, rules=capped)
+        if cap is not None and (family in BASELINES or family == chosen):
+            results[f"{family}{NO_CAP}"] = evaluate_model(model, test, split.k, rules=test.rules)
         if family in families:
             results[f"{RANKER}{family}"] = evaluate_model(model, test, split.k, rankers[family], capped)
             if f"{RANKER}{family}" == chosen and cap is not None:
-                results[f"{chosen}_no_cap"] = evaluate_model(model, test, split.k, rankers[family], test.rules)
+                results[f"{chosen}{NO_CAP}"] = evaluate_model(model, test, split.k, rankers[family], test.rules)
     test_table = pd.DataFrame.from_dict(results, orient="index")
-    strongest = str(test_table.loc[list(BASELINES), metric].idxmax())
+    baseline_rows = [row for row in test_table.index if row in BASELINES or row.removesuffix(NO_CAP) in BASELINES]
+    strongest = str(test_table.loc[baseline_rows, metric].idxmax())
     ranker = rankers.get(chosen_family) if chosen.startswith(RANKER) else None
     family, fallback = chosen_family, None
     if chosen not in BASELINES and test_table.loc[chosen, metric] <= test_table.loc[strongest, metric]:
@@ -238,10 +243,10 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
                     f"{strongest} ({test_table.loc[strongest, metric]:.4f}) on the test window: serving the best "
                     f"baseline on validation, {family}")
         say(fallback)
-    if cap is not None and f"{chosen}_no_cap" in test_table.index:
+    if cap is not None and f"{chosen}{NO_CAP}" in test_table.index:
         effect = {**{f"validation_{c}": v for c, v in effect.items()},
                   "test_capped": float(test_table.loc[chosen, metric]),
-                  "test_no_cap": float(test_table.loc[f"{chosen}_no_cap", metric])}
+                  "test_no_cap": float(test_table.loc[f"{chosen}{NO_CAP}", metric])}
     described = [{"cutoff": w.split.cutoff.isoformat(), "customers": int(len(w.split.customers))} for w in windows]
     return Selection(validation, test_table, chosen, family, ranker, cap, strongest, described, test_split,
                      fallback, effect, params)

@@ -19,7 +19,8 @@ from serving.recommender import ShopRecommender
 from training.bundle import PRIMARY, Bundle
 from training.evaluate import SplitConfig, Window, lists_for, prepare_window, time_split
 from training.models import build_model
-from training.ranking import RankingConfig
+from training.ranker import as_dense
+from training.ranking import RankingConfig, make_lists, make_lists_dense
 from training.selection import collect, fit_final
 
 K = 10
@@ -41,7 +42,7 @@ def test_evaluation_pyfunc_service_and_batch_make_the_same_lists(window_and_bund
                                                                  tmp_path: Path) -> None:
     window, bundle = window_and_bundle
     personal = window.personal(bundle.models[PRIMARY], bundle.ranker)
-    evaluated = lists_for(window, lambda customers, _: personal.score(customers).scores, K)
+    evaluated = lists_for(window, lambda customers, _: personal.score(customers), K)
     ids = bundle.customers.external_ids[window.split.customers]
     expected = {c: [i for i in bundle.items.to_external(row[row >= 0])] for c, row in zip(ids, evaluated, strict=True)}
 
@@ -56,3 +57,15 @@ def test_evaluation_pyfunc_service_and_batch_make_the_same_lists(window_and_bund
     assert batch.to_dict() == expected
     category = bundle.catalogue["category"].to_numpy()
     assert max(pd.Series(category[row[row >= 0]]).value_counts().max() for row in evaluated) <= 3
+
+
+def test_a_rankers_candidates_give_the_lists_the_whole_catalogue_would(window_and_bundle: tuple[Window, Bundle]
+                                                                        ) -> None:
+    window, bundle = window_and_bundle
+    idx = window.split.customers[:400]
+    scored = bundle.personal.score(idx)
+    fast = make_lists(bundle.rules, bundle.fallbacks, idx, scored, K)
+    slow = make_lists_dense(bundle.rules, bundle.fallbacks, idx, as_dense(scored, len(bundle.items)), K)
+    np.testing.assert_array_equal(fast.items, slow.items)
+    np.testing.assert_array_equal(fast.personal, slow.personal)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-6)

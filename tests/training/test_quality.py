@@ -102,7 +102,7 @@ def test_consumables_come_back_when_due_not_right_after_a_purchase(served: Bundl
 
     def score(days: np.ndarray) -> np.ndarray:
         history = _with_days(served, rows, items, days)
-        return served.ranker.score(history, rows, explore).scores[position, items]
+        return served.ranker.score(history, rows, explore).dense(served.interactions.shape[1])[position, items]
 
     just_bought, due = score(0.1 * interval), score(interval - horizon / 2)
     assert len(rows) >= 100 and (due > just_bought).mean() >= 0.9, (due.mean(), just_bought.mean())

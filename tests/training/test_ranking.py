@@ -13,7 +13,9 @@ from features.sample import SampleShop
 from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
-from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, capped_top_k, make_lists
+from training.ranker import as_dense
+from training.ranking import (RankingConfig, Rules, build_fallbacks, build_rules, capped_top_k, make_lists,
+                              make_lists_dense)
 
 
 def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
@@ -94,3 +96,19 @@ def test_no_list_holds_never_recommend_categories_or_more_than_the_cap(fuel_bund
         assert len(frame) and not categories.isin(["snacks", "coffee"]).any(), name
         per_list = frame.assign(category=categories).groupby(["customer_id", "category"]).size()
         assert per_list.max() <= 2, (name, per_list.max())
+
+
+def test_the_fast_path_makes_the_lists_the_whole_catalogue_would(fuel_bundle: Bundle) -> None:
+    """make_lists walks each row's candidates and the head of its fallback list; made over the
+    whole catalogue (every item scored, dense masks) the lists are the same, item for item."""
+    idx = np.concatenate([np.flatnonzero(fuel_bundle.has_history)[:400], [-1, -1]])
+    warm = idx >= 0
+    scored = fuel_bundle.personal.score(idx[warm])
+    dense = np.zeros((len(idx), len(fuel_bundle.items)), dtype=np.float32)
+    dense[warm] = as_dense(scored, len(fuel_bundle.items))
+    fast = fuel_bundle.lists(idx, 10)
+    slow = make_lists_dense(fuel_bundle.rules, fuel_bundle.fallbacks, idx, dense, 10)
+    np.testing.assert_array_equal(fast.items, slow.items)
+    np.testing.assert_array_equal(fast.personal, slow.personal)
+    np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-6)
+    assert fast.personal.any() and (~fast.personal & (fast.items >= 0)).any()  # both tiers exercised
