@@ -162,7 +162,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
     own_rows, own_cols, _ = rows_of(history.counts, rows)
     masked = np.array(explore, dtype=np.float32, copy=True)
     masked[own_rows, own_cols] = -np.inf
-    top = best_columns(masked, depth)[0][:, :depth]
+    top = best_columns(masked, depth)[0]
     explore_ok = top >= 0
 
     width = min(n_items, depth + int(np.bincount(own_rows, minlength=n).max(initial=0)))

@@ -167,24 +167,34 @@ def best_columns(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray
     column (-1 / -inf after a row's last), so that a row's answer depends on its scores alone,
     never on the block it came in or the width of the matrix.
 
-    One ``partition`` finds each row's ``depth``-th best score; every finite column at least as
-    good is kept (ties at the boundary included, so rows may hold more than ``depth``).
+    One ``partition`` finds each row's ``depth``-th best score; every finite column better than
+    it is kept, and of the columns equal to it the lowest, up to ``depth`` in all (a row of
+    zeros ties across the whole catalogue, so ties must be cut, and cut the same way always).
     """
     n, m = scores.shape
+    if depth <= 0:
+        return np.full((n, 0), -1, dtype=np.int64), np.full((n, 0), -np.inf, dtype=scores.dtype)
     if depth < m:
-        kth = -np.partition(-scores, depth - 1, axis=1)[:, depth - 1:depth]
-        chosen = (scores >= kth) & (scores > -np.inf)
+        kth = np.partition(scores, m - depth, axis=1)[:, m - depth:m - depth + 1]
+        rows, cols = np.nonzero(scores > kth)  # fewer than depth per row
+        tie_rows, tie_cols = np.nonzero((scores == kth) & (kth > -np.inf))  # row-major: columns ascending
+        room = depth - np.bincount(rows, minlength=n)
+        tie_counts = np.bincount(tie_rows, minlength=n)
+        tie_rank = np.arange(len(tie_rows)) - np.repeat(np.cumsum(tie_counts) - tie_counts, tie_counts)
+        fits = tie_rank < room[tie_rows]
+        rows, cols = np.concatenate([rows, tie_rows[fits]]), np.concatenate([cols, tie_cols[fits]])
     else:
-        chosen = scores > -np.inf
-    rows, cols = np.nonzero(chosen)  # row-major: each row's columns in order
+        rows, cols = np.nonzero(scores > -np.inf)
+    values = scores[rows, cols]
+    order = np.lexsort((cols, -values, rows))  # by row, best first, equal scores by column
+    rows, cols, values = rows[order], cols[order], values[order]
     counts = np.bincount(rows, minlength=n)
     width = int(counts.max(initial=0))
     position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     items = np.full((n, width), -1, dtype=np.int64)
-    values = np.full((n, width), -np.inf, dtype=scores.dtype)
-    items[rows, position], values[rows, position] = cols, scores[rows, cols]
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(items, order, axis=1), np.take_along_axis(values, order, axis=1)
+    top = np.full((n, width), -np.inf, dtype=scores.dtype)
+    items[rows, position], top[rows, position] = cols, values
+    return items, top
 
 
 def _rank_in_group(groups: np.ndarray) -> np.ndarray:
