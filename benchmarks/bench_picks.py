@@ -20,8 +20,10 @@ bundle; "bundle RSS" is the process after loading. Figures are recorded in
 docs/benchmarks.md with the machine they came from.
 
 The synthetic shop: 10% of customers without history (fallbacks), 50 categories of which
-10 durable (a fifth of the items, repurchase interval a year), 5% of items out of stock,
-about 8 interactions and 3 purchases per customer with history, open rates for 60%.
+10 durable (a fifth of the items, never re-bought, the category blocked for a year), 5% of
+items out of stock, about 8 interactions and 3 purchases per customer with history, open
+rates for 60%; the repeat/explore ranker over the ALS factors (training/ranker.py) with fixed
+coefficients of the sizes training learns, and a diversity cap of 3 per category.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ BLOCK = 4096
 def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64, seed: int = 0) -> Any:
     """A bundle with random ALS factors and the profile tables the serving rules read."""
     from features.dataset import IdMap
-    from training.bundle import POPULARITY, PRIMARY, Bundle
+    from training.bundle import ITEM_SALES, POPULARITY, PRIMARY, REBUY_CATEGORIES, REBUY_ITEMS, Bundle
     from training.models.factorization import ALSModel
     from training.models.popularity import PopularityModel
+    from training.ranker import NEW_FEATURES, OWN_FEATURES, Ranker, Tower
+    from training.ranking import RankingConfig
 
     rng = np.random.default_rng(seed)
     customers = np.array([f"c{i:08d}" for i in range(n_customers)], dtype=object)
@@ -89,8 +93,24 @@ def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64,
     opens = rng.binomial(sends, 0.3)
     profiles["email_open_rates"] = pd.DataFrame({"customer_id": customers[rated], "sends": sends, "opens": opens,
                                                  "open_rate": (opens + 1.5) / (sends + 5.0)})
+    sales = np.asarray(purchases.sum(axis=0)).ravel()
+    profiles[REBUY_ITEMS] = pd.DataFrame({"item_id": items, "rebuy_prob": np.where(durable, 0.0, 0.15),
+                                          "interval_days": np.where(durable, np.nan, 30.0),
+                                          "wait_days": np.where(durable, 0.0, 15.0), "non_repeat": durable})
+    profiles[REBUY_CATEGORIES] = pd.DataFrame({
+        "category": [f"cat{c:02d}" for c in range(n_categories)], "rebuy_prob": 0.1, "interval_days": 30.0,
+        "non_repeat": np.arange(n_categories) < n_durable,
+        "block_days": np.where(np.arange(n_categories) < n_durable, 365.0, 0.0)})
+    profiles[ITEM_SALES] = pd.DataFrame({"item_id": items, "sales": sales, "recent_sales": sales // 4})
+    since = purchases.copy()
+    since.data = rng.uniform(1, 200, len(since.data)).astype(np.float32)
+    towers = [Tower(np.zeros(len(names)), np.ones(len(names)), rng.normal(0.0, 0.5, len(names)), -4.0)
+              for names in (OWN_FEATURES, NEW_FEATURES)]
+    ranking = RankingConfig(diversity_cap=3, horizon_days=28.0).model_dump()
     return Bundle(IdMap(customers), IdMap(items), catalogue, interactions, purchases,
-                  {PRIMARY: als, POPULARITY: popularity}, {"synthetic": True}, profiles)
+                  {PRIMARY: als, POPULARITY: popularity}, {"synthetic": True, "ranking": ranking,
+                                                           "as_of": "2025-06-30T00:00:00+00:00"}, profiles,
+                  bought=since, ranker=Ranker(*towers))
 
 
 def _rss_mib(field: str) -> float:

@@ -35,15 +35,13 @@ from threadpoolctl import threadpool_limits
 
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import load_shop
-from features.profiles import category_affinity, customer_profiles, repurchase_intervals
 from features.sample import SampleConfig, generate_shop
 from features.sources import write_tables
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
-from training.evaluate import SplitConfig, evaluate_model, time_split
+from training.bundle import build_profiles
 from training.models import build_model
-from training.models.base import Recommender
 from training.models.ease import MAX_ITEMS as EASE_MAX_ITEMS
 from training.models.factorization import ALSConfig
+from training.pipeline import TrainConfig, build_bundle, evaluate_shop
 
 SIZES = {
     "10k": SampleConfig(customers=1_000, items=300, days=90, seed=1),
@@ -51,7 +49,8 @@ SIZES = {
     "1M": SampleConfig(customers=25_000, items=5_000, days=365, seed=1),
 }
 """Shops whose order lines plus weighted events land near 10k, 100k and 1M (100k is the demo shop)."""
-FAMILIES = ("popularity", "als", "bpr", "ease", "cooccurrence")
+FAMILIES = ("popularity", "als", "ease", "lightfm", "cooccurrence")
+"""The train job's default families plus the popularity fallback (TrainConfig().families)."""
 REPEATS = 3
 SLOW_FIT_S = 30.0
 """A stage slower than this is timed once: two more runs would add minutes and little precision."""
@@ -152,51 +151,40 @@ def train(size: str, folder: str) -> dict[str, Any]:
         result.weighted_events = int((events["event_type"].map(weights).fillna(0.0) > 0).sum())
         result.nnz = dataset.interactions.nnz
         result.shape = dataset.shape
-        items = shop["items"]
-        profiles, timing = timed(lambda: {
-            "customers": customer_profiles(shop["orders"], items, dataset.as_of),
-            "category_affinity": category_affinity(shop["orders"], items),
-            "repurchase": repurchase_intervals(shop["orders"], items),
-        })
+        profiles, timing = timed(lambda: build_profiles(shop, dataset, float(TrainConfig().split.test_days)))
         record("profiles", timing)
 
         families = [f for f in FAMILIES if not (f == "ease" and dataset.shape[1] > EASE_MAX_ITEMS)]
         if "ease" not in families:
             result.skipped["fit ease"] = (f"{dataset.shape[1]:,} items > EASE limit {EASE_MAX_ITEMS:,} "
                                           f"(dense items x items inverse)")
-        models: dict[str, Recommender] = {}
         for family in families:
             if family == "als":
                 continue
-            models[family], timing = timed(lambda: build_model(family).fit(dataset))
+            _, timing = timed(lambda: build_model(family).fit(dataset))
             record(f"fit {family}", timing)
 
         # Always three pairs (the figure to watch); wrapper and raw alternate so drift hits both alike.
         als_config = ALSConfig()
         wrapper_times, raw_times = [], []
         for _ in range(REPEATS):
-            models["als"], timing = timed(lambda: build_model("als").fit(dataset), repeats=1)
+            _, timing = timed(lambda: build_model("als").fit(dataset), repeats=1)
             wrapper_times.append(timing.seconds)
             _, timing = timed(lambda: raw_als_fit(dataset.interactions, als_config), repeats=1)
             raw_times.append(timing.seconds)
         record("fit als", Timing(statistics.median(wrapper_times), REPEATS))
         record("raw implicit ALS fit", Timing(statistics.median(raw_times), REPEATS))
 
-        split_config = SplitConfig()
-        split, timing = timed(lambda: time_split(shop, split_config))
-        record("evaluate: time split", timing)
-        for family in families:
-            # The pipeline evaluates models fitted on the split's training view; that refit is not timed here.
-            model = build_model(family).fit(split.train)
-            _, timing = timed(lambda: evaluate_model(model, split, split_config.k))
-            record(f"evaluate: {family}", timing)
-
-        bundle_models = {PRIMARY: models["als"], POPULARITY: models["popularity"],
-                         COOCCURRENCE: models["cooccurrence"]}
+        # The whole choice as the train job makes it: validation windows, every family and
+        # baseline refitted per window, the repeat/explore ranker, the diversity cap, the test table.
+        config = TrainConfig(families=[f for f in families if f != "popularity"])
+        (selection, config), timing = timed(lambda: evaluate_shop(shop, config), repeats=1)
+        record("select on validation + test", timing)
         with tempfile.TemporaryDirectory() as tmp:
-            _, timing = timed(lambda: Bundle.from_dataset(dataset, bundle_models, {"chosen": "als"}, profiles)
+            _, timing = timed(lambda: build_bundle(shop, config, selection.family, {"chosen": selection.primary_row},
+                                                   ranker=selection.ranker, cap=selection.cap)
                               .save(Path(tmp) / "bundle"))
-        record("bundle save (primary als)", timing)
+        record(f"bundle build + save ({selection.primary_row})", timing)
     result.peak_rss_mib = peak_rss_mib()
     return asdict(result)
 
