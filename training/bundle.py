@@ -257,8 +257,9 @@ class Bundle:
             interval = self.history.interval_days[block.items[rows, cols]]
             due_day = np.ceil(np.maximum(interval - (bought - 1.0), 0.0)).astype(np.int64)
             days, which = np.unique(due_day, return_inverse=True)  # a few distinct dates: format each once
-            dates = (pd.Timestamp(self.metadata["as_of"]).normalize() + pd.to_timedelta(days, unit="D"))
-            labels = np.array([f"{BUY_AGAIN}:{d}" for d in dates.strftime("%Y-%m-%d")], dtype=object)
+            today = np.datetime64(pd.Timestamp(self.metadata["as_of"]).date(), "D")
+            dates = np.datetime_as_string(today + days.astype("timedelta64[D]"), unit="D")
+            labels = np.array([f"{BUY_AGAIN}:{d}" for d in dates], dtype=object)
             reasons[rows, cols] = labels[which]
         return reasons
 

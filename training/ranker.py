@@ -82,6 +82,8 @@ class History:
     """Per item, log-scaled into [0, 1]: all purchases."""
     popularity_order: np.ndarray
     """Items by popularity, most bought first (ties by index): the explore tower's popular candidates."""
+    popularity_place: np.ndarray
+    """Per item, its position in ``popularity_order``."""
     recent_popularity: np.ndarray
     """Per item, log-scaled into [0, 1]: purchases in the last ``recent_days``."""
     rebuy_logit: np.ndarray
@@ -104,8 +106,10 @@ class History:
         counts, bought = counts.tocsr(), bought.tocsr()
         counts.sort_indices()
         bought.sort_indices()
-        return cls(counts=counts, bought=bought, popularity=popularity,
-                   popularity_order=np.argsort(-popularity, kind="stable"),
+        order = np.argsort(-popularity, kind="stable")
+        place = np.empty(len(order), dtype=np.int64)
+        place[order] = np.arange(len(order))
+        return cls(counts=counts, bought=bought, popularity=popularity, popularity_order=order, popularity_place=place,
                    recent_popularity=_log_share(recent_counts.astype(np.float64)),
                    rebuy_logit=np.log(prob / (1 - prob)).astype(np.float32),
                    interval_days=np.nan_to_num(interval, nan=fill).astype(np.float32),
@@ -160,29 +164,34 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
     n, n_items = explore.shape
     depth = min(depth, n_items)
     own_rows, own_cols, _ = rows_of(history.counts, rows)
-    masked = np.array(explore, dtype=np.float32, copy=True)
-    masked[own_rows, own_cols] = -np.inf
-    top = best_columns(masked, depth)[0]
+    top = best_columns(explore, depth, excluded=(own_rows, own_cols))[0]
     explore_ok = top >= 0
 
     width = min(n_items, depth + int(np.bincount(own_rows, minlength=n).max(initial=0)))
-    popular = np.broadcast_to(history.popularity_order[:width], (n, width))
-    not_own = np.isfinite(masked[np.arange(n)[:, None], popular])
+    head = history.popularity_order[:width]  # every row's popular candidates come from here
+    not_own = np.isfinite(explore[:, head])
+    own_place = history.popularity_place[own_cols]
+    in_head = own_place < width
+    not_own[own_rows[in_head], own_place[in_head]] = False
     popular_rank = np.cumsum(not_own, axis=1)
     popular_ok = not_own & (popular_rank <= depth)
-    block_rows = np.arange(n)[:, None]
-    ranks = np.zeros((n, n_items), dtype=np.int16)  # popularity rank of each row's popular candidates
-    ranks[np.broadcast_to(block_rows, popular.shape)[popular_ok], popular[popular_ok]] = popular_rank[popular_ok]
-    in_explore = np.zeros((n, n_items), dtype=bool)
-    in_explore[np.broadcast_to(block_rows, top.shape)[explore_ok], top[explore_ok]] = True
-    explore_rows, explore_items = np.nonzero(explore_ok)[0], top[explore_ok]
-    explore_rank = (np.nonzero(explore_ok)[1] + 1).astype(np.float64)
-    extra = popular_ok & ~in_explore[block_rows, popular]  # popular candidates the explore list lacks
-    extra_rows, extra_items = np.nonzero(extra)[0], popular[extra]
+    explore_rows, explore_column = np.nonzero(explore_ok)
+    explore_items = top[explore_rows, explore_column]
+    explore_rank = (explore_column + 1).astype(np.float64)
+    # the explore candidates that are also in the popular head, by their place there
+    place = history.popularity_place[explore_items]
+    shared = np.flatnonzero(place < width)
+    shared_rows, shared_place = explore_rows[shared], place[shared]
+    explore_popular_rank = np.zeros(len(explore_items), dtype=np.float64)
+    explore_popular_rank[shared] = np.where(popular_ok[shared_rows, shared_place],
+                                            popular_rank[shared_rows, shared_place], 0)
+    extra = popular_ok.copy()  # popular candidates the explore list lacks
+    extra[shared_rows, shared_place] = False
+    extra_rows, extra_place = np.nonzero(extra)
     union_rows = np.concatenate([explore_rows, extra_rows])
-    union_items = np.concatenate([explore_items, extra_items])
+    union_items = np.concatenate([explore_items, head[extra_place]])
     explore_ranks = np.concatenate([explore_rank, np.full(len(extra_rows), depth + 1.0)])
-    popular_ranks = ranks[union_rows, union_items].astype(np.float64)
+    popular_ranks = np.concatenate([explore_popular_rank, popular_rank[extra_rows, extra_place].astype(np.float64)])
 
     def scaled(rank: np.ndarray) -> np.ndarray:  # 1 -> 0, beyond the depth -> 1
         return np.log(np.where(rank > 0, rank, depth + 1.0)) / np.log(depth + 1)
@@ -208,7 +217,9 @@ class Tower:
     def probability(self, features: np.ndarray) -> np.ndarray:
         if self.constant is not None:
             return np.full(len(features), self.constant, dtype=np.float32)
-        logit = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        # the standardisation folded into the weights: one product, no standardised copy of the rows
+        weights = self.coef / self.scale
+        logit = features @ weights + (self.intercept - self.mean @ weights)  # float64: a row's answer is its own
         return (1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))).astype(np.float32)
 
     def to_dict(self) -> dict[str, object]:

@@ -37,6 +37,9 @@ DIVERSITY_TOLERANCE = 0.01
 """The tightest cap whose validation NDCG is within 1% (relative) of the uncapped list is chosen."""
 CANDIDATE_DEPTH = 10
 """Candidates per row, in multiples of k, that the capped top-k walks through before giving up."""
+SHALLOW_DEPTH = 3
+"""Candidates per row, in multiples of k, of the capped top-k's first pass: enough for nearly
+every row; the rows it leaves short go on to :data:`CANDIDATE_DEPTH`."""
 
 
 class RankingConfig(BaseModel):
@@ -134,24 +137,40 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
     equal scores by column.
 
     ``group`` is per column (1-d) or per cell (rows x columns, for candidate matrices whose
-    columns are not items).
-    :func:`best_columns` picks the best ``CANDIDATE_DEPTH * k`` columns of each row (O(items)),
-    and the cap keeps each candidate whose group already appeared fewer than ``cap`` times
-    before it in its row. Rows with fewer than k allowed items are padded with -1 / 0.
+    columns are not items). The cap keeps each candidate whose group already appeared fewer
+    than ``cap`` times before it in its row, so a row's answer is decided by a prefix of its
+    best columns: :func:`best_columns` gives each row its best ``SHALLOW_DEPTH * k``, and only
+    the rows that this leaves short while more columns remain walk ``CANDIDATE_DEPTH * k``
+    deep. Rows with fewer than k allowed items are padded with -1 / 0.
     """
     n, m = scores.shape
     k = max(int(k), 0)
     if n == 0 or k == 0 or m == 0:
         return np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), dtype=np.float64)
-    capped = cap is not None and group is not None and cap < k
-    items, top = best_columns(scores, k * CANDIDATE_DEPTH if capped else k)
+    if cap is None or group is None or cap >= k:
+        return _first_kept(scores, None, None, k, k)[:2]
+    items, top, short = _first_kept(scores, group, cap, k, SHALLOW_DEPTH * k)
+    deeper = np.flatnonzero(short)
+    if len(deeper):
+        cells = group[deeper] if group.ndim == 2 else group
+        items[deeper], top[deeper], _ = _first_kept(scores[deeper], cells, cap, k, CANDIDATE_DEPTH * k)
+    return items, top
+
+
+def _first_kept(scores: np.ndarray, group: np.ndarray | None, cap: int | None, k: int, depth: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first k of each row's best ``depth`` columns that the cap keeps (rows x k, -1 / 0
+    after the last), and per row whether it came up short with all ``depth`` columns finite
+    (deeper columns could still fill it)."""
+    n, m = scores.shape
+    items, top = best_columns(scores, depth)
+    ran_deep = items[:, -1] >= 0 if depth < m and items.shape[1] == depth else np.zeros(n, dtype=bool)
     keep = items >= 0
-    if capped:
+    if cap is not None and group is not None:
         safe = np.maximum(items, 0)
-        cells = np.take_along_axis(group, safe, axis=1) if group.ndim == 2 else group[safe]  # type: ignore[union-attr]
+        cells = np.take_along_axis(group, safe, axis=1) if group.ndim == 2 else group[safe]
         keep &= _rank_in_group(np.where(keep, cells, -1)) < cap
-    # the first k kept candidates of each row, in order
-    position = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    position = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the first k kept, in order
     items = np.take_along_axis(items, position, axis=1)
     top = np.take_along_axis(top, position, axis=1).astype(np.float64)
     valid = np.take_along_axis(keep, position, axis=1)
@@ -159,42 +178,85 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
     if items.shape[1] < k:
         items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
         top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
-    return items, top
+    short = ran_deep & (valid.sum(axis=1) < k)
+    return items, top, short
 
 
-def best_columns(scores: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+NARROW = 3
+"""Below this many columns per wanted column, :func:`best_columns` sorts whole rows (measured on
+the candidate matrices of :func:`make_lists`)."""
+
+
+def best_columns(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's best ``depth`` finite columns and their scores, best first, equal scores by
     column (-1 / -inf after a row's last), so that a row's answer depends on its scores alone,
-    never on the block it came in or the width of the matrix.
+    never on the block it came in or the width of the matrix. ``excluded`` (rows, columns):
+    cells left out as if they were -inf, without a masked copy of ``scores``.
 
-    One ``partition`` finds each row's ``depth``-th best score; every finite column better than
-    it is kept, and of the columns equal to it the lowest, up to ``depth`` in all (a row of
-    zeros ties across the whole catalogue, so ties must be cut, and cut the same way always).
+    A matrix of few columns (a candidate matrix) is sorted row by row, stably; a wide one (the
+    catalogue) is partitioned (:func:`_best_by_partition`).
     """
     n, m = scores.shape
     if depth <= 0:
         return np.full((n, 0), -1, dtype=np.int64), np.full((n, 0), -np.inf, dtype=scores.dtype)
-    if depth < m:
-        kth = np.partition(scores, m - depth, axis=1)[:, m - depth:m - depth + 1]
-        rows, cols = np.nonzero(scores > kth)  # fewer than depth per row
-        tie_rows, tie_cols = np.nonzero((scores == kth) & (kth > -np.inf))  # row-major: columns ascending
-        room = depth - np.bincount(rows, minlength=n)
+    if m < NARROW * depth:
+        negated = -scores
+        if excluded is not None:
+            negated[excluded] = np.inf
+        items = np.argsort(negated, axis=1, kind="stable")[:, :depth]
+        return _finite_prefix(items, -np.take_along_axis(negated, items, axis=1))
+    return _best_by_partition(scores, depth, excluded)
+
+
+def _best_by_partition(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_columns` of a wide matrix: one in-place ``partition`` of a copy finds
+    each row's ``depth``-th best score and one comparison pass the columns at least as good: all
+    the better ones, and of those equal to it the lowest, up to ``depth`` in all (a row of
+    zeros ties across the whole catalogue, so ties must be cut, and cut the same way always); the
+    few kept are then packed a row each, still in column order, and sorted stably."""
+    n, m = scores.shape
+    work = np.array(scores, copy=True)
+    if excluded is not None:
+        work[excluded] = -np.inf
+    work.partition(m - depth, axis=1)
+    kth = work[:, m - depth]
+    at_least = scores >= kth[:, None]
+    if excluded is not None:
+        at_least[excluded] = False
+    rows, cols = np.divmod(np.flatnonzero(at_least), m)  # each row's columns ascending
+    values = scores[rows, cols]
+    keep = values > -np.inf
+    tie = values == kth[rows]
+    if tie.any():  # of the columns equal to the row's edge, the lowest that still fit
+        room = depth - np.bincount(rows[~tie], minlength=n)
+        tie_rows = rows[tie]
         tie_counts = np.bincount(tie_rows, minlength=n)
         tie_rank = np.arange(len(tie_rows)) - np.repeat(np.cumsum(tie_counts) - tie_counts, tie_counts)
-        fits = tie_rank < room[tie_rows]
-        rows, cols = np.concatenate([rows, tie_rows[fits]]), np.concatenate([cols, tie_cols[fits]])
-    else:
-        rows, cols = np.nonzero(scores > -np.inf)
-    values = scores[rows, cols]
-    order = np.lexsort((cols, -values, rows))  # by row, best first, equal scores by column
-    rows, cols, values = rows[order], cols[order], values[order]
-    counts = np.bincount(rows, minlength=n)
-    width = int(counts.max(initial=0))
+        keep[tie] &= tie_rank < room[tie_rows]
+    rows, cols, values = rows[keep], cols[keep], values[keep]
+    return _finite_prefix(*_sorted_rows(n, rows, cols, values, np.bincount(rows, minlength=n), scores.dtype))
+
+
+def _sorted_rows(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, counts: np.ndarray,
+                 dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column, value) cells, grouped by row with columns ascending, packed a row each and
+    sorted stably best first (equal values keep their column order); -1 / -inf after the last."""
     position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    width = int(counts.max(initial=0))
     items = np.full((n, width), -1, dtype=np.int64)
-    top = np.full((n, width), -np.inf, dtype=scores.dtype)
+    top = np.full((n, width), -np.inf, dtype=dtype)
     items[rows, position], top[rows, position] = cols, values
-    return items, top
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(items, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def _finite_prefix(items: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted best first, cut to the widest row's finite cells; -1 / -inf after each row's."""
+    finite = top > -np.inf
+    width = int(finite.sum(axis=1).max(initial=0))
+    return np.where(finite, items, -1)[:, :width], np.where(finite, top, -np.inf)[:, :width]
 
 
 def _rank_in_group(groups: np.ndarray) -> np.ndarray:
@@ -312,7 +374,8 @@ class Candidates:
     def from_pairs(cls, n: int, rows: np.ndarray, items: np.ndarray, scores: np.ndarray) -> Candidates:
         """Pack (row, item, score) triples into rows (any order; each (row, item) at most once),
         each row's candidates by item index, so that ties rank as over the whole catalogue."""
-        order = np.argsort(rows.astype(np.int64) * (int(items.max(initial=0)) + 1) + items)
+        key = rows.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+        order = np.argsort(key, kind="stable")  # timsort: the pairs come in sorted runs
         rows, items, scores = rows[order], items[order], scores[order]
         counts = np.bincount(rows, minlength=n)
         width = int(counts.max(initial=0))

@@ -14,8 +14,8 @@ from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
-from training.ranking import (RankingConfig, Rules, build_fallbacks, build_rules, capped_top_k, make_lists,
-                              make_lists_dense)
+from training.ranking import (RankingConfig, Rules, best_columns, build_fallbacks, build_rules, capped_top_k,
+                              make_lists, make_lists_dense)
 
 
 def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
@@ -27,6 +27,34 @@ def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
     items, _ = capped_top_k(scores.copy(), 4, group, cap=2)
     assert items[0].tolist() == [0, 1, 3, 4]  # the third item of group 0 waits behind the cap
     assert items[1].tolist() == [2, 1, -1, -1]
+
+
+def _best_by_sorting(scores: np.ndarray, depth: int) -> list[list[int]]:
+    """The reference: each row's finite columns sorted by score, best first, then by column."""
+    return [sorted(np.flatnonzero(np.isfinite(row)).tolist(), key=lambda c: (-row[c], c))[:depth] for row in scores]
+
+
+def test_best_columns_cut_ties_by_column_whatever_the_block() -> None:
+    """Scores with many ties (a row of zeros ties across the catalogue) and excluded cells: each
+    row's best columns are those a full sort gives, and a row's answer is the same alone or in
+    a block."""
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 60))
+        scores = rng.integers(-2, 3, size=(n, m)).astype(np.float32)
+        scores[rng.random((n, m)) < 0.3] = -np.inf
+        if trial % 5 == 0:
+            scores[0] = 0.0
+        depth = int(rng.integers(1, m + 4))
+        items, top = best_columns(scores, depth)
+        expected = _best_by_sorting(scores, depth)
+        for row in range(n):
+            got = items[row][items[row] >= 0].tolist()
+            assert got == expected[row], (trial, row)
+            np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
+            assert (top[row, len(got):] == -np.inf).all()
+        alone = best_columns(scores[-1:], depth)[0][0]
+        assert alone[alone >= 0].tolist() == expected[-1]
 
 
 def _rules(non_repeat: list[bool], category: list[int], block_days: list[float], bought: sp.csr_matrix,
