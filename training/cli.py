@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import faulthandler
 import functools
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -273,6 +274,13 @@ def selection_lines(selection: Any, key: str) -> list[str]:
         lines.append(f"diversity: at most {selection.cap} items of one product type (or category) per list"
                      + (f"; {key} on test {effect['test_capped']:.4f} with the cap, {effect['test_no_cap']:.4f} "
                         f"without" if "test_capped" in effect else ""))
+    from training.selection import GAIN, GAIN_HIGH, GAIN_LOW
+
+    served, strongest, test = selection.primary_row, selection.strongest_baseline, selection.test
+    if GAIN in test.columns and served != strongest and math.isfinite(float(test.loc[served, GAIN])):
+        lines.append(f"{served} against the strongest baseline {strongest}: {key} {test.loc[served, GAIN]:+.1%} "
+                     f"(95% interval {test.loc[served, GAIN_LOW]:+.1%} to {test.loc[served, GAIN_HIGH]:+.1%}, "
+                     f"paired bootstrap over the {int(test.loc[served, 'evaluated_customers']):,} test customers)")
     if selection.fallback_reason:
         lines.append(f"no model beat the strongest baseline: {selection.fallback_reason}")
     return lines

@@ -170,16 +170,14 @@ def lists_for(window: Window, scores: Callable[[np.ndarray, int], np.ndarray | C
     return np.vstack(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, float]:
-    """Precision, recall, NDCG, MAP, hit rate @k (k = columns of ``recommended``), coverage,
-    novelty, and the repeat/explore split: the share of list slots given to items the customer
-    bought before, and recall of repeat and of explore purchases separately.
+def customer_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, np.ndarray]:
+    """Per evaluated customer: precision, recall, NDCG, average precision and hit @k (k = columns
+    of ``recommended``), and the hit and own-item masks the pooled metrics are made from.
 
     ``recommended`` holds item indices per evaluated customer (-1 = padding). Vectorised: one
     sparse gather for all hits.
     """
-    relevant, n_items = split.relevant, split.train.shape[1]
-    item_popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
+    relevant = split.relevant
     n, k = recommended.shape
     valid = recommended >= 0
     rows = np.repeat(np.arange(n), k)
@@ -187,12 +185,30 @@ def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, floa
     hits = (np.asarray(relevant[rows, cols]).reshape(n, k) > 0) & valid
     own = (np.asarray(split.train.purchases[split.customers][rows, cols]).reshape(n, k) > 0) & valid
     n_relevant = np.asarray(relevant.sum(axis=1)).ravel()
-    n_repeat = np.asarray(split.repeat.sum(axis=1)).ravel()
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits * discounts).sum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(n_relevant, k).astype(int) - 1]
     precision_at_i = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
-    average_precision = (precision_at_i * hits).sum(axis=1) / np.minimum(n_relevant, k)
+    return {
+        f"precision_at_{k}": hits.sum(axis=1) / k,
+        f"recall_at_{k}": hits.sum(axis=1) / n_relevant,
+        f"ndcg_at_{k}": (hits * discounts).sum(axis=1) / ideal,
+        f"map_at_{k}": (precision_at_i * hits).sum(axis=1) / np.minimum(n_relevant, k),
+        f"hit_rate_at_{k}": hits.any(axis=1).astype(np.float64),
+        "hits": hits, "own": own,
+    }
+
+
+def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, float]:
+    """The means of :func:`customer_metrics`, coverage, novelty, and the repeat/explore split:
+    the share of list slots given to items the customer bought before, and recall of repeat
+    and of explore purchases separately."""
+    per_customer = customer_metrics(recommended, split)
+    hits, own = per_customer.pop("hits"), per_customer.pop("own")
+    n, k = recommended.shape
+    valid = recommended >= 0
+    item_popularity = np.asarray(split.train.purchases.sum(axis=0)).ravel()
+    n_relevant = np.asarray(split.relevant.sum(axis=1)).ravel()
+    n_repeat = np.asarray(split.repeat.sum(axis=1)).ravel()
     shown = recommended[valid]
     share = item_popularity / max(item_popularity.sum(), 1.0)
     novelty = -np.log2(np.clip(share[shown], 1e-12, None)).mean() if len(shown) else 0.0
@@ -203,12 +219,8 @@ def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, floa
         return float(values[mask].mean()) if mask.any() else 0.0
 
     return {
-        f"precision_at_{k}": float(hits.sum(axis=1).mean() / k),
-        f"recall_at_{k}": float((hits.sum(axis=1) / n_relevant).mean()),
-        f"ndcg_at_{k}": float((dcg / ideal).mean()),
-        f"map_at_{k}": float(average_precision.mean()),
-        f"hit_rate_at_{k}": float(hits.any(axis=1).mean()),
-        "coverage": float(len(np.unique(shown)) / n_items),
+        **{name: float(values.mean()) for name, values in per_customer.items()},
+        "coverage": float(len(np.unique(shown)) / split.train.shape[1]),
         "novelty": float(novelty),
         "repeat_share": float(own.sum() / max(valid.sum(), 1)),
         f"repeat_recall_at_{k}": mean_where(repeat_hits / np.maximum(n_repeat, 1), has_repeat),
@@ -217,6 +229,36 @@ def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, floa
         "explore_hits": float(explore_hits.sum()),
         "evaluated_customers": float(n),
     }
+
+
+BOOTSTRAP_REPLICATES = 1000
+"""Resamples of the test customers behind each gain's interval."""
+
+
+def relative_gain(values: np.ndarray, baseline: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """How much higher the mean of ``values`` is than the mean of ``baseline`` (the same
+    customers, row-aligned), relative, with its 95% interval: (gain, low, high).
+
+    A paired Poisson bootstrap over customers (each replicate weighs every customer by a
+    Poisson(1) draw, as resampling with replacement does, for both lists at once), so the
+    interval reflects how much the gain depends on which customers happened to buy in the
+    window; seeded, so a run's table is reproducible. Chunks bound memory on a large window.
+    """
+    values, baseline = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    base_mean = float(baseline.mean()) if len(baseline) else 0.0
+    if base_mean <= 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    pair = np.column_stack([values, baseline])
+    chunk = max(1, min(replicates, 16_000_000 // max(len(values), 1)))
+    gains = []
+    for start in range(0, replicates, chunk):
+        weights = rng.poisson(1.0, size=(min(chunk, replicates - start), len(values))).astype(np.float64)
+        sums = weights @ pair
+        gains.append(sums[:, 0] / np.maximum(sums[:, 1], 1e-300) - 1.0)
+    low, high = np.percentile(np.concatenate(gains), [2.5, 97.5])
+    return float(values.mean() / base_mean - 1.0), float(low), float(high)
 
 
 def pooled_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
@@ -230,9 +272,14 @@ def pooled_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def model_lists(model: Recommender, window: Window, k: int, ranker: Ranker | None = None,
+                rules: Rules | None = None) -> np.ndarray:
+    """A fitted model's lists (through ``ranker`` when given) for the window's warm customers."""
+    personal = window.personal(model, ranker)
+    return lists_for(window, lambda customers, _: personal.score(customers), k, rules)
+
+
 def evaluate_model(model: Recommender, window: Window, k: int, ranker: Ranker | None = None,
                    rules: Rules | None = None) -> dict[str, float]:
-    """A fitted model (through ``ranker`` when given) on the window's warm customers."""
-    personal = window.personal(model, ranker)
-    return ranking_metrics(lists_for(window, lambda customers, _: personal.score(customers), k, rules),
-                           window.split)
+    """:func:`ranking_metrics` of :func:`model_lists`."""
+    return ranking_metrics(model_lists(model, window, k, ranker, rules), window.split)

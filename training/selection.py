@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from features.loading import ShopData
-from training.evaluate import (SplitConfig, TimeSplit, Window, evaluate_model, lists_for, pooled_metrics,
-                               prepare_window, ranking_metrics, time_split, validation_splits)
+from training.evaluate import (SplitConfig, TimeSplit, Window, customer_metrics, evaluate_model, lists_for,
+                               model_lists, pooled_metrics, prepare_window, ranking_metrics, relative_gain, time_split,
+                               validation_splits)
 from training.models import build_model
 from training.models.base import Recommender
 from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Ranker, explore_scale, fit_tower,
@@ -34,6 +35,9 @@ BASELINES = ("popularity", "recent_popularity", "own_most_bought", "tifu_knn")
 REPEAT = "repeat"
 RANKER = "ranker_"
 """Row prefix of the ranker over an explore family: ``ranker_ease``."""
+GAIN, GAIN_LOW, GAIN_HIGH = "gain_vs_baseline", "gain_low", "gain_high"
+"""Test-table columns: each row's relative gain on the metric over the strongest baseline, and
+its 95% interval (paired bootstrap over the test customers, :func:`training.evaluate.relative_gain`)."""
 NO_CAP = "_no_cap"
 """Row suffix of a list made without the diversity cap: every row is capped as the shop's lists
 are, and the baselines (and the chosen row) are also reported as a data scientist would run
@@ -222,18 +226,29 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     rankers = {family: fit_final(towers[family]) for family in families}
     capped = test.rules.with_cap(cap)
     results: dict[str, dict[str, float]] = {}
+    per_customer: dict[str, np.ndarray] = {}
+
+    def report(row: str, lists: np.ndarray) -> None:
+        results[row] = ranking_metrics(lists, test.split)
+        if metric in (values := customer_metrics(lists, test.split)):
+            per_customer[row] = values[metric].astype(np.float32)
+
     for family in [*BASELINES, REPEAT, *families]:
         model = fit(family, test)
-        results[family] = evaluate_model(model, test, split.k, rules=capped)
+        report(family, model_lists(model, test, split.k, rules=capped))
         if cap is not None and (family in BASELINES or family == chosen):
-            results[f"{family}{NO_CAP}"] = evaluate_model(model, test, split.k, rules=test.rules)
+            report(f"{family}{NO_CAP}", model_lists(model, test, split.k, rules=test.rules))
         if family in families:
-            results[f"{RANKER}{family}"] = evaluate_model(model, test, split.k, rankers[family], capped)
+            report(f"{RANKER}{family}", model_lists(model, test, split.k, rankers[family], capped))
             if f"{RANKER}{family}" == chosen and cap is not None:
-                results[f"{chosen}{NO_CAP}"] = evaluate_model(model, test, split.k, rankers[family], test.rules)
+                report(f"{chosen}{NO_CAP}", model_lists(model, test, split.k, rankers[family], test.rules))
     test_table = pd.DataFrame.from_dict(results, orient="index")
     baseline_rows = [row for row in test_table.index if row in BASELINES or row.removesuffix(NO_CAP) in BASELINES]
     strongest = str(test_table.loc[baseline_rows, metric].idxmax())
+    if strongest in per_customer:  # every row against the strongest baseline, on the same customers
+        gains = {row: relative_gain(values, per_customer[strongest]) for row, values in per_customer.items()}
+        for column, position in ((GAIN, 0), (GAIN_LOW, 1), (GAIN_HIGH, 2)):
+            test_table[column] = [gains[row][position] if row in gains else np.nan for row in test_table.index]
     ranker = rankers.get(chosen_family) if chosen.startswith(RANKER) else None
     family, fallback = chosen_family, None
     if chosen not in BASELINES and test_table.loc[chosen, metric] <= test_table.loc[strongest, metric]:

@@ -26,7 +26,7 @@ from training.bundle import PRIMARY, Bundle
 from training.models import build_model
 from training.pipeline import TrainConfig, build_bundle, evaluate_shop
 from training.ranker import History
-from training.selection import BASELINES, RANKER, Selection
+from training.selection import BASELINES, GAIN, GAIN_HIGH, GAIN_LOW, RANKER, Selection
 
 NDCG = "ndcg_at_10"
 INTERVAL = {c.name: c.repurchase_days for c in CATEGORIES}
@@ -59,6 +59,16 @@ def test_the_served_model_beats_popularity_by_half_and_every_baseline(selected: 
     assert sum(w["customers"] for w in selected.windows) >= 500
     assert ndcg[served] >= 1.5 * ndcg["popularity"], selected.test.round(4).to_string()
     assert ndcg[served] > 1.05 * max(ndcg[b] for b in BASELINES), selected.test.round(4).to_string()
+
+
+def test_every_row_reports_its_gain_over_the_strongest_baseline_with_an_interval(selected: Selection) -> None:
+    test, strongest, served = selected.test, selected.strongest_baseline, selected.primary_row
+    for row in test.index:
+        gain, low, high = test.loc[row, [GAIN, GAIN_LOW, GAIN_HIGH]]
+        assert gain == pytest.approx(test.loc[row, NDCG] / test.loc[strongest, NDCG] - 1.0, rel=1e-5), row
+        assert low <= gain <= high, row
+    assert test.loc[strongest, [GAIN, GAIN_LOW, GAIN_HIGH]].tolist() == [0.0, 0.0, 0.0]
+    assert test.loc[served, GAIN_LOW] > 0, test[[NDCG, GAIN, GAIN_LOW, GAIN_HIGH]].round(4).to_string()
 
 
 def test_the_blend_is_at_least_as_good_as_repeat_and_explore_alone(selected: Selection) -> None:
