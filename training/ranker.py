@@ -159,7 +159,8 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
 
     One :func:`~training.ranking.best_columns` per block (the explore model's); popularity is one global order, of
     which each row takes its first ``depth`` items it does not own. An item both lists hold
-    appears once, with both ranks. Pairs come grouped by row.
+    appears once, with both ranks. Pairs come as the explore list's, row by row, then the popular
+    additions, row by row.
     """
     n, n_items = explore.shape
     depth = min(depth, n_items)

@@ -42,7 +42,7 @@ def check_retrain_and_compare(notebook: nbformat.NotebookNode) -> None:
     assert "@champion -> v" in text
     assert "similar_customers" in text or "buy_again:" in text  # personal recommendations were shown
     for shown in ("own_most_bought", "tifu_knn", "recent_popularity", "repeat_recall_at_10", "explore_recall_at_10",
-                  "validation windows:", "strongest baseline"):
+                  "validation windows:", "strongest baseline", "gain_low"):
         assert shown in text, shown  # every baseline, the repeat/explore split and the validation customers
 
 
