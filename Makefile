@@ -20,6 +20,8 @@ demo: venv
 	$(BIN)/shoprec demo --out $(DEMO_DIR)
 
 test: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: venv

@@ -78,7 +78,7 @@ RYW_CLIENTS = 4
 def event_batches(rng: random.Random, items: list[str], customers: list[str], prefix: str, count: int,
                   size: int) -> list[bytes]:
     """``count`` JSON bodies of ``size`` events from ``ACTIVE_VISITS`` concurrent visits (module docstring)."""
-    kinds, weights = zip(*EVENT_MIX)
+    kinds, weights = zip(*EVENT_MIX, strict=True)
     clock = datetime.now(UTC)
     serial = 0
 

@@ -151,7 +151,7 @@ def train(size: str, folder: str) -> dict[str, Any]:
         result.weighted_events = int((events["event_type"].map(weights).fillna(0.0) > 0).sum())
         result.nnz = dataset.interactions.nnz
         result.shape = dataset.shape
-        profiles, timing = timed(lambda: build_profiles(shop, dataset, float(TrainConfig().split.test_days)))
+        _, timing = timed(lambda: build_profiles(shop, dataset, float(TrainConfig().split.test_days)))
         record("profiles", timing)
 
         families = [f for f in FAMILIES if not (f == "ease" and dataset.shape[1] > EASE_MAX_ITEMS)]

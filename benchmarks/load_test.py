@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class Bodies:
 
     def __init__(self, ids: Ids, seed: int, unknown_share: float) -> None:
         self.ids, self.rng, self.unknown_share = ids, random.Random(seed), unknown_share
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
         self.serial = 0
 
     def customer(self) -> str:
@@ -145,7 +145,7 @@ async def _swap(url: str, token: str, origin: float, after_s: float, swap: Swap)
             async with admin.post("/admin/reload", data=b"{}", headers={
                     **loadgen.HEADERS, "authorization": f"Bearer {token}"}) as response:
                 swap.status, swap.answer = response.status, (await response.read()).decode(errors="replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as failure:
+        except (TimeoutError, aiohttp.ClientError) as failure:
             swap.answer = f"{type(failure).__name__}: {failure}"
         swap.answered_s = time.perf_counter() - origin
 
@@ -249,7 +249,7 @@ def main() -> None:
         parser.error("--swap-after must lie between --warmup and --seconds")
     ids = Ids.read(args.ids)
     load_before = os.getloadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     outcomes, swap = asyncio.run(_run(args, ids, args.token))
     report = summarise(outcomes, args, swap)
     report.update(started_at=started.isoformat(timespec="seconds"), cpus=os.cpu_count(),

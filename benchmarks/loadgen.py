@@ -84,7 +84,7 @@ async def closed_loop(client: aiohttp.ClientSession, requests: Iterable[tuple[st
                     error = f"HTTP {status}: {answer[:200].decode(errors='replace')}"
                 elif inspect is not None:
                     tag = inspect(answer)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as failure:
+            except (TimeoutError, aiohttp.ClientError) as failure:
                 error = f"{type(failure).__name__}: {failure}"
             except Exception as failure:  # noqa: BLE001 - an answer inspect could not read
                 error = f"unreadable answer: {type(failure).__name__}: {failure}"

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -228,7 +228,8 @@ class SqlSource:
             present = [c["name"] for c in sa.inspect(conn).get_columns(spec.name)]
             check_columns(spec, present, location)
             wanted = [c for c in spec.column_names if c in present]
-            query = sa.select(*[sa.column(c) for c in wanted]).select_from(sa.table(spec.name))
+            columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in wanted]
+            query = sa.select(*columns).select_from(sa.table(spec.name))
             streaming = conn.execution_options(stream_results=True)
             chunks = list(pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS))
         frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)

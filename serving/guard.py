@@ -120,7 +120,7 @@ def media_type(headers: Mapping[bytes, bytes]) -> str | None:
     return raw.decode("latin-1").split(";", 1)[0].strip().lower()
 
 
-async def _respond(send: Send, status: int, error: ErrorResponse, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _respond(send: Send, status: int, error: ErrorResponse, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = error.model_dump_json().encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

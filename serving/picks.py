@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ EXPERIMENT = "shoprec-picks"
 PRICE_QUANTILES = (0.2, 0.4, 0.6, 0.8)
 
 
-def score_block(recommender: ShopRecommender, customer_ids: Sequence[str], k: int) -> pd.DataFrame:
+def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.ndarray, k: int) -> pd.DataFrame:
     """Email picks for ``customer_ids`` as one row per customer and rank:
     ``customer_id, canonical_id, rank, item_id, score, reason, send, open_propensity, model_version``
     (``canonical_id``: the id it was scored as, an alias resolved).
@@ -179,7 +180,7 @@ def resolve_model_uri(uri: str) -> ModelRef:
     client = tracking.configure()
     try:
         found = (client.get_model_version_by_alias(name, alias) if alias is not None
-                 else client.get_model_version(name, version))
+                 else client.get_model_version(name, str(version)))
     except MlflowException as error:
         raise ValueError(f"--model {uri}: not found in the registry at {safe_url(tracking.tracking_uri())} "
                          f"({error.message.splitlines()[0]})") from None
@@ -255,7 +256,7 @@ class PicksSummary:
     item_picks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     reasons: dict[str, int] = field(default_factory=dict)
 
-    def update(self, recommender: ShopRecommender, customer_ids: Sequence[str], frame: pd.DataFrame) -> None:
+    def update(self, recommender: ShopRecommender, customer_ids: Sequence[str] | np.ndarray, frame: pd.DataFrame) -> None:
         """Add one scored block (``frame`` as :func:`score_block` returns it for ``customer_ids``)."""
         self.add_customers(recommender, customer_ids)
         if not len(frame):
@@ -329,7 +330,7 @@ def price_bands(recommender: ShopRecommender) -> tuple[list[str], np.ndarray]:
         return ["all prices"], np.zeros(recommender.n_items, dtype=np.int64)
     edges = np.unique(np.quantile(priced, PRICE_QUANTILES))
     bounds = [f"{e:,.2f}" for e in edges]
-    labels = ([f"q1 <= {bounds[0]}"] + [f"q{i + 2} {lo}-{hi}" for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+    labels = ([f"q1 <= {bounds[0]}"] + [f"q{i + 2} {lo}-{hi}" for i, (lo, hi) in enumerate(pairwise(bounds))]
               + [f"q{len(edges) + 1} > {bounds[-1]}"])
     return labels, np.searchsorted(edges, recommender.price, side="left")
 

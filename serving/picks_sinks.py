@@ -32,7 +32,8 @@ import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from collections.abc import Callable
+from typing import Any, Self
 
 import pandas as pd
 import pyarrow as pa
@@ -56,7 +57,7 @@ PICKS_SCHEMA = pa.schema([
 """The one declaration of the picks output: every sink, the Spark engine's DDL and dtypes derive from it.
 ``customer_id`` is the id as listed, ``canonical_id`` the id it was scored as (an alias resolved)."""
 PICKS_COLUMNS = PICKS_SCHEMA.names
-_SQL_TYPES = {pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53),
+_SQL_TYPES: dict[pa.DataType, Callable[[], sa.types.TypeEngine[Any]]] = {pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53),
               pa.bool_(): sa.Boolean}
 FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DEFAULT_TABLE = "email_picks"
@@ -206,6 +207,7 @@ class SqlSink(PicksSink):
         buffer = io.BytesIO()
         pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
         driver = conn.connection.driver_connection
+        assert driver is not None, "an open connection has a DBAPI connection"
         columns = ", ".join(f'"{c}"' for c in PICKS_COLUMNS)
         statement = f'COPY "{self.staging}" ({columns}) FROM STDIN (FORMAT csv)'
         dbapi = self.engine.dialect.loaded_dbapi

@@ -129,10 +129,15 @@ class ShippedModel:
 _DRIVER_TMP: list[Path] = []
 
 
+def _remove_driver_tmp() -> None:
+    for folder in _DRIVER_TMP:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _driver_tmp() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="shoprec-picks-"))
     if not _DRIVER_TMP:
-        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _DRIVER_TMP])
+        atexit.register(_remove_driver_tmp)
     _DRIVER_TMP.append(folder)
     return folder
 
@@ -217,7 +222,7 @@ def _default_partitions(spark: SparkSession) -> int:
     try:
         return max(int(spark.sparkContext.defaultParallelism), 1)
     except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
-        return max(int(spark.conf.get("spark.sql.shuffle.partitions", "200")), 1)
+        return max(int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200), 1)
 
 
 def customer_frame(spark: SparkSession, customer_ids: DataFrame | Sequence[str] | np.ndarray,
@@ -370,6 +375,7 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
         F.count(F.lit(1)).alias("with_picks"), F.sum((F.col("n") < k).cast("int")).alias("short"),
         F.sum("send").alias("sent"), F.sum("fallback").alias("fallback"), F.sum("n").alias("picks"),
         F.sum(F.col("n") * F.col("send")).alias("sent_rows")).first()
+    assert totals is not None, "an aggregate without grouping has one row"
     summary = PicksSummary(k)
     summary.add_customers(recommender, recommender.bundle.customers.external_ids if ids is None else ids)
     summary.customers_with_picks = int(totals["with_picks"] or 0)
@@ -379,7 +385,7 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
     summary.picks = int(totals["picks"] or 0)
     summary.rows_written = int(totals["sent_rows"] or 0) if only_send else summary.picks
     summary.reasons = {r["reason"]: int(r["count"]) for r in picks.groupBy("reason").count().collect()}
-    items = picks.groupBy("item_id").count().toPandas()
+    items: pd.DataFrame = picks.groupBy("item_id").count().toPandas()
     summary.item_picks = np.zeros(recommender.n_items, dtype=np.int64)
     item_idx = recommender.bundle.items.to_index(items["item_id"].to_numpy(dtype=object), unknown="mark")
     np.add.at(summary.item_picks, item_idx[item_idx >= 0], items["count"].to_numpy()[item_idx >= 0])
@@ -421,7 +427,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
                "duplicate_ids_dropped": 0, "customers": n})
     log(f"scoring {n:,} customers with {shipped.model_version} on Spark into {output}")
     run = (start_picks_run(shipped.resolved, engine="spark", k=k, only_send=only_send,
-                           customers_source=inputs["source"], output=output,
+                           customers_source=str(inputs["source"]), output=output,
                            params={"partitions": partitions or "default", "spark_master": master})
            if track else None)
     try:

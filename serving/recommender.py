@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import InteractionConfig
 from training.bundle import BLOCK_ROWS, COOCCURRENCE, PRIMARY, SIMILAR, Bundle
+from training.models.cooccurrence import CooccurrenceModel
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
 from training.ranking import CANDIDATE_DEPTH, capped_top_k
@@ -363,7 +364,9 @@ class ShopRecommender:
         picks: list[Pick] = []
         taken: set[int] = set()
         co = np.zeros(self.n_items, dtype=np.float32)
-        association = self.bundle.models[COOCCURRENCE].item_item_
+        cooccurrence = self.bundle.models[COOCCURRENCE]
+        assert isinstance(cooccurrence, CooccurrenceModel), "a bundle's cross-sell model is the co-occurrence family"
+        association = cooccurrence.item_item_
         if len(anchors):
             co = _normalise(np.asarray(association[anchors].T @ anchor_weight).ravel())
         personal = self._personal_scores(int(idx[0]), session)
@@ -407,7 +410,7 @@ class ShopRecommender:
                                  float(block.open_propensity[row]), picks))
         return out
 
-    def email_picks_block(self, customer_ids: Sequence[str], k: int) -> EmailPicksBlock:
+    def email_picks_block(self, customer_ids: Sequence[str] | np.ndarray, k: int) -> EmailPicksBlock:
         """Email picks for many customers at once, vectorised, through the bundle's one ranking
         path (:meth:`training.bundle.Bundle.lists`): personal scores under every rule, then each
         customer's fallback list (their segment's popular items, else the shop's) for the rest,

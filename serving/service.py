@@ -155,7 +155,8 @@ class ShoprecService:
         try:
             self.sessions.add(stored)
         except SessionStoreError as error:
-            return self._unavailable(f"session store: {error} (the events are logged; retrying logs them again)")
+            return self._unavailable(  # type: ignore[return-value]
+                f"session store: {error} (the events are logged; retrying logs them again)")
         items = [e.item_id for e in batch if e.item_id is not None]
         unknown = int((self.recommender.bundle.items.to_index(np.asarray(items, dtype=object), unknown="mark") < 0)
                       .sum()) if items else 0
@@ -278,4 +279,4 @@ def json_routes(service: type) -> dict[str, bool]:
 
 
 quiet_client_errors()
-ShoprecService.add_asgi_middleware(HttpGuard, json_routes=json_routes(ShoprecService))
+ShoprecService.add_asgi_middleware(HttpGuard, json_routes=json_routes(ShoprecService))  # type: ignore[attr-defined]  # @bentoml.service

@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 from features.sources import safe_url
 from serving.live_events import LiveEvent, format_ts
 from serving.settings import positive_number
@@ -140,8 +140,8 @@ class MemorySessionStore:
                 kept.extend(new)
                 self._sessions[session_id] = (now + self.ttl_seconds, kept)
             for customer_id, items in by_customer.items():
-                entry = self._customers.pop(customer_id, None)
-                recent = entry[1] if entry is not None and entry[0] > now else OrderedDict()
+                known = self._customers.pop(customer_id, None)
+                recent = known[1] if known is not None and known[0] > now else OrderedDict()
                 for item in items:
                     recent.pop(item, None)
                     recent[item] = None  # most recent at the end
@@ -256,7 +256,7 @@ class RedisSessionStore:
 
     def session_events(self, session_id: str) -> list[LiveEvent]:
         try:
-            raw = self._client.lrange(self.session_key(session_id), 0, -1)
+            raw = cast(list[bytes], self._client.lrange(self.session_key(session_id), 0, -1))  # a sync client
         except self._errors as error:
             raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a session: {_first_line(error)}") from None
         return _by_ts(_decode(session_id, value) for value in raw)
@@ -264,7 +264,7 @@ class RedisSessionStore:
     def recent_items(self, customer_id: str, limit: int | None = None) -> list[str]:
         limit = self.max_items if limit is None else min(limit, self.max_items)
         try:
-            raw = self._client.lrange(self.customer_key(customer_id), 0, -1)
+            raw = cast(list[bytes], self._client.lrange(self.customer_key(customer_id), 0, -1))
         except self._errors as error:
             raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a customer: {_first_line(error)}") from None
         return _unique((v.decode() for v in raw), limit) if limit > 0 else []

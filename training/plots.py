@@ -35,7 +35,7 @@ def price_band_histogram(orders: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     if len(medians):
         bins = np.logspace(np.log10(medians.min()), np.log10(medians.max()) + 1e-9, 40)
-        ax.hist(medians, bins=bins, color="#3b75af")
+        ax.hist(medians, bins=bins.tolist(), color="#3b75af")
         ax.set_xscale("log")
     ax.set_xlabel("median unit price paid per customer")
     ax.set_ylabel("customers")

@@ -54,7 +54,7 @@ class PropensityConfig(BaseModel):
     calibration_snapshots: int = Field(2, ge=1, description="Cut-offs after those stacked for calibration "
                                                             "and the candidate choice.")
     session_window_days: int = Field(28, ge=1, description="Length of the session test and calibration windows.")
-    candidates: list[Kind] = Field(default_factory=lambda: ["logistic", "boosting"], min_length=1)
+    candidates: list[Kind] = Field(default_factory=lambda: list[Kind](["logistic", "boosting"]), min_length=1)
     calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
     max_fit_rows: int = Field(300_000, ge=1000)
     seed: int = 0
@@ -199,7 +199,7 @@ def fit_target(target: str, rows: Periods, config: PropensityConfig) -> Propensi
         method = "isotonic" if len(cal.y) >= 1000 and min(cal.y.sum(), len(cal.y) - cal.y.sum()) >= 50 else "sigmoid"
     calibrated = calibrate(fitted[chosen], X_cal, cal.y, method)
     return PropensityModel.from_sklearn(target, list(fit.X.columns), chosen, calibrated, {
-        "validation_roc_auc": validation_auc, "fit_rows": int(len(y_fit)), "calibration_rows": int(len(cal.y)),
+        "validation_roc_auc": validation_auc, "fit_rows": len(y_fit), "calibration_rows": len(cal.y),
         "fit_base_rate": float(fit.y.mean()), "cutoffs": rows.cutoffs})
 
 
@@ -237,6 +237,7 @@ def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
 
 def _baseline(rows: Periods) -> np.ndarray:
     """The trivial baseline's score, made a probability the same way (isotonic on the calibration rows)."""
+    assert rows.test is not None
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
     iso.fit(rows.calibration.baseline, rows.calibration.y)
     return iso.predict(rows.test.baseline)
@@ -247,6 +248,7 @@ def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> tu
     rows = periods(shop, target, config, evaluate=True)
     model = fit_target(target, rows, config)
     test = rows.test
+    assert test is not None, "periods(evaluate=True) always holds a test window"
     p = model.predict_proba(test.X)
     out = metrics(test.y, p)
     base = metrics(test.y, _baseline(rows))

@@ -119,7 +119,7 @@ class PropensityModel:
     # ---- persistence --------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "arrays.npz", **self.arrays)
+        np.savez(folder / "arrays.npz", **self.arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
         (folder / "model.json").write_text(json.dumps(
             {"target": self.target, "features": self.features, "kind": self.kind, "calibration": self.calibration,
              "metadata": self.metadata}, indent=2, default=float))

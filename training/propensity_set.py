@@ -47,7 +47,7 @@ class PropensitySet:
         return self.models[target]
 
     # ---- scoring --------------------------------------------------------------------------
-    def customers(self, target: str, customer_ids: Sequence[str]) -> pd.DataFrame:
+    def customers(self, target: str, customer_ids: Sequence[str] | np.ndarray) -> pd.DataFrame:
         """``customer_id, probability, known`` for the customer (purchase) or email (open) model.
 
         Unknown customers are scored as newcomers: no orders, no visits, no mail yet, first

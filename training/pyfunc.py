@@ -13,7 +13,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from mlflow.pyfunc import PythonModelContext
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from training.bundle import Bundle
 
@@ -21,7 +21,7 @@ BUNDLE_ARTIFACT = "bundle"
 DEFAULT_K = 10
 
 
-class ShoprecModel(mlflow.pyfunc.PythonModel):
+class ShoprecModel(PythonModel):
     """Input: a frame with ``customer_id``; output: ``customer_id, canonical_id, rank, item_id,
     score, reason``."""
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,8 @@ REACH_EDGES = (0.5, 0.75, 1.0, 1.5)
 """Where the end of the lists' horizon falls in the interval ((days since + horizon) / interval):
 below 0.75 the item cannot be due before the next list; the towers learn how much that costs."""
 OWN_FEATURES = ("log_count", "rebuy_logit",
-                *(f"due_band_{lo:g}_{hi:g}" for lo, hi in zip(DUE_EDGES, DUE_EDGES[1:])), "due_band_lapsed",
-                *(f"reach_band_{lo:g}_{hi:g}" for lo, hi in zip(REACH_EDGES, REACH_EDGES[1:])), "reach_band_beyond",
+                *(f"due_band_{lo:g}_{hi:g}" for lo, hi in pairwise(DUE_EDGES)), "due_band_lapsed",
+                *(f"reach_band_{lo:g}_{hi:g}" for lo, hi in pairwise(REACH_EDGES)), "reach_band_beyond",
                 "explore", "popularity", "recent_popularity", "activity")
 NEW_FEATURES = ("explore", "explore_rank", "popularity", "popularity_rank", "recent_popularity", "activity")
 EXPLORE_DEPTH = 30
@@ -228,7 +230,7 @@ class Tower:
                 "intercept": self.intercept, "constant": self.constant}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Tower:  # type: ignore[type-arg]
+    def from_dict(cls, data: dict[str, Any]) -> Tower:
         return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64),
                    np.asarray(data["coef"], dtype=np.float64), float(data["intercept"]), data.get("constant"))
 

@@ -25,8 +25,8 @@ from training.evaluate import (SplitConfig, TimeSplit, Window, customer_metrics,
                                validation_splits)
 from training.models import build_model
 from training.models.base import Recommender
-from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Ranker, explore_scale, fit_tower,
-                             gather, new_pairs, own_pairs)
+from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Personal, Ranker, explore_scale,
+                             fit_tower, gather, new_pairs, own_pairs)
 from training.ranking import DIVERSITY_CANDIDATES, DIVERSITY_TOLERANCE, Candidates, RankingConfig, Rules, make_lists
 
 Progress = Callable[[str], None]
@@ -66,7 +66,9 @@ def _concat(parts: list[Pairs]) -> Pairs:
 def collect(window: Window, model: Recommender, k: int) -> tuple[dict[str, float], TowerData]:
     """One pass over the window: the model's own metrics and both towers' labelled feature rows."""
     history, relevant = window.bundle.history, window.split.relevant.tocsr()
-    own_parts, new_parts, lists = [], [], []
+    own_parts: list[Pairs] = []
+    new_parts: list[Pairs] = []
+    lists: list[np.ndarray] = []
     for start, customers in window.blocks():
         raw = np.asarray(model.score(customers, window.bundle.interactions[customers]), dtype=np.float32)
         lists.append(lists_for_block(window, customers, raw, k))
@@ -75,9 +77,9 @@ def collect(window: Window, model: Recommender, k: int) -> tuple[dict[str, float
                            (new_pairs(history, customers, raw, scale), new_parts)):
             out.append(Pairs(pairs.rows + start, pairs.items, pairs.features))
     own, new = _concat(own_parts), _concat(new_parts)
-    labels = (lambda p: gather(relevant, p.rows, p.items) > 0)
     metrics = ranking_metrics(np.vstack(lists), window.split)
-    return metrics, TowerData(own, labels(own), new, labels(new))
+    return metrics, TowerData(own, gather(relevant, own.rows, own.items) > 0, new,
+                              gather(relevant, new.rows, new.items) > 0)
 
 
 def lists_for_block(window: Window, customers: np.ndarray, scores: np.ndarray, k: int,
@@ -142,6 +144,11 @@ class Selection:
     def primary_row(self) -> str:
         """The row the served bundle answers like: the chosen one, or the baseline it fell back to."""
         return self.family if self.ranker is None else f"{RANKER}{self.family}"
+
+
+def _scores_of(personal: Personal) -> Callable[[np.ndarray, int], np.ndarray | Candidates]:
+    """``lists_for``'s scorer for a fitted model's personal scores (the block's start unused)."""
+    return lambda customers, _start: personal.score(customers)
 
 
 def family_of(row: str) -> str:
@@ -210,15 +217,13 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     chosen_family = family_of(chosen)
     say(f"chosen on validation: {chosen} ({metric} {validation.loc[chosen, metric]:.4f})")
 
-    cap, effect = ranking.diversity_cap, {}
+    cap = ranking.diversity_cap
+    effect: dict[str, float] = {}
     if cap is None:
         if chosen.startswith(RANKER):
             cap, effect = choose_cap(windows, fitted_scores[chosen_family], metric, split.k)
         else:
-            model_scores = []
-            for window in windows:
-                personal = window.personal(fit(chosen_family, window))
-                model_scores.append(lambda customers, _s, p=personal: p.score(customers))
+            model_scores = [_scores_of(window.personal(fit(chosen_family, window))) for window in windows]
             cap, effect = choose_cap(windows, model_scores, metric, split.k)
         say(f"diversity cap {cap} per list ({metric} on validation by cap: "
             + ", ".join(f"{c} {v:.4f}" for c, v in effect.items()) + ")")
@@ -262,6 +267,6 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
         effect = {**{f"validation_{c}": v for c, v in effect.items()},
                   "test_capped": float(test_table.loc[chosen, metric]),
                   "test_no_cap": float(test_table.loc[f"{chosen}{NO_CAP}", metric])}
-    described = [{"cutoff": w.split.cutoff.isoformat(), "customers": int(len(w.split.customers))} for w in windows]
+    described = [{"cutoff": w.split.cutoff.isoformat(), "customers": len(w.split.customers)} for w in windows]
     return Selection(validation, test_table, chosen, family, ranker, cap, strongest, described, test_split,
                      fallback, effect, params)

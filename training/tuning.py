@@ -21,7 +21,7 @@ from training.evaluate import Window, evaluate_model
 from training.models import build_model
 
 Progress = Callable[[str], None]
-Space = Callable[[optuna.Trial], dict[str, Any]]
+Space = Callable[[optuna.trial.BaseTrial], dict[str, Any]]
 
 SPACES: dict[str, Space] = {
     "als": lambda t: {

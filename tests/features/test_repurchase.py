@@ -39,7 +39,7 @@ def test_durables_are_learned_as_one_per_customer_and_block_their_category(unfla
 
 
 def test_consumable_intervals_are_learned_near_the_planted_ones(unflagged: ShopData) -> None:
-    items, categories = rebuy_profile(unflagged["orders"], unflagged["items"])
+    _, categories = rebuy_profile(unflagged["orders"], unflagged["items"])
     by_name = categories.set_index("category")
     for name in sorted(set(INTERVAL) - DURABLE):
         learned, planted = by_name.loc[name, "interval_days"], INTERVAL[name]

@@ -34,7 +34,7 @@ def test_schemathesis_with_every_check_and_phase_finds_nothing(server: Server, t
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "Coverage" in run.stdout and "Fuzzing" in run.stdout, run.stdout[-3000:]
     tested = {case.get("name", "").split(" ", 1)[-1] for case in ET.parse(junit).iter("testcase")}
-    assert FUZZED <= tested, tested
+    assert tested >= FUZZED, tested
     summary = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
     assert summary is not None and int(summary[1]) >= 20 * len(FUZZED), run.stdout[-3000:]
     print(f"\nschemathesis --checks all: {summary[0]}")

@@ -184,7 +184,7 @@ def test_bad_customer_files_are_one_clear_error(tmp_path: Path, content: str, me
     pd.DataFrame({"id": [1]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="no 'customer_id' column"):
         read_customers(tmp_path / "bad.parquet")
-    with pytest.raises(ValueError, match="use a .csv, .csv.gz or .parquet file"):
+    with pytest.raises(ValueError, match=r"use a \.csv, \.csv\.gz or \.parquet file"):
         read_customers(_touch(tmp_path / "ids.json"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_customers(tmp_path / "missing.csv")

@@ -88,7 +88,7 @@ def test_schema_is_the_sinks_schema() -> None:
 
     from serving.picks_sinks import PICKS_SCHEMA as SINKS
 
-    assert PICKS_SCHEMA == ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(SINKS))
+    assert ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(SINKS)) == PICKS_SCHEMA
 
 
 def test_engines_agree_on_every_customer(spark, local: ShopRecommender, champion: str,  # noqa: ANN001

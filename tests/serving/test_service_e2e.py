@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from features.sample import SampleShop

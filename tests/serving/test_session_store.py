@@ -221,7 +221,7 @@ def test_unreachable_redis_is_a_one_line_error_naming_the_variable() -> None:
     message = str(error.value)
     assert message.startswith("SHOPREC_REDIS_URL=redis://:***@127.0.0.1:1/0: cannot reach Redis")
     assert "\n" not in message and "s3cr3t" not in message
-    with pytest.raises(SessionStoreError, match="SHOPREC_REDIS_URL=.*not a usable Redis URL"):
+    with pytest.raises(SessionStoreError, match=r"SHOPREC_REDIS_URL=.*not a usable Redis URL"):
         RedisSessionStore("http://127.0.0.1:6379")
 
 

@@ -32,7 +32,7 @@ def free_port() -> int:
 @pytest.fixture
 def mlflow_server(postgres_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 - the server writes it until the fixture ends
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", postgres_url,
          "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",

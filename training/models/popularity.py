@@ -37,7 +37,8 @@ class PopularityModel(Recommender):
         else:
             baskets = dataset.baskets
             recent = (dataset.as_of - pd.to_datetime(baskets["ts"], utc=True)) <= pd.Timedelta(days=c.window_days)
-            counts = np.bincount(baskets["item_idx"].to_numpy()[recent.to_numpy()], minlength=dataset.shape[1])
+            counts = np.bincount(baskets["item_idx"].to_numpy()[recent.to_numpy()],
+                                 minlength=dataset.shape[1]).astype(np.float64)
             tie = tie * 1e-3 + 1e-3 * all_time / (all_time.max() or 1.0)
         self.item_scores_ = (counts + tie).astype(np.float32)
         return self

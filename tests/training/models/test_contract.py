@@ -68,7 +68,6 @@ def fitted(family: str, dataset: Dataset):
 
 @pytest.mark.parametrize("family", LEARNING_FAMILIES)
 def test_known_answer_blocks(family: str, dataset: Dataset) -> None:
-    customers = np.arange(N_CUSTOMERS)
     items, _ = recommend(fitted(family, dataset), dataset, 4, exclude=dataset.purchases)
     block_of_customer = np.array([int(c[1:]) % 2 for c in dataset.customers.external_ids])
     block_of_item = np.array([int(i[1:]) // BLOCK for i in dataset.items.external_ids])
