@@ -198,11 +198,13 @@ def customer_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, np.
     }
 
 
-def ranking_metrics(recommended: np.ndarray, split: TimeSplit) -> dict[str, float]:
-    """The means of :func:`customer_metrics`, coverage, novelty, and the repeat/explore split:
-    the share of list slots given to items the customer bought before, and recall of repeat
-    and of explore purchases separately."""
-    per_customer = customer_metrics(recommended, split)
+def ranking_metrics(recommended: np.ndarray, split: TimeSplit,
+                    per_customer: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """The means of :func:`customer_metrics` (``per_customer``, when the caller has them
+    already), coverage, novelty, and the repeat/explore split: the share of list slots given
+    to items the customer bought before, and recall of repeat and of explore purchases
+    separately."""
+    per_customer = dict(per_customer if per_customer is not None else customer_metrics(recommended, split))
     hits, own = per_customer.pop("hits"), per_customer.pop("own")
     n, k = recommended.shape
     valid = recommended >= 0
@@ -256,7 +258,8 @@ def relative_gain(values: np.ndarray, baseline: np.ndarray, replicates: int = BO
     for start in range(0, replicates, chunk):
         weights = rng.poisson(1.0, size=(min(chunk, replicates - start), len(values))).astype(np.float64)
         sums = weights @ pair
-        gains.append(sums[:, 0] / np.maximum(sums[:, 1], 1e-300) - 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a draw without the baseline's buyers: inf
+            gains.append(sums[:, 0] / sums[:, 1] - 1.0)
     low, high = np.percentile(np.concatenate(gains), [2.5, 97.5])
     return float(values.mean() / base_mean - 1.0), float(low), float(high)
 

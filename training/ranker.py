@@ -220,7 +220,7 @@ class Tower:
     def probability(self, features: np.ndarray) -> np.ndarray:
         if self.constant is not None:
             return np.full(len(features), self.constant, dtype=np.float32)
-        # the standardisation folded into the weights: one product, no standardised copy of the rows
+        # the standardisation folded into the weights: one product, no (features - mean) / scale temporaries
         weights = self.coef / self.scale
         logit = features @ weights + (self.intercept - self.mean @ weights)  # float64: a row's answer is its own
         return (1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))).astype(np.float32)

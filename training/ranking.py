@@ -164,7 +164,7 @@ def _first_kept(scores: np.ndarray, group: np.ndarray | None, cap: int | None, k
     (deeper columns could still fill it)."""
     n, m = scores.shape
     items, top = best_columns(scores, depth)
-    ran_deep = items[:, -1] >= 0 if depth < m and items.shape[1] == depth else np.zeros(n, dtype=bool)
+    window_full = items[:, -1] >= 0 if depth < m and items.shape[1] == depth else np.zeros(n, dtype=bool)
     keep = items >= 0
     if cap is not None and group is not None:
         safe = np.maximum(items, 0)
@@ -178,7 +178,7 @@ def _first_kept(scores: np.ndarray, group: np.ndarray | None, cap: int | None, k
     if items.shape[1] < k:
         items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
         top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
-    short = ran_deep & (valid.sum(axis=1) < k)
+    short = window_full & (valid.sum(axis=1) < k)
     return items, top, short
 
 
@@ -192,7 +192,8 @@ def best_columns(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.
     """Each row's best ``depth`` finite columns and their scores, best first, equal scores by
     column (-1 / -inf after a row's last), so that a row's answer depends on its scores alone,
     never on the block it came in or the width of the matrix. ``excluded`` (rows, columns):
-    cells left out as if they were -inf, without a masked copy of ``scores``.
+    cells left out as if they were -inf, without a masked copy of ``scores``. Scores are
+    floats without NaN (every model's are; a NaN would rank differently on the two paths).
 
     A matrix of few columns (a candidate matrix) is sorted row by row, stably; a wide one (the
     catalogue) is partitioned (:func:`_best_by_partition`).
@@ -222,7 +223,9 @@ def _best_by_partition(scores: np.ndarray, depth: int, excluded: tuple[np.ndarra
         work[excluded] = -np.inf
     work.partition(m - depth, axis=1)
     kth = work[:, m - depth]
-    at_least = scores >= kth[:, None]
+    # a row with fewer finite scores than depth has a -inf edge: compare with the lowest finite
+    # value instead, so that its -inf cells never reach the packing below
+    at_least = scores >= np.where(kth > -np.inf, kth, np.finfo(scores.dtype).min)[:, None]
     if excluded is not None:
         at_least[excluded] = False
     rows, cols = np.divmod(np.flatnonzero(at_least), m)  # each row's columns ascending
@@ -375,7 +378,7 @@ class Candidates:
         """Pack (row, item, score) triples into rows (any order; each (row, item) at most once),
         each row's candidates by item index, so that ties rank as over the whole catalogue."""
         key = rows.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
-        order = np.argsort(key, kind="stable")  # timsort: the pairs come in sorted runs
+        order = np.argsort(key, kind="stable")  # timsort: the own pairs come in sorted runs
         rows, items, scores = rows[order], items[order], scores[order]
         counts = np.bincount(rows, minlength=n)
         width = int(counts.max(initial=0))

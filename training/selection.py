@@ -234,9 +234,10 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     per_customer: dict[str, np.ndarray] = {}
 
     def report(row: str, lists: np.ndarray) -> None:
-        results[row] = ranking_metrics(lists, test.split)
-        if metric in (values := customer_metrics(lists, test.split)):
-            per_customer[row] = values[metric].astype(np.float32)
+        values = customer_metrics(lists, test.split)
+        results[row] = ranking_metrics(lists, test.split, values)
+        if metric in values:
+            per_customer[row] = values[metric]
 
     for family in [*BASELINES, REPEAT, *families]:
         model = fit(family, test)

@@ -14,8 +14,8 @@ from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
-from training.ranking import (RankingConfig, Rules, best_columns, build_fallbacks, build_rules, capped_top_k,
-                              make_lists, make_lists_dense)
+from training.ranking import (CANDIDATE_DEPTH, RankingConfig, Rules, best_columns, build_fallbacks, build_rules,
+                              capped_top_k, make_lists, make_lists_dense)
 
 
 def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
@@ -35,26 +35,67 @@ def _best_by_sorting(scores: np.ndarray, depth: int) -> list[list[int]]:
 
 
 def test_best_columns_cut_ties_by_column_whatever_the_block() -> None:
-    """Scores with many ties (a row of zeros ties across the catalogue) and excluded cells: each
-    row's best columns are those a full sort gives, and a row's answer is the same alone or in
-    a block."""
+    """Scores with many ties (a row of zeros ties across the catalogue), -inf cells and cells
+    excluded by position: each row's best columns are those a full sort gives, and a row's
+    answer is the same alone or in a block, on both the narrow and the partition path."""
     rng = np.random.default_rng(3)
-    for trial in range(200):
-        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 60))
+    for trial in range(300):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 120))
         scores = rng.integers(-2, 3, size=(n, m)).astype(np.float32)
-        scores[rng.random((n, m)) < 0.3] = -np.inf
+        scores[rng.random((n, m)) < rng.random()] = -np.inf
         if trial % 5 == 0:
             scores[0] = 0.0
+        excluded = np.nonzero(rng.random((n, m)) < 0.2) if trial % 2 else None
+        masked = scores.copy()
+        if excluded is not None:
+            masked[excluded] = -np.inf
         depth = int(rng.integers(1, m + 4))
-        items, top = best_columns(scores, depth)
-        expected = _best_by_sorting(scores, depth)
+        items, top = best_columns(scores, depth, excluded)
+        expected = _best_by_sorting(masked, depth)
         for row in range(n):
             got = items[row][items[row] >= 0].tolist()
             assert got == expected[row], (trial, row)
             np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
             assert (top[row, len(got):] == -np.inf).all()
-        alone = best_columns(scores[-1:], depth)[0][0]
+        alone = best_columns(masked[-1:], depth)[0][0]
         assert alone[alone >= 0].tolist() == expected[-1]
+
+
+def _capped_by_walking(scores: np.ndarray, group: np.ndarray, cap: int, k: int) -> list[list[int]]:
+    """The reference: walk each row's best ``CANDIDATE_DEPTH * k`` columns (where the capped
+    top-k gives up), keeping one while its group has fewer than cap."""
+    out = []
+    for row in scores:
+        kept: list[int] = []
+        for column in _best_by_sorting(row[None, :], CANDIDATE_DEPTH * k)[0]:
+            if sum(group[c] == group[column] for c in kept) < cap:
+                kept.append(column)
+            if len(kept) == k:
+                break
+        out.append(kept)
+    return out
+
+
+def test_capped_top_k_walks_deeper_only_where_the_cap_leaves_a_row_short() -> None:
+    """Few groups and a tight cap, so that many rows exhaust the first 3k candidates and go on
+    to 10k: every row is what walking its whole sorted row gives."""
+    rng = np.random.default_rng(4)
+    deep = 0
+    for trial in range(150):
+        n, m, k = int(rng.integers(1, 20)), int(rng.integers(20, 150)), int(rng.integers(2, 8))
+        scores = rng.integers(0, 6, size=(n, m)).astype(np.float32)
+        scores[rng.random((n, m)) < 0.2] = -np.inf
+        group = np.where(rng.random(m) < 0.8, 0, rng.integers(1, 4, m))  # most columns in one group
+        cap = int(rng.integers(1, 3))
+        items, top = capped_top_k(scores, k, group, cap)
+        expected = _capped_by_walking(scores, group, cap, k)
+        for row in range(n):
+            got = items[row][items[row] >= 0].tolist()
+            assert got == expected[row], (trial, row)
+            np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
+            first_window = _best_by_sorting(scores[row:row + 1], 3 * k)[0]
+            deep += bool(got) and got[-1] not in first_window
+    assert deep > 20, deep  # the deeper pass was exercised
 
 
 def _rules(non_repeat: list[bool], category: list[int], block_days: list[float], bought: sp.csr_matrix,
