@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from features.errors import first_line
 from features.schema import BAD_ENCODING_COLUMN, ROW_COLUMN, TABLES, ContractError, TableSpec, check_columns
 
 FileFormat = Literal["csv", "csv.gz", "parquet"]
@@ -161,28 +162,24 @@ def read_csv(path: Path, spec: TableSpec) -> pd.DataFrame:
         return table.to_pandas()
     except pa.ArrowInvalid as error:
         if "UTF8" not in str(error).upper().replace("-", ""):
-            raise ContractError(f"{path}: cannot parse CSV: {_first_line(error)}") from None
+            raise ContractError(f"{path}: cannot parse CSV: {first_line(error)}") from None
     # No usecols: with it pandas silently truncates a line that has too many fields.
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
                             encoding_errors="replace")[wanted]
     except pd.errors.ParserError as error:
-        raise ContractError(f"{path}: cannot parse CSV: {_first_line(error)}") from None
+        raise ContractError(f"{path}: cannot parse CSV: {first_line(error)}") from None
     frame[BAD_ENCODING_COLUMN] = np.zeros(len(frame), dtype=bool)
     for name in wanted:
         frame[BAD_ENCODING_COLUMN] |= frame[name].str.contains(INVALID_UTF8_MARK, regex=False).fillna(False)
     return frame
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def read_parquet(path: Path, spec: TableSpec) -> pd.DataFrame:
     try:
         present = pq.read_schema(path).names
     except (pa.ArrowInvalid, OSError) as error:
-        raise ContractError(f"{path}: not a readable Parquet file: {_first_line(error)}") from None
+        raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
     check_columns(spec, present, str(path))
     return pd.read_parquet(path, columns=[c for c in spec.column_names if c in present])
 
@@ -194,16 +191,16 @@ def read_parquet_parts(folder: Path, spec: TableSpec) -> pd.DataFrame:
         try:
             present = pq.read_schema(part).names
         except (pa.ArrowInvalid, OSError) as error:
-            raise ContractError(f"{part}: not a readable Parquet file: {_first_line(error)}") from None
+            raise ContractError(f"{part}: not a readable Parquet file: {first_line(error)}") from None
         check_columns(spec, present, str(part))
         try:
             tables.append(pq.read_table(part, columns=[c for c in spec.column_names if c in present]))
         except (pa.ArrowInvalid, OSError) as error:
-            raise ContractError(f"{part}: not a readable Parquet file: {_first_line(error)}") from None
+            raise ContractError(f"{part}: not a readable Parquet file: {first_line(error)}") from None
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise ContractError(f"{folder}/: parts disagree on column types: {_first_line(error)}") from None
+        raise ContractError(f"{folder}/: parts disagree on column types: {first_line(error)}") from None
     return table.to_pandas()
 
 
@@ -216,7 +213,7 @@ class SqlSource:
             with self.engine.connect() as conn:
                 self._tables = set(sa.inspect(conn).get_table_names())
         except (sa.exc.SQLAlchemyError, ImportError) as error:
-            raise ContractError(f"{safe_url(url)}: cannot open database: {_first_line(error)}") from None
+            raise ContractError(f"{safe_url(url)}: cannot open database: {first_line(error)}") from None
         self.description = safe_url(url)
 
     def available(self) -> set[str]:

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from features.errors import first_line
 from serving.live_events import EVENT_COLUMNS, LiveEvent
 from serving.settings import positive_number
 
@@ -467,7 +468,7 @@ class SqlEventLog:
             self._table = self._ensure_table(table)
         except (sa.exc.SQLAlchemyError, ImportError) as error:
             raise EventLogError(f"{self.description}: cannot open the event log database ({EVENT_LOG_ENV}): "
-                                f"{_first_line(error)}") from None
+                                f"{first_line(error)}") from None
         self._columns = [c.name for c in self._table.columns if c.name in EVENT_COLUMNS]
         missing = [c for c in EVENT_COLUMNS if c not in self._columns]
         if missing:
@@ -515,7 +516,7 @@ class SqlEventLog:
             with self.engine.begin() as conn:
                 conn.execute(self._table.insert(), rows)
         except sa.exc.SQLAlchemyError as error:
-            raise EventLogError(f"{self.description}: cannot write events: {_first_line(error)}") from None
+            raise EventLogError(f"{self.description}: cannot write events: {first_line(error)}") from None
 
     def compact(self) -> int:
         return 0  # rows are readable as soon as their transaction commits
@@ -528,11 +529,6 @@ class SqlEventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def default_event_log_location() -> Path:

@@ -13,7 +13,6 @@ at a time and the sinks stream; only the list of customer ids grows with the bas
 
 from __future__ import annotations
 
-import json
 import time
 from itertools import pairwise
 from collections.abc import Callable, Iterator, Sequence
@@ -288,20 +287,6 @@ class PicksSummary:
         self.cold_customers += int((~recommender.has_history[raw[raw >= 0]]).sum())
         self.alias_customers += int((canonical != ids).sum())
 
-    def merge(self, other: PicksSummary) -> PicksSummary:
-        """The sum of two partial summaries (one per Spark partition, say)."""
-        merged = PicksSummary(self.k, reasons=dict(self.reasons))
-        for name in ("customers", "customers_with_picks", "short_customers", "sent", "fallback_customers",
-                     "unknown_customers", "cold_customers", "alias_customers", "picks", "rows_written"):
-            setattr(merged, name, getattr(self, name) + getattr(other, name))
-        for reason, count in other.reasons.items():
-            merged.reasons[reason] = merged.reasons.get(reason, 0) + count
-        if len(self.item_picks) and len(other.item_picks):
-            merged.item_picks = self.item_picks + other.item_picks
-        else:
-            merged.item_picks = (self.item_picks if len(self.item_picks) else other.item_picks).copy()
-        return merged
-
     def to_dict(self, recommender: ShopRecommender) -> dict[str, Any]:
         """Counts plus the distributions of reasons, price bands and categories in the picks."""
         counts = self.item_picks if len(self.item_picks) else np.zeros(recommender.n_items, dtype=np.int64)
@@ -498,10 +483,6 @@ def finish_picks_run(run: Any, model: ModelRef, result: dict[str, Any]) -> str:
         tracking.configure().set_model_version_tag(model.name, model.registry_version,
                                                    "shoprec.last_picks_run_id", run_id)
     return run_id
-
-
-def summary_json(result: JobResult) -> str:
-    return json.dumps(result.summary, indent=2)
 
 
 # ---- presentation (the CLI) ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, cast
+from features.errors import first_line
 from features.sources import safe_url
 from serving.live_events import LiveEvent, format_ts
 from serving.settings import positive_number
@@ -223,7 +224,7 @@ class RedisSessionStore:
             self._client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
                                                 socket_connect_timeout=timeout_seconds, health_check_interval=30)
         except (ValueError, *self._errors) as error:
-            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: not a usable Redis URL: {_first_line(error)}") from None
+            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: not a usable Redis URL: {first_line(error)}") from None
         self.ping()
 
     def session_key(self, session_id: str) -> str:
@@ -252,13 +253,13 @@ class RedisSessionStore:
         try:
             pipe.execute()
         except self._errors as error:
-            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot write sessions: {_first_line(error)}") from None
+            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot write sessions: {first_line(error)}") from None
 
     def session_events(self, session_id: str) -> list[LiveEvent]:
         try:
             raw = cast(list[bytes], self._client.lrange(self.session_key(session_id), 0, -1))  # a sync client
         except self._errors as error:
-            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a session: {_first_line(error)}") from None
+            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a session: {first_line(error)}") from None
         return _by_ts(_decode(session_id, value) for value in raw)
 
     def recent_items(self, customer_id: str, limit: int | None = None) -> list[str]:
@@ -266,14 +267,14 @@ class RedisSessionStore:
         try:
             raw = cast(list[bytes], self._client.lrange(self.customer_key(customer_id), 0, -1))
         except self._errors as error:
-            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a customer: {_first_line(error)}") from None
+            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot read a customer: {first_line(error)}") from None
         return _unique((v.decode() for v in raw), limit) if limit > 0 else []
 
     def ping(self) -> None:
         try:
             self._client.ping()
         except self._errors as error:
-            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot reach Redis: {_first_line(error)}") from None
+            raise SessionStoreError(f"{REDIS_URL_ENV}={self.url}: cannot reach Redis: {first_line(error)}") from None
 
     def close(self) -> None:
         self._client.close()
@@ -287,11 +288,6 @@ def _encode(event: LiveEvent) -> str:
 def _decode(session_id: str, value: bytes) -> LiveEvent:
     kind, ts, customer_id, item_id = json.loads(value)
     return LiveEvent(session_id, kind, datetime.fromisoformat(ts), customer_id, item_id)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_positive(**values: float) -> None:
