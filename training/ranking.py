@@ -235,9 +235,7 @@ def _best_by_partition(scores: np.ndarray, depth: int, excluded: tuple[np.ndarra
     if tie.any():  # of the columns equal to the row's edge, the lowest that still fit
         room = depth - np.bincount(rows[~tie], minlength=n)
         tie_rows = rows[tie]
-        tie_counts = np.bincount(tie_rows, minlength=n)
-        tie_rank = np.arange(len(tie_rows)) - np.repeat(np.cumsum(tie_counts) - tie_counts, tie_counts)
-        keep[tie] &= tie_rank < room[tie_rows]
+        keep[tie] &= _place_in_row(np.bincount(tie_rows, minlength=n)) < room[tie_rows]
     rows, cols, values = rows[keep], cols[keep], values[keep]
     return _finite_prefix(*_sorted_rows(n, rows, cols, values, np.bincount(rows, minlength=n), scores.dtype))
 
@@ -246,13 +244,26 @@ def _sorted_rows(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
                  dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """(row, column, value) cells, grouped by row with columns ascending, packed a row each and
     sorted stably best first (equal values keep their column order); -1 / -inf after the last."""
-    position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    width = int(counts.max(initial=0))
-    items = np.full((n, width), -1, dtype=np.int64)
-    top = np.full((n, width), -np.inf, dtype=dtype)
-    items[rows, position], top[rows, position] = cols, values
+    items, top = _pack_rows(n, rows, cols, values, counts, -np.inf, dtype)
     order = np.argsort(-top, axis=1, kind="stable")
     return np.take_along_axis(items, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def _place_in_row(counts: np.ndarray) -> np.ndarray:
+    """For entries grouped by row (``counts`` per row, in row order), each one's place in its row."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _pack_rows(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, counts: np.ndarray,
+              fill: float, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """Entries grouped by row (``counts`` per row) as rows x widest-row matrices, left-packed in
+    their order: columns (-1 after a row's last) and values (``fill`` after it)."""
+    position = _place_in_row(counts)
+    width = int(counts.max(initial=0))
+    items = np.full((n, width), -1, dtype=np.int64)
+    packed = np.full((n, width), fill, dtype=dtype)
+    items[rows, position], packed[rows, position] = cols, values
+    return items, packed
 
 
 def _finite_prefix(items: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -380,14 +391,7 @@ class Candidates:
         key = rows.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
         order = np.argsort(key, kind="stable")  # timsort: the own pairs come in sorted runs
         rows, items, scores = rows[order], items[order], scores[order]
-        counts = np.bincount(rows, minlength=n)
-        width = int(counts.max(initial=0))
-        start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        column = np.arange(len(rows)) - np.repeat(start, counts)
-        out_items = np.full((n, width), -1, dtype=np.int64)
-        out_scores = np.zeros((n, width), dtype=np.float32)
-        out_items[rows, column], out_scores[rows, column] = items, scores
-        return cls(out_items, out_scores)
+        return cls(*_pack_rows(n, rows, items, scores, np.bincount(rows, minlength=n), 0.0, np.float32))
 
     def dense(self, n_items: int) -> np.ndarray:
         out = np.zeros((len(self.items), n_items), dtype=np.float32)
