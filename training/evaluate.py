@@ -16,7 +16,7 @@ usual metrics, hits are split as the "Next Basket Recommendation Reality Check" 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,31 +237,35 @@ BOOTSTRAP_REPLICATES = 1000
 """Resamples of the test customers behind each gain's interval."""
 
 
-def relative_gain(values: np.ndarray, baseline: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES,
-                  seed: int = 0) -> tuple[float, float, float]:
-    """How much higher the mean of ``values`` is than the mean of ``baseline`` (the same
-    customers, row-aligned), relative, with its 95% interval: (gain, low, high).
+def relative_gains(values: Mapping[str, np.ndarray], baseline: str, replicates: int = BOOTSTRAP_REPLICATES,
+                   seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """For each row of ``values`` (per-customer metric values, all row-aligned on the same
+    customers), how much higher its mean is than ``values[baseline]``'s, relative, with its 95%
+    interval: (gain, low, high); all NaN when the baseline's mean is not positive.
 
-    A paired Poisson bootstrap over customers (each replicate weighs every customer by a
-    Poisson(1) draw, as resampling with replacement does, for both lists at once), so the
-    interval reflects how much the gain depends on which customers happened to buy in the
-    window; seeded, so a run's table is reproducible. Chunks bound memory on a large window.
+    A paired Poisson bootstrap over customers: each replicate weighs every customer by a
+    Poisson(1) draw, as resampling with replacement does, and the same draws weigh every row,
+    so the interval reflects how much the gain depends on which customers happened to buy in
+    the window. Seeded, so a run's table is reproducible; drawn once for all rows, in chunks
+    that bound memory on a large window.
     """
-    values, baseline = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    base_mean = float(baseline.mean()) if len(baseline) else 0.0
-    if base_mean <= 0:
-        return float("nan"), float("nan"), float("nan")
+    names = list(values)
+    table = np.column_stack([np.asarray(values[name], dtype=np.float64) for name in names])
+    base = names.index(baseline)
+    means = table.mean(axis=0) if len(table) else np.zeros(len(names))
+    if not means[base] > 0:
+        return {name: (float("nan"),) * 3 for name in names}
     rng = np.random.default_rng(seed)
-    pair = np.column_stack([values, baseline])
-    chunk = max(1, min(replicates, 16_000_000 // max(len(values), 1)))
-    gains = []
+    chunk = max(1, min(replicates, 16_000_000 // max(len(table), 1)))
+    draws = []
     for start in range(0, replicates, chunk):
-        weights = rng.poisson(1.0, size=(min(chunk, replicates - start), len(values))).astype(np.float64)
-        sums = weights @ pair
+        weights = rng.poisson(1.0, size=(min(chunk, replicates - start), len(table))).astype(np.float64)
+        sums = weights @ table
         with np.errstate(divide="ignore", invalid="ignore"):  # a draw without the baseline's buyers: inf
-            gains.append(sums[:, 0] / sums[:, 1] - 1.0)
-    low, high = np.percentile(np.concatenate(gains), [2.5, 97.5])
-    return float(values.mean() / base_mean - 1.0), float(low), float(high)
+            draws.append(sums / sums[:, base:base + 1] - 1.0)
+    low, high = np.percentile(np.vstack(draws), [2.5, 97.5], axis=0)
+    gains = means / means[base] - 1.0
+    return {name: (float(gains[i]), float(low[i]), float(high[i])) for i, name in enumerate(names)}
 
 
 def pooled_metrics(parts: list[dict[str, float]]) -> dict[str, float]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.loading import ShopData
 from training.evaluate import (SplitConfig, TimeSplit, Window, customer_metrics, evaluate_model, lists_for,
-                               model_lists, pooled_metrics, prepare_window, ranking_metrics, relative_gain, time_split,
+                               model_lists, pooled_metrics, prepare_window, ranking_metrics, relative_gains, time_split,
                                validation_splits)
 from training.models import build_model
 from training.models.base import Recommender
@@ -37,7 +37,7 @@ RANKER = "ranker_"
 """Row prefix of the ranker over an explore family: ``ranker_ease``."""
 GAIN, GAIN_LOW, GAIN_HIGH = "gain_vs_baseline", "gain_low", "gain_high"
 """Test-table columns: each row's relative gain on the metric over the strongest baseline, and
-its 95% interval (paired bootstrap over the test customers, :func:`training.evaluate.relative_gain`)."""
+its 95% interval (paired bootstrap over the test customers, :func:`training.evaluate.relative_gains`)."""
 NO_CAP = "_no_cap"
 """Row suffix of a list made without the diversity cap: every row is capped as the shop's lists
 are, and the baselines (and the chosen row) are also reported as a data scientist would run
@@ -252,7 +252,7 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     baseline_rows = [row for row in test_table.index if row in BASELINES or row.removesuffix(NO_CAP) in BASELINES]
     strongest = str(test_table.loc[baseline_rows, metric].idxmax())
     if strongest in per_customer:  # every row against the strongest baseline, on the same customers
-        gains = {row: relative_gain(values, per_customer[strongest]) for row, values in per_customer.items()}
+        gains = relative_gains(per_customer, strongest)
         for column, position in ((GAIN, 0), (GAIN_LOW, 1), (GAIN_HIGH, 2)):
             test_table[column] = [gains[row][position] if row in gains else np.nan for row in test_table.index]
     ranker = rankers.get(chosen_family) if chosen.startswith(RANKER) else None

@@ -1,11 +1,15 @@
-"""The uncertainty behind the evaluation table's gains: the paired bootstrap interval of
-:func:`training.evaluate.relative_gain`."""
+"""The uncertainty behind the evaluation table's gains: the paired bootstrap intervals of
+:func:`training.evaluate.relative_gains`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from training.evaluate import relative_gain
+from training.evaluate import relative_gains
+
+
+def relative_gain(values: np.ndarray, baseline: np.ndarray, **options: int) -> tuple[float, float, float]:
+    return relative_gains({"model": values, "baseline": baseline}, "baseline", **options)["model"]
 
 
 def test_a_list_against_itself_gains_nothing_with_no_doubt() -> None:
@@ -37,3 +41,14 @@ def test_the_interval_is_reproducible_and_undefined_against_a_zero_baseline() ->
     a, b = rng.random(300), rng.random(300)
     assert relative_gain(a, b, seed=5) == relative_gain(a, b, seed=5)
     assert all(np.isnan(relative_gain(a, np.zeros(300))))
+
+
+def test_every_row_is_drawn_with_the_same_weights_as_if_alone() -> None:
+    """One draw serves every row: a row's interval is the one it gets against the baseline alone."""
+    rng = np.random.default_rng(6)
+    rows = {name: rng.random(400) * scale for name, scale in (("base", 1.0), ("better", 1.2), ("worse", 0.9))}
+    together = relative_gains(rows, "base")
+    assert together["base"] == (0.0, 0.0, 0.0)
+    for name in ("better", "worse"):
+        np.testing.assert_allclose(together[name], relative_gain(rows[name], rows["base"]), rtol=1e-12)
+    assert together["better"][1] > 0 > together["worse"][2]
