@@ -29,8 +29,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import InteractionConfig
-from training.bundle import BLOCK_ROWS, COOCCURRENCE, PRIMARY, SIMILAR, Bundle
-from training.models.cooccurrence import CooccurrenceModel
+from training.bundle import BLOCK_ROWS, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
 from training.ranking import CANDIDATE_DEPTH, capped_top_k
@@ -325,7 +324,7 @@ class ShopRecommender:
                             shape=(1, self.n_items))
         scores = self.bundle.models[PRIMARY].score_history(row)
         if scores is None:
-            scores = self.bundle.models[COOCCURRENCE].score_history(row)
+            scores = self.bundle.cooccurrence.score_history(row)
         return _normalise(np.asarray(scores, dtype=np.float32)[0])
 
     def _personal_scores(self, idx: int, session: LiveSession) -> tuple[np.ndarray, str] | None:
@@ -364,9 +363,7 @@ class ShopRecommender:
         picks: list[Pick] = []
         taken: set[int] = set()
         co = np.zeros(self.n_items, dtype=np.float32)
-        cooccurrence = self.bundle.models[COOCCURRENCE]
-        assert isinstance(cooccurrence, CooccurrenceModel), "a bundle's cross-sell model is the co-occurrence family"
-        association = cooccurrence.item_item_
+        association = self.bundle.cooccurrence.item_item_
         if len(anchors):
             co = _normalise(np.asarray(association[anchors].T @ anchor_weight).ravel())
         personal = self._personal_scores(int(idx[0]), session)

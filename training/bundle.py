@@ -27,6 +27,7 @@ from features.profiles import category_affinity, customer_profiles, email_open_r
 from features.repurchase import rebuy_profile
 from training.models import load_model
 from training.models.base import Recommender
+from training.models.cooccurrence import CooccurrenceModel
 from training.propensity_set import PropensitySet, PropensityUnavailable
 from training.ranker import History, Personal, Ranker, gather
 from training.ranking import (Candidates, Fallbacks, ListBlock, RankingConfig, Rules, build_fallbacks, build_rules,
@@ -204,6 +205,14 @@ class Bundle:
         sales = self.profiles[ITEM_SALES].set_index("item_id").reindex(self.items.external_ids).fillna(0)
         return History.from_arrays(self.purchases, self._bought(), sales["sales"].to_numpy(),
                                    sales["recent_sales"].to_numpy(), rebuy, self.rules.horizon_days)
+
+    @functools.cached_property
+    def cooccurrence(self) -> CooccurrenceModel:
+        """The cross-sell model: items bought together (every bundle holds one)."""
+        model = self.models[COOCCURRENCE]
+        if not isinstance(model, CooccurrenceModel):
+            raise BundleError(f"bundle's {COOCCURRENCE} model is a {model.family}: retrain it with this version")
+        return model
 
     @functools.cached_property
     def personal(self) -> Personal:
