@@ -9,7 +9,7 @@ synthetic bundle with ``--items`` items and ``--factors`` ALS factors is built a
 - **load**: ``Bundle.load`` (checksums included) + building the ``ShopRecommender``;
 - **raw limit**: one numpy matrix product + ``argpartition`` per block of the same factors,
   no rules, no I/O: what scoring costs at the very least;
-- **job**: :func:`serving.picks.run_picks` into a Parquet (or ``--format csv``) file, then the
+- **job**: :func:`batch.job.run_picks` into a Parquet (or ``--format csv``) file, then the
   atomic rename (or, with ``--sql URL``, a staging table swapped in for ``bench_picks``), as
   ``shoprec picks`` runs it: rules, fallbacks, send decision, summary, writing.
 
@@ -141,8 +141,8 @@ def measure(n_customers: int, n_items: int, factors: int, k: int, block: int, ra
             fmt: str) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from serving.picks import run_picks
-    from serving.picks_sinks import FileSink, SqlSink
+    from batch.job import run_picks
+    from batch.sinks import FileSink, SqlSink
     from serving.recommender import ShopRecommender
     from training.bundle import PRIMARY, Bundle
 

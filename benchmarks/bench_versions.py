@@ -42,8 +42,12 @@ os.environ["SHOPREC_HOME"] = tempfile.mkdtemp()
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 from training.pipeline import TrainConfig, run_training
 from serving.recommender import ShopRecommender
-from serving.picks import run_picks
-from serving.picks_sinks import FileSink
+try:  # versions before the batch floor (batch/ of this checkout must not leak into an older one)
+    from serving.picks import run_picks
+    from serving.picks_sinks import FileSink
+except ImportError:
+    from batch.job import run_picks
+    from batch.sinks import FileSink
 data, families, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = TrainConfig() if families == "default" else TrainConfig(families=families.split(","))
 started = time.perf_counter()

@@ -171,8 +171,7 @@ class ShopRecommender:
         self.rules = bundle.rules
         self.in_stock = ~self.rules.blocked  # in stock and recommendable
         self.price = cat["price"].to_numpy(dtype=np.float64)
-        codes, self.categories = pd.factorize(cat["category"].astype(str), sort=True)
-        self.item_category = codes.astype(np.int64)
+        self.item_category, self.categories = bundle.item_categories
         self._category_of = {c: i for i, c in enumerate(self.categories)}
         self.fallbacks = bundle.fallbacks
         self.popularity = self.fallbacks.scores[self.fallbacks.shop]

@@ -181,6 +181,12 @@ class Bundle:
         return np.diff(self.interactions.indptr) > 0
 
     @functools.cached_property
+    def item_categories(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's category code, and the category names in code order (sorted)."""
+        codes, names = pd.factorize(self.catalogue["category"].astype(str), sort=True)
+        return codes.astype(np.int64), np.asarray(names, dtype=object)
+
+    @functools.cached_property
     def rules(self) -> Rules:
         """The list rules (training/ranking.py) for this catalogue and history."""
         self._require(REBUY_ITEMS, REBUY_CATEGORIES)

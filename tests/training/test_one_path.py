@@ -13,8 +13,8 @@ import pytest
 from features.loading import validate_tables
 from features.sample import SampleShop
 from features.sources import RawTable
-from serving.picks import run_picks
-from serving.picks_sinks import FileSink
+from batch.job import run_picks
+from batch.sinks import FileSink
 from serving.recommender import ShopRecommender
 from training.bundle import PRIMARY, Bundle
 from training.evaluate import SplitConfig, Window, lists_for, prepare_window, time_split

@@ -10,7 +10,7 @@ artifact upload under Spark Connect), which is how ``mlflow.pyfunc.spark_udf`` s
 Each executor's Python worker loads it once (``Bundle.load``, exactly what the pyfunc's
 ``ShoprecModel.load_context`` does, checksums included) and keeps its
 :class:`ShopRecommender` for later tasks; every block of customers then goes through
-:func:`serving.picks.score_block`, the local engine's own function, so both engines apply
+:func:`batch.job.score_block`, the local engine's own function, so both engines apply
 one code path of rules, fallbacks and send decisions.
 
 ``mapInPandas`` rather than ``spark_udf``: a UDF returns one value per input row, while picks
@@ -20,8 +20,10 @@ rules, no send decision). See ``docs/spark.md`` for running on a real cluster.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import functools
+import json
 import logging
 import os
 import shutil
@@ -37,26 +39,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from serving.picks_sinks import DEFAULT_SQL_TIMEOUT_S, PICKS_SCHEMA as SINK_SCHEMA
+from batch.customers import read_customers
+from batch.job import DEFAULT_BLOCK, JobResult, score_block
+from batch.model_ref import ModelRef, find_bundle, registry_copy, resolve_model_uri
+from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
+from batch.schema import SPARK_DDL, conform
+from batch.spark_output import describe_output, write_picks
+from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
+from batch.summary import PicksSummary
+from serving.recommender import ServingConfig, ShopRecommender
+from training.bundle import FALLBACK, Bundle, verify
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession
 
-    from serving.picks import JobResult, ModelRef
-    from serving.recommender import ServingConfig, ShopRecommender
-
 logger = logging.getLogger("shoprec.picks.spark")
 
-# The local engine's output schema (serving/picks_sinks.py PICKS_SCHEMA), as Spark DDL and pandas dtypes.
-_SPARK_TYPES = {pa.string(): ("string", "str"), pa.int32(): ("int", "int32"), pa.float64(): ("double", "float64"),
-                pa.bool_(): ("boolean", "bool")}
-PICKS_SCHEMA = ", ".join(f"{f.name} {_SPARK_TYPES[f.type][0]}" for f in SINK_SCHEMA)
-PICKS_DTYPES = {f.name: _SPARK_TYPES[f.type][1] for f in SINK_SCHEMA}
 DEFAULT_LOCAL_MASTER = "local[2]"
-DEFAULT_BLOCK = 1024
-"""Customers per ``score_block`` call on an executor (scoring sub-blocks further by BLOCK_ROWS)."""
 
 
 # ---- the session -----------------------------------------------------------------------------
@@ -116,7 +116,7 @@ class ShippedModel:
     """The verified bundle folder on the driver and the archive executors find it under."""
 
     resolved: ModelRef
-    """The model as :func:`serving.picks.resolve_model_uri` pinned it (the MLflow run's tags)."""
+    """The model as :func:`batch.model_ref.resolve_model_uri` pinned it (the MLflow run's tags)."""
     bundle_dir: Path
     archive_name: str
     n_customers: int
@@ -143,7 +143,7 @@ def _driver_tmp() -> Path:
 
 
 def ship_model(model: str, spark: SparkSession) -> ShippedModel:
-    """Resolve the model once on the driver (the local engine's :func:`serving.picks.resolve_model_uri`:
+    """Resolve the model once on the driver (the local engine's :func:`batch.model_ref.resolve_model_uri`:
     an alias is pinned to its version now), take a registry version from the shared bundle cache,
     verify the bundle and add it as a Spark archive.
 
@@ -151,9 +151,6 @@ def ship_model(model: str, spark: SparkSession) -> ShippedModel:
     are lazy, and executors fetch the archive only when a job runs.
     """
     import pyarrow.parquet as pq
-
-    from serving.picks import registry_copy, resolve_model_uri
-    from training.bundle import verify
 
     resolved = resolve_model_uri(model)
     work = _driver_tmp()
@@ -184,10 +181,6 @@ def _executor_recommender(archive_name: str, model_version: str, config: dict[st
     if key not in _EXECUTOR_CACHE:
         from pyspark import SparkFiles
 
-        from serving.picks import find_bundle
-        from serving.recommender import ServingConfig, ShopRecommender
-        from training.bundle import Bundle
-
         folder = find_bundle(Path(SparkFiles.get(archive_name)), archive_name)
         _EXECUTOR_CACHE.clear()
         _EXECUTOR_CACHE[key] = ShopRecommender(Bundle.load(folder), model_version,
@@ -195,16 +188,9 @@ def _executor_recommender(archive_name: str, model_version: str, config: dict[st
     return _EXECUTOR_CACHE[key]
 
 
-def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """A picks frame in :data:`PICKS_DTYPES`' column order and dtypes (the sinks' schema)."""
-    return frame[list(PICKS_DTYPES)].astype(PICKS_DTYPES).reset_index(drop=True)
-
-
 def _score_partition(batches: Iterator[pd.DataFrame], *, archive_name: str, model_version: str, k: int,
                      config: dict[str, Any] | None, block: int, by_index: bool) -> Iterator[pd.DataFrame]:
     from threadpoolctl import threadpool_limits
-
-    from serving.picks import score_block
 
     recommender = _executor_recommender(archive_name, model_version, config)
     with threadpool_limits(1, user_api="blas"):  # Spark runs one task per core: one BLAS thread each
@@ -227,7 +213,7 @@ def _default_partitions(spark: SparkSession) -> int:
 
 def customer_frame(spark: SparkSession, customer_ids: DataFrame | Sequence[str] | np.ndarray,
                    column: str = "customer_id") -> DataFrame:
-    """Customer ids as a one-column Spark frame, cleaned as ``serving.picks.read_customers``
+    """Customer ids as a one-column Spark frame, cleaned as :func:`batch.customers.read_customers`
     cleans a file: ids as strings, trimmed; empty and null ids dropped; duplicates scored once."""
     from pyspark.sql import DataFrame as SparkFrame
     from pyspark.sql import functions as F
@@ -247,7 +233,7 @@ def spark_picks(model: str | ShippedModel, customer_ids: DataFrame | Sequence[st
                 spark: SparkSession, *, column: str = "customer_id", only_send: bool = False,
                 partitions: int | None = None, config: ServingConfig | None = None,
                 block: int = DEFAULT_BLOCK) -> DataFrame:
-    """Email picks as a lazy Spark DataFrame in :data:`PICKS_SCHEMA`: one row per customer and rank.
+    """Email picks as a lazy Spark DataFrame in :data:`batch.schema.SPARK_DDL`: one row per customer and rank.
 
     ``model`` is a model URI or folder (shipped here) or an already shipped model.
     ``customer_ids``: a Spark DataFrame with ``column``, a list of ids (cleaned by
@@ -272,100 +258,15 @@ def spark_picks(model: str | ShippedModel, customer_ids: DataFrame | Sequence[st
         _score_partition, archive_name=shipped.archive_name, model_version=shipped.model_version, k=int(k),
         config=config.model_dump() if config is not None else None, block=int(block),
         by_index=customer_ids is None)
-    picks = source.mapInPandas(score, schema=PICKS_SCHEMA)
+    picks = source.mapInPandas(score, schema=SPARK_DDL)
     return picks.where(F.col("send")) if only_send else picks
 
 
-# ---- output ------------------------------------------------------------------------------------------
-def output_format(out: str) -> str:
-    """``csv`` for a path ending in .csv or .csv.gz, else ``parquet``."""
-    return "csv" if out.rstrip("/").lower().endswith((".csv", ".csv.gz")) else "parquet"
-
-
-def describe_output(out: str, table: str = "email_picks") -> str:
-    """Where :func:`write_picks` writes, as the summary and the MLflow run name it."""
-    from features.sources import safe_url
-    from serving.picks_sinks import is_database_url
-
-    return f"{safe_url(out)} table {table}" if is_database_url(out) else f"{out} (Spark {output_format(out)} folder)"
-
-
-def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", single_file: bool = False,
-                sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> str:
-    """Write the picks where ``out`` says; returns a description for the job's summary.
-
-    - a SQLAlchemy URL: rows stream through the driver into the local engine's
-      :class:`~serving.picks_sinks.SqlSink` (a staging table swapped in at the end, as locally);
-    - anything else is a Spark path (``s3a://``, ``hdfs://``, ``gs://``, a local folder): Spark's
-      own writer, a folder of part files plus ``_SUCCESS``, Parquet or CSV (header; gzip for
-      ``.csv.gz``) by the name's ending, each part sorted by customer and rank.
-
-    Folder semantics are Spark's, not the local engine's atomic swap: mode overwrite deletes
-    what is at ``out`` when the job starts, tasks write under ``_temporary`` and the job commit
-    moves their files into place, and ``_SUCCESS`` appears only once every task committed. A
-    failed job leaves no ``_SUCCESS`` (and the previous output is already gone), so readers
-    must check for it; see docs/spark.md. ``single_file`` coalesces to one part file (one
-    task writes everything: small outputs only).
-    """
-    from serving.picks_sinks import SqlSink, is_database_url
-
-    if is_database_url(out):
-        sink = SqlSink(out, table, sql_timeout_s)
-        stream_to_sink(picks, sink)
-        return sink.description
-    fmt = output_format(out)
-    frame = picks.coalesce(1) if single_file else picks
-    writer = frame.sortWithinPartitions("customer_id", "rank").write.mode("overwrite").format(fmt)
-    if fmt == "csv":
-        writer = writer.option("header", True)
-        if out.rstrip("/").lower().endswith(".gz"):
-            writer = writer.option("compression", "gzip")
-    writer.save(out)
-    return describe_output(out, table)
-
-
-def stream_to_sink(picks: DataFrame, sink: Any, rows_per_block: int = 50_000) -> None:
-    """Pull the rows to the driver a partition at a time into a local-engine sink, then commit
-    (abort on any failure: the previous output stays). Driver memory: one partition plus one
-    block; throughput is one writer's, which suits a database table, not a huge file."""
-    columns = list(PICKS_DTYPES)
-    with sink:
-        block: list[tuple[Any, ...]] = []
-        for row in picks.select(*columns).toLocalIterator(prefetchPartitions=True):
-            block.append(tuple(row))
-            if len(block) >= rows_per_block:
-                sink.write(conform(pd.DataFrame.from_records(block, columns=columns)))
-                block = []
-        if block:
-            sink.write(conform(pd.DataFrame.from_records(block, columns=columns)))
-
-
-def read_picks_folder(out: str | Path) -> pd.DataFrame:
-    """A Spark output folder on this machine back as one pandas frame (tests, notebooks);
-    refuses a folder without ``_SUCCESS``."""
-    folder = Path(out)
-    if not (folder / "_SUCCESS").is_file():
-        raise FileNotFoundError(f"{folder}: no _SUCCESS marker (the job failed or is still running)")
-    parts = sorted(p for p in folder.glob("part-*") if not p.name.endswith(".crc"))
-    if output_format(str(out)) == "csv":
-        frames = [pd.read_csv(p, dtype={"customer_id": str, "item_id": str, "reason": str, "model_version": str},
-                              keep_default_na=False) for p in parts]
-    else:
-        frames = [pd.read_parquet(p) for p in parts]
-    if not frames:
-        return conform(pd.DataFrame({c: pd.Series(dtype=t) for c, t in PICKS_DTYPES.items()}))
-    return conform(pd.concat(frames, ignore_index=True))
-
-
 # ---- the job (what `shoprec picks --engine spark` runs) ---------------------------------------------
-def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | None, k: int,
-              only_send: bool) -> dict[str, Any]:
-    """The local engine's run summary (:class:`serving.picks.PicksSummary`), from Spark aggregates
+def summarise(picks: DataFrame, bundle: Bundle, ids: np.ndarray | None, k: int, only_send: bool) -> dict[str, Any]:
+    """The local engine's run summary (:class:`batch.summary.PicksSummary`), from Spark aggregates
     over the (unfiltered) picks; ``ids`` are the scored customers, None for the whole bundle."""
     from pyspark.sql import functions as F
-
-    from serving.picks import PicksSummary
-    from training.bundle import FALLBACK
 
     per_customer = picks.groupBy("customer_id").agg(
         F.count(F.lit(1)).alias("n"),
@@ -377,7 +278,7 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
         F.sum(F.col("n") * F.col("send")).alias("sent_rows")).first()
     assert totals is not None, "an aggregate without grouping has one row"
     summary = PicksSummary(k)
-    summary.add_customers(recommender, recommender.bundle.customers.external_ids if ids is None else ids)
+    summary.add_customers(bundle, bundle.customers.external_ids if ids is None else ids)
     summary.customers_with_picks = int(totals["with_picks"] or 0)
     summary.short_customers = int(totals["short"] or 0) + summary.customers - summary.customers_with_picks
     summary.sent = int(totals["sent"] or 0)
@@ -386,28 +287,24 @@ def summarise(picks: DataFrame, recommender: ShopRecommender, ids: np.ndarray | 
     summary.rows_written = int(totals["sent_rows"] or 0) if only_send else summary.picks
     summary.reasons = {r["reason"]: int(r["count"]) for r in picks.groupBy("reason").count().collect()}
     items: pd.DataFrame = picks.groupBy("item_id").count().toPandas()
-    summary.item_picks = np.zeros(recommender.n_items, dtype=np.int64)
-    item_idx = recommender.bundle.items.to_index(items["item_id"].to_numpy(dtype=object), unknown="mark")
+    summary.item_picks = np.zeros(len(bundle.items), dtype=np.int64)
+    item_idx = bundle.items.to_index(items["item_id"].to_numpy(dtype=object), unknown="mark")
     np.add.at(summary.item_picks, item_idx[item_idx >= 0], items["count"].to_numpy()[item_idx >= 0])
-    return summary.to_dict(recommender)
+    return summary.to_dict(bundle)
 
 
 def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None,
                   only_send: bool = False, table: str = "email_picks", sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
-                  partitions: int | None = None,
+                  partitions: int | None = None, block: int = DEFAULT_BLOCK,
                   track: bool = True, spark: SparkSession | None = None,
                   log: Callable[[str], None] = lambda _: None) -> JobResult:
     """Ship, score, write, summarise and (with ``track``) log the MLflow batch run: the same
-    :class:`serving.picks.JobResult` and the same run (params, tags, metrics, link to the model
+    :class:`batch.job.JobResult` and the same run (params, tags, metrics, link to the model
     version) as the local engine, with ``engine=spark``. A failure marks the run FAILED."""
     try:
         from pyspark import StorageLevel
     except ImportError:
         raise ValueError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
-
-    from serving.picks import JobResult, fail_picks_run, finish_picks_run, read_customers, start_picks_run
-    from serving.recommender import ShopRecommender
-    from training.bundle import Bundle
 
     started = time.perf_counter()
     customers = read_customers(customers_file) if customers_file is not None else None  # a bad file fails first
@@ -428,17 +325,16 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
     log(f"scoring {n:,} customers with {shipped.model_version} on Spark into {output}")
     run = (start_picks_run(shipped.resolved, engine="spark", k=k, only_send=only_send,
                            customers_source=str(inputs["source"]), output=output,
-                           params={"partitions": partitions or "default", "spark_master": master})
+                           params={"partitions": partitions or "default", "block": block, "spark_master": master})
            if track else None)
     try:
         scoring_started = time.perf_counter()
-        picks = spark_picks(shipped, ids, k, spark, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        picks = spark_picks(shipped, ids, k, spark, partitions=partitions, block=block).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             output = write_picks(picks.where("send") if only_send else picks, out, table=table,
                                  sql_timeout_s=sql_timeout_s)
             seconds = time.perf_counter() - scoring_started
-            recommender = ShopRecommender(Bundle.load(shipped.bundle_dir), shipped.model_version)
-            result = summarise(picks, recommender, ids, k, only_send)
+            result = summarise(picks, Bundle.load(shipped.bundle_dir), ids, k, only_send)
         finally:
             picks.unpersist()
     except BaseException:
@@ -454,7 +350,32 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
     return JobResult(result, shipped.model_version, output, seconds, rate, run_id)
 
 
-if __name__ == "__main__":  # spark-submit .../serving/picks_spark.py --model ... --out ... (see docs/spark.md)
-    from training.cli import app
+# ---- spark-submit ----------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -> JobResult:
+    """The spark-submit entry (``spark-submit .../batch/spark.py --model URI --out TARGET``): the
+    options of ``shoprec picks`` that the Spark engine reads, one job, its summary printed as JSON.
+    A bad option, file or model is one ``error:`` line and exit code 2."""
+    parser = argparse.ArgumentParser(prog="batch/spark.py", description="Email picks on Spark (see docs/spark.md).")
+    parser.add_argument("--model", default="models:/shoprec@champion",
+                        help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder")
+    parser.add_argument("--out", required=True, help="Spark path (s3a://, hdfs://, a folder) or SQLAlchemy URL")
+    parser.add_argument("--k", type=int, default=10, help="picks per customer")
+    parser.add_argument("--customers", type=Path, help="CSV/Parquet with a customer_id column (default: everyone)")
+    parser.add_argument("--only-send", action="store_true", help="write only customers marked send")
+    parser.add_argument("--table", default=DEFAULT_TABLE, help="table name when --out is a SQLAlchemy URL")
+    parser.add_argument("--sql-timeout", type=float, default=DEFAULT_SQL_TIMEOUT_S)
+    parser.add_argument("--partitions", type=int, help="scoring tasks (default: the cluster's cores)")
+    parser.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
+    args = parser.parse_args(argv)
+    try:
+        result = run_spark_job(args.model, args.out, k=args.k, customers_file=args.customers,
+                               only_send=args.only_send, table=args.table, sql_timeout_s=args.sql_timeout,
+                               partitions=args.partitions, track=not args.no_track, spark=spark, log=logger.info)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(json.dumps(result.summary, default=str))
+    return result
 
-    app(["picks", "--engine", "spark", *sys.argv[1:]])
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import faulthandler
 import functools
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +25,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
-from features.loading import LoadReport, ShopData, load_shop, validate_tables, write_shop
+from app.render import example_calls, render_metrics, render_report, selection_lines
+from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig, ContractError
 
 app = typer.Typer(help="shoprec: recommendations and purchase propensity for online shops.",
@@ -94,24 +93,6 @@ def progress_status(message: str) -> Iterator[Callable[[str], None]]:
     else:
         console.print(message, highlight=False)
         yield lambda text: console.print(f"  {text}", highlight=False)
-
-
-def render_report(report: LoadReport) -> Table:
-    table = Table(title=f"Load report: {report.source}", title_justify="left")
-    for name, justify in (("table", "left"), ("rows in", "right"), ("loaded", "right"),
-                          ("quarantined", "right"), ("merged", "right"), ("returns", "right"),
-                          ("cancelled", "right"), ("reasons", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for name, t in report.tables.items():
-        reasons = [f"{reason}: {count:,}" for reason, count in sorted(t.reasons.items(), key=lambda kv: -kv[1])]
-        if t.returns.get("unmatched_lines"):
-            reasons.append(f"returns with no earlier purchase: {t.returns['unmatched_lines']:,}")
-        table.add_row(name, f"{t.rows_in:,}", f"{t.rows_loaded:,}", f"{t.rows_quarantined:,}",
-                      f"{t.rows_merged:,}", f"{t.rows_returned:,}", f"{t.rows_cancelled:,}",
-                      "\n".join(reasons) or "-")
-    for name in report.absent:
-        table.add_row(name, "-", "-", "-", "-", "-", "-", "absent (optional)")
-    return table
 
 
 def print_quarantine_examples(shop: ShopData, per_table: int = 3) -> None:
@@ -240,52 +221,6 @@ def _train_config(config_file: Path | None, experiment: str | None, tune: int, t
     return config
 
 
-TABLE_COLUMNS = ("ndcg_at_{k}", "precision_at_{k}", "recall_at_{k}", "hit_rate_at_{k}", "repeat_share",
-                 "repeat_recall_at_{k}", "explore_recall_at_{k}", "coverage")
-"""What the terminal shows of the evaluation (MLflow and the CSV artefacts hold every metric)."""
-
-
-def render_metrics(selection: Any, served: str, k: int) -> Table:
-    """The test window: every baseline, the repeat scorer, each model alone and under the ranker.
-
-    ``*`` marks the row the bundle serves, ``(b)`` the strongest baseline the gate compares with.
-    """
-    table = selection.test
-    view = Table(title=f"Held-out evaluation (test window, {int(table['evaluated_customers'].iloc[0]):,} customers); "
-                       f"chosen on validation: {selection.chosen}", title_justify="left")
-    columns = [c.format(k=k) for c in TABLE_COLUMNS]
-    view.add_column("model")
-    for column in columns:
-        view.add_column(column.replace(f"_at_{k}", f"@{k}"), justify="right")
-    for row_name, row in table.iterrows():
-        mark = " *" if row_name == served else " (b)" if row_name == selection.strongest_baseline else ""
-        view.add_row(f"{row_name}{mark}", *(f"{row[c]:.4f}" for c in columns))
-    return view
-
-
-def selection_lines(selection: Any, key: str) -> list[str]:
-    """How the choice was made, in a few lines under the table."""
-    windows = selection.windows
-    lines = [f"validation: {len(windows)} window(s) of the {sum(w['customers'] for w in windows):,} customers who "
-             f"bought in them (cut-offs {', '.join(w['cutoff'][:10] for w in windows)}); repeat_share: share of list "
-             f"slots given to items the customer bought before; repeat/explore recall: of re-bought / new items"]
-    if selection.cap is not None:
-        effect = selection.cap_effect
-        lines.append(f"diversity: at most {selection.cap} items of one product type (or category) per list"
-                     + (f"; {key} on test {effect['test_capped']:.4f} with the cap, {effect['test_no_cap']:.4f} "
-                        f"without" if "test_capped" in effect else ""))
-    from training.selection import GAIN, GAIN_HIGH, GAIN_LOW
-
-    served, strongest, test = selection.primary_row, selection.strongest_baseline, selection.test
-    if GAIN in test.columns and served != strongest and math.isfinite(float(test.loc[served, GAIN])):
-        lines.append(f"{served} against the strongest baseline {strongest}: {key} {test.loc[served, GAIN]:+.1%} "
-                     f"(95% interval {test.loc[served, GAIN_LOW]:+.1%} to {test.loc[served, GAIN_HIGH]:+.1%}, "
-                     f"paired bootstrap over the {int(test.loc[served, 'evaluated_customers']):,} test customers)")
-    if selection.fallback_reason:
-        lines.append(f"no model beat the strongest baseline: {selection.fallback_reason}")
-    return lines
-
-
 def _train(data: str, config_file: Path | None, experiment: str | None, register: bool,
            tune: int = 0, tune_minutes: float = 10.0) -> None:
     from training.pipeline import run_training
@@ -363,8 +298,8 @@ def picks(
     sql_timeout: Annotated[float, typer.Option(min=0.1, help="Seconds any one SQL statement or lock wait may take "
                                                              "when --out is a database (then: one error, the "
                                                              "old table kept).")] = 300.0,
-    block: Annotated[int, typer.Option(min=1, help="Customers per scored block (local engine; "
-                                                   "ignored with --engine spark).")] = 4096,
+    block: Annotated[int | None, typer.Option(min=1, help="Customers per scored block, either engine "
+                                                          "(default: batch.job.DEFAULT_BLOCK, 4096).")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow.")] = True,
     engine: Annotated[str, typer.Option(help="local (this process) or spark (the Spark cluster from the usual "
                                              "Spark settings; see docs/spark.md).")] = "local",
@@ -372,20 +307,24 @@ def picks(
                                                                "cluster's cores; ignored by local).")] = None,
 ) -> None:
     """Email picks for every customer (or a list), written atomically to a file or a SQL table."""
-    from serving.picks import EXPERIMENT, progress_bar, render_summary, run_job
+    from app.render import progress_bar, render_summary
+    from batch.job import DEFAULT_BLOCK, run_job
+    from batch.runs import EXPERIMENT
 
     def log(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
     if engine == "spark":
-        from serving.picks_spark import run_spark_job
+        from batch.spark import run_spark_job
 
         result = run_spark_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
-                               sql_timeout_s=sql_timeout, partitions=partitions, track=track, log=log)
+                               sql_timeout_s=sql_timeout, partitions=partitions, block=block or DEFAULT_BLOCK,
+                               track=track, log=log)
     elif engine == "local":
         with progress_bar(console) as progress:
             result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
-                             sql_timeout_s=sql_timeout, block=block, track=track, progress=progress, log=log)
+                             sql_timeout_s=sql_timeout, block=block or DEFAULT_BLOCK, track=track, progress=progress,
+                             log=log)
     else:
         raise ValueError(f"--engine {engine}: use local or spark")
     out.print(render_summary(result))
@@ -421,20 +360,6 @@ def demo(
     out.print(example_calls(port, anchor, customer), highlight=False, soft_wrap=True)
     if serve_after:
         raise typer.Exit(_serve("127.0.0.1", port))
-
-
-def example_calls(port: int, cart_item: str, customer: str) -> str:
-    """curl commands for every endpoint, with ids that exist in the served data."""
-    post = f"curl -s -X POST http://127.0.0.1:{port}/{{}} -H 'content-type: application/json' -d '{{}}'"
-    return "\n".join([
-        "Once the service is up (Ctrl-C stops it), try:",
-        f"curl -s http://127.0.0.1:{port}/readyz",
-        post.format("cross_sell", f'{{"cart": ["{cart_item}"], "customer_id": "{customer}", "k": 5}}'),
-        post.format("email_picks", f'{{"customer_ids": ["{customer}", "someone-new"], "k": 5}}'),
-        post.format("offers", f'{{"customer_id": "{customer}", "k": 5}}'),
-        post.format("propensity", f'{{"customer_id": "{customer}", "session_events": [{{"event_type": "cart", '
-                                  f'"item_id": "{cart_item}", "ts": "2025-06-01T10:00:00Z"}}]}}'),
-    ])
 
 
 @app.command()

@@ -15,7 +15,7 @@ import pytest
 
 from features.sample import SampleShop
 from tests.serving.live_server import Server, running_server, train_into
-from training.cli import example_calls
+from app.render import example_calls
 
 
 @pytest.fixture(scope="module")

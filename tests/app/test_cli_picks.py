@@ -97,8 +97,8 @@ TERMINATED_AFTER_FIRST_BLOCK = textwrap.dedent("""
     # terminates the sink's backend (pg_terminate_backend from a second connection)
     import sys
     import sqlalchemy as sa
-    from serving.picks_sinks import SqlSink
-    from training.cli import app
+    from app.cli import app
+    from batch.sinks import SqlSink
 
     real = SqlSink._write
 
@@ -176,7 +176,8 @@ def test_the_spark_engine_writes_what_the_local_engine_writes(bundle_dir: Path, 
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'shoprec[spark]')")
     if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
         pytest.skip("Spark needs Java 17+ (no `java` on PATH and no JAVA_HOME)")
-    from serving.picks_spark import conform, read_picks_folder
+    from batch.schema import conform
+    from batch.spark_output import read_picks_folder
 
     known = pd.read_parquet(bundle_dir / "customers.parquet")["customer_id"].iloc[::3].tolist()
     pd.DataFrame({"customer_id": [*known, "nobody", known[0]]}).to_csv(tmp_path / "list.csv", index=False)

@@ -41,24 +41,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from batch.schema import PICKS_COLUMNS, PICKS_SCHEMA
 from features.sources import safe_url
 
-PICKS_SCHEMA = pa.schema([
-    pa.field("customer_id", pa.string(), nullable=False),
-    ("canonical_id", pa.string()),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("item_id", pa.string(), nullable=False),
-    ("score", pa.float64()),
-    ("reason", pa.string()),
-    ("send", pa.bool_()),
-    ("open_propensity", pa.float64()),
-    ("model_version", pa.string()),
-])
-"""The one declaration of the picks output: every sink, the Spark engine's DDL and dtypes derive from it.
-``customer_id`` is the id as listed, ``canonical_id`` the id it was scored as (an alias resolved)."""
-PICKS_COLUMNS = PICKS_SCHEMA.names
-_SQL_TYPES: dict[pa.DataType, Callable[[], sa.types.TypeEngine[Any]]] = {pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53),
-              pa.bool_(): sa.Boolean}
+_SQL_TYPES: dict[pa.DataType, Callable[[], sa.types.TypeEngine[Any]]] = {
+    pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53), pa.bool_(): sa.Boolean}
+"""The schema's Arrow types as SQL column types."""
 FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DEFAULT_TABLE = "email_picks"
 DEFAULT_SQL_TIMEOUT_S = 300.0

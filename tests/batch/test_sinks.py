@@ -17,9 +17,10 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-import serving.picks as picks_module
-from serving.picks import run_picks, score_block
-from serving.picks_sinks import PICKS_COLUMNS, FileSink, SqlSink, open_sink
+import batch.job as picks_module
+from batch.job import run_picks, score_block
+from batch.schema import PICKS_COLUMNS
+from batch.sinks import FileSink, SqlSink, open_sink
 from serving.recommender import ShopRecommender
 from tests.serving.live_server import REPO
 from training.bundle import Bundle
@@ -351,7 +352,7 @@ def test_postgres_connection_terminated_at_the_swap_and_its_retry_keeps_the_old_
 KILLED_WRITER = textwrap.dedent("""
     import sys, time
     import pandas as pd
-    from serving.picks_sinks import open_sink
+    from batch.sinks import open_sink
     frame = pd.read_parquet(sys.argv[2])
     sink = open_sink(sys.argv[1])
     sink.write(frame)

@@ -6,6 +6,7 @@ pinned on the driver, downloaded, shipped to the executors as a Spark archive, l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,15 +27,11 @@ pytestmark = pytest.mark.skipif(
     not (shutil.which("java") or os.environ.get("JAVA_HOME")),
     reason="Spark needs Java 17+ (no `java` on PATH and no JAVA_HOME)")
 
-from serving.picks import load_model, run_job, score_block  # noqa: E402 - after the skips
-from serving.picks_spark import (  # noqa: E402
-    PICKS_SCHEMA,
-    conform,
-    read_picks_folder,
-    run_spark_job,
-    spark_picks,
-    spark_session,
-)
+from batch.job import run_job, score_block  # noqa: E402 - after the skips
+from batch.model_ref import load_model  # noqa: E402
+from batch.schema import PICKS_SCHEMA, SPARK_DDL, conform  # noqa: E402
+from batch.spark import main, run_spark_job, spark_picks, spark_session  # noqa: E402
+from batch.spark_output import read_picks_folder  # noqa: E402
 
 MODEL = "models:/shoprec@champion"
 K = 5
@@ -86,9 +83,7 @@ def _stable(summary: dict) -> dict:
 def test_schema_is_the_sinks_schema() -> None:
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from serving.picks_sinks import PICKS_SCHEMA as SINKS
-
-    assert ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(SINKS)) == PICKS_SCHEMA
+    assert ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in from_arrow_schema(PICKS_SCHEMA)) == SPARK_DDL
 
 
 def test_engines_agree_on_every_customer(spark, local: ShopRecommender, champion: str,  # noqa: ANN001
@@ -123,7 +118,7 @@ def test_engines_agree_on_every_customer(spark, local: ShopRecommender, champion
 
 def test_a_failed_spark_job_is_logged_as_failed(spark, champion: str, tmp_path: Path,  # noqa: ANN001
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.picks_spark as picks_spark
+    import batch.spark as picks_spark
 
     def no_writer(*_args: object, **_kwargs: object) -> str:
         raise RuntimeError("lost the executors")
@@ -166,3 +161,19 @@ def test_spark_frame_input_with_unknown_and_null_ids(spark, local: ShopRecommend
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     stranger = expected[expected["customer_id"] == "no-such-customer"]
     assert len(stranger) == K and not stranger["send"].any()
+
+
+def test_the_spark_submit_entry_runs_one_job(spark, local: ShopRecommender, tmp_path: Path,  # noqa: ANN001
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``spark-submit batch/spark.py --model ... --out ...`` runs the job itself (not the CLI): the
+    picks land in a Spark folder, the summary is printed as JSON, a bad model is one line and exit 2."""
+    out = tmp_path / "submitted.parquet"
+    result = main(["--model", MODEL, "--out", str(out), "--k", "3", "--no-track"], spark=spark)
+    got = read_picks_folder(out)
+    assert got["customer_id"].nunique() == len(local.bundle.customers)
+    assert got.groupby("customer_id").size().max() == 3
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["customers"] == result.summary["customers"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--model", str(tmp_path / "nowhere"), "--out", str(out)], spark=spark)
+    assert exited.value.code == 2
+    assert f"--model {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err

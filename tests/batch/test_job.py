@@ -12,15 +12,11 @@ import pandas as pd
 import pytest
 
 from features.loading import ShopData
-from serving.picks import (
-    all_customers,
-    load_model,
-    read_customers,
-    run_job,
-    run_picks,
-    score_block,
-)
-from serving.picks_sinks import PICKS_COLUMNS, FileSink
+from batch.customers import all_customers, read_customers
+from batch.job import run_job, run_picks, score_block
+from batch.model_ref import load_model
+from batch.schema import PICKS_COLUMNS
+from batch.sinks import FileSink
 from serving.recommender import ShopRecommender
 from tests.serving.live_server import Server
 from training import tracking
@@ -145,7 +141,7 @@ def test_summary_counts_what_was_written(rec: ShopRecommender, bundle: Bundle, t
     cold = ~rec.has_history[bundle.customers.to_index(ids[:-2])]
     assert whole.cold_customers == cold.sum() > 0
     assert sent["send"].all() and sent_only.rows_written == len(sent) < whole.rows_written == len(frame)
-    report = whole.to_dict(rec)
+    report = whole.to_dict(rec.bundle)
     assert sum(report["price_bands"].values()) == sum(report["categories"].values()) == len(frame)
     categories = frame["item_id"].map(bundle.catalogue.set_index("item_id")["category"]).value_counts()
     assert report["categories"] == {str(c): int(n) for c, n in categories.items()}
@@ -219,7 +215,7 @@ def test_local_run_is_logged_as_a_batch_run(bundle: Bundle, tmp_path: Path, mlfl
 
 def test_a_failed_job_keeps_the_output_and_is_logged_as_failed(bundle: Bundle, tmp_path: Path, mlflow_home: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.picks as picks_module
+    import batch.job as picks_module
 
     bundle.save(tmp_path / "bundle")
     target = tmp_path / "picks.parquet"

@@ -1,0 +1,36 @@
+"""The one declaration of the email-picks output: one row per customer and rank.
+
+Every sink (files, SQL), the Spark engine's DDL and the pandas dtypes that both engines'
+frames are conformed to derive from :data:`PICKS_SCHEMA`; nothing else spells the columns.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+PICKS_SCHEMA = pa.schema([
+    pa.field("customer_id", pa.string(), nullable=False),
+    ("canonical_id", pa.string()),
+    pa.field("rank", pa.int32(), nullable=False),
+    pa.field("item_id", pa.string(), nullable=False),
+    ("score", pa.float64()),
+    ("reason", pa.string()),
+    ("send", pa.bool_()),
+    ("open_propensity", pa.float64()),
+    ("model_version", pa.string()),
+])
+"""``customer_id`` is the id as listed, ``canonical_id`` the id it was scored as (an alias resolved)."""
+PICKS_COLUMNS: list[str] = PICKS_SCHEMA.names
+
+_SPARK_TYPES = {pa.string(): ("string", "str"), pa.int32(): ("int", "int32"), pa.float64(): ("double", "float64"),
+                pa.bool_(): ("boolean", "bool")}
+SPARK_DDL = ", ".join(f"{f.name} {_SPARK_TYPES[f.type][0]}" for f in PICKS_SCHEMA)
+"""The schema as Spark DDL (``mapInPandas``' output schema)."""
+PICKS_DTYPES = {f.name: _SPARK_TYPES[f.type][1] for f in PICKS_SCHEMA}
+"""The schema as pandas dtypes, in column order."""
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """A picks frame in the schema's column order and dtypes."""
+    return frame[PICKS_COLUMNS].astype(PICKS_DTYPES).reset_index(drop=True)
