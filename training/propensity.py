@@ -29,7 +29,8 @@ from features import sessions as sess
 from features.customer_features import (check_time_cut, customer_features, email_labels, population,
                                         purchase_labels)
 from features.loading import ShopData
-from training.propensity_model import Kind, PropensityModel, calibrate, candidate
+from training.propensity_fit import calibrate, candidate, from_sklearn
+from training.propensity_model import Kind, PropensityModel
 from training.propensity_set import PropensitySet
 
 Progress = Callable[[str], None]
@@ -198,7 +199,7 @@ def fit_target(target: str, rows: Periods, config: PropensityConfig) -> Propensi
     if method == "auto":
         method = "isotonic" if len(cal.y) >= 1000 and min(cal.y.sum(), len(cal.y) - cal.y.sum()) >= 50 else "sigmoid"
     calibrated = calibrate(fitted[chosen], X_cal, cal.y, method)
-    return PropensityModel.from_sklearn(target, list(fit.X.columns), chosen, calibrated, {
+    return from_sklearn(target, list(fit.X.columns), chosen, calibrated, {
         "validation_roc_auc": validation_auc, "fit_rows": len(y_fit), "calibration_rows": len(cal.y),
         "fit_base_rate": float(fit.y.mean()), "cutoffs": rows.cutoffs})
 

@@ -1,9 +1,9 @@
 """A fitted, calibrated propensity model in plain arrays: scored by numpy, saved without pickle.
 
-scikit-learn fits the candidates (a scaled logistic regression and a histogram gradient
-boosting classifier) and calibrates the chosen one with ``CalibratedClassifierCV`` on a
-later time window. The result is then *exported* to the few arrays that define it:
-coefficients, or the boosting trees' node tables, and the calibration map. Why:
+scikit-learn fits the candidates and calibrates the chosen one (:mod:`training.propensity_fit`);
+the result is *exported* to the few arrays that define it: coefficients, or the boosting
+trees' node tables, and the calibration map. This module holds those arrays and scores them,
+with numpy and scipy only, so loading a bundle never imports scikit-learn. Why arrays:
 
 - the bundle stays pickle-free (``.npz`` + JSON under the bundle's SHA-256 manifest), so
   loading it never executes code from a file and does not depend on scikit-learn's private
@@ -23,12 +23,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.frozen import FrozenEstimator
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 Kind = Literal["logistic", "boosting"]
 ROW_BLOCK = 8192
@@ -37,22 +31,6 @@ ROW_BLOCK = 8192
 def signed_log1p(x: np.ndarray) -> np.ndarray:
     """Compress counts and money (heavy right tails) so a linear model is not ruled by outliers."""
     return np.sign(x) * np.log1p(np.abs(x))
-
-
-def candidate(kind: Kind, seed: int) -> Pipeline | HistGradientBoostingClassifier:
-    """The two model families. Neither reweights classes: the product is a calibrated probability,
-    and reweighting would bias it; imbalance is reported through PR-AUC and lift instead."""
-    if kind == "logistic":
-        return make_pipeline(FunctionTransformer(signed_log1p), StandardScaler(),
-                             LogisticRegression(C=1.0, max_iter=2000))
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.08, max_leaf_nodes=15,
-                                          min_samples_leaf=40, l2_regularization=1.0, early_stopping=True,
-                                          validation_fraction=0.15, n_iter_no_change=15, random_state=seed)
-
-
-def calibrate(estimator: Any, X: np.ndarray, y: np.ndarray, method: str) -> CalibratedClassifierCV:
-    """Calibrate an already fitted estimator on a later window (the estimator is frozen)."""
-    return CalibratedClassifierCV(FrozenEstimator(estimator), method=method).fit(X, y)
 
 
 @dataclass
@@ -65,20 +43,6 @@ class PropensityModel:
     arrays: dict[str, np.ndarray]
     calibration: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    # ---- export -------------------------------------------------------------------------
-    @classmethod
-    def from_sklearn(cls, target: str, features: list[str], kind: Kind, calibrated: CalibratedClassifierCV,
-                     metadata: dict[str, Any] | None = None) -> PropensityModel:
-        estimator = calibrated.estimator.estimator
-        arrays = _logistic_arrays(estimator) if kind == "logistic" else _tree_arrays(estimator)
-        calibrator = calibrated.calibrated_classifiers_[0].calibrators[0]
-        if calibrated.method == "isotonic":
-            arrays["cal_x"] = np.asarray(calibrator.X_thresholds_, dtype=np.float64)
-            arrays["cal_y"] = np.asarray(calibrator.y_thresholds_, dtype=np.float64)
-        else:
-            arrays["cal_ab"] = np.array([calibrator.a_, calibrator.b_], dtype=np.float64)
-        return cls(target, list(features), kind, arrays, calibrated.method, metadata or {})
 
     # ---- scoring ------------------------------------------------------------------------
     def decision(self, X: np.ndarray) -> np.ndarray:
@@ -130,32 +94,3 @@ class PropensityModel:
         with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         return cls(spec["target"], spec["features"], spec["kind"], arrays, spec["calibration"], spec["metadata"])
-
-
-def _logistic_arrays(pipeline: Pipeline) -> dict[str, np.ndarray]:
-    scaler, logistic = pipeline[1], pipeline[2]
-    return {"mean": scaler.mean_.astype(np.float64), "scale": scaler.scale_.astype(np.float64),
-            "coef": logistic.coef_[0].astype(np.float64), "intercept": logistic.intercept_.astype(np.float64)}
-
-
-def _tree_arrays(model: HistGradientBoostingClassifier) -> dict[str, np.ndarray]:
-    """Concatenate the trees' node tables; leaves point to themselves so extra steps are no-ops."""
-    if model.is_categorical_ is not None and np.any(model.is_categorical_):
-        raise ValueError("categorical boosting features cannot be exported; encode them numerically")
-    nodes = [predictor.nodes for (predictor,) in model._predictors]
-    offsets = np.cumsum([0, *(len(n) for n in nodes[:-1])])
-    table = np.concatenate(nodes)
-    index = np.arange(len(table))
-    shift = np.repeat(offsets, [len(n) for n in nodes])
-    leaf = table["is_leaf"].astype(bool)
-    return {
-        "feature": np.where(leaf, 0, table["feature_idx"]).astype(np.int64),
-        "threshold": np.where(leaf, np.inf, table["num_threshold"]).astype(np.float64),
-        "missing_left": table["missing_go_to_left"].astype(bool),
-        "left": np.where(leaf, index, table["left"].astype(np.int64) + shift),
-        "right": np.where(leaf, index, table["right"].astype(np.int64) + shift),
-        "value": np.where(leaf, table["value"], 0.0).astype(np.float64),
-        "roots": offsets.astype(np.int64),
-        "depth": np.array([int(table["depth"].max())], dtype=np.int64),
-        "baseline": np.asarray(model._baseline_prediction, dtype=np.float64).ravel()[:1],
-    }

@@ -12,7 +12,8 @@ from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
-from training.propensity_model import PropensityModel, calibrate, candidate
+from training.propensity_fit import calibrate, candidate, from_sklearn
+from training.propensity_model import PropensityModel
 from training.propensity_set import PropensitySet, PropensityUnavailable
 
 
@@ -39,7 +40,7 @@ def test_exported_model_scores_like_scikit_learn_and_round_trips(kind: str, meth
     X = np.abs(rng.normal(size=(5000, 4)))
     y = (X[:, 0] + rng.normal(size=5000) > 1.0).astype(int)
     calibrated = calibrate(candidate(kind, 0).fit(X[:3000], y[:3000]), X[3000:4000], y[3000:4000], method)
-    model = PropensityModel.from_sklearn("t", ["a", "b", "c", "d"], kind, calibrated)
+    model = from_sklearn("t", ["a", "b", "c", "d"], kind, calibrated)
     expected = calibrated.predict_proba(X[4000:])[:, 1]
     np.testing.assert_allclose(model.predict_proba(X[4000:]), expected, atol=1e-12)
     model.save(tmp_path / "m")

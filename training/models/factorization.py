@@ -1,18 +1,24 @@
-"""Matrix factorisation from the ``implicit`` library: ALS and BPR behind the shared protocol."""
+"""Matrix factorisation from the ``implicit`` library: ALS and BPR behind the shared protocol.
+
+``implicit`` is imported where a model is fitted, not when one is loaded: a fitted model is
+two factor arrays, and serving scores them with numpy alone.
+"""
 
 from __future__ import annotations
 
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
-from implicit.cpu.bpr import BayesianPersonalizedRanking
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
 from training.models.base import ModelConfig, Recommender
+
+if TYPE_CHECKING:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
 
 
 class ALSConfig(ModelConfig):
@@ -49,6 +55,8 @@ class ALSModel(_FactorModel):
     config_class = ALSConfig
 
     def fit(self, dataset: Dataset) -> Self:
+        from implicit.cpu.als import AlternatingLeastSquares
+
         c: ALSConfig = self.config  # type: ignore[assignment]
         model = AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
                                         iterations=c.iterations, random_state=c.random_state,
@@ -57,7 +65,6 @@ class ALSModel(_FactorModel):
             model.fit(dataset.interactions, show_progress=False)
         self._store(model)
         return self
-
 
     def score_history(self, history: sp.csr_matrix) -> np.ndarray:
         """Fold new rows in as ALS itself solves a customer's factors, item factors fixed:
@@ -84,6 +91,8 @@ class BPRModel(_FactorModel):
     config_class = BPRConfig
 
     def fit(self, dataset: Dataset) -> Self:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
         c: BPRConfig = self.config  # type: ignore[assignment]
         model = BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
                                             regularization=c.regularization, iterations=c.iterations,

@@ -12,22 +12,24 @@ small random start and so pull the score towards "unknown" rather than either wa
 
 Only the learned representations are kept: the item side is collapsed at fit time to
 ``item_features @ embeddings``, so scoring is one matrix product and the saved state is
-plain arrays (no pickled LightFM object).
+plain arrays (no pickled LightFM object), and ``lightfm`` is imported only to fit.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from lightfm import LightFM
 from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
 from training.models.base import ModelConfig, Recommender
+
+if TYPE_CHECKING:
+    from lightfm import LightFM
 
 ItemFeature = Literal["identity", "category", "brand", "price_tier"]
 
@@ -128,6 +130,8 @@ class LightFMModel(Recommender):
     config_class = LightFMConfig
 
     def fit(self, dataset: Dataset) -> Self:
+        from lightfm import LightFM
+
         c: LightFMConfig = self.config  # type: ignore[assignment]
         has_history = np.asarray((dataset.interactions > 0).sum(axis=0)).ravel() > 0
         if not has_history.any():
