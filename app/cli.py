@@ -27,8 +27,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from app.render import example_calls, render_metrics, render_report, selection_lines
+from features.errors import UserError
 from features.loading import ShopData, load_shop, validate_tables, write_shop
-from features.schema import MAX_QUANTITY, ContractConfig, ContractError
+from features.schema import MAX_QUANTITY, ContractConfig
 
 app = typer.Typer(help="shoprec: recommendations and purchase propensity for online shops.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -41,7 +42,9 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS = (ContractError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError)
+USER_ERRORS = (UserError, ValidationError, FileNotFoundError, NotADirectoryError, PermissionError)
+"""What the CLI prints as one line with exit 2 (a bad config is a pydantic ValidationError). Any other
+exception, a bare ValueError included, is a bug: its traceback goes through, exit 1."""
 
 
 @app.callback()
@@ -70,9 +73,9 @@ def _positive(text: str, option: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{option} {text!r}: give a positive number or 'none'") from None
+        raise UserError(f"{option} {text!r}: give a positive number or 'none'") from None
     if not value > 0:
-        raise ValueError(f"{option} {text!r}: give a positive number or 'none'")
+        raise UserError(f"{option} {text!r}: give a positive number or 'none'")
     return value
 
 
@@ -279,7 +282,7 @@ def promote(
     try:
         registry.promote(client, model_name, version)
     except MlflowException as error:
-        raise ValueError(f"cannot promote {model_name} v{version}: {error.message}") from None
+        raise UserError(f"cannot promote {model_name} v{version}: {error.message}") from None
     out.print(f"{model_name} v{version} is now @champion")
 
 
@@ -326,7 +329,7 @@ def picks(
                              sql_timeout_s=sql_timeout, block=block or DEFAULT_BLOCK, track=track, progress=progress,
                              log=log)
     else:
-        raise ValueError(f"--engine {engine}: use local or spark")
+        raise UserError(f"--engine {engine}: use local or spark")
     out.print(render_summary(result))
     if result.run_id:
         out.print(f"MLflow run {result.run_id} (experiment {EXPERIMENT})", highlight=False)

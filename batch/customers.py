@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.errors import UserError
 from training.bundle import Bundle
 
 
@@ -39,7 +40,7 @@ def all_customers(bundle: Bundle) -> CustomerList:
 def read_customers(path: Path) -> CustomerList:
     """Customer ids from a CSV (optionally .gz) or Parquet file with a ``customer_id`` column.
 
-    A missing file or column, or a file without any id, is a ``ValueError`` / ``FileNotFoundError``
+    A missing file or column, or a file without any id, is a :class:`UserError` / ``FileNotFoundError``
     naming the file; empty ids are skipped and duplicates scored once, both counted.
     """
     if not path.is_file():
@@ -49,23 +50,23 @@ def read_customers(path: Path) -> CustomerList:
         if name.endswith(".parquet"):
             columns = pq.read_schema(path).names
             if "customer_id" not in columns:
-                raise ValueError(_missing_column(path, columns))
+                raise UserError(_missing_column(path, columns))
             frame = pd.read_parquet(path, columns=["customer_id"])
         elif name.endswith((".csv", ".csv.gz")):
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
             if "customer_id" not in frame.columns:
-                raise ValueError(_missing_column(path, list(frame.columns)))
+                raise UserError(_missing_column(path, list(frame.columns)))
         else:
-            raise ValueError(f"--customers {path}: use a .csv, .csv.gz or .parquet file with a customer_id column")
+            raise UserError(f"--customers {path}: use a .csv, .csv.gz or .parquet file with a customer_id column")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, UnicodeDecodeError,
             pa.ArrowException) as error:
-        raise ValueError(f"--customers {path}: cannot read it ({str(error).splitlines()[0]})") from None
+        raise UserError(f"--customers {path}: cannot read it ({str(error).splitlines()[0]})") from None
     raw = frame["customer_id"]
     present = raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy()
     ids = raw[present].astype(str).str.strip()
     unique = pd.unique(ids.to_numpy(dtype=object))
     if not len(unique):
-        raise ValueError(f"--customers {path}: no customer ids in column customer_id ({len(frame):,} rows)")
+        raise UserError(f"--customers {path}: no customer ids in column customer_id ({len(frame):,} rows)")
     return CustomerList(np.asarray(unique, dtype=object), str(path), len(frame), int((~present).sum()),
                         int(len(ids) - len(unique)))
 

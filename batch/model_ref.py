@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from features.errors import UserError
 from features.sources import safe_url
 from serving.lifecycle import BundleCache, Loaded
 from training.bundle import MANIFEST, Bundle
@@ -52,7 +53,7 @@ def resolve_model_uri(uri: str) -> ModelRef:
     folder (also a folder holding one, as a downloaded MLflow model does), checked but not loaded.
 
     A malformed URI, a name, alias or version the registry does not have, or a folder without a
-    bundle is a ``ValueError`` / ``FileNotFoundError`` naming ``--model``. Shared by both engines.
+    bundle is a :class:`UserError` / ``FileNotFoundError`` naming ``--model``. Shared by both engines.
     """
     if not uri.startswith("models:/"):
         path = Path(uri)
@@ -67,7 +68,7 @@ def resolve_model_uri(uri: str) -> ModelRef:
         found = (client.get_model_version_by_alias(name, alias) if alias is not None
                  else client.get_model_version(name, str(version)))
     except MlflowException as error:
-        raise ValueError(f"--model {uri}: not found in the registry at {safe_url(tracking.tracking_uri())} "
+        raise UserError(f"--model {uri}: not found in the registry at {safe_url(tracking.tracking_uri())} "
                          f"({error.message.splitlines()[0]})") from None
     return ModelRef(uri, f"{name}/v{found.version}", name, str(found.version), found.run_id or None,
                     getattr(found, "model_id", None) or None)
@@ -98,7 +99,7 @@ def find_bundle(path: Path, uri: str) -> Path:
         raise FileNotFoundError(f"--model {uri}: no such folder (or use models:/NAME@ALIAS)")
     folder = path if (path / MANIFEST).is_file() else next((p.parent for p in sorted(path.rglob(MANIFEST))), None)
     if folder is None:
-        raise ValueError(f"--model {uri}: no shoprec bundle ({MANIFEST}) in this folder")
+        raise UserError(f"--model {uri}: no shoprec bundle ({MANIFEST}) in this folder")
     return folder
 
 
@@ -112,4 +113,4 @@ def _parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
         name, version = rest.split("/")
         if name and version.isdigit():
             return name, None, version
-    raise ValueError(f"--model {uri}: use models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder")
+    raise UserError(f"--model {uri}: use models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder")

@@ -11,7 +11,7 @@ fails or is killed half-way leaves the previous output exactly as it was:
   dropped and the staging table renamed to the target (PostgreSQL and SQLite run DDL
   inside transactions, so readers see the old table or the new one, never half of it).
   A database error while writing (the connection lost: a restarted server, a terminated
-  backend) is one ``ValueError`` naming the table and the database; the staging table is
+  backend) is one :class:`UserError` naming the table and the database; the staging table is
   dropped on a fresh connection (the error says so when that fails too). A connection lost
   at the swap is retried once on a fresh connection: the staging table is complete by then
   and the swap is one short transaction that either committed or rolled back.
@@ -30,9 +30,9 @@ import time
 import uuid
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from collections.abc import Callable
 from typing import Any, Self
 
 import pandas as pd
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from batch.schema import PICKS_COLUMNS, PICKS_SCHEMA
+from features.errors import UserError
 from features.sources import safe_url
 
 _SQL_TYPES: dict[pa.DataType, Callable[[], sa.types.TypeEngine[Any]]] = {
@@ -97,9 +98,9 @@ class FileSink(PicksSink):
         name = self.path.name.lower()
         self.fmt = next((s for s in (".csv.gz", ".parquet", ".csv") if name.endswith(s)), None)
         if self.fmt is None or name == self.fmt:
-            raise ValueError(f"{path}: output must end in {', '.join(FILE_SUFFIXES)} or be a SQLAlchemy URL")
+            raise UserError(f"{path}: output must end in {', '.join(FILE_SUFFIXES)} or be a SQLAlchemy URL")
         if self.path.is_dir():
-            raise ValueError(f"{path}: is a folder; give a file name ending in {', '.join(FILE_SUFFIXES)}")
+            raise UserError(f"{path}: is a folder; give a file name ending in {', '.join(FILE_SUFFIXES)}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.description = str(self.path)
         self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -152,9 +153,9 @@ class SqlSink(PicksSink):
 
     def __init__(self, url: str, table: str = DEFAULT_TABLE, timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> None:
         if not _IDENTIFIER.fullmatch(table):
-            raise ValueError(f"--table {table!r}: use letters, digits and _ (at most 40 characters)")
+            raise UserError(f"--table {table!r}: use letters, digits and _ (at most 40 characters)")
         if not timeout_s > 0:
-            raise ValueError(f"--sql-timeout {timeout_s}: give a number of seconds > 0")
+            raise UserError(f"--sql-timeout {timeout_s}: give a number of seconds > 0")
         self.table = table
         self.staging = f"{table}__staging_{uuid.uuid4().hex[:12]}"
         self.url = safe_url(url)
@@ -162,7 +163,7 @@ class SqlSink(PicksSink):
         try:
             self.engine = sa.create_engine(url, connect_args=_bounded(sa.engine.make_url(url), timeout_s))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
-            raise ValueError(f"{self.url}: not a usable SQLAlchemy URL ({error})") from None
+            raise UserError(f"{self.url}: not a usable SQLAlchemy URL ({error})") from None
         if self.engine.dialect.name == "sqlite":
             _transactional_sqlite_ddl(self.engine)
         self._meta = sa.MetaData()
@@ -176,7 +177,7 @@ class SqlSink(PicksSink):
             with self.engine.begin() as conn:
                 self._staging.create(conn)
         except sa.exc.OperationalError as error:
-            raise ValueError(f"{self.description}: cannot write ({str(error.orig).splitlines()[0]})") from None
+            raise UserError(f"{self.description}: cannot write ({str(error.orig).splitlines()[0]})") from None
         self._created = True
 
     def _write(self, table: pa.Table) -> None:
@@ -269,11 +270,11 @@ class SqlSink(PicksSink):
         self._created = False
         return None
 
-    def _failed(self, what: str, intact: str = "the previous table is intact") -> ValueError:
+    def _failed(self, what: str, intact: str = "the previous table is intact") -> UserError:
         """The one error of a failed write (table, database, reason), after dropping the staging table."""
         left = self._drop_staging() if self._created else None
         self._created = False  # reported here: abort has nothing more to do
-        return ValueError("; ".join(filter(None, [f"picks write to {self.table} at {self.url} failed: {what}",
+        return UserError("; ".join(filter(None, [f"picks write to {self.table} at {self.url} failed: {what}",
                                                   intact, left])))
 
 
@@ -327,14 +328,14 @@ def open_sink(target: str, table: str = DEFAULT_TABLE, sql_timeout_s: float = DE
     """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``, every statement
     bounded by ``sql_timeout_s``).
 
-    Any other ``scheme://`` (an object store, HDFS) is a ``ValueError``: this engine writes
+    Any other ``scheme://`` (an object store, HDFS) is a :class:`UserError`: this engine writes
     local files and database tables only; the Spark engine writes to Hadoop filesystems.
     """
     if is_database_url(target):
         return SqlSink(target, table, sql_timeout_s)
     if "://" in target:
         scheme = target.split("://", 1)[0]
-        raise ValueError(f"{safe_url(target)}: '{scheme}' is not an installed SQLAlchemy dialect, and the local "
+        raise UserError(f"{safe_url(target)}: '{scheme}' is not an installed SQLAlchemy dialect, and the local "
                          f"engine writes local files and database tables only; for object stores and HDFS "
                          f"(s3a://, gs://, hdfs://) use --engine spark")
     return FileSink(target)

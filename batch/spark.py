@@ -45,9 +45,10 @@ from batch.job import DEFAULT_BLOCK, JobResult, score_block
 from batch.model_ref import ModelRef, find_bundle, registry_copy, resolve_model_uri
 from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
 from batch.schema import SPARK_DDL, conform
-from batch.spark_output import describe_output, write_picks
 from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
+from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
+from features.errors import UserError
 from serving.recommender import ServingConfig, ShopRecommender
 from training.bundle import FALLBACK, Bundle, verify
 
@@ -222,7 +223,7 @@ def customer_frame(spark: SparkSession, customer_ids: DataFrame | Sequence[str] 
         ids = pd.DataFrame({"customer_id": pd.Series(list(customer_ids), dtype=object)})
         customer_ids, column = spark.createDataFrame(ids, "customer_id string"), "customer_id"
     if column not in customer_ids.columns:
-        raise ValueError(f"customer ids need a {column!r} column (have {', '.join(customer_ids.columns)})")
+        raise UserError(f"customer ids need a {column!r} column (have {', '.join(customer_ids.columns)})")
     cleaned = F.trim(F.col(column).cast("string"))
     return (customer_ids.select(cleaned.alias("customer_id"))
             .where(F.col("customer_id").isNotNull() & (F.col("customer_id") != ""))
@@ -245,7 +246,7 @@ def spark_picks(model: str | ShippedModel, customer_ids: DataFrame | Sequence[st
     from pyspark.sql import functions as F
 
     if k < 1:
-        raise ValueError("k must be at least 1")
+        raise UserError("k must be at least 1")
     shipped = model if isinstance(model, ShippedModel) else ship_model(model, spark)
     if customer_ids is None:
         source = (spark.range(shipped.n_customers, numPartitions=partitions) if partitions
@@ -304,7 +305,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
     try:
         from pyspark import StorageLevel
     except ImportError:
-        raise ValueError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
+        raise UserError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
 
     started = time.perf_counter()
     customers = read_customers(customers_file) if customers_file is not None else None  # a bad file fails first
@@ -313,7 +314,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
         try:
             spark = spark_session()
         except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
-            raise ValueError(f"--engine spark: cannot start Spark ({str(error).strip().splitlines()[0]})") from error
+            raise UserError(f"--engine spark: cannot start Spark ({str(error).strip().splitlines()[0]})") from error
     master = spark.conf.get("spark.master", "Spark Connect")
     log(f"shipping {model} to Spark ({master})")
     shipped = ship_model(model, spark)
@@ -371,7 +372,7 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
         result = run_spark_job(args.model, args.out, k=args.k, customers_file=args.customers,
                                only_send=args.only_send, table=args.table, sql_timeout_s=args.sql_timeout,
                                partitions=args.partitions, track=not args.no_track, spark=spark, log=logger.info)
-    except (ValueError, FileNotFoundError) as error:
+    except (UserError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     print(json.dumps(result.summary, default=str))
     return result

@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from features.errors import UserError
+
 # --- the catalogue --------------------------------------------------------------------
 
 
@@ -200,7 +202,7 @@ class SampleConfig(BaseModel):
         try:
             pd.Timestamp(value)
         except ValueError as error:
-            raise ValueError(f"end must be an ISO 8601 date, not {value!r}") from error
+            raise UserError(f"end must be an ISO 8601 date, not {value!r}") from error
         return value
 
     @property

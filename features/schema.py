@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.errors import UserError
+
 ColumnKind = Literal["id", "text", "number", "bool", "timestamp", "event_type"]
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "remove_from_cart", "wishlist", "search", "purchase")
@@ -52,7 +54,7 @@ TRUE_STRINGS = frozenset({"true", "t", "1", "yes", "y"})
 FALSE_STRINGS = frozenset({"false", "f", "0", "no", "n"})
 
 
-class ContractError(ValueError):
+class ContractError(UserError):
     """Input that cannot be loaded at all (missing table, missing column, unreadable file).
 
     The message is one line meant for the person who owns the data.

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from features.errors import first_line
+from features.errors import ShoprecError, UserError, first_line
 from serving.live_events import EVENT_COLUMNS, LiveEvent
 from serving.settings import positive_number
 
@@ -71,7 +71,7 @@ EVENTS_SCHEMA = pa.schema([
 assert tuple(EVENTS_SCHEMA.names) == EVENT_COLUMNS
 
 
-class EventLogError(RuntimeError):
+class EventLogError(ShoprecError, RuntimeError):
     """The log cannot be opened or written; the message is one line."""
 
 
@@ -184,7 +184,7 @@ class FileEventLog:
                  segment_max_seconds: float = DEFAULT_SEGMENT_SECONDS, background: bool = True,
                  recover: bool = True) -> None:
         if segment_max_bytes <= 0 or segment_max_seconds <= 0:
-            raise ValueError("segment_max_bytes and segment_max_seconds must be > 0")
+            raise UserError("segment_max_bytes and segment_max_seconds must be > 0")
         self.folder = Path(folder)
         self.wal_dir = self.folder / WAL_DIR
         self.events_dir = self.folder / EVENTS_DIR

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from features.errors import ShoprecError
 from features.sources import safe_url
 from training import tracking
 from training.bundle import MANIFEST, Bundle, BundleError, content_hash
@@ -43,7 +44,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ShoprecError, RuntimeError):
     """The registry could not be asked for the champion, or its files could not be downloaded."""
 
 

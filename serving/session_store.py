@@ -27,7 +27,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, cast
-from features.errors import first_line
+
+from features.errors import ShoprecError, UserError, first_line
 from features.sources import safe_url
 from serving.live_events import LiveEvent, format_ts
 from serving.settings import positive_number
@@ -50,7 +51,7 @@ RECENT_ITEM_TYPES: frozenset[str] = frozenset({"view", "cart", "wishlist"})
 DEFAULT_PREFIX = "shoprec:"
 
 
-class SessionStoreError(RuntimeError):
+class SessionStoreError(ShoprecError, RuntimeError):
     """The store cannot be reached or used; the message is one line."""
 
 
@@ -293,7 +294,7 @@ def _decode(session_id: str, value: bytes) -> LiveEvent:
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
+            raise UserError(f"{name} must be > 0, got {value!r}")
 
 
 def _env_number(env: Mapping[str, str], name: str) -> float:

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from features.aliases import resolve_aliases
 from features.dataset import Dataset, IdMap
+from features.errors import UserError
 from features.loading import ShopData
 from features.profiles import category_affinity, customer_profiles, email_open_rates
 from features.repurchase import rebuy_profile
@@ -30,8 +31,17 @@ from training.models.base import Recommender
 from training.models.cooccurrence import CooccurrenceModel
 from training.propensity_set import PropensitySet, PropensityUnavailable
 from training.ranker import History, Personal, Ranker, gather
-from training.ranking import (Candidates, Fallbacks, ListBlock, RankingConfig, Rules, build_fallbacks, build_rules,
-                              days_since_last, make_lists)
+from training.ranking import (
+    Candidates,
+    Fallbacks,
+    ListBlock,
+    RankingConfig,
+    Rules,
+    build_fallbacks,
+    build_rules,
+    days_since_last,
+    make_lists,
+)
 
 MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
@@ -56,7 +66,7 @@ BLOCK_ROWS = 512
 (float32 scores plus the top-k's indices: about 16 bytes x rows x items) whatever a caller passes."""
 
 
-class BundleError(ValueError):
+class BundleError(UserError):
     """A bundle folder that is incomplete or fails its checksums."""
 
 

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import Dataset, InteractionConfig, build_dataset
+from features.errors import UserError
 from features.loading import ShopData
 from training.bundle import POPULARITY, PRIMARY, Bundle, build_profiles
 from training.models import build_model
@@ -78,13 +79,13 @@ def time_split(shop: ShopData, config: SplitConfig | None = None,
     config = config or SplitConfig()
     orders = shop["orders"]
     if not len(orders):
-        raise ValueError("no order lines to train on: every row of orders was quarantined or returned "
+        raise UserError("no order lines to train on: every row of orders was quarantined or returned "
                          "(see the load report: shoprec validate DATA)")
     cutoff = orders["ts"].max() - pd.Timedelta(days=config.test_days)
     train = build_dataset(shop, interactions, until=cutoff)
     test = orders[orders["ts"] >= cutoff]
     if len(test) == 0 or len(train.baskets) == 0:
-        raise ValueError(f"time split at {cutoff} leaves an empty train or test window; change test_days")
+        raise UserError(f"time split at {cutoff} leaves an empty train or test window; change test_days")
     cust = train.customers.to_index(test["customer_id"], unknown="mark")
     item = train.items.to_index(test["item_id"], unknown="mark")
     has_history = np.zeros(len(train.customers), dtype=bool)

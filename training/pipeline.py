@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.dataset import InteractionConfig, build_dataset
+from features.errors import UserError
 from features.loading import ShopData, load_shop
 from features.schema import ContractConfig
 from features.sources import is_sql_url, safe_url
@@ -66,7 +67,7 @@ class TrainConfig(BaseModel):
     def _known_families(cls, families: list[str]) -> list[str]:
         unknown = [f for f in families if f not in EXPLORE_FAMILIES]
         if unknown or not families:
-            raise ValueError(f"families must be a non-empty list from {list(EXPLORE_FAMILIES)}, got {families}")
+            raise UserError(f"families must be a non-empty list from {list(EXPLORE_FAMILIES)}, got {families}")
         return families
 
     @property

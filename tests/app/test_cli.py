@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,26 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run("--debug", "validate", str(tmp_path / "nope"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_a_bug_is_a_traceback_and_exit_1_not_a_one_line_user_error(shop_dir: Path) -> None:
+    """Only UserError (and missing files, bad configs) is bad input; a bare ValueError from inside
+    is a bug and must say so, not pass for "bad input" with exit 2."""
+    script = textwrap.dedent("""
+        import sys
+        import app.cli as cli
+
+        def broken(*args, **kwargs):
+            raise ValueError("an internal bug")
+
+        cli.load_shop = broken
+        cli.app(["validate", sys.argv[1]])
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(shop_dir)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ValueError: an internal bug" in result.stderr
+    assert "error: an internal bug" not in result.stderr
 
 
 def test_sample_then_train_then_promote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

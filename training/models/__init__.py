@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from features.errors import UserError
 from training.models.base import Recommender
 from training.models.baselines import OwnMostBoughtModel, RecentPopularityModel, TifuKNNModel
 from training.models.cooccurrence import CooccurrenceModel
@@ -30,7 +31,7 @@ MODELS: dict[str, type[Recommender]] = {
 def build_model(family: str, params: dict[str, Any] | None = None) -> Recommender:
     """An unfitted model of ``family`` with validated hyper-parameters."""
     if family not in MODELS:
-        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(MODELS)}")
+        raise UserError(f"unknown model family {family!r}; choose from {', '.join(MODELS)}")
     model_class = MODELS[family]
     return model_class(model_class.config_class(**(params or {})))
 

@@ -12,6 +12,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
+from features.errors import UserError
 from training.models.base import ModelConfig, Recommender
 
 MAX_ITEMS = 30_000  # the Gram matrix is dense: items^2 float32 (3.6 GB at 30k)
@@ -30,7 +31,7 @@ class EASEModel(Recommender):
     def fit(self, dataset: Dataset) -> Self:
         n_items = dataset.shape[1]
         if n_items > MAX_ITEMS:
-            raise ValueError(f"EASE needs a dense {n_items}x{n_items} matrix; use ALS above {MAX_ITEMS} items")
+            raise UserError(f"EASE needs a dense {n_items}x{n_items} matrix; use ALS above {MAX_ITEMS} items")
         x = dataset.interactions
         gram = (x.T @ x).toarray().astype(np.float64)
         gram[np.diag_indices(n_items)] += self.config.l2  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
+from features.errors import UserError
 from training.models.base import ModelConfig, Recommender
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class LightFMConfig(ModelConfig):
     @classmethod
     def _unique(cls, features: tuple[ItemFeature, ...]) -> tuple[ItemFeature, ...]:
         if len(set(features)) != len(features):
-            raise ValueError(f"item_features has duplicates: {features}")
+            raise UserError(f"item_features has duplicates: {features}")
         return features
 
 
@@ -135,10 +136,10 @@ class LightFMModel(Recommender):
         c: LightFMConfig = self.config  # type: ignore[assignment]
         has_history = np.asarray((dataset.interactions > 0).sum(axis=0)).ravel() > 0
         if not has_history.any():
-            raise ValueError("the dataset has no interactions to learn from")
+            raise UserError("the dataset has no interactions to learn from")
         features = item_feature_matrix(dataset.catalogue, c)
         if features.shape[1] == 0:
-            raise ValueError(f"item_features {list(c.item_features)} give no feature columns for this catalogue")
+            raise UserError(f"item_features {list(c.item_features)} give no feature columns for this catalogue")
         positives, weights = weighted_positives(dataset.interactions[:, has_history])
         model = LightFM(no_components=c.no_components, loss=c.loss, learning_rate=c.learning_rate,
                         item_alpha=c.item_alpha, user_alpha=c.user_alpha, max_sampled=c.max_sampled,
