@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from app.render import example_calls, render_metrics, render_report, selection_lines
-from features.errors import UserError
+from features.errors import UserError, one_line
 from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
 
@@ -77,14 +77,6 @@ def _positive(text: str, option: str) -> float:
     if not value > 0:
         raise UserError(f"{option} {text!r}: give a positive number or 'none'")
     return value
-
-
-def one_line(error: Exception) -> str:
-    """pydantic lists every problem on its own lines; a CLI error is one line naming each field."""
-    if isinstance(error, ValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors())
-        return f"invalid {error.title}: {problems}"
-    return str(error).replace("\n", " ")
 
 
 @contextmanager

@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 from batch.schema import PICKS_COLUMNS, PICKS_SCHEMA
 from features.errors import UserError
-from features.sources import safe_url
+from features.sources import is_database_url, safe_url
 
 _SQL_TYPES: dict[pa.DataType, Callable[[], sa.types.TypeEngine[Any]]] = {
     pa.string(): sa.Text, pa.int32(): sa.Integer, pa.float64(): lambda: sa.Float(precision=53), pa.bool_(): sa.Boolean}
@@ -310,18 +310,6 @@ def _transactional_sqlite_ddl(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn) -> None:  # noqa: ANN001
         conn.exec_driver_sql("BEGIN")
-
-
-def is_database_url(target: str) -> bool:
-    """A SQLAlchemy URL whose dialect is installed (``postgresql+psycopg://``, ``sqlite:///``), as
-    opposed to a filesystem URI (``s3a://``, ``hdfs://``, ``gs://``, ``file://``) or a path."""
-    if "://" not in target:
-        return False
-    try:
-        sa.engine.make_url(target).get_dialect()
-    except Exception:  # noqa: BLE001 - not a URL, or no such dialect: a filesystem scheme
-        return False
-    return True
 
 
 def open_sink(target: str, table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> PicksSink:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from batch.schema import PICKS_COLUMNS, PICKS_DTYPES, conform
-from batch.sinks import DEFAULT_SQL_TIMEOUT_S, SqlSink, is_database_url
-from features.sources import safe_url
+from batch.sinks import DEFAULT_SQL_TIMEOUT_S, SqlSink
+from features.sources import is_database_url, safe_url
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame

@@ -10,6 +10,8 @@ Two kinds, because they call for different answers:
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ShoprecError(Exception):
     """Base of every error shoprec raises on purpose."""
@@ -28,3 +30,23 @@ def first_line(error: BaseException) -> str:
     and libraries append tracebacks, hints and URLs on further lines."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line(error: BaseException, limit: int | None = None, *, kind: bool = False) -> str:
+    """The whole message on one line: a pydantic ``ValidationError`` as ``invalid Model: field:
+    problem; ...``, any other message with its line breaks and runs of spaces collapsed.
+
+    ``kind`` puts the exception's type name first (a log line or a 503 body, where the reader
+    did not raise it). With ``limit``, at most that many characters, keeping both ends: MLflow's
+    messages span many lines and the cause, such as "Connection refused", comes last.
+    """
+    if isinstance(error, ValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in error.errors())
+        text = f"invalid {error.title}: {problems}"
+    else:
+        text = " ".join(str(error).split())
+    if kind:
+        text = f"{type(error).__name__}: {text}"
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit // 2 - 3]} ... {text[-(limit // 2 - 2):]}"

@@ -50,15 +50,29 @@ class Source(Protocol):
         """Read the contract columns of one present table."""
 
 
-def is_sql_url(location: str | os.PathLike[str]) -> bool:
-    """SQLAlchemy URLs look like ``dialect[+driver]://...``; anything else is a folder."""
-    return "://" in str(location)
+def is_database_url(location: str | os.PathLike[str]) -> bool:
+    """A SQLAlchemy URL whose dialect is installed (``postgresql+psycopg://``, ``sqlite:///``), as
+    opposed to a filesystem URI (``s3a://``, ``hdfs://``, ``gs://``, ``file://``) or a path: the one
+    rule for every place that takes either (data, the picks output, the event log)."""
+    text = str(location)
+    if "://" not in text:
+        return False
+    try:
+        sa.engine.make_url(text).get_dialect()
+    except Exception:  # noqa: BLE001 - not a URL, or no such dialect: a filesystem scheme
+        return False
+    return True
 
 
 def open_source(location: str | os.PathLike[str]) -> Source:
-    """A :class:`Source` for a folder path or a SQLAlchemy URL."""
-    if is_sql_url(location):
+    """A :class:`Source` for a folder path or a SQLAlchemy URL; any other ``scheme://`` is a
+    :class:`ContractError` (data is read from local folders and databases)."""
+    if is_database_url(location):
         return SqlSource(str(location))
+    if "://" in str(location):
+        scheme = str(location).split("://", 1)[0]
+        raise ContractError(f"{safe_url(str(location))}: '{scheme}' is not an installed SQLAlchemy dialect; "
+                            f"give a data folder or a database URL (postgresql+psycopg://..., sqlite:///...)")
     return FolderSource(Path(location))
 
 

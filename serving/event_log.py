@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from features.errors import ShoprecError, UserError, first_line
+from features.schema import TABLES
 from serving.live_events import EVENT_COLUMNS, LiveEvent
 from serving.settings import positive_number
 
@@ -61,14 +62,9 @@ WAL_DIR = "wal"
 EVENTS_DIR = "events"
 """The table folder FolderSource reads: ``<folder>/events/part-*.parquet``."""
 
-EVENTS_SCHEMA = pa.schema([
-    ("session_id", pa.string()),
-    ("event_type", pa.string()),
-    ("ts", pa.timestamp("us", tz="UTC")),
-    ("customer_id", pa.string()),
-    ("item_id", pa.string()),
-])
-assert tuple(EVENTS_SCHEMA.names) == EVENT_COLUMNS
+EVENTS_SCHEMA = pa.schema([(c.name, pa.timestamp("us", tz="UTC") if c.kind == "timestamp" else pa.string())
+                           for c in TABLES["events"].columns])
+"""The log's Parquet parts: the contract's ``events`` columns, times as UTC microseconds, the rest text."""
 
 
 class EventLogError(ShoprecError, RuntimeError):
@@ -448,9 +444,8 @@ def _parse_segment(data: bytes, path: Path) -> pa.Table:
                 columns[name].append(row[name])
         except (ValueError, KeyError, TypeError) as error:
             raise EventLogError(f"{path} line {number}: not an event ({type(error).__name__}: {error})") from None
-    arrays = [pa.array(columns[name], pa.string()) for name in EVENT_COLUMNS]
-    try:
-        arrays[2] = arrays[2].cast(EVENTS_SCHEMA.field("ts").type)
+    try:  # the JSON lines hold text; the schema casts times
+        arrays = [pa.array(columns[f.name], pa.string()).cast(f.type) for f in EVENTS_SCHEMA]
     except pa.ArrowInvalid as error:
         raise EventLogError(f"{path}: a ts is not an ISO 8601 timestamp ({error})") from None
     return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)
@@ -545,12 +540,15 @@ def open_event_log(env: Mapping[str, str] | None = None) -> EventLog:
     compacted into a Parquet part. Raises :class:`EventLogError` (one line) when the log
     cannot be opened.
     """
-    from features.sources import is_sql_url
+    from features.sources import is_database_url, safe_url
 
     env = os.environ if env is None else env
     location = env.get(EVENT_LOG_ENV, "").strip()
-    if location and is_sql_url(location):
+    if location and is_database_url(location):
         return SqlEventLog(location)
+    if "://" in location:
+        raise EventLogError(f"{EVENT_LOG_ENV}={safe_url(location)}: not an installed SQLAlchemy dialect; "
+                            f"give a folder or a database URL")
     folder = Path(location).expanduser() if location else default_event_log_location()
     return FileEventLog(folder,
                         segment_max_bytes=int(positive_number(env, SEGMENT_BYTES_ENV, DEFAULT_SEGMENT_BYTES, EventLogError)),

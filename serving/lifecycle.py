@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.errors import ShoprecError
+from features.errors import ShoprecError, one_line
 from features.sources import safe_url
 from training import tracking
 from training.bundle import MANIFEST, Bundle, BundleError, content_hash
@@ -48,11 +48,12 @@ class RegistryError(ShoprecError, RuntimeError):
     """The registry could not be asked for the champion, or its files could not be downloaded."""
 
 
-def one_line(error: BaseException, limit: int = 600) -> str:
-    """An exception as one line of at most ``limit`` characters, keeping both ends (MLflow's
-    messages can span many lines; the cause, such as "Connection refused", comes last)."""
-    text = f"{type(error).__name__}: {' '.join(str(error).split())}"
-    return text if len(text) <= limit else f"{text[:limit // 2 - 3]} ... {text[-(limit // 2 - 2):]}"
+MESSAGE_LIMIT = 600
+"""Longest error text a RegistryError quotes from MLflow."""
+
+
+def _quoted(error: BaseException) -> str:
+    return one_line(error, MESSAGE_LIMIT, kind=True)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class BundleCache:
             client = tracking.configure()
             return RegisteredVersion.from_mlflow(self.model_name, question(client), tracking.tracking_uri())
         except Exception as error:  # noqa: BLE001 - whatever MLflow raises, the registry did not answer
-            raise RegistryError(f"registry: cannot read {what}: {one_line(error)}") from error
+            raise RegistryError(f"registry: cannot read {what}: {_quoted(error)}") from error
 
     # ---- the cache ---------------------------------------------------------------------------------
     def fetch(self, ref: RegisteredVersion, *, remember: bool = False) -> Loaded:
@@ -160,7 +161,7 @@ class BundleCache:
                                                     dst_path=str(staging))
                 bundle_dir = next(staging.rglob(MANIFEST)).parent
             except Exception as error:  # noqa: BLE001 - a failed or empty download: the registry's fault
-                raise RegistryError(f"registry: cannot download {ref.label}: {one_line(error)}") from error
+                raise RegistryError(f"registry: cannot download {ref.label}: {_quoted(error)}") from error
             try:
                 bundle = Bundle.load(bundle_dir)  # reads every file into memory, so the folder may move
                 _check_content(bundle_dir, ref)
@@ -194,17 +195,17 @@ class BundleCache:
         except Exception as error:  # noqa: BLE001 - any registry failure means: use the cache
             if not (self.cache_dir / CURRENT).is_file():
                 raise RuntimeError(f"cannot load {self.model_name}@{CHAMPION} from {tracking.tracking_uri()} "
-                                   f"and no cached bundle in {self.cache_dir}: {one_line(error)}") from error
+                                   f"and no cached bundle in {self.cache_dir}: {_quoted(error)}") from error
             try:
                 loaded = self.load_cached()
             except (BundleError, OSError, ValueError, KeyError) as cached_error:
                 raise RuntimeError(
-                    f"cannot start: {self.model_name}@{CHAMPION} could not be loaded ({one_line(error)}) "
-                    f"and the cached bundle in {self.cache_dir} is unusable ({one_line(cached_error)}); "
+                    f"cannot start: {self.model_name}@{CHAMPION} could not be loaded ({_quoted(error)}) "
+                    f"and the cached bundle in {self.cache_dir} is unusable ({_quoted(cached_error)}); "
                     f"serving nothing rather than an unverified model") from None
             what = "CHAMPION DOWNLOAD REJECTED" if isinstance(error, BundleError) else "REGISTRY UNREACHABLE"
             logger.error("!!! %s (%s): serving the CACHED bundle %s from %s; it may be older than the "
-                         "current champion", what, one_line(error), loaded.version, loaded.folder)
+                         "current champion", what, _quoted(error), loaded.version, loaded.folder)
             return loaded
 
 

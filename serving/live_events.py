@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from features.schema import EVENT_TYPES, FUTURE_TOLERANCE, ITEM_EVENT_TYPES
+from features.schema import EVENT_TYPES, FUTURE_TOLERANCE, ITEM_EVENT_TYPES, TABLES
 
-EVENT_COLUMNS: tuple[str, ...] = ("session_id", "event_type", "ts", "customer_id", "item_id")
+EVENT_COLUMNS: tuple[str, ...] = TABLES["events"].column_names
 """The contract's ``events`` columns, in its order (the event log writes exactly these)."""
 
 

@@ -23,7 +23,7 @@ from features.dataset import InteractionConfig, build_dataset
 from features.errors import UserError
 from features.loading import ShopData, load_shop
 from features.schema import ContractConfig
-from features.sources import is_sql_url, safe_url
+from features.sources import is_database_url, safe_url
 from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, build_profiles, content_hash
 from training.evaluate import SplitConfig, Window
@@ -157,7 +157,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
     shop = load_shop(data, progress=progress, config=config.contract)
     with mlflow.start_run(experiment_id=experiment_id, tags=tracking.process_tags()) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_sql_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
+        mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_database_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
                          "shoprec.register": str(register)})
         mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
         selection, config = evaluate_shop(shop, config, progress)

@@ -9,7 +9,7 @@ import pytest
 
 from features.loading import ShopData, load_shop
 from features.schema import ContractError
-from features.sources import write_sql, write_tables
+from features.sources import is_database_url, write_sql, write_tables
 from tests.features.shop_fixtures import RAW_TABLES
 
 NOW = pd.Timestamp("2024-06-01T00:00:00Z")
@@ -163,3 +163,16 @@ def test_an_empty_table_folder_is_an_absent_table_and_other_files_are_refused(tm
     RAW_TABLES["events"].to_csv(tmp_path / "events" / "more.csv", index=False)
     with pytest.raises(ContractError, match=r"more\.csv: a table folder holds only Parquet parts"):
         load_shop(tmp_path, now=NOW)
+
+
+@pytest.mark.parametrize(("location", "database"), [
+    ("sqlite:///shop.db", True), ("postgresql+psycopg://u:p@host/db", True), ("shop/data", False),
+    ("s3a://bucket/shop", False), ("hdfs:///shop", False), ("file:///tmp/shop", False)])
+def test_one_rule_tells_a_database_from_a_filesystem_uri(location: str, database: bool) -> None:
+    assert is_database_url(location) is database
+
+
+def test_a_filesystem_uri_as_data_is_one_clear_error() -> None:
+    with pytest.raises(ContractError, match=r"s3a://key:\*\*\*@bucket/shop: 's3a' is not an installed SQLAlchemy "
+                                            r"dialect; give a data folder or a database URL"):
+        load_shop("s3a://key:secret@bucket/shop")

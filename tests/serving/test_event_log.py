@@ -335,3 +335,11 @@ def test_open_event_log_from_the_environment(tmp_path: Path, monkeypatch: pytest
     log.close()
     with pytest.raises(EventLogError, match="SHOPREC_EVENT_LOG_SEGMENT_SECONDS='-1': expected a number > 0"):
         open_event_log({"SHOPREC_EVENT_LOG": str(tmp_path / "shop"), "SHOPREC_EVENT_LOG_SEGMENT_SECONDS": "-1"})
+
+
+def test_a_filesystem_uri_as_the_event_log_is_refused_not_made_a_local_folder(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EventLogError, match=r"SHOPREC_EVENT_LOG=s3a://bucket/log: not an installed SQLAlchemy dialect"):
+        open_event_log({"SHOPREC_EVENT_LOG": "s3a://bucket/log"})
+    assert list(tmp_path.iterdir()) == []
