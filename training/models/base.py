@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,24 +18,31 @@ from pydantic import BaseModel, ConfigDict
 
 from features.dataset import Dataset
 
+
 class ModelConfig(BaseModel):
     """Base for model hyper-parameters: unknown keys are an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Recommender(ABC):
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+
+
+class Recommender(ABC, Generic[ConfigT]):
     """fit(dataset) -> self; score(customers) -> dense scores; score_history(rows) -> fold-in scores.
 
     Following scikit-learn, ``__init__`` only stores the config and learned state ends in
-    an underscore, so an unfitted model is cheap to build from a logged config.
+    an underscore, so an unfitted model is cheap to build from a logged config. Generic over
+    its config (``class ALSModel(Recommender[ALSConfig])``), so ``self.config`` has the
+    family's own fields for the type checker.
     """
 
     family: str = ""
-    config_class: type[ModelConfig] = ModelConfig
+    config_class: type[ConfigT]
+    """The family's hyper-parameter model: configs and saved bundles are turned back into models by it."""
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
-        self.config = config if config is not None else self.config_class()
+    def __init__(self, config: ConfigT | None = None) -> None:
+        self.config: ConfigT = config if config is not None else self.config_class()
 
     @abstractmethod
     def fit(self, dataset: Dataset) -> Self:

@@ -37,7 +37,7 @@ class OwnMostBoughtConfig(ModelConfig):
     pass
 
 
-class OwnMostBoughtModel(Recommender):
+class OwnMostBoughtModel(Recommender[OwnMostBoughtConfig]):
     """Each customer's own most-bought items (purchase lines), then the shop's most popular."""
 
     family = "own_most_bought"
@@ -63,7 +63,7 @@ class TifuKNNConfig(ModelConfig):
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the customer's own vector against the neighbours'.")
 
 
-class TifuKNNModel(Recommender):
+class TifuKNNModel(Recommender[TifuKNNConfig]):
     """Time-decayed personal item frequency, blended with that of the nearest customers.
 
     A customer's baskets (orders) in time order are cut into ``groups`` groups; a basket's
@@ -77,7 +77,7 @@ class TifuKNNModel(Recommender):
     config_class = TifuKNNConfig
 
     def fit(self, dataset: Dataset) -> Self:
-        c: TifuKNNConfig = self.config  # type: ignore[assignment]
+        c = self.config
         baskets = dataset.baskets[["order_id", "customer_idx", "item_idx", "ts"]]
         order = (baskets.groupby(["customer_idx", "order_id"], sort=False)["ts"].min().reset_index()
                  .sort_values(["customer_idx", "ts", "order_id"], kind="stable"))
@@ -104,7 +104,7 @@ class TifuKNNModel(Recommender):
         return self
 
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        c: TifuKNNConfig = self.config  # type: ignore[assignment]
+        c = self.config
         customers = np.asarray(customers, dtype=np.int64)
         neighbours = self._neighbours(customers, c.neighbours)
         own = np.asarray(self.vectors_[customers].todense(), dtype=np.float32)

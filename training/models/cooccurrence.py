@@ -21,14 +21,14 @@ class CooccurrenceConfig(ModelConfig):
     min_support: int = Field(1, ge=1, description="Pairs seen fewer times are dropped.")
 
 
-class CooccurrenceModel(Recommender):
+class CooccurrenceModel(Recommender[CooccurrenceConfig]):
     """Scores item j for a set of items S as sum over i in S of the blended P(j | i)."""
 
     family = "cooccurrence"
     config_class = CooccurrenceConfig
 
     def fit(self, dataset: Dataset) -> Self:
-        c: CooccurrenceConfig = self.config  # type: ignore[assignment]
+        c = self.config
         n_items = dataset.shape[1]
         rows, cols = dataset.purchases.nonzero()
         history = cooccurrence(pd.Series(rows), cols, n_items)

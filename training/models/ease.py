@@ -22,7 +22,7 @@ class EASEConfig(ModelConfig):
     l2: float = Field(200.0, gt=0, description="Ridge penalty on the item-item weights.")
 
 
-class EASEModel(Recommender):
+class EASEModel(Recommender[EASEConfig]):
     """B = argmin ||X - XB||^2 + l2 ||B||^2 with diag(B) = 0, solved in closed form."""
 
     family = "ease"
@@ -34,7 +34,7 @@ class EASEModel(Recommender):
             raise UserError(f"EASE needs a dense {n_items}x{n_items} matrix; use ALS above {MAX_ITEMS} items")
         x = dataset.interactions
         gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices(n_items)] += self.config.l2  # type: ignore[attr-defined]
+        gram[np.diag_indices(n_items)] += self.config.l2
         # One BLAS thread whatever the caller's environment: scipy's bundled OpenBLAS crashed
         # (SIGSEGV, no message) inverting a 20,819-item Gram matrix with two threads.
         with threadpool_limits(limits=1, user_api="blas"):

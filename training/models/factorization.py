@@ -6,7 +6,7 @@ two factor arrays, and serving scores them with numpy alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,7 +39,10 @@ class BPRConfig(ModelConfig):
     random_state: int = 42
 
 
-class _FactorModel(Recommender):
+FactorConfigT = TypeVar("FactorConfigT", bound=ModelConfig)
+
+
+class _FactorModel(Recommender[FactorConfigT]):
     """Shared scoring: customer factors dot item factors, one matrix product per block."""
 
     def _store(self, model: AlternatingLeastSquares | BayesianPersonalizedRanking) -> None:
@@ -50,14 +53,14 @@ class _FactorModel(Recommender):
         return self.user_factors_[customers] @ self.item_factors_.T
 
 
-class ALSModel(_FactorModel):
+class ALSModel(_FactorModel[ALSConfig]):
     family = "als"
     config_class = ALSConfig
 
     def fit(self, dataset: Dataset) -> Self:
         from implicit.cpu.als import AlternatingLeastSquares
 
-        c: ALSConfig = self.config  # type: ignore[assignment]
+        c = self.config
         model = AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
                                         iterations=c.iterations, random_state=c.random_state,
                                         calculate_training_loss=False, num_threads=1)
@@ -70,7 +73,7 @@ class ALSModel(_FactorModel):
         """Fold new rows in as ALS itself solves a customer's factors, item factors fixed:
         x = (YᵀY + Yᵀ(C - I)Y + λI)⁻¹ YᵀCp with confidence C = alpha * weight, as implicit's
         ``recalculate_user`` does; then score like any fitted customer."""
-        c: ALSConfig = self.config  # type: ignore[assignment]
+        c = self.config
         y = self.item_factors_.astype(np.float64)
         gram = y.T @ y + c.regularization * np.eye(y.shape[1])
         history = sp.csr_matrix(history)
@@ -86,14 +89,14 @@ class ALSModel(_FactorModel):
         return factors @ self.item_factors_.T
 
 
-class BPRModel(_FactorModel):
+class BPRModel(_FactorModel[BPRConfig]):
     family = "bpr"
     config_class = BPRConfig
 
     def fit(self, dataset: Dataset) -> Self:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        c: BPRConfig = self.config  # type: ignore[assignment]
+        c = self.config
         model = BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
                                             regularization=c.regularization, iterations=c.iterations,
                                             random_state=c.random_state, num_threads=1)

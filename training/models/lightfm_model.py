@@ -124,7 +124,7 @@ def weighted_positives(interactions: sp.csr_matrix) -> tuple[sp.coo_matrix, sp.c
     return positives, sp.coo_matrix((data, (rows, cols)), shape=interactions.shape)
 
 
-class LightFMModel(Recommender):
+class LightFMModel(Recommender[LightFMConfig]):
     """Customer embedding dot item representation, plus biases: LightFM's prediction."""
 
     family = "lightfm"
@@ -133,7 +133,7 @@ class LightFMModel(Recommender):
     def fit(self, dataset: Dataset) -> Self:
         from lightfm import LightFM
 
-        c: LightFMConfig = self.config  # type: ignore[assignment]
+        c = self.config
         has_history = np.asarray((dataset.interactions > 0).sum(axis=0)).ravel() > 0
         if not has_history.any():
             raise UserError("the dataset has no interactions to learn from")

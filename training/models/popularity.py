@@ -17,7 +17,7 @@ class PopularityConfig(ModelConfig):
     window_days: float | None = Field(None, gt=0, description="Count purchases in this trailing window; None = all.")
 
 
-class PopularityModel(Recommender):
+class PopularityModel(Recommender[PopularityConfig]):
     """Scores every customer with the item's purchase count (in the window); same list for everyone.
 
     Ties (and items unsold in the window) are broken by all-time purchases, then by the decayed
@@ -28,7 +28,7 @@ class PopularityModel(Recommender):
     config_class = PopularityConfig
 
     def fit(self, dataset: Dataset) -> Self:
-        c: PopularityConfig = self.config  # type: ignore[assignment]
+        c = self.config
         all_time = np.asarray(dataset.purchases.sum(axis=0)).ravel().astype(np.float64)
         recency = np.asarray(dataset.interactions.sum(axis=0)).ravel()
         tie = 1e-3 * recency / (recency.max() or 1.0)

@@ -31,12 +31,12 @@ class RepeatConfig(ModelConfig):
     half_life_days: float = Field(180.0, gt=0, description="Age at which a purchase counts half.")
 
 
-class RepeatModel(Recommender):
+class RepeatModel(Recommender[RepeatConfig]):
     family = "repeat"
     config_class = RepeatConfig
 
     def fit(self, dataset: Dataset) -> Self:
-        c: RepeatConfig = self.config  # type: ignore[assignment]
+        c = self.config
         baskets = dataset.baskets
         age = (dataset.as_of - pd.to_datetime(baskets["ts"], utc=True)).dt.total_seconds().to_numpy() / 86_400.0
         decayed = sp.csr_matrix((np.power(0.5, np.maximum(age, 0) / c.half_life_days).astype(np.float32),
