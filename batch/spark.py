@@ -49,7 +49,8 @@ from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
 from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
 from features.errors import UserError
-from serving.recommender import ServingConfig, ShopRecommender
+from serving.config import ServingConfig
+from serving.recommender import ShopRecommender
 from training.bundle import FALLBACK, Bundle, verify
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)

@@ -172,7 +172,7 @@ def measure(n_customers: int, n_items: int, factors: int, k: int, block: int, ra
 
 def main() -> None:
     from features.sources import safe_url
-    from serving.recommender import BLOCK_ROWS
+    from training.bundle import BLOCK_ROWS
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])

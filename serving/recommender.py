@@ -20,131 +20,30 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import InteractionConfig
+from serving.answers import (
+    NO_SESSION,
+    CrossSell,
+    EmailPick,
+    EmailPicksBlock,
+    LiveSession,
+    Offers,
+    Pick,
+    PriceBand,
+    Propensity,
+)
+from serving.config import ServingConfig
+from serving.profiles import CustomerProfiles
 from training.bundle import BLOCK_ROWS, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
 from training.ranking import CANDIDATE_DEPTH, capped_top_k
-
-BandSource = Literal["customer", "session", "segment", "catalogue"]
-
-
-class ServingConfig(BaseModel):
-    """Knobs of the serving rules; defaults are what the tests and docs assume."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cf_weight: float = Field(0.5, ge=0, description="Weight of the customer's own CF scores in cross-sell.")
-    session_anchor_weight: float = Field(0.5, ge=0, description="Weight of items touched in the live session "
-                                                                "next to cart items (1) as cross-sell anchors.")
-    session_items: int = Field(20, ge=1, description="Most recent distinct session items read.")
-    send_min_open_propensity: float = Field(0.15, ge=0, le=1,
-                                            description="Email is sent only at or above this open propensity.")
-    send_min_personal_share: float = Field(0.5, ge=0, le=1,
-                                           description="...and when at least this share of picks is personal.")
-    middle_band: tuple[float, float] = Field((0.25, 0.75), description="Catalogue price quantiles for strangers.")
-
-
-@dataclass(frozen=True)
-class Pick:
-    item_id: str
-    score: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class CrossSell:
-    items: list[Pick]
-    unknown_items: list[str]
-    customer_known: bool
-    session_items: int = 0
-
-
-@dataclass(frozen=True)
-class LiveSession:
-    """The items a visitor touched in the live session, most recent first, weighted as
-    training weighs the same events (a cart add says more than a view)."""
-
-    item_idx: np.ndarray
-    weights: np.ndarray
-    unknown_items: int = 0
-
-    def __len__(self) -> int:
-        return len(self.item_idx)
-
-
-NO_SESSION = LiveSession(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-
-
-@dataclass(frozen=True)
-class EmailPick:
-    customer_id: str
-    canonical_id: str
-    customer_known: bool
-    send: bool
-    open_propensity: float
-    items: list[Pick]
-
-
-@dataclass(frozen=True)
-class EmailPicksBlock:
-    """Email picks for a block of customers as arrays: what the endpoint and the batch job share.
-
-    Row ``r`` is ``customer_ids[r]``; its picks are left-packed in ``items[r]`` (internal item
-    indices, best first, ``-1`` after the last pick), with ``scores`` and ``reasons`` aligned.
-    """
-
-    customer_ids: np.ndarray
-    """External ids as given (object array, one per row)."""
-    canonical_ids: np.ndarray
-    """The id each was scored as: the canonical id for a merged duplicate (alias), else as given."""
-    customer_known: np.ndarray
-    """Known with history: scored by the model (otherwise fallbacks only)."""
-    in_bundle: np.ndarray
-    """The id is in the bundle at all (a known id may still be cold: no history)."""
-    send: np.ndarray
-    open_propensity: np.ndarray
-    items: np.ndarray
-    scores: np.ndarray
-    reasons: np.ndarray
-    n_picks: np.ndarray
-    n_personal: np.ndarray
-    """Picks per row from the personal scores (``similar_customers`` or ``buy_again:<date>``)."""
-
-
-@dataclass(frozen=True)
-class Propensity:
-    """Purchase probabilities: the customer's within the model's horizon, the live session's."""
-
-    customer: float | None
-    customer_known: bool
-    session: float | None
-    session_events_used: int
-
-
-@dataclass(frozen=True)
-class PriceBand:
-    lo: float
-    hi: float
-    source: BandSource
-    widened: bool = False
-
-
-@dataclass(frozen=True)
-class Offers:
-    customer_known: bool
-    band: PriceBand
-    items: list[Pick]
-    unknown_category: bool = False
-    session_items: int = 0
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:
@@ -176,49 +75,9 @@ class ShopRecommender:
         self.fallbacks = bundle.fallbacks
         self.popularity = self.fallbacks.scores[self.fallbacks.shop]
         self.has_history = bundle.has_history
-        self._build_profiles()
+        self.profiles = CustomerProfiles.from_bundle(bundle, self.price, self.in_stock, self.config.middle_band)
         interactions = InteractionConfig(**bundle.metadata.get("config", {}).get("interactions", {}))
         self._event_weights = {**interactions.event_weights, "purchase": interactions.purchase_weight}
-
-    # ---- precomputation ----------------------------------------------------------------
-    def _build_profiles(self) -> None:
-        n = len(self.bundle.customers)
-        profiles = self.bundle.profiles.get("customers", pd.DataFrame(columns=["customer_id"]))
-        idx = self.bundle.customers.to_index(profiles["customer_id"].astype(str).to_numpy(), unknown="mark")
-        ok = idx >= 0
-        profiles, idx = profiles[ok], idx[ok]
-
-        def aligned(column: str, fill: object, dtype: type | str) -> np.ndarray:
-            out = np.full(n, fill, dtype=dtype)
-            if column in profiles:
-                out[idx] = profiles[column].to_numpy()
-            return out
-
-        self.segment = aligned("segment", None, object)
-        self.band_lo = aligned("price_lo", np.nan, np.float64)
-        self.band_hi = aligned("price_hi", np.nan, np.float64)
-        self.recency_days = aligned("recency_days", np.inf, np.float64)
-        segments = sorted({s for s in self.segment if isinstance(s, str)})
-        member = pd.Index(segments, dtype=object).get_indexer(pd.Index(self.segment, dtype=object))
-        self.segment_band = {s: (float(np.nanmedian(self.band_lo[member == i])),
-                                 float(np.nanmedian(self.band_hi[member == i])))
-                             for i, s in enumerate(segments) if np.isfinite(self.band_lo[member == i]).any()}
-        priced = self.price[self.in_stock & (self.price > 0)]
-        q_lo, q_hi = self.config.middle_band
-        self.catalogue_band = ((float(np.quantile(priced, q_lo)), float(np.quantile(priced, q_hi)))
-                               if len(priced) else (0.0, math.inf))
-        self.opted_out = np.zeros(n, dtype=bool)
-        opt_out = self.bundle.profiles.get("email_opt_out")
-        if opt_out is not None and len(opt_out):
-            oidx = self.bundle.customers.to_index(opt_out["customer_id"].astype(str).to_numpy(), unknown="mark")
-            self.opted_out[oidx[oidx >= 0]] = True
-        rates = self.bundle.profiles.get("email_open_rates")
-        self.open_rate = np.full(n, np.nan)
-        self.open_prior = 0.0
-        if rates is not None and len(rates):
-            ridx = self.bundle.customers.to_index(rates["customer_id"].astype(str).to_numpy(), unknown="mark")
-            self.open_rate[ridx[ridx >= 0]] = rates["open_rate"].to_numpy()[ridx >= 0]
-            self.open_prior = float(rates["opens"].sum() / max(rates["sends"].sum(), 1))
 
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
@@ -327,12 +186,12 @@ class ShopRecommender:
         return _normalise(np.asarray(scores, dtype=np.float32)[0])
 
     def _personal_scores(self, idx: int, session: LiveSession) -> tuple[np.ndarray, str] | None:
-        """The customer's own CF scores, blended half and half with the session's when both
+        """The customer's own CF scores, blended with the session's (``session_weight``) when both
         exist; the session's alone for a visitor the model does not know; None for neither."""
         own = _normalise(self._cf_scores(np.array([idx]))[0]) if idx >= 0 else None
         live = self._session_scores(session) if len(session) else None
         if own is not None and live is not None:
-            return 0.5 * (own + live), SIMILAR
+            return (1 - self.config.session_weight) * own + self.config.session_weight * live, SIMILAR
         if own is not None:
             return own, SIMILAR
         return (live, "session_interest") if live is not None else None
@@ -431,7 +290,7 @@ class ShopRecommender:
         propensities = self._open_propensities(ids.tolist(), raw_idx)
         send = ((propensities >= self.config.send_min_open_propensity)
                 & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share)
-                & ~(in_bundle & self.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
+                & ~(in_bundle & self.profiles.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
         return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send, propensities.astype(np.float64),
                                items, scores, reasons, n_picks, n_personal)
 
@@ -440,30 +299,30 @@ class ShopRecommender:
         customer who never opened six mails below the send threshold (the calibrated model
         ranks well but lifts some of them above it). Customers without email history get the
         bundle's email-open model when it has one, else the shop's open rate."""
-        rates = np.where(raw_idx >= 0, self.open_rate[np.maximum(raw_idx, 0)], np.nan)
+        rates = np.where(raw_idx >= 0, self.profiles.open_rate[np.maximum(raw_idx, 0)], np.nan)
         without_history = ~np.isfinite(rates)
         if without_history.any():
             try:
                 modelled = self.bundle.email_open_propensity([ids[i] for i in np.flatnonzero(without_history)])
                 rates[without_history] = modelled["probability"].to_numpy(dtype=np.float64)
             except PropensityUnavailable:
-                rates[without_history] = self.open_prior
+                rates[without_history] = self.profiles.open_prior
         return rates
 
     def price_band(self, customer_id: str, session: LiveSession = NO_SESSION) -> PriceBand:
         """The customer's own band; else the prices of what the live session touched; else
         their segment's median band; else the catalogue's middle."""
         idx = self.bundle.customer_index(np.array([customer_id], dtype=object))[0]
-        if idx >= 0 and np.isfinite(self.band_lo[idx]) and np.isfinite(self.band_hi[idx]):
-            return PriceBand(float(self.band_lo[idx]), float(self.band_hi[idx]), "customer")
+        if idx >= 0 and np.isfinite(self.profiles.band_lo[idx]) and np.isfinite(self.profiles.band_hi[idx]):
+            return PriceBand(float(self.profiles.band_lo[idx]), float(self.profiles.band_hi[idx]), "customer")
         touched = self.price[session.item_idx]
         touched = touched[touched > 0]
         if len(touched):
             return PriceBand(float(touched.min()), float(touched.max()), "session")
-        segment = self.segment[idx] if idx >= 0 else None
-        if isinstance(segment, str) and segment in self.segment_band:
-            return PriceBand(*self.segment_band[segment], "segment")
-        return PriceBand(*self.catalogue_band, "catalogue")
+        segment = self.profiles.segment[idx] if idx >= 0 else None
+        if isinstance(segment, str) and segment in self.profiles.segment_band:
+            return PriceBand(*self.profiles.segment_band[segment], "segment")
+        return PriceBand(*self.profiles.catalogue_band, "catalogue")
 
     def offers(self, customer_id: str, k: int, category: str | None = None,
                session: LiveSession = NO_SESSION) -> Offers:

@@ -25,7 +25,9 @@ from serving.event_log import EventLogError, open_event_log
 from serving.guard import HttpGuard, quiet_client_errors
 from serving.lifecycle import BundleCache, Loaded, RegistryError
 from serving.live_events import LiveEvent, at_the_door
-from serving.recommender import NO_SESSION, LiveSession, Pick, ShopRecommender
+from serving.answers import NO_SESSION, LiveSession, Pick
+from serving.config import serving_config
+from serving.recommender import ShopRecommender
 from serving.session_store import SessionStoreError, open_session_store
 from training.bundle import BundleError
 from training.propensity_set import PropensityUnavailable
@@ -66,9 +68,10 @@ class ShoprecService:
 
     def __init__(self) -> None:
         threadpool_limits(1)  # one request = one small product; BLAS threads only add contention
+        self.config = serving_config()  # SHOPREC_SERVING_CONFIG: a bad one refuses to start, before any download
         self.source = BundleCache(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
         loaded = self.source.load_initial()
-        self.recommender, self.loaded_key = ShopRecommender(loaded.bundle, loaded.version), loaded.key
+        self.recommender, self.loaded_key = ShopRecommender(loaded.bundle, loaded.version, self.config), loaded.key
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
         logger.info("live sessions in %s; events logged to %s", self.sessions.description,
@@ -77,7 +80,7 @@ class ShoprecService:
         self._stop = threading.Event()
         if POLL_SECONDS > 0:
             threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
-        logger.info("serving %s", loaded.version)
+        logger.info("serving %s with %s", loaded.version, self.config.model_dump_json())
 
     def reload(self, trigger: str) -> tuple[str, bool]:
         """Swap to the registry's champion if it moved (another version, or the same number with other
@@ -87,7 +90,7 @@ class ShoprecService:
             if champion.label == self.recommender.model_version and champion.key == self.loaded_key:
                 return self.recommender.model_version, False
             loaded: Loaded = self.source.fetch(champion, remember=True)
-            self.recommender = ShopRecommender(loaded.bundle, loaded.version)  # the one atomic swap
+            self.recommender = ShopRecommender(loaded.bundle, loaded.version, self.config)  # the one atomic swap
             self.loaded_key = loaded.key
             RELOADS.labels(trigger=trigger).inc()
             logger.warning("now serving %s (%s)", loaded.version, trigger)

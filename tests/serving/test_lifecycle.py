@@ -27,6 +27,8 @@ from starlette.responses import JSONResponse
 import serving.service as service_module
 from features.sample import SampleShop
 from features.sources import write_tables
+from features.errors import UserError
+from serving.config import ServingConfig
 from serving.lifecycle import BundleCache
 from serving.recommender import ShopRecommender
 from serving.service import ShoprecService
@@ -100,6 +102,7 @@ def serving_from(source: BundleCache) -> ShoprecService.inner:
     """The service object as a worker builds it, minus session store, event log and poll thread."""
     service = object.__new__(ShoprecService.inner)
     loaded = source.load_initial()
+    service.config = ServingConfig()
     service.source, service.recommender = source, ShopRecommender(loaded.bundle, loaded.version)
     service.loaded_key = loaded.key
     service._swap_lock, service._stop = threading.Lock(), threading.Event()
@@ -295,3 +298,27 @@ def test_a_recreated_registry_never_serves_an_older_v1_from_the_cache(sample_sho
         keys.add(service.loaded_key)
     assert len(set(picks_by_family.values())) == 3 and len(keys) == 3
     assert len(list((home / "serving-cache").glob("shoprec-v1-*"))) == 3
+
+
+def test_the_serving_config_from_the_environment_reaches_every_worker_and_a_bad_one_refuses_to_start(
+        champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOPREC_SERVING_CONFIG is read when a worker starts, kept across a champion swap, and a
+    typo in it stops the start in one line naming the field, before the registry is asked."""
+    monkeypatch.setattr(service_module, "POLL_SECONDS", 0)
+    monkeypatch.setenv("SHOPREC_EVENT_LOG", str(tmp_path / "event-log"))
+    monkeypatch.setenv("SHOPREC_SERVING_CONFIG", '{"send_min_open_propensity": 1.0}')
+    service = ShoprecService.inner()
+    try:
+        ids = [str(c) for c in service.recommender.bundle.customers.external_ids[:60]]
+        assert service.recommender.config.send_min_open_propensity == 1.0
+        assert not any(pick.send for pick in service.recommender.email_picks(ids, 3))
+        champion("2")
+        assert service.reload("test") == ("shoprec/v2", True)
+        assert service.recommender.config.send_min_open_propensity == 1.0
+    finally:
+        service._shutdown()
+    monkeypatch.setenv("SHOPREC_SERVING_CONFIG", '{"send_min_open_propensty": 0.2}')
+    registry_down(monkeypatch)
+    with pytest.raises(UserError, match=r"SHOPREC_SERVING_CONFIG \(inline JSON\): invalid ServingConfig: "
+                                         r"send_min_open_propensty: Extra inputs are not permitted"):
+        ShoprecService.inner()

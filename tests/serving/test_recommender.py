@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from features.sample import SampleShop
-from serving.recommender import ServingConfig, ShopRecommender
+from serving.config import ServingConfig
+from serving.recommender import ShopRecommender
 from training.bundle import Bundle
 
 
@@ -118,7 +119,7 @@ def _blocked_durables(rec: ShopRecommender, bundle: Bundle, customer: str) -> se
     bought = bundle.items.external_ids[bundle.purchases[idx].indices]
     categories = set(cat.loc[bought][cat.loc[bought, "durable"]]["category"])
     interval = cat.groupby("category")["repurchase_days"].median()
-    recent = {c for c in categories if interval[c] > rec.recency_days[idx]}
+    recent = {c for c in categories if interval[c] > rec.profiles.recency_days[idx]}
     return set(cat.index[cat["durable"] & cat["category"].isin(recent)])
 
 
@@ -224,7 +225,7 @@ def test_unknown_customers_and_items_fall_back(rec: ShopRecommender, bundle: Bun
     assert len(many.items) == 100
     segment = rec.email_picks([str(bundle.profiles["customers"]["customer_id"].iloc[0]), "ghost"], 3)
     assert not segment[1].customer_known and len(segment[1].items) == 3
-    assert segment[1].open_propensity == pytest.approx(rec.open_prior)
+    assert segment[1].open_propensity == pytest.approx(rec.profiles.open_prior)
 
 
 def test_never_empty_while_anything_is_in_stock(bundle: Bundle) -> None:

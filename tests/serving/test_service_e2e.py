@@ -62,7 +62,7 @@ def test_a_durable_just_bought_is_not_reoffered(server: Server, served: Bundle) 
         idx = served.customers.to_index([customer])[0]
         bought = served.items.external_ids[served.purchases[idx].indices]
         durables = [i for i in bought if cat.loc[i, "durable"]]
-        recent = [i for i in durables if cat.loc[i, "repurchase_days"] > rec.recency_days[idx]]
+        recent = [i for i in durables if cat.loc[i, "repurchase_days"] > rec.profiles.recency_days[idx]]
         if not recent:
             continue
         same_category = set(cat.index[cat["durable"] & (cat["category"] == cat.loc[recent[0], "category"])])
