@@ -46,7 +46,8 @@ BLOCK = 4096
 def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64, seed: int = 0) -> Any:
     """A bundle with random ALS factors and the profile tables the serving rules read."""
     from features.dataset import IdMap
-    from training.bundle import ITEM_SALES, POPULARITY, PRIMARY, REBUY_CATEGORIES, REBUY_ITEMS, Bundle
+    from training.bundle import POPULARITY, PRIMARY, Bundle
+    from training.bundle_profiles import ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
     from training.models.factorization import ALSModel
     from training.models.popularity import PopularityModel
     from training.ranker import NEW_FEATURES, OWN_FEATURES, Ranker, Tower

@@ -37,7 +37,7 @@ from features.dataset import InteractionConfig, build_dataset
 from features.loading import load_shop
 from features.sample import SampleConfig, generate_shop
 from features.sources import write_tables
-from training.bundle import build_profiles
+from training.bundle_profiles import build_profiles
 from training.models import build_model
 from training.models.ease import MAX_ITEMS as EASE_MAX_ITEMS
 from training.models.factorization import ALSConfig

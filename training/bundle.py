@@ -20,12 +20,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.aliases import resolve_aliases
 from features.dataset import Dataset, IdMap
 from features.errors import UserError
-from features.loading import ShopData
-from features.profiles import category_affinity, customer_profiles, email_open_rates
-from features.repurchase import rebuy_profile
+from training.bundle_profiles import ALIASES, ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
 from training.models import load_model
 from training.models.base import Recommender
 from training.models.cooccurrence import CooccurrenceModel
@@ -46,10 +43,6 @@ from training.ranking import (
 MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
 RECOMMENDATION_COLUMNS = ["customer_id", "canonical_id", "rank", "item_id", "score", "reason"]
-ALIASES = "customer_aliases"
-"""The profile (``alias_id, customer_id``) mapping each merged duplicate id to its canonical id."""
-REBUY_ITEMS, REBUY_CATEGORIES, ITEM_SALES = "rebuy_items", "rebuy_categories", "item_sales"
-"""Profiles the ranking path reads: learned re-buy statistics (features/repurchase.py) and sales."""
 SIMILAR, BUY_AGAIN = "similar_customers", "buy_again"
 """Reasons of personal picks: a new item the models chose, or one the customer bought before
 (``buy_again:<due date>``: the last purchase plus the item's re-buy interval)."""
@@ -375,33 +368,3 @@ def verify(folder: Path) -> None:
             raise BundleError(f"{folder}: bundle file {name} is missing")
         if _sha256(path) != expected:
             raise BundleError(f"{folder}: bundle file {name} fails its checksum (corrupted download?)")
-
-
-def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict[str, pd.DataFrame]:
-    """Every profile a bundle of ``dataset`` carries, from ``shop`` as it stood at ``dataset.as_of``
-    (the whole history for the served bundle, a training window's past in evaluation)."""
-    orders, items = shop["orders"], shop["items"]
-    orders = orders[orders["ts"] < dataset.as_of]
-    rebuy_items, rebuy_categories = rebuy_profile(orders, items)
-    age = (dataset.as_of - orders["ts"]).dt.total_seconds() / 86_400.0
-    sales = orders.groupby("item_id").size()
-    recent = orders[age <= recent_days].groupby("item_id").size()
-    profiles = {
-        "customers": customer_profiles(orders, items, dataset.as_of),
-        "category_affinity": category_affinity(orders, items, dataset.as_of),
-        REBUY_ITEMS: rebuy_items,
-        REBUY_CATEGORIES: rebuy_categories,
-        ITEM_SALES: pd.DataFrame({"item_id": items["item_id"].to_numpy(dtype=object),
-                                  "sales": sales.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64),
-                                  "recent_sales": recent.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64)}),
-    }
-    if shop.has("email_events"):
-        profiles["email_open_rates"] = email_open_rates(shop["email_events"])
-    if shop.has("customer_aliases"):
-        resolved, _ = resolve_aliases(shop["customer_aliases"])
-        profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),
-                                          "customer_id": resolved.to_numpy(dtype=object)})
-    if shop.has("customers") and "email_opt_in" in shop["customers"]:
-        customers = shop["customers"]
-        profiles["email_opt_out"] = customers.loc[~customers["email_opt_in"].astype(bool), ["customer_id"]]
-    return profiles

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.dataset import Dataset, InteractionConfig, build_dataset
 from features.errors import UserError
 from features.loading import ShopData
-from training.bundle import POPULARITY, PRIMARY, Bundle, build_profiles
+from training.bundle import POPULARITY, PRIMARY, Bundle
+from training.bundle_profiles import build_profiles
 from training.models import build_model
 from training.models.base import Recommender
 from training.ranker import Personal, Ranker

@@ -25,7 +25,8 @@ from features.loading import ShopData, load_shop
 from features.schema import ContractConfig
 from features.sources import is_database_url, safe_url
 from training import plots, registry, tracking
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, build_profiles, content_hash
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
+from training.bundle_profiles import build_profiles
 from training.evaluate import SplitConfig, Window
 from training.models import build_model
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
