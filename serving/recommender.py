@@ -43,7 +43,7 @@ from serving.profiles import CustomerProfiles
 from training.bundle import BLOCK_ROWS, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
-from training.ranking import CANDIDATE_DEPTH, capped_top_k
+from training.top_k import CANDIDATE_DEPTH, capped_top_k
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:

@@ -31,7 +31,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from training.models.base import Recommender
-from training.ranking import Candidates, best_columns, rows_of
+from training.ranking import Candidates
+from training.top_k import best_columns, rows_of
 
 DUE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 3.0)
 """Where a purchase stands in its item's re-buy interval (days since / interval): one indicator
@@ -159,7 +160,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
     """Per customer, the ``depth`` best items they never bought by the explore model and by
     popularity (the union), with :data:`NEW_FEATURES`.
 
-    One :func:`~training.ranking.best_columns` per block (the explore model's); popularity is one global order, of
+    One :func:`~training.top_k.best_columns` per block (the explore model's); popularity is one global order, of
     which each row takes its first ``depth`` items it does not own. An item both lists hold
     appears once, with both ranks. Pairs come as the explore list's, row by row, then the popular
     additions, row by row.

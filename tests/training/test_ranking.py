@@ -14,8 +14,8 @@ from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
-from training.ranking import (CANDIDATE_DEPTH, RankingConfig, Rules, best_columns, build_fallbacks, build_rules,
-                              capped_top_k, make_lists, make_lists_dense)
+from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense
+from training.top_k import CANDIDATE_DEPTH, best_columns, capped_top_k
 
 
 def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:

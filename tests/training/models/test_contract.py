@@ -18,7 +18,7 @@ from features.loading import validate_tables
 from features.sources import RawTable
 from training.models import MODELS, build_model, load_model
 from training.models.base import Recommender
-from training.ranking import capped_top_k
+from training.top_k import capped_top_k
 
 N_CUSTOMERS, N_ITEMS, BLOCK = 40, 20, 10
 LEARNING_FAMILIES = ["als", "bpr", "ease", "lightfm", "cooccurrence", "tifu_knn"]

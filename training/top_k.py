@@ -1,0 +1,185 @@
+"""Best columns per row of a dense score block, fast: the machinery under the one ranking path.
+
+:func:`capped_top_k` is the top k per row under a per-group cap (the diversity cap), walked
+over a few multiples of k of the best candidates; :func:`best_columns` finds those candidates
+by sorting narrow blocks and partitioning wide ones in place. Ties break by column index, so a
+row's answer never depends on the block it was scored in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+CANDIDATE_DEPTH = 10
+"""Candidates per row, in multiples of k, that the capped top-k walks through before giving up."""
+SHALLOW_DEPTH = 3
+"""Candidates per row, in multiples of k, of the capped top-k's first pass: enough for nearly
+every row; the rows it leaves short go on to :data:`CANDIDATE_DEPTH`."""
+
+
+def rows_of(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored entries of csr ``matrix`` in ``rows``, as (position in ``rows``, column, value),
+    row by row in stored order: scipy's row indexing without building a matrix (the hot path
+    reads one customer at a time)."""
+    starts, ends = matrix.indptr[rows], matrix.indptr[np.asarray(rows) + 1]
+    counts = (ends - starts).astype(np.int64)
+    total = int(counts.sum())
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(total)
+    return np.repeat(np.arange(len(counts)), counts), matrix.indices[offsets], matrix.data[offsets]
+
+
+def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, cap: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The one top-k: best k finite columns per row, at most ``cap`` per ``group``, best first,
+    equal scores by column.
+
+    ``group`` is per column (1-d) or per cell (rows x columns, for candidate matrices whose
+    columns are not items). The cap keeps each candidate whose group already appeared fewer
+    than ``cap`` times before it in its row, so a row's answer is decided by a prefix of its
+    best columns: :func:`best_columns` gives each row its best ``SHALLOW_DEPTH * k``, and only
+    the rows that this leaves short while more columns remain walk ``CANDIDATE_DEPTH * k``
+    deep. Rows with fewer than k allowed items are padded with -1 / 0.
+    """
+    n, m = scores.shape
+    k = max(int(k), 0)
+    if n == 0 or k == 0 or m == 0:
+        return np.full((n, k), -1, dtype=np.int64), np.zeros((n, k), dtype=np.float64)
+    if cap is None or group is None or cap >= k:
+        return _first_kept(scores, None, None, k, k)[:2]
+    items, top, short = _first_kept(scores, group, cap, k, SHALLOW_DEPTH * k)
+    deeper = np.flatnonzero(short)
+    if len(deeper):
+        cells = group[deeper] if group.ndim == 2 else group
+        items[deeper], top[deeper], _ = _first_kept(scores[deeper], cells, cap, k, CANDIDATE_DEPTH * k)
+    return items, top
+
+
+def _first_kept(scores: np.ndarray, group: np.ndarray | None, cap: int | None, k: int, depth: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first k of each row's best ``depth`` columns that the cap keeps (rows x k, -1 / 0
+    after the last), and per row whether it came up short with all ``depth`` columns finite
+    (deeper columns could still fill it)."""
+    n, m = scores.shape
+    items, top = best_columns(scores, depth)
+    window_full = items[:, -1] >= 0 if depth < m and items.shape[1] == depth else np.zeros(n, dtype=bool)
+    keep = items >= 0
+    if cap is not None and group is not None:
+        safe = np.maximum(items, 0)
+        cells = np.take_along_axis(group, safe, axis=1) if group.ndim == 2 else group[safe]
+        keep &= _rank_in_group(np.where(keep, cells, -1)) < cap
+    position = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the first k kept, in order
+    items = np.take_along_axis(items, position, axis=1)
+    top = np.take_along_axis(top, position, axis=1).astype(np.float64)
+    valid = np.take_along_axis(keep, position, axis=1)
+    items[~valid], top[~valid] = -1, 0.0
+    if items.shape[1] < k:
+        items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
+    short = window_full & (valid.sum(axis=1) < k)
+    return items, top, short
+
+
+NARROW = 3
+"""Below this many columns per wanted column, :func:`best_columns` sorts whole rows (measured on
+the candidate matrices of :func:`make_lists`)."""
+
+
+def best_columns(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's best ``depth`` finite columns and their scores, best first, equal scores by
+    column (-1 / -inf after a row's last), so that a row's answer depends on its scores alone,
+    never on the block it came in or the width of the matrix. ``excluded`` (rows, columns):
+    cells left out as if they were -inf, without a masked copy of ``scores``. Scores are
+    floats without NaN (every model's are; a NaN would rank differently on the two paths).
+
+    A matrix of few columns (a candidate matrix) is sorted row by row, stably; a wide one (the
+    catalogue) is partitioned (:func:`_best_by_partition`).
+    """
+    n, m = scores.shape
+    if depth <= 0:
+        return np.full((n, 0), -1, dtype=np.int64), np.full((n, 0), -np.inf, dtype=scores.dtype)
+    if m < NARROW * depth:
+        negated = -scores
+        if excluded is not None:
+            negated[excluded] = np.inf
+        items = np.argsort(negated, axis=1, kind="stable")[:, :depth]
+        return _finite_prefix(items, -np.take_along_axis(negated, items, axis=1))
+    return _best_by_partition(scores, depth, excluded)
+
+
+def _best_by_partition(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_columns` of a wide matrix: one in-place ``partition`` of a copy finds
+    each row's ``depth``-th best score and one comparison pass the columns at least as good: all
+    the better ones, and of those equal to it the lowest, up to ``depth`` in all (a row of
+    zeros ties across the whole catalogue, so ties must be cut, and cut the same way always); the
+    few kept are then packed a row each, still in column order, and sorted stably."""
+    n, m = scores.shape
+    work = np.array(scores, copy=True)
+    if excluded is not None:
+        work[excluded] = -np.inf
+    work.partition(m - depth, axis=1)
+    kth = work[:, m - depth]
+    # a row with fewer finite scores than depth has a -inf edge: compare with the lowest finite
+    # value instead, so that its -inf cells never reach the packing below
+    at_least = scores >= np.where(kth > -np.inf, kth, np.finfo(scores.dtype).min)[:, None]
+    if excluded is not None:
+        at_least[excluded] = False
+    rows, cols = np.divmod(np.flatnonzero(at_least), m)  # each row's columns ascending
+    values = scores[rows, cols]
+    keep = values > -np.inf
+    tie = values == kth[rows]
+    if tie.any():  # of the columns equal to the row's edge, the lowest that still fit
+        room = depth - np.bincount(rows[~tie], minlength=n)
+        tie_rows = rows[tie]
+        keep[tie] &= _place_in_row(np.bincount(tie_rows, minlength=n)) < room[tie_rows]
+    rows, cols, values = rows[keep], cols[keep], values[keep]
+    return _finite_prefix(*_sorted_rows(n, rows, cols, values, np.bincount(rows, minlength=n), scores.dtype))
+
+
+def _sorted_rows(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, counts: np.ndarray,
+                 dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column, value) cells, grouped by row with columns ascending, packed a row each and
+    sorted stably best first (equal values keep their column order); -1 / -inf after the last."""
+    items, top = pack_rows(n, rows, cols, values, counts, -np.inf, dtype)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(items, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
+def _place_in_row(counts: np.ndarray) -> np.ndarray:
+    """For entries grouped by row (``counts`` per row, in row order), each one's place in its row."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def pack_rows(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, counts: np.ndarray,
+              fill: float, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """Entries grouped by row (``counts`` per row) as rows x widest-row matrices, left-packed in
+    their order: columns (-1 after a row's last) and values (``fill`` after it)."""
+    position = _place_in_row(counts)
+    width = int(counts.max(initial=0))
+    items = np.full((n, width), -1, dtype=np.int64)
+    packed = np.full((n, width), fill, dtype=dtype)
+    items[rows, position], packed[rows, position] = cols, values
+    return items, packed
+
+
+def _finite_prefix(items: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sorted best first, cut to the widest row's finite cells; -1 / -inf after each row's."""
+    finite = top > -np.inf
+    width = int(finite.sum(axis=1).max(initial=0))
+    return np.where(finite, items, -1)[:, :width], np.where(finite, top, -np.inf)[:, :width]
+
+
+def _rank_in_group(groups: np.ndarray) -> np.ndarray:
+    """For each cell, how many cells to its left in its row hold the same group."""
+    n, d = groups.shape
+    order = np.argsort(groups, axis=1, kind="stable")  # same groups contiguous, left-to-right kept
+    sorted_groups = np.take_along_axis(groups, order, axis=1)
+    starts = np.ones((n, d), dtype=bool)
+    starts[:, 1:] = sorted_groups[:, 1:] != sorted_groups[:, :-1]
+    positions = np.broadcast_to(np.arange(d), (n, d))
+    run_start = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+    ranks = np.empty((n, d), dtype=np.int64)
+    np.put_along_axis(ranks, order, positions - run_start, axis=1)
+    return ranks
