@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from features.loading import load_shop
 from features.sources import write_sql, write_tables
-from serving import event_log as event_log_module
+from serving.event_log import files as event_log_module
 from serving.event_log import EVENT_COLUMNS, EventLogError, FileEventLog, SqlEventLog, open_event_log
 from serving.live_events import LiveEvent
 
@@ -214,7 +214,7 @@ def test_a_failed_compaction_leaves_the_segment_in_place(tmp_path: Path, monkeyp
 CRASH_IN_COMPACTION = """
 import os, signal, sys
 import pyarrow.parquet as pq
-from serving import event_log
+from serving.event_log import files as event_log
 from tests.serving.test_event_log import batch
 log = event_log.FileEventLog(sys.argv[1], background=False)
 for n in range(3):

@@ -1,30 +1,5 @@
-"""The durable record of live events: what the next ``shoprec train`` reads as its ``events`` table.
-
-Write-ahead: :meth:`EventLog.append` returns only once the batch is durable, so an
-acknowledged event survives a crash of the worker or the machine. Delivery is at least
-once: a batch that failed (or whose answer was lost) may be durable all the same, and a
-client that retries it logs it twice.
-
-- :class:`FileEventLog` (a folder; give training the same folder). Each process appends
-  JSON lines to its own write-ahead segment ``wal/<utc-date>-<pid>-<uuid>.jsonl`` (one
-  ``write`` and one ``fsync`` per batch; concurrent batches share an ``fsync``). A segment
-  is rolled when it passes ``segment_max_bytes`` or ``segment_max_seconds`` and is then
-  compacted into ``events/part-<utc-date>-<uuid>.parquet`` (temp file, fsync,
-  ``os.replace``, then the segment is deleted): the contract's ``events`` columns, ``ts`` a
-  UTC timestamp, so ``shoprec train --data FOLDER`` reads ``events/`` as the table (see
-  docs/data.md). Opening the log compacts segments left by dead processes. A segment is
-  compacted only by a holder of its ``flock``, which its writer holds from before the
-  segment has its name until it rolls and the kernel releases when the writer dies (even
-  by SIGKILL), so a live process's active segment is never touched. Whether a writer is
-  dead is decided by that lock, not by its pid: pids are reused (a restarted container
-  gives its workers the same ones). The part is named after its segment, so a segment
-  compacted twice (a crash between the part's rename and the segment's deletion) rewrites
-  the same part rather than duplicating events.
-- :class:`SqlEventLog` (a SQLAlchemy URL): one ``INSERT`` transaction per batch into the
-  contract's ``events`` table (created if missing), which ``SqlSource`` reads.
-
-:func:`open_event_log` picks one from ``SHOPREC_EVENT_LOG``.
-"""
+"""The folder event log: per-process write-ahead JSON-lines segments, compacted into Parquet parts
+of the contract's ``events`` table (see the package docstring for the guarantees)."""
 
 from __future__ import annotations
 
@@ -36,54 +11,27 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
-from features.errors import ShoprecError, UserError, first_line
-from features.schema import TABLES
+from features.errors import UserError
+from serving.event_log.common import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_SECONDS,
+    EVENTS_DIR,
+    EVENT_LOG_ENV,
+    EVENTS_SCHEMA,
+    STALE_TEMP_SECONDS,
+    WAL_DIR,
+    EventLogError,
+)
 from serving.live_events import EVENT_COLUMNS, LiveEvent
-from serving.settings import positive_number
 
 logger = logging.getLogger("shoprec.serving.event_log")
-
-EVENT_LOG_ENV = "SHOPREC_EVENT_LOG"
-SEGMENT_BYTES_ENV = "SHOPREC_EVENT_LOG_SEGMENT_BYTES"
-SEGMENT_SECONDS_ENV = "SHOPREC_EVENT_LOG_SEGMENT_SECONDS"
-DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-DEFAULT_SEGMENT_SECONDS = 3600.0
-STALE_TEMP_SECONDS = 3600.0
-WAL_DIR = "wal"
-EVENTS_DIR = "events"
-"""The table folder FolderSource reads: ``<folder>/events/part-*.parquet``."""
-
-EVENTS_SCHEMA = pa.schema([(c.name, pa.timestamp("us", tz="UTC") if c.kind == "timestamp" else pa.string())
-                           for c in TABLES["events"].columns])
-"""The log's Parquet parts: the contract's ``events`` columns, times as UTC microseconds, the rest text."""
-
-
-class EventLogError(ShoprecError, RuntimeError):
-    """The log cannot be opened or written; the message is one line."""
-
-
-class EventLog(Protocol):
-    """A durable, append-only record of live events."""
-
-    description: str
-
-    def append(self, events: Sequence[LiveEvent]) -> None:
-        """Record a batch; return only once it is durable. Raises :class:`EventLogError`."""
-
-    def compact(self) -> int:
-        """Make everything appended so far readable by training now; returns the events compacted."""
-
-    def close(self) -> None:
-        """Flush and compact what this process wrote; the log cannot be appended to afterwards."""
 
 
 def _encode_batch(events: Sequence[LiveEvent]) -> bytes:
@@ -449,107 +397,3 @@ def _parse_segment(data: bytes, path: Path) -> pa.Table:
     except pa.ArrowInvalid as error:
         raise EventLogError(f"{path}: a ts is not an ISO 8601 timestamp ({error})") from None
     return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)
-
-
-class SqlEventLog:
-    """One INSERT transaction per batch into the contract's ``events`` table (created if missing)."""
-
-    def __init__(self, url: str, *, table: str = "events") -> None:
-        from features.sources import safe_url
-
-        self.description = safe_url(url)
-        try:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
-            self._table = self._ensure_table(table)
-        except (sa.exc.SQLAlchemyError, ImportError) as error:
-            raise EventLogError(f"{self.description}: cannot open the event log database ({EVENT_LOG_ENV}): "
-                                f"{first_line(error)}") from None
-        self._columns = [c.name for c in self._table.columns if c.name in EVENT_COLUMNS]
-        missing = [c for c in EVENT_COLUMNS if c not in self._columns]
-        if missing:
-            raise EventLogError(f"{self.description}: table '{table}' lacks column{'s' if len(missing) > 1 else ''} "
-                                f"{', '.join(missing)}; add {'them' if len(missing) > 1 else 'it'} or drop the table")
-        ts_type = self._table.columns["ts"].type
-        # A typed column gets datetimes (naive UTC where it stores no zone); a text column ISO text.
-        self._ts_kind = ("aware" if isinstance(ts_type, sa.DateTime) and ts_type.timezone else
-                         "naive" if isinstance(ts_type, (sa.DateTime, sa.Date)) else "text")
-
-    def _ensure_table(self, name: str) -> sa.Table:
-        with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table(name):
-                metadata = sa.MetaData()
-                sa.Table(name, metadata,
-                         sa.Column("session_id", sa.Text, nullable=False),
-                         sa.Column("event_type", sa.Text, nullable=False),
-                         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
-                         sa.Column("customer_id", sa.Text, nullable=True),
-                         sa.Column("item_id", sa.Text, nullable=True))
-                try:
-                    metadata.create_all(conn, checkfirst=True)
-                    conn.commit()
-                except sa.exc.SQLAlchemyError:  # another worker created it first
-                    conn.rollback()
-                    if not sa.inspect(conn).has_table(name):
-                        raise
-        with self.engine.connect() as conn:
-            return sa.Table(name, sa.MetaData(), autoload_with=conn)
-
-    def _row(self, event: LiveEvent) -> dict:
-        ts: object = event.ts
-        if self._ts_kind == "naive":
-            ts = event.ts.replace(tzinfo=None)
-        elif self._ts_kind == "text":
-            ts = event.to_dict()["ts"]
-        return {"session_id": event.session_id, "event_type": event.event_type, "ts": ts,
-                "customer_id": event.customer_id, "item_id": event.item_id}
-
-    def append(self, events: Sequence[LiveEvent]) -> None:
-        if not events:
-            return
-        rows = [self._row(e) for e in events]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(self._table.insert(), rows)
-        except sa.exc.SQLAlchemyError as error:
-            raise EventLogError(f"{self.description}: cannot write events: {first_line(error)}") from None
-
-    def compact(self) -> int:
-        return 0  # rows are readable as soon as their transaction commits
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def __enter__(self) -> SqlEventLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def default_event_log_location() -> Path:
-    from training.tracking import shoprec_home
-
-    return shoprec_home() / "event-log"
-
-
-def open_event_log(env: Mapping[str, str] | None = None) -> EventLog:
-    """``SHOPREC_EVENT_LOG``: a folder (default ``$SHOPREC_HOME/event-log``) or a SQLAlchemy URL.
-
-    For a folder, ``SHOPREC_EVENT_LOG_SEGMENT_BYTES`` (default 64 MiB) and
-    ``SHOPREC_EVENT_LOG_SEGMENT_SECONDS`` (default 3600) bound a segment before it is
-    compacted into a Parquet part. Raises :class:`EventLogError` (one line) when the log
-    cannot be opened.
-    """
-    from features.sources import is_database_url, safe_url
-
-    env = os.environ if env is None else env
-    location = env.get(EVENT_LOG_ENV, "").strip()
-    if location and is_database_url(location):
-        return SqlEventLog(location)
-    if "://" in location:
-        raise EventLogError(f"{EVENT_LOG_ENV}={safe_url(location)}: not an installed SQLAlchemy dialect; "
-                            f"give a folder or a database URL")
-    folder = Path(location).expanduser() if location else default_event_log_location()
-    return FileEventLog(folder,
-                        segment_max_bytes=int(positive_number(env, SEGMENT_BYTES_ENV, DEFAULT_SEGMENT_BYTES, EventLogError)),
-                        segment_max_seconds=positive_number(env, SEGMENT_SECONDS_ENV, DEFAULT_SEGMENT_SECONDS, EventLogError))
