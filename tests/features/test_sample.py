@@ -14,18 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from features.loading import load_shop
-from features.sample import (
-    ATTACH_PROB,
-    CATEGORIES,
-    MIN_ITEMS,
-    NEVER_OPEN_SHARE,
-    OPT_IN_SHARE,
-    TIER_BOUNDS,
-    SampleConfig,
-    SampleShop,
-    generate_shop,
-    write_truth,
-)
+from features.sample import CATEGORIES, SampleConfig, SampleShop, generate_shop, write_truth
+from features.sample.process import ATTACH_PROB, MIN_ITEMS, NEVER_OPEN_SHARE, OPT_IN_SHARE, TIER_BOUNDS
 from features.sources import write_tables
 
 CONFIG = SampleConfig(customers=4000, items=500, days=180, seed=11, dirty_share=0.0)
