@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.schema import ROW_COLUMN, quarantine_rows
+from features.schema import ROW_COLUMN
+from features.validation import quarantine_rows
 
 CUSTOMER_TABLES = ("orders", "events", "customers", "email_events")
 MAX_CHAIN = 64

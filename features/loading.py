@@ -19,9 +19,9 @@ import pandas as pd
 
 from features.aliases import merge_aliases
 from features.returns import net_returns
-from features.schema import (REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractConfig, ContractError, quarantine_rows,
-                             validate_table)
+from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractConfig, ContractError
 from features.sources import RawTable, open_source, write_tables
+from features.validation import quarantine_rows, validate_table
 
 Progress = Callable[[str], None]
 

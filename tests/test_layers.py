@@ -108,3 +108,16 @@ def test_the_walk_sees_lazy_and_relative_imports() -> None:
               "def f():\n    import app.cli\nfrom . import recommender\nfrom ..training import bundle\n")
     assert _imports(source, "serving") >= {"batch.job", "app.cli", "serving.recommender", "training.bundle"}
     assert not {name for name in _imports(source, "serving") if name.startswith(("numpy", "typing"))}
+
+
+MAX_MODULE_LINES = 400
+"""A module a newcomer can read in one sitting; past it, it holds more than one job."""
+
+
+def test_no_module_over_the_size_a_newcomer_reads_in_one_go() -> None:
+    sizes = {name: len((REPO / (name.replace(".", "/") + ".py")).read_text().splitlines())
+             for name in GRAPH if (REPO / (name.replace(".", "/") + ".py")).is_file()}
+    packages = {name: len((REPO / name.replace(".", "/") / "__init__.py").read_text().splitlines())
+                for name in GRAPH if (REPO / name.replace(".", "/") / "__init__.py").is_file()}
+    large = {name: n for name, n in {**sizes, **packages}.items() if n > MAX_MODULE_LINES}
+    assert not large, f"modules over {MAX_MODULE_LINES} lines: {large}"

@@ -6,7 +6,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.schema import TABLES, validate_table
+from features.schema import TABLES
+from features.validation import validate_table
 
 NOW = pd.Timestamp("2024-06-01T00:00:00Z")
 cell = st.one_of(
