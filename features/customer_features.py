@@ -203,15 +203,6 @@ FeatureFn = Callable[[ShopData, pd.Timestamp], pd.DataFrame]
 LabelFn = Callable[[ShopData, pd.Timestamp, float, pd.Index], pd.Series]
 
 
-def _after(shop: ShopData, start: pd.Timestamp) -> ShopData:
-    """The shop with every timestamped row before ``start`` removed."""
-    tables = dict(shop.tables)
-    for name, column in (("orders", "ts"), ("events", "ts"), ("email_events", "sent_ts")):
-        if name in tables:
-            tables[name] = tables[name][tables[name][column] >= start].reset_index(drop=True)
-    return ShopData(tables=tables, report=shop.report, quarantine=shop.quarantine)
-
-
 def check_time_cut(features: FeatureFn, labels: LabelFn, shop: ShopData, cutoff: pd.Timestamp,
                    horizon_days: float) -> None:
     """Raise :class:`LeakageError` unless features see only the past and labels only their window.
@@ -227,7 +218,7 @@ def check_time_cut(features: FeatureFn, labels: LabelFn, shop: ShopData, cutoff:
         raise LeakageError(f"features as of {cutoff} change when data after the cut-off is removed "
                            f"(columns {diff[:5] or 'rows'}): a feature reads the future")
     end = cutoff + pd.Timedelta(days=horizon_days)
-    window_only = _after(shop.before(end), cutoff)
+    window_only = shop.before(end).since(cutoff)
     ids = full.index
     if not labels(shop, cutoff, horizon_days, ids).equals(labels(window_only, cutoff, horizon_days, ids)):
         raise LeakageError(f"labels for [{cutoff}, {end}) change when data outside that window is removed")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from features.aliases import merge_aliases
 from features.returns import net_returns
-from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, ContractConfig, ContractError
+from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, TIMED_TABLES, ContractConfig, ContractError
 from features.sources import RawTable, open_source, write_tables
 from features.validation import quarantine_rows, validate_table
 
@@ -100,11 +100,18 @@ class ShopData:
         return name in self.tables
 
     def before(self, cutoff: pd.Timestamp) -> ShopData:
-        """The same shop as it stood just before ``cutoff`` (timestamped tables filtered)."""
+        """The same shop as it stood just before ``cutoff`` (timed tables filtered)."""
+        return self._cut(lambda ts: ts < cutoff)
+
+    def since(self, start: pd.Timestamp) -> ShopData:
+        """The same shop with every timed row before ``start`` removed."""
+        return self._cut(lambda ts: ts >= start)
+
+    def _cut(self, keep: Callable[[pd.Series], pd.Series]) -> ShopData:
         tables = dict(self.tables)
-        for name, column in (("orders", "ts"), ("events", "ts"), ("email_events", "sent_ts")):
+        for name, column in TIMED_TABLES.items():
             if name in tables:
-                tables[name] = tables[name][tables[name][column] < cutoff].reset_index(drop=True)
+                tables[name] = tables[name][keep(tables[name][column])].reset_index(drop=True)
         return ShopData(tables=tables, report=self.report, quarantine=self.quarantine)
 
     def write_quarantine(self, out_dir: str | os.PathLike[str]) -> list[Path]:

@@ -91,6 +91,8 @@ class TableSpec:
     required: bool = False
     unique_key: str | None = None
     feeds: str = ""
+    time_column: str | None = None
+    """When each row happened (orders, events, email sends): what a time cut filters on."""
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +137,7 @@ TABLES: dict[str, TableSpec] = {
             ),
             required=True,
             feeds="purchases",
+            time_column="ts",
         ),
         TableSpec(
             "events",
@@ -146,6 +149,7 @@ TABLES: dict[str, TableSpec] = {
                 Column("item_id", "id", required=False, nullable=True),
             ),
             feeds="browsing signal and session propensity",
+            time_column="ts",
         ),
         TableSpec(
             "customers",
@@ -173,10 +177,13 @@ TABLES: dict[str, TableSpec] = {
                 Column("clicked", "bool", required=False, default=False),
             ),
             feeds="email open-rate targeting",
+            time_column="sent_ts",
         ),
     )
 }
 REQUIRED_TABLES: tuple[str, ...] = tuple(name for name, spec in TABLES.items() if spec.required)
+TIMED_TABLES: dict[str, str] = {name: spec.time_column for name, spec in TABLES.items() if spec.time_column}
+"""Table -> the column of when its rows happened: the tables a time cut filters."""
 
 
 class ContractConfig(BaseModel):
