@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from features.dataset import InteractionConfig
@@ -39,6 +38,7 @@ from serving.answers import (
     Propensity,
 )
 from serving.config import ServingConfig
+from serving.live_session import SessionReader, until_purchase, utc
 from serving.profiles import CustomerProfiles
 from training.bundle import BLOCK_ROWS, PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
@@ -77,7 +77,9 @@ class ShopRecommender:
         self.has_history = bundle.has_history
         self.profiles = CustomerProfiles.from_bundle(bundle, self.price, self.in_stock, self.config.middle_band)
         interactions = InteractionConfig(**bundle.metadata.get("config", {}).get("interactions", {}))
-        self._event_weights = {**interactions.event_weights, "purchase": interactions.purchase_weight}
+        self.session_reader = SessionReader(bundle.items, {**interactions.event_weights,
+                                                           "purchase": interactions.purchase_weight},
+                                            self.config.session_items)
 
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
@@ -147,33 +149,12 @@ class ShopRecommender:
 
     # ---- the live session ----------------------------------------------------------------------
     def live_session(self, events: Sequence[Mapping[str, Any]]) -> LiveSession:
-        """Items of the session's events (dicts with event_type, item_id, ts), most recent
-        first, each weighted by the sum of its events' training weights; items the model does
-        not know are counted, searches and removals carry no weight."""
-        weighted = [(str(e["item_id"]), weight)
-                    for e in sorted(events, key=lambda e: _utc(e["ts"]), reverse=True)
-                    if e.get("item_id") and (weight := self._event_weights.get(e["event_type"], 0.0)) > 0]
-        indices = self.bundle.items.to_index(np.array([item for item, _ in weighted], dtype=object), unknown="mark")
-        weights: dict[int, float] = {}
-        unknown: set[str] = set()
-        for (item, weight), idx in zip(weighted, indices.tolist(), strict=True):  # one id look-up for all
-            if idx < 0:
-                unknown.add(str(item))
-            elif idx in weights or len(weights) < self.config.session_items:
-                weights[idx] = weights.get(idx, 0.0) + weight
-        return LiveSession(np.fromiter(weights, dtype=np.int64, count=len(weights)),
-                           np.fromiter(weights.values(), dtype=np.float32, count=len(weights)), len(unknown))
+        """The live session of these events (see :meth:`SessionReader.from_events`)."""
+        return self.session_reader.from_events(events)
 
     def recently_viewed(self, items: Sequence[str]) -> LiveSession:
-        """A logged-in customer's recent items from earlier visits (most recent first, as the
-        session store keeps them), each weighted as one view."""
-        weight = self._event_weights.get("view", 0.0)
-        idx = self.bundle.items.to_index(np.asarray(list(items), dtype=object), unknown="mark")
-        known = list(dict.fromkeys(int(i) for i in idx if i >= 0))[:self.config.session_items]
-        if weight <= 0 or not known:
-            return LiveSession(NO_SESSION.item_idx, NO_SESSION.weights, int((idx < 0).sum()))
-        return LiveSession(np.array(known, dtype=np.int64), np.full(len(known), weight, dtype=np.float32),
-                           int((idx < 0).sum()))
+        """A logged-in customer's recent items (see :meth:`SessionReader.from_recent`)."""
+        return self.session_reader.from_recent(items)
 
     def _session_scores(self, session: LiveSession) -> np.ndarray:
         """Scores for what the session touched, folded into the primary model where its family
@@ -376,23 +357,8 @@ class ShopRecommender:
             customer, known = float(row["probability"]), bool(row["known"])
         session, used = None, 0
         if session_events:
-            events = [dict(e, ts=_utc(e["ts"]), customer_id=e.get("customer_id") or customer_id)
+            events = [dict(e, ts=utc(e["ts"]), customer_id=e.get("customer_id") or customer_id)
                       for e in session_events]
             session = self.bundle.live_session_propensity(events)
-            used = len(_until_purchase(events))
+            used = len(until_purchase(events))
         return Propensity(customer, known, session, used)
-
-
-def _utc(ts: Any) -> pd.Timestamp:
-    """Event times as UTC; a time without an offset is taken as UTC, as in the data contract."""
-    stamp = pd.Timestamp(ts)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
-def _until_purchase(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Events in time order up to (not including) the first purchase, as the session model reads them."""
-    ordered = sorted(events, key=lambda e: e["ts"])
-    for position, event in enumerate(ordered):
-        if event["event_type"] == "purchase":
-            return ordered[:position]
-    return ordered
