@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable
-from tests.serving.live_server import Server, running_server
+from tests.serving.live_server import Server, TrainedHome, running_server, train_template
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 
@@ -84,8 +84,15 @@ def bundle_with_propensity(shop: ShopData) -> Bundle:
     return build_bundle(shop, config, "ease", {"chosen": "ease"}, fit_propensity(shop, config.propensity))
 
 
+@pytest.fixture(scope="session")
+def trained_home(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+    """The sample shop trained once for the whole session; modules serve private copies of it."""
+    return train_template(sample_shop, tmp_path_factory.mktemp("trained"))
+
+
 @pytest.fixture(scope="module")
-def server(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real server per test module, so a module that swaps champions disturbs no other."""
-    with running_server(sample_shop, tmp_path_factory.mktemp("server")) as live:
+def server(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server per test module, on its own copy of the trained home, so a module that
+    swaps champions disturbs no other."""
+    with running_server(trained_home, tmp_path_factory.mktemp("server")) as live:
         yield live

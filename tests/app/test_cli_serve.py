@@ -14,13 +14,13 @@ from urllib.parse import urlparse
 import pytest
 
 from features.sample import SampleShop
-from tests.serving.live_server import Server, running_server, train_into
+from tests.serving.live_server import Server, TrainedHome, running_server, train_into
 from app.render import example_calls
 
 
 @pytest.fixture(scope="module")
-def cli_server(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(sample_shop, tmp_path_factory.mktemp("cli-serve"), use_cli=True,
+def cli_server(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(trained_home, tmp_path_factory.mktemp("cli-serve"), use_cli=True,
                         env_overrides={"SHOPREC_POLL_SECONDS": "1"}) as live:
         yield live
 

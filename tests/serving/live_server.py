@@ -1,10 +1,13 @@
-"""A real shoprec server for end-to-end tests: train into a private SHOPREC_HOME, start
-`bentoml serve` on a free loopback port, wait for /readyz, and stop it afterwards."""
+"""A real shoprec server for end-to-end tests: the sample shop trained once per session into a
+SHOPREC_HOME, a private copy of it per module, `bentoml serve` on a free loopback port, wait
+for /readyz, and stop it afterwards."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,17 +124,58 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@dataclass(frozen=True)
+class TrainedHome:
+    """The sample shop as Parquet and a SHOPREC_HOME it was trained into (v1 = champion)."""
+
+    data: Path
+    home: Path
+    trained: TrainResult
+
+
+def train_template(sample_shop: SampleShop, root: Path) -> TrainedHome:
+    """Train the sample shop once (the session's template; every module serves a copy of it)."""
+    data, home = root / "shop", root / "home"
+    write_tables(sample_shop.tables, str(data), "parquet")
+    trained = train_into(str(data), home)
+    assert trained.model_version == "1" and trained.gate and trained.gate.passed
+    return TrainedHome(data, home, trained)
+
+
+def private_copy(template: TrainedHome, root: Path) -> TrainedHome:
+    """A module's own copy of the trained shop: the files copied, and every path the MLflow
+    database records (artifact locations, model sources) pointed at the copy, so what a module
+    registers, promotes or breaks stays in its copy. The registry is as real as a trained one:
+    the same SQLite database and artefact files, at another place."""
+    data, home = root / "shop", root / "home"
+    shutil.copytree(template.data, data)
+    shutil.copytree(template.home, home)
+    old, new = f"{template.home}/", f"{home}/"
+    connection = sqlite3.connect(home / "mlflow.db")
+    try:
+        with connection:  # one transaction, committed at the end of the block
+            left = []
+            for (table,) in connection.execute("select name from sqlite_master where type = 'table'").fetchall():
+                for column in [row[1] for row in connection.execute(f'pragma table_info("{table}")')]:
+                    connection.execute(f'update "{table}" set "{column}" = replace("{column}", ?, ?) '
+                                       f'where typeof("{column}") = \'text\' and instr("{column}", ?) > 0',
+                                       (old, new, old))
+                    left += connection.execute(f'select "{column}" from "{table}" '
+                                               f'where instr(cast("{column}" as text), ?) > 0', (old,)).fetchall()
+    finally:
+        connection.close()
+    assert not left, f"paths of the template left in the copy: {left[:3]}"
+    return TrainedHome(data, home, template.trained)
+
+
 @contextmanager
-def running_server(sample_shop: SampleShop, root: Path, *, use_cli: bool = False,
+def running_server(template: TrainedHome, root: Path, *, use_cli: bool = False,
                    env_overrides: dict[str, str] | None = None) -> Iterator[Server]:
-    """Train the sample shop into ``root``/home (v1 = champion), serve it, stop it afterwards.
+    """Serve a private copy of the trained sample shop (v1 = champion) from ``root``, stop it afterwards.
 
     ``use_cli`` starts it as a user does, with ``shoprec serve``, instead of ``bentoml serve``.
     """
-    data, home = str(root / "shop"), root / "home"
-    write_tables(sample_shop.tables, data, "parquet")
-    trained = train_into(data, home)
-    assert trained.model_version == "1" and trained.gate and trained.gate.passed
-    with serving(home, root, use_cli=use_cli, env_overrides=env_overrides) as (url, _), \
+    copy = private_copy(template, root)
+    with serving(copy.home, root, use_cli=use_cli, env_overrides=env_overrides) as (url, _), \
             httpx.Client(timeout=30) as client:
-        yield Server(url, client, data, home, trained)
+        yield Server(url, client, str(copy.data), copy.home, copy.trained)

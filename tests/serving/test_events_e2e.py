@@ -18,7 +18,7 @@ import redis
 from features.loading import load_shop
 from features.sample import SampleShop
 from features.sources import write_tables
-from tests.serving.live_server import kill_tree, serving, train_into
+from tests.serving.live_server import TrainedHome, kill_tree, private_copy, serving
 from training.bundle import Bundle
 
 REDIS_URL = os.environ.get("SHOPREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
@@ -41,15 +41,13 @@ def _redis_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def shop(sample_shop: SampleShop, tmp_path_factory: pytest.TempPathFactory) -> LiveShop:
+def shop(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> LiveShop:
     _redis_or_skip()
     root = tmp_path_factory.mktemp("events")
-    data, home = root / "shop", root / "home"
-    write_tables(sample_shop.tables, data, "parquet")
-    trained = train_into(str(data), home)
+    copy = private_copy(trained_home, root)
     log = root / "event-log"
     env = {"SHOPREC_REDIS_URL": REDIS_URL, "SHOPREC_EVENT_LOG": str(log)}
-    return LiveShop(root, home, log, trained.bundle, env)
+    return LiveShop(root, copy.home, log, copy.trained.bundle, env)
 
 
 @pytest.fixture
