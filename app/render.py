@@ -74,6 +74,7 @@ def selection_lines(selection: Selection, key: str) -> list[str]:
         lines.append(f"{served} against the strongest baseline {strongest}: {key} {test.loc[served, GAIN]:+.1%} "
                      f"(95% interval {test.loc[served, GAIN_LOW]:+.1%} to {test.loc[served, GAIN_HIGH]:+.1%}, "
                      f"paired bootstrap over the {int(test.loc[served, 'evaluated_customers']):,} test customers)")
+    lines += [f"skipped {family}: {reason}" for family, reason in selection.skipped.items()]
     if selection.fallback_reason:
         lines.append(f"no model beat the strongest baseline: {selection.fallback_reason}")
     return lines

@@ -107,8 +107,8 @@ def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None
     """
     tuned: dict[str, dict[str, Any]] = {}
 
-    def tune_on(window: Window, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        tuned.update(tune(window, config.families, params, config.metric_key, config.split.k, config.tune, progress))
+    def tune_on(window: Window, families: list[str], params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        tuned.update(tune(window, families, params, config.metric_key, config.split.k, config.tune, progress))
         return tuned
 
     selection = select(shop, config.families, config.params, config.split, config.ranking, config.interactions,
@@ -166,7 +166,8 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         served, key, strongest = selection.primary_row, config.metric_key, selection.strongest_baseline
         mlflow.set_tags({"shoprec.chosen": selection.chosen, "shoprec.served": served,
                          "shoprec.strongest_baseline": strongest, "shoprec.diversity_cap": str(selection.cap),
-                         **({"shoprec.fallback": selection.fallback_reason} if selection.fallback_reason else {})})
+                         **({"shoprec.fallback": selection.fallback_reason} if selection.fallback_reason else {}),
+                         **{f"shoprec.skipped.{family}": reason for family, reason in selection.skipped.items()}})
         mlflow.log_params(flatten("", config.model_dump()))
         mlflow.log_params({"split.cutoff": split.cutoff.isoformat(), "split.cold_buyers": split.cold_buyers,
                            "split.evaluated_customers": len(split.customers),

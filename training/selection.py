@@ -139,6 +139,8 @@ class Selection:
     fallback_reason: str | None = None
     cap_effect: dict[str, float] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Explore families that cannot run at this shop's size, with the reason (never fitted)."""
 
     @property
     def primary_row(self) -> str:
@@ -174,18 +176,23 @@ def choose_cap(windows: list[Window], scores: list[Callable[[np.ndarray, int], n
 
 def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]], split: SplitConfig,
            ranking: RankingConfig, interactions: Any, metric: str,
-           tune: Callable[[Window, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None = None,
+           tune: Callable[[Window, list[str], dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None = None,
            progress: Progress | None = None) -> Selection:
     """Everything in the module docstring; ``metric`` (``ndcg_at_10``) decides."""
     say = progress or (lambda _text: None)
     test_split = time_split(shop, split, interactions)
+    skipped = {family: reason for family in families
+               if (reason := build_model(family, params.get(family)).cannot_fit(*test_split.train.shape))}
+    for family, reason in skipped.items():
+        say(f"skipped {family}: {reason}")
+    families = [family for family in families if family not in skipped]
     splits = validation_splits(shop, test_split.cutoff, split, interactions)
     per_window = MAX_FIT_CUSTOMERS // len(splits)
     recent = float(split.test_days)
     windows = [prepare_window(shop, s.subsample(per_window), ranking.model_copy(update={"diversity_cap": None}),
                               recent) for s in splits]
     if tune is not None:
-        params = tune(windows[0], params)
+        params = tune(windows[0], families, params)
     test = prepare_window(shop, test_split, ranking.model_copy(update={"diversity_cap": None}), recent)
 
     def fit(family: str, window: Window) -> Recommender:
@@ -270,4 +277,4 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
                   "test_no_cap": float(test_table.loc[f"{chosen}{NO_CAP}", metric])}
     described = [{"cutoff": w.split.cutoff.isoformat(), "customers": len(w.split.customers)} for w in windows]
     return Selection(validation, test_table, chosen, family, ranker, cap, strongest, described, test_split,
-                     fallback, effect, params)
+                     fallback, effect, params, skipped)

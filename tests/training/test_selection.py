@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.render import selection_lines
 from features.sources import write_tables
 from serving.recommender import ShopRecommender
 from training import registry, tracking
@@ -40,9 +41,9 @@ def _log(seed: int, customers: int, items: int, per_customer: int, taste: bool) 
     return {"items": catalogue, "orders": orders}
 
 
-def _trained(tables: dict[str, pd.DataFrame], tmp_path: Path):  # noqa: ANN202 - TrainResult
+def _trained(tables: dict[str, pd.DataFrame], tmp_path: Path, config: TrainConfig = CONFIG):  # noqa: ANN202
     write_tables(tables, tmp_path / "shop", "parquet")
-    return run_training(str(tmp_path / "shop"), CONFIG)
+    return run_training(str(tmp_path / "shop"), config)
 
 
 def _owned_pairs(result) -> set[tuple[str, str]]:  # noqa: ANN001
@@ -80,3 +81,20 @@ def test_no_model_beats_popularity_and_the_first_run_still_leaves_a_champion(tmp
     assert all(len(p.items) == 5 for p in answer)
     second = _trained(_log(4, 900, 120, 6, taste=False), tmp_path)  # a baseline never replaces a champion
     assert second.gate is not None and not second.gate.passed and "serves a baseline" in second.gate.reason
+
+
+def test_a_family_too_big_for_the_catalogue_is_skipped_with_its_reason_not_a_failed_run(
+        tmp_path: Path, mlflow_home: Path) -> None:
+    """EASE's dense Gram matrix has a catalogue limit; a shop above it still trains, promotes and
+    serves, with EASE skipped and the reason in the selection, the terminal lines and MLflow."""
+    config = CONFIG.model_copy(update={"params": {"ease": {"max_items": 100}}})
+    result = _trained(_log(3, 900, 150, 8, taste=True), tmp_path, config)
+    reason = "needs a dense 150 x 150 matrix (0.0 GB); fitted up to max_items=100"
+    assert result.selection.skipped == {"ease": reason}
+    assert not [row for row in result.selection.test.index if "ease" in row]
+    assert "ranker_als" in result.selection.test.index and result.gate is not None and result.gate.passed
+    run = tracking.configure().get_run(result.run_id)
+    assert run.data.tags["shoprec.skipped.ease"] == reason
+    assert f"skipped ease: {reason}" in selection_lines(result.selection, config.metric_key)
+    answer = ShopRecommender(result.bundle, "shoprec/v1").email_picks(["c0001"], 5)
+    assert len(answer[0].items) == 5

@@ -52,6 +52,14 @@ class Recommender(ABC, Generic[ConfigT]):
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """Scores (len(customers) x n_items, float32) for customers given their interaction rows."""
 
+    def cannot_fit(self, n_customers: int, n_items: int) -> str | None:
+        """Why this family cannot be fitted on a customers x items matrix of this size, or None.
+
+        Training skips a family that cannot run at a shop's size and records the reason (a
+        default that crashed on a normal catalogue would be a defect); ``fit`` refuses it too.
+        """
+        return None
+
     def score_history(self, history: sp.csr_matrix) -> np.ndarray | None:
         """Scores for visitors the model never saw, from interaction rows alone (fold-in).
 
