@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from app.render import example_calls, render_metrics, render_report, selection_lines
-from features.errors import UserError, one_line
+from features.errors import UserError, first_line, one_line
 from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
 
@@ -203,11 +203,18 @@ def import_rees46_command(
     _run_import(import_rees46, path, out_dir, fmt)
 
 
+def _read_config(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:  # missing, a folder, unreadable, not UTF-8
+        raise UserError(f"--config {path}: cannot read it ({first_line(error)})") from None
+
+
 def _train_config(config_file: Path | None, experiment: str | None, tune: int, tune_minutes: float) -> Any:
     from training.pipeline import TrainConfig
     from training.tuning import TuneConfig
 
-    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(config_file.read_text())
+    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(_read_config(config_file))
     if experiment:
         config = config.model_copy(update={"experiment": experiment})
     if tune:

@@ -8,13 +8,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from batch.job import JobResult
 from features.loading import LoadReport
-from training.selection import GAIN, GAIN_HIGH, GAIN_LOW, Selection
+
+if TYPE_CHECKING:  # the commands import these where they run: `shoprec --help` loads no model code
+    from batch.job import JobResult
+    from training.selection import Selection
 
 
 def render_report(report: LoadReport) -> Table:
@@ -69,6 +72,8 @@ def selection_lines(selection: Selection, key: str) -> list[str]:
         lines.append(f"diversity: at most {selection.cap} items of one product type (or category) per list"
                      + (f"; {key} on test {effect['test_capped']:.4f} with the cap, {effect['test_no_cap']:.4f} "
                         f"without" if "test_capped" in effect else ""))
+    from training.selection import GAIN, GAIN_HIGH, GAIN_LOW
+
     served, strongest, test = selection.primary_row, selection.strongest_baseline, selection.test
     if GAIN in test.columns and served != strongest and math.isfinite(float(test.loc[served, GAIN])):
         lines.append(f"{served} against the strongest baseline {strongest}: {key} {test.loc[served, GAIN]:+.1%} "

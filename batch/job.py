@@ -30,6 +30,7 @@ from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
 from batch.schema import PICKS_COLUMNS
 from batch.sinks import DEFAULT_SQL_TIMEOUT_S, PicksSink, open_sink
 from batch.summary import PicksSummary
+from serving.config import serving_config
 from serving.recommender import ShopRecommender
 
 DEFAULT_BLOCK = 4096
@@ -112,11 +113,12 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
-    sink = open_sink(out, table, sql_timeout_s)  # bad targets and customer files fail before the model is fetched
+    sink = open_sink(out, table, sql_timeout_s)  # bad targets, settings and customer files fail before the model is fetched
+    config = serving_config()  # the rules the service applies (SHOPREC_SERVING_CONFIG): the same picks as /email_picks
     listed = read_customers(customers_file) if customers_file is not None else None
     log(f"loading {model}")
     loaded = load_model(model)
-    recommender = ShopRecommender(loaded.bundle, loaded.version)
+    recommender = ShopRecommender(loaded.bundle, loaded.version, config)
     customers = listed if listed is not None else all_customers(loaded.bundle)
     log(f"scoring {len(customers.ids):,} customers with {loaded.version} into {sink.description}")
     run = (start_picks_run(loaded, engine="local", k=k, only_send=only_send, customers_source=customers.source,

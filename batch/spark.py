@@ -39,17 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from batch.customers import read_customers
-from batch.job import DEFAULT_BLOCK, JobResult, score_block
+from batch.job import DEFAULT_BLOCK, JobResult, blocks, score_block
 from batch.model_ref import ModelRef, find_bundle, registry_copy, resolve_model_uri
 from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
 from batch.schema import SPARK_DDL, conform
 from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
 from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
-from features.errors import UserError
-from serving.config import ServingConfig
+from features.errors import UserError, one_line
+from serving.config import ServingConfig, serving_config
 from serving.recommender import ShopRecommender
 from training.bundle import FALLBACK, Bundle, verify
 
@@ -201,8 +202,8 @@ def _score_partition(batches: Iterator[pd.DataFrame], *, archive_name: str, mode
                 ids = recommender.bundle.customers.external_ids[batch["id"].to_numpy()]
             else:
                 ids = batch["customer_id"].to_numpy(dtype=object)
-            for start in range(0, len(ids), block):
-                yield conform(score_block(recommender, [str(c) for c in ids[start:start + block]], k))
+            for chunk in blocks(np.asarray([str(c) for c in ids], dtype=object), block):
+                yield conform(score_block(recommender, chunk, k))
 
 
 def _default_partitions(spark: SparkSession) -> int:
@@ -309,6 +310,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
         raise UserError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
 
     started = time.perf_counter()
+    config = serving_config()  # the service's rules (SHOPREC_SERVING_CONFIG), shipped to the executors
     customers = read_customers(customers_file) if customers_file is not None else None  # a bad file fails first
     output = describe_output(out, table)
     if spark is None:
@@ -331,7 +333,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
            if track else None)
     try:
         scoring_started = time.perf_counter()
-        picks = spark_picks(shipped, ids, k, spark, partitions=partitions, block=block).persist(StorageLevel.MEMORY_AND_DISK)
+        picks = spark_picks(shipped, ids, k, spark, partitions=partitions, config=config, block=block).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             output = write_picks(picks.where("send") if only_send else picks, out, table=table,
                                  sql_timeout_s=sql_timeout_s)
@@ -367,17 +369,28 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
     parser.add_argument("--table", default=DEFAULT_TABLE, help="table name when --out is a SQLAlchemy URL")
     parser.add_argument("--sql-timeout", type=float, default=DEFAULT_SQL_TIMEOUT_S)
     parser.add_argument("--partitions", type=int, help="scoring tasks (default: the cluster's cores)")
+    parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="customers per scored block")
     parser.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args(argv)
     try:
         result = run_spark_job(args.model, args.out, k=args.k, customers_file=args.customers,
                                only_send=args.only_send, table=args.table, sql_timeout_s=args.sql_timeout,
-                               partitions=args.partitions, track=not args.no_track, spark=spark, log=logger.info)
-    except (UserError, FileNotFoundError) as error:
-        parser.exit(2, f"error: {error}\n")
+                               partitions=args.partitions, block=args.block, track=not args.no_track, spark=spark,
+                               log=logger.info)
+    except SUBMIT_ERRORS as error:
+        parser.exit(2, f"error: {one_line(error)}\n")
     print(json.dumps(result.summary, default=str))
     return result
 
 
+SUBMIT_ERRORS = (UserError, ValidationError, FileNotFoundError, NotADirectoryError, PermissionError)
+"""Bad input, as the CLI tells it: one line and exit 2 (anything else is a bug and keeps its traceback)."""
+
+
 if __name__ == "__main__":
-    main()
+    # Through the importable module, not this __main__ copy: Spark pickles the scoring function
+    # by reference then, so each executor worker keeps its one cached recommender across tasks.
+    import batch.spark
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    batch.spark.main()

@@ -151,6 +151,8 @@ def csv_header(path: Path) -> list[str]:
         header = pd.read_csv(path, nrows=0, encoding_errors="replace")
     except pd.errors.EmptyDataError:
         raise ContractError(f"{path}: file is empty (no header row)") from None
+    except (pd.errors.ParserError, OSError, EOFError) as error:  # a broken gzip stream, an unreadable header
+        raise ContractError(f"{path}: cannot read the CSV header: {first_line(error)}") from None
     return [str(c).strip() for c in header.columns]
 
 
@@ -195,7 +197,10 @@ def read_parquet(path: Path, spec: TableSpec) -> pd.DataFrame:
     except (pa.ArrowInvalid, OSError) as error:
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
     check_columns(spec, present, str(path))
-    return pd.read_parquet(path, columns=[c for c in spec.column_names if c in present])
+    try:
+        return pd.read_parquet(path, columns=[c for c in spec.column_names if c in present])
+    except (pa.ArrowException, OSError) as error:  # a footer that reads over data that does not
+        raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
 
 
 def read_parquet_parts(folder: Path, spec: TableSpec) -> pd.DataFrame:

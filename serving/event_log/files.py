@@ -395,5 +395,6 @@ def _parse_segment(data: bytes, path: Path) -> pa.Table:
     try:  # the JSON lines hold text; the schema casts times
         arrays = [pa.array(columns[f.name], pa.string()).cast(f.type) for f in EVENTS_SCHEMA]
     except pa.ArrowInvalid as error:
-        raise EventLogError(f"{path}: a ts is not an ISO 8601 timestamp ({error})") from None
+        raise EventLogError(f"{path}: a value does not fit the events schema, such as a ts that is not "
+                            f"ISO 8601 ({error})") from None
     return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)

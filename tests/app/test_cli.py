@@ -113,3 +113,16 @@ def test_demo_runs_end_to_end_without_serving(tmp_path: Path, monkeypatch: pytes
     assert "Load report" in result.stdout and "promoted to @champion" in result.stdout
     assert "/cross_sell" in result.stdout and "/email_picks" in result.stdout and "/offers" in result.stdout
     assert (tmp_path / "demo" / "home" / "mlflow.db").is_file()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{\x00}", None])
+def test_an_unreadable_config_file_is_one_line_exit_2(tmp_path: Path, shop_dir: Path, content: bytes | None) -> None:
+    """Not UTF-8, or a folder where the file should be: one line naming --config, no traceback."""
+    config = tmp_path / "config.json"
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_bytes(content)
+    result = run("evaluate", "--data", str(shop_dir), "--config", str(config))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: --config {config}: cannot read it" in result.stderr

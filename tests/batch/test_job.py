@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.errors import UserError
 from features.loading import ShopData
 from batch.customers import all_customers, read_customers
 from batch.job import run_job, run_picks, score_block
@@ -211,6 +212,21 @@ def test_local_run_is_logged_as_a_batch_run(bundle: Bundle, tmp_path: Path, mlfl
     assert run.info.status == "FINISHED" and run.data.params["only_send"] == "True"
     assert run.data.metrics["rows_written"] == len(pd.read_csv(tmp_path / "picks.csv")) == result.summary["rows_written"]
     assert "shoprec.source_run_id" not in run.data.tags and run.data.tags["shoprec.model_version"] == "local/bundle"
+
+
+def test_the_job_applies_the_services_serving_config(bundle: Bundle, tmp_path: Path, mlflow_home: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHOPREC_SERVING_CONFIG sets the send rule for the endpoint and the batch alike; a bad one
+    stops the job in one line before any model is loaded."""
+    bundle.save(tmp_path / "bundle")
+    default = run_job(str(tmp_path / "bundle"), str(tmp_path / "default.csv"), k=3, track=False)
+    monkeypatch.setenv("SHOPREC_SERVING_CONFIG", '{"send_min_open_propensity": 1.0}')
+    strict = run_job(str(tmp_path / "bundle"), str(tmp_path / "strict.csv"), k=3, track=False)
+    assert default.summary["sent"] > 0 and strict.summary["sent"] == 0
+    assert not pd.read_csv(tmp_path / "strict.csv")["send"].any()
+    monkeypatch.setenv("SHOPREC_SERVING_CONFIG", '{"send_min_open_propensity": 2}')
+    with pytest.raises(UserError, match="send_min_open_propensity: Input should be less than or equal to 1"):
+        run_job(str(tmp_path / "nowhere"), str(tmp_path / "never.csv"), k=3, track=False)
 
 
 def test_a_failed_job_keeps_the_output_and_is_logged_as_failed(bundle: Bundle, tmp_path: Path, mlflow_home: Path,

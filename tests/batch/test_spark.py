@@ -177,3 +177,15 @@ def test_the_spark_submit_entry_runs_one_job(spark, local: ShopRecommender, tmp_
         main(["--model", str(tmp_path / "nowhere"), "--out", str(out)], spark=spark)
     assert exited.value.code == 2
     assert f"--model {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+
+
+def test_the_module_runs_as_a_spark_submit_script() -> None:
+    """``spark-submit batch/spark.py`` runs the file as a script: it must start and list its options."""
+    import subprocess
+    import sys
+
+    import batch.spark as module
+
+    run = subprocess.run([sys.executable, module.__file__, "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--model" in run.stdout and "--block" in run.stdout and "--partitions" in run.stdout

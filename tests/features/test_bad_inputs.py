@@ -25,6 +25,28 @@ def write(folder: Path, items: str | bytes = ITEMS, orders: str | bytes = ORDERS
             f.write(content)
 
 
+def corrupt_parquet_items(folder: Path) -> None:
+    """items.parquet whose footer reads but whose data pages are damaged (a torn copy)."""
+    import pandas as pd
+
+    write(folder)
+    (folder / "items.csv").unlink()
+    pd.DataFrame({"item_id": [f"i{n}" for n in range(5000)], "category": "tv",
+                  "price": [float(n) for n in range(5000)]}).to_parquet(folder / "items.parquet")
+    data = bytearray((folder / "items.parquet").read_bytes())
+    for position in range(200, 2000):
+        data[position] ^= 0x5A
+    (folder / "items.parquet").write_bytes(bytes(data))
+
+
+def truncated_gzip_orders(folder: Path) -> None:
+    import gzip
+
+    write(folder)
+    (folder / "orders.csv").unlink()
+    (folder / "orders.csv.gz").write_bytes(gzip.compress(ORDERS.encode() * 50)[:25])
+
+
 Case = tuple[Callable[[Path], None], int, str]
 CASES: dict[str, Case] = {
     "empty file": (lambda d: write(d, orders=""), 2, "orders.csv: file is empty"),
@@ -55,6 +77,8 @@ CASES: dict[str, Case] = {
     "ragged row": (lambda d: write(d, orders=ORDERS + "o2,c1,i2,1,1,2024-01-02T00:00:00Z,extra,fields\n"), 2,
                    "orders.csv: cannot parse CSV"),
     "binary garbage": (lambda d: write(d, items=b"\x00\x01\x02\xff\xfe" * 40), 2, "items.csv"),
+    "corrupt Parquet data": (corrupt_parquet_items, 2, "items.parquet: not a readable Parquet file"),
+    "truncated gzip": (truncated_gzip_orders, 2, "orders.csv.gz: cannot read the CSV header"),
 }
 
 
