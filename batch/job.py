@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from batch.customers import all_customers, read_customers
-from batch.model_ref import load_model
+from batch.model_ref import load_model_uri
 from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
 from batch.schema import PICKS_COLUMNS
 from batch.sinks import DEFAULT_SQL_TIMEOUT_S, PicksSink, open_sink
@@ -117,7 +117,7 @@ def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = 
     config = serving_config()  # the rules the service applies (SHOPREC_SERVING_CONFIG): the same picks as /email_picks
     listed = read_customers(customers_file) if customers_file is not None else None
     log(f"loading {model}")
-    loaded = load_model(model)
+    loaded = load_model_uri(model)
     recommender = ShopRecommender(loaded.bundle, loaded.version, config)
     customers = listed if listed is not None else all_customers(loaded.bundle)
     log(f"scoring {len(customers.ids):,} customers with {loaded.version} into {sink.description}")

@@ -74,7 +74,7 @@ def resolve_model_uri(uri: str) -> ModelRef:
                     getattr(found, "model_id", None) or None)
 
 
-def load_model(uri: str, cache_dir: Path | None = None) -> LoadedModel:
+def load_model_uri(uri: str, cache_dir: Path | None = None) -> LoadedModel:
     """The bundle :func:`resolve_model_uri` points at, loaded (checksums verified on load).
 
     Registry versions come through the one bundle cache the service uses

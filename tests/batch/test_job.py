@@ -15,7 +15,7 @@ from features.errors import UserError
 from features.loading import ShopData
 from batch.customers import all_customers, read_customers
 from batch.job import run_job, run_picks, score_block
-from batch.model_ref import load_model
+from batch.model_ref import load_model_uri
 from batch.schema import PICKS_COLUMNS
 from batch.sinks import FileSink
 from serving.recommender import ShopRecommender
@@ -191,7 +191,7 @@ def test_every_customer_of_the_bundle_by_default(bundle: Bundle) -> None:
 
 def test_model_from_a_folder_and_bad_uris(bundle: Bundle, tmp_path: Path, mlflow_home: Path) -> None:
     bundle.save(tmp_path / "artifacts" / "bundle")
-    loaded = load_model(str(tmp_path))  # a downloaded MLflow model folder holds the bundle below
+    loaded = load_model_uri(str(tmp_path))  # a downloaded MLflow model folder holds the bundle below
     assert loaded.version == f"local/{tmp_path.name}" and loaded.registry_version is None
     assert len(loaded.bundle.customers) == len(bundle.customers)
     for uri, message in (("models:/shoprec", "use models:/NAME@ALIAS, models:/NAME/VERSION"),
@@ -199,10 +199,10 @@ def test_model_from_a_folder_and_bad_uris(bundle: Bundle, tmp_path: Path, mlflow
                          ("models:/shoprec@champion", "not found in the registry"),
                          (str(tmp_path / "artifacts" / "nothing"), "no such folder")):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
-            load_model(uri)
+            load_model_uri(uri)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no shoprec bundle"):
-        load_model(str(tmp_path / "empty"))
+        load_model_uri(str(tmp_path / "empty"))
 
 
 def test_local_run_is_logged_as_a_batch_run(bundle: Bundle, tmp_path: Path, mlflow_home: Path) -> None:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
     reason="Spark needs Java 17+ (no `java` on PATH and no JAVA_HOME)")
 
 from batch.job import run_job, score_block  # noqa: E402 - after the skips
-from batch.model_ref import load_model  # noqa: E402
+from batch.model_ref import load_model_uri  # noqa: E402
 from batch.schema import PICKS_SCHEMA, SPARK_DDL, conform  # noqa: E402
 from batch.spark import main, run_spark_job, spark_picks, spark_session  # noqa: E402
 from batch.spark_output import read_picks_folder  # noqa: E402
@@ -58,7 +58,7 @@ def champion(bundle_with_propensity: Bundle, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="module")
 def local(champion: str) -> ShopRecommender:
     """What the local engine scores with."""
-    loaded = load_model(MODEL)
+    loaded = load_model_uri(MODEL)
     assert loaded.version == f"shoprec/v{champion}"
     return ShopRecommender(loaded.bundle, loaded.version)
 
