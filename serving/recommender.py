@@ -232,7 +232,7 @@ class ShopRecommender:
         ``send`` needs the customer's consent (``email_opt_in`` of the customers table; no
         threshold overrides it), a likely open (see :meth:`_open_propensities`) and picks that
         are mostly personal rather than fallbacks. The answer is :meth:`email_picks_block`'s,
-        the very code path the batch job (``serving/picks.py``) writes from.
+        the very code path the batch job (``batch/job.py``) writes from.
         """
         block = self.email_picks_block(customer_ids, k)
         out = []
