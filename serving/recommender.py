@@ -40,7 +40,7 @@ from serving.answers import (
 from serving.config import ServingConfig
 from serving.live_session import SessionReader, until_purchase, utc
 from serving.profiles import CustomerProfiles
-from training.bundle import BLOCK_ROWS, PRIMARY, SIMILAR, Bundle
+from training.bundle import PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
 from training.top_k import CANDIDATE_DEPTH, capped_top_k
@@ -250,7 +250,7 @@ class ShopRecommender:
         """Email picks for many customers at once, vectorised, through the bundle's one ranking
         path (:meth:`training.bundle.Bundle.lists`): personal scores under every rule, then each
         customer's fallback list (their segment's popular items, else the shop's) for the rest,
-        one diversity cap over both; in blocks of :data:`~training.bundle.BLOCK_ROWS` customers."""
+        one diversity cap over both; in blocks of :attr:`~training.bundle.Bundle.block_rows` customers."""
         ids = np.array([str(c) for c in customer_ids], dtype=object)
         n, k = len(ids), max(int(k), 0)
         canonical = self.bundle.canonical_ids(ids)
@@ -261,8 +261,9 @@ class ShopRecommender:
         scores = np.zeros((n, k), dtype=np.float64)
         reasons = np.full((n, k), None, dtype=object)
         personal = np.zeros((n, k), dtype=bool)
-        for start in range(0, n if k else 0, BLOCK_ROWS):
-            rows = slice(start, start + BLOCK_ROWS)
+        step = self.bundle.block_rows
+        for start in range(0, n if k else 0, step):
+            rows = slice(start, start + step)
             block = self.bundle.lists(raw_idx[rows], k)
             items[rows], scores[rows], personal[rows] = block.items, block.scores, block.personal
             reasons[rows] = self.bundle.reasons(raw_idx[rows], block)

@@ -39,6 +39,7 @@ from training.ranking import (
     days_since_last,
     make_lists,
 )
+from training.top_k import block_rows
 
 MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
@@ -54,9 +55,11 @@ FALLBACK = "popular"
 def is_fallback(reasons: np.ndarray) -> np.ndarray:
     """True where a pick came from a fallback list rather than from personal scores."""
     return np.char.startswith(np.asarray(reasons, dtype=str), FALLBACK)
+
+
 BLOCK_ROWS = 512
-"""Customers per dense scores block when lists are made for many customers: bounds memory
-(float32 scores plus the top-k's indices: about 16 bytes x rows x items) whatever a caller passes."""
+"""Most customers per dense scores block when lists are made for many customers (fewer on a
+large catalogue: :attr:`Bundle.block_rows`), so memory is bounded whatever a caller passes."""
 
 
 class BundleError(UserError):
@@ -179,6 +182,12 @@ class Bundle:
         return self.models[PRIMARY].family
 
     @functools.cached_property
+    def block_rows(self) -> int:
+        """Customers per call of :meth:`lists`: :data:`BLOCK_ROWS`, fewer on a catalogue too large
+        for that many dense rows (:func:`training.top_k.block_rows`)."""
+        return block_rows(len(self.items), BLOCK_ROWS)
+
+    @functools.cached_property
     def has_history(self) -> np.ndarray:
         """Per customer: any interaction at all (else they are served fallbacks only)."""
         return np.diff(self.interactions.indptr) > 0
@@ -240,7 +249,7 @@ class Bundle:
 
     def lists(self, idx: np.ndarray, k: int, rules: Rules | None = None) -> ListBlock:
         """Lists for customers ``idx`` (internal; -1 unknown) through the one ranking path: personal
-        scores for those with history, fallbacks for the rest. At most :data:`BLOCK_ROWS` rows."""
+        scores for those with history, fallbacks for the rest. At most :attr:`block_rows` rows."""
         warm = np.flatnonzero(idx >= 0)
         warm = warm[self.has_history[idx[warm]]]
         personal: np.ndarray | Candidates | None = None
@@ -288,11 +297,12 @@ class Bundle:
         ids = np.asarray([str(c) for c in customer_ids], dtype=object)
         idx = self.customer_index(ids)
         parts = []
-        for start in range(0, len(ids), BLOCK_ROWS):
-            rows = idx[start:start + BLOCK_ROWS]
+        step = self.block_rows
+        for start in range(0, len(ids), step):
+            rows = idx[start:start + step]
             block = self.lists(rows, k)
             reasons = self.reasons(rows, block)
-            parts.append(self._frame(ids[start:start + BLOCK_ROWS], block.items, block.scores, reasons))
+            parts.append(self._frame(ids[start:start + step], block.items, block.scores, reasons))
         frame = (pd.concat(parts, ignore_index=True) if parts else
                  pd.DataFrame(columns=[c for c in RECOMMENDATION_COLUMNS if c != "canonical_id"]))
         frame.insert(1, "canonical_id", self.canonical_ids(frame["customer_id"].to_numpy(dtype=object)))

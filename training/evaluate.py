@@ -33,9 +33,10 @@ from training.models import build_model
 from training.models.base import Recommender
 from training.ranker import Personal, Ranker
 from training.ranking import Candidates, RankingConfig, Rules, make_lists
+from training.top_k import block_rows
 
 BLOCK = 1024
-"""Customers scored at once in evaluation (dense block: BLOCK x items float32)."""
+"""Most customers scored at once in evaluation; fewer on a large catalogue (:func:`training.top_k.block_rows`)."""
 
 
 class SplitConfig(BaseModel):
@@ -145,8 +146,9 @@ class Window:
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row position, customers) per block of evaluated customers."""
-        for start in range(0, len(self.split.customers), BLOCK):
-            yield start, self.split.customers[start:start + BLOCK]
+        step = block_rows(self.split.train.shape[1], BLOCK)
+        for start in range(0, len(self.split.customers), step):
+            yield start, self.split.customers[start:start + step]
 
 
 def prepare_window(shop: ShopData, split: TimeSplit, ranking: RankingConfig, recent_days: float) -> Window:

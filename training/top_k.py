@@ -16,6 +16,18 @@ CANDIDATE_DEPTH = 10
 SHALLOW_DEPTH = 3
 """Candidates per row, in multiples of k, of the capped top-k's first pass: enough for nearly
 every row; the rows it leaves short go on to :data:`CANDIDATE_DEPTH`."""
+SCORE_BLOCK_BYTES = 256 * 2**20
+"""Memory a block of dense scores may take when many customers are scored at once (evaluation,
+email picks, the pyfunc): rows x items cells of about :data:`BYTES_PER_CELL` each."""
+BYTES_PER_CELL = 16
+"""A dense score cell (float32) plus the top-k's working copy of it (float32) and its index (int64)."""
+
+
+def block_rows(n_items: int, most: int) -> int:
+    """Customers per dense scoring block: ``most`` on a small catalogue, fewer on a large one, so
+    that a block stays within :data:`SCORE_BLOCK_BYTES` (at 40,000 items: 419 rows, not 4,096 x
+    40,000 x 16 bytes = 2.6 GB). Lists never depend on the block they were made in."""
+    return max(1, min(most, SCORE_BLOCK_BYTES // (BYTES_PER_CELL * max(n_items, 1))))
 
 
 def rows_of(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -69,3 +69,23 @@ def test_a_rankers_candidates_give_the_lists_the_whole_catalogue_would(window_an
     np.testing.assert_array_equal(fast.items, slow.items)
     np.testing.assert_array_equal(fast.personal, slow.personal)
     np.testing.assert_allclose(fast.scores, slow.scores, rtol=1e-6)
+
+
+def test_blocks_sized_to_a_memory_budget_give_the_same_lists(window_and_bundle: tuple[Window, Bundle],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large catalogue scores fewer customers per dense block; the lists must not change. The
+    budget is shrunk here so this small catalogue gets 37-row blocks, as 40,000 items get 419."""
+    import training.top_k as top_k
+
+    window, bundle = window_and_bundle
+    personal = window.personal(bundle.models[PRIMARY], bundle.ranker)
+    ids = list(bundle.customers.external_ids[window.split.customers])
+    before_eval = lists_for(window, lambda customers, _: personal.score(customers), K)
+    before_pyfunc = bundle.recommend(ids, K)
+    n_items = len(bundle.items)
+    assert top_k.block_rows(40_000, 4096) == 419 and top_k.block_rows(n_items, 512) == 512
+    monkeypatch.setattr(top_k, "SCORE_BLOCK_BYTES", top_k.BYTES_PER_CELL * n_items * 37)
+    small = dataclasses.replace(bundle)  # a fresh bundle: block_rows is computed once per bundle
+    assert small.block_rows == 37 and top_k.block_rows(n_items, 1024) == 37
+    np.testing.assert_array_equal(lists_for(window, lambda customers, _: personal.score(customers), K), before_eval)
+    pd.testing.assert_frame_equal(small.recommend(ids, K), before_pyfunc)
