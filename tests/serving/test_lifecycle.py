@@ -9,12 +9,14 @@ object level (its reload, poll and ``/admin/reload`` methods, no HTTP server).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -322,3 +324,26 @@ def test_the_serving_config_from_the_environment_reaches_every_worker_and_a_bad_
     with pytest.raises(UserError, match=r"SHOPREC_SERVING_CONFIG \(inline JSON\): invalid ServingConfig: "
                                          r"send_min_open_propensty: Extra inputs are not permitted"):
         ShoprecService.inner()
+
+
+def test_a_worker_freezes_what_it_loaded_and_a_swap_frees_the_old_bundle(
+        champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker takes its loaded state out of the cyclic collector's reach (no 200 ms full
+    collections while serving), yet a swap still frees the bundle it replaced, even one caught
+    in a reference cycle (frozen objects are never collected unless unfrozen first)."""
+    monkeypatch.setattr(service_module, "POLL_SECONDS", 0)
+    monkeypatch.setenv("SHOPREC_EVENT_LOG", str(tmp_path / "event-log"))
+    gc.unfreeze()
+    service = ShoprecService.inner()
+    try:
+        assert gc.get_freeze_count() > 10_000
+        service.recommender.bundle.metadata["held_by"] = service.recommender  # a cycle, as later code may make
+        old_recommender, old_bundle = weakref.ref(service.recommender), weakref.ref(service.recommender.bundle)
+        champion("2")
+        assert service.reload("test") == ("shoprec/v2", True)
+        gc.collect()
+        assert old_recommender() is None and old_bundle() is None
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        service._shutdown()
+        gc.unfreeze()
