@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from app.render import example_calls, render_metrics, render_report, selection_lines
-from features.errors import UserError, first_line, one_line
+from features.errors import USER_ERRORS, UserError, first_line, one_line
 from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
 
@@ -42,9 +41,6 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS = (UserError, ValidationError, FileNotFoundError, NotADirectoryError, PermissionError)
-"""What the CLI prints as one line with exit 2 (a bad config is a pydantic ValidationError). Any other
-exception, a bare ValueError included, is a bug: its traceback goes through, exit 1."""
 
 
 @app.callback()

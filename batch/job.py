@@ -28,7 +28,7 @@ from batch.customers import all_customers, read_customers
 from batch.model_ref import load_model_uri
 from batch.runs import fail_picks_run, finish_picks_run, start_picks_run
 from batch.schema import PICKS_COLUMNS
-from batch.sinks import DEFAULT_SQL_TIMEOUT_S, PicksSink, open_sink
+from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE, PicksSink, open_sink
 from batch.summary import PicksSummary
 from serving.config import serving_config
 from serving.recommender import ShopRecommender
@@ -101,7 +101,7 @@ class JobResult:
 
 
 def run_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None, only_send: bool = False,
-            table: str = "email_picks", sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+            table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
             block: int = DEFAULT_BLOCK, track: bool = True,
             progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = lambda _: None,
             ) -> JobResult:

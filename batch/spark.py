@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from batch.customers import read_customers
 from batch.job import DEFAULT_BLOCK, JobResult, blocks, score_block
@@ -49,7 +48,7 @@ from batch.schema import SPARK_DDL, conform
 from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
 from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
-from features.errors import UserError, one_line
+from features.errors import USER_ERRORS, UserError, one_line
 from serving.config import ServingConfig, serving_config
 from serving.recommender import ShopRecommender
 from training.bundle import FALLBACK, Bundle, verify
@@ -297,7 +296,7 @@ def summarise(picks: DataFrame, bundle: Bundle, ids: np.ndarray | None, k: int, 
 
 
 def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | None = None,
-                  only_send: bool = False, table: str = "email_picks", sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+                  only_send: bool = False, table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
                   partitions: int | None = None, block: int = DEFAULT_BLOCK,
                   track: bool = True, spark: SparkSession | None = None,
                   log: Callable[[str], None] = lambda _: None) -> JobResult:
@@ -377,14 +376,10 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None) -
                                only_send=args.only_send, table=args.table, sql_timeout_s=args.sql_timeout,
                                partitions=args.partitions, block=args.block, track=not args.no_track, spark=spark,
                                log=logger.info)
-    except SUBMIT_ERRORS as error:
+    except USER_ERRORS as error:
         parser.exit(2, f"error: {one_line(error)}\n")
     print(json.dumps(result.summary, default=str))
     return result
-
-
-SUBMIT_ERRORS = (UserError, ValidationError, FileNotFoundError, NotADirectoryError, PermissionError)
-"""Bad input, as the CLI tells it: one line and exit 2 (anything else is a bug and keeps its traceback)."""
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from batch.schema import PICKS_COLUMNS, PICKS_DTYPES, conform
-from batch.sinks import DEFAULT_SQL_TIMEOUT_S, SqlSink
+from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE, SqlSink
 from features.sources import is_database_url, safe_url
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
@@ -21,12 +21,12 @@ def output_format(out: str) -> str:
     return "csv" if out.rstrip("/").lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
-def describe_output(out: str, table: str = "email_picks") -> str:
+def describe_output(out: str, table: str = DEFAULT_TABLE) -> str:
     """Where :func:`write_picks` writes, as the summary and the MLflow run name it."""
     return f"{safe_url(out)} table {table}" if is_database_url(out) else f"{out} (Spark {output_format(out)} folder)"
 
 
-def write_picks(picks: DataFrame, out: str, *, table: str = "email_picks", single_file: bool = False,
+def write_picks(picks: DataFrame, out: str, *, table: str = DEFAULT_TABLE, single_file: bool = False,
                 sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> str:
     """Write the picks where ``out`` says; returns a description for the job's summary.
 

@@ -25,6 +25,12 @@ class UserError(ShoprecError, ValueError):
     """
 
 
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValidationError, FileNotFoundError, NotADirectoryError,
+                                            PermissionError)
+"""What a command tells as bad input, in one line with exit 2 (a bad config is a pydantic
+ValidationError; a missing file an OSError of its own). Anything else is a bug and keeps its traceback."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of the exception's message, or its type's name when it has none: drivers
     and libraries append tracebacks, hints and URLs on further lines."""
