@@ -175,8 +175,9 @@ TABLES: dict[str, TableSpec] = {
                 Column("sent_ts", "timestamp"),
                 Column("opened", "bool"),
                 Column("clicked", "bool", required=False, default=False),
+                Column("opened_ts", "timestamp", required=False, nullable=True),
             ),
-            feeds="email open-rate targeting",
+            feeds="email open-rate targeting, the open model and each customer's send hour (opened_ts)",
             time_column="sent_ts",
         ),
     )

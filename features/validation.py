@@ -162,6 +162,11 @@ def _check_rows(spec: TableSpec, clean: pd.DataFrame, reasons: _Reasons) -> None
         needs_item = clean["event_type"].isin(ITEM_EVENT_TYPES).to_numpy(dtype=bool)
         reasons.flag(needs_item & clean["item_id"].isna().to_numpy(), "item_id",
                      "item_id is empty for an item event")
+    if spec.name == "email_events":
+        opened_ts, opened = clean["opened_ts"], clean["opened"].to_numpy(dtype=bool, na_value=False)
+        reasons.flag((opened_ts < clean["sent_ts"]).to_numpy(dtype=bool, na_value=False), "opened_ts",
+                     "opened_ts is before sent_ts")
+        reasons.flag(opened_ts.notna().to_numpy() & ~opened, "opened_ts", "opened_ts is set on a mail that was not opened")
     if spec.name == "customer_aliases":
         reasons.flag((clean["alias_id"] == clean["customer_id"]).to_numpy(dtype=bool), "customer_id",
                      "alias_id equals customer_id")

@@ -22,6 +22,8 @@ from features.sample.process import (
     N_CATEGORIES,
     N_TIERS,
     NEVER_OPEN_SHARE,
+    OPEN_HOUR_SHARE,
+    OPEN_HOURS,
     OPEN_RATE_BETA,
     OPT_IN_SHARE,
     ORDERS_PER_MONTH_MEDIAN,
@@ -44,6 +46,8 @@ class Customers:
     active_from_us: np.ndarray
     favourite: np.ndarray
     """(customers, categories) favourite item of each consumable category, -1 for durables."""
+    open_hour: np.ndarray
+    """Hour of the day (UTC) the customer opens mail at."""
 
     def __len__(self) -> int:
         return len(self.tier)
@@ -76,5 +80,7 @@ def build_customers(rng: np.random.Generator, n: int, catalogue: Catalogue, star
     rows = np.repeat(np.arange(n), len(consumables))
     cats = np.tile(consumables, n)
     favourite[rows, cats] = catalogue.draw(rng, cats * N_TIERS + tier[rows])
-    return Customers(affinity, tier, orders_per_month, conversion, open_rate, rng.random(n) < OPT_IN_SHARE,
-                      created, np.maximum(created, start_us), favourite)
+    opt_in = rng.random(n) < OPT_IN_SHARE
+    open_hour = rng.choice(np.asarray(OPEN_HOURS), size=n, p=OPEN_HOUR_SHARE)
+    return Customers(affinity, tier, orders_per_month, conversion, open_rate, opt_in,
+                      created, np.maximum(created, start_us), favourite, open_hour)

@@ -1,5 +1,5 @@
-"""The contract tables built from the stages' arrays: customers (and their aliases), orders, events,
-email campaigns."""
+"""The contract tables built from the stages' arrays: customers (and their aliases), orders, events
+(the email campaigns: :mod:`features.sample.emails`)."""
 
 from __future__ import annotations
 
@@ -17,44 +17,13 @@ from features.sample.process import (
     ALIAS_LISTED_SHARE,
     ALIAS_SHARE,
     ALIAS_USE_P,
-    CAMPAIGN_AUDIENCE,
-    CAMPAIGN_GAP_DAYS,
-    CLICK_GIVEN_OPEN,
     CONSUMABLE_QUANTITY_P,
-    DAY_US,
     DISCOUNT_SHARE,
     DISCOUNTS,
     DURABLE,
     EVENT_VOCABULARY,
-    SEND_HOUR,
-    SEND_SPREAD_S,
     US,
 )
-
-
-def email_frame(rng: np.random.Generator, customers: Customers, ids: np.ndarray,
-                 start_us: int, end_us: int) -> pd.DataFrame:
-    """Campaigns every 7-14 days, each to a random 30-70% of opted-in customers who had
-    signed up by then; opened with the customer's open rate, clicked only when opened."""
-    days = (end_us - start_us) // DAY_US
-    lo, hi = CAMPAIGN_GAP_DAYS
-    day = rng.integers(0, lo) + np.concatenate(([0], np.cumsum(rng.integers(lo, hi + 1, days // lo + 1))))
-    send_us = start_us + day[day < days] * DAY_US + SEND_HOUR * 3600 * US
-    eligible = np.flatnonzero(customers.opt_in)
-    audience = rng.uniform(*CAMPAIGN_AUDIENCE, len(send_us))
-    chosen = ((rng.random((len(send_us), len(eligible))) < audience[:, None])
-              & (customers.created_us[eligible][None, :] < send_us[:, None]))
-    campaign, position = np.nonzero(chosen)
-    customer = eligible[position]
-    sent = np.minimum(send_us[campaign] + rng.integers(0, SEND_SPREAD_S, len(campaign)) * US, end_us - US)
-    opened = rng.random(len(customer)) < customers.open_rate[customer]
-    return pd.DataFrame({
-        "customer_id": take_values(ids, customer),
-        "campaign_id": take_values(make_ids("m", np.arange(1, len(send_us) + 1), id_width(len(send_us) + 1, 3)), campaign),
-        "sent_ts": utc_series(sent),
-        "opened": opened,
-        "clicked": opened & (rng.random(len(customer)) < CLICK_GIVEN_OPEN),
-    })
 
 
 @dataclass(frozen=True)

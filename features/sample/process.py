@@ -232,6 +232,26 @@ CLICK_GIVEN_OPEN = 0.3
 SEND_HOUR, SEND_SPREAD_S = 8, 7200
 
 
+ENGAGED_LIFT, LAPSED_LIFT, ENGAGEMENT_DAYS = 2.0, 0.4, 30.0
+"""A mail's chance of being opened is the customer's ``open_rate`` times an engagement factor:
+``LAPSED_LIFT + (ENGAGED_LIFT - LAPSED_LIFT) * exp(-days since their last order / ENGAGEMENT_DAYS)``
+(1.6x the day after an order, 1x about three weeks later, 0.6x for the lapsed and for those who
+never ordered): recent buyers read the shop's mail."""
+
+
+FATIGUE_PER_MAIL, FATIGUE_DAYS = 0.7, 30.0
+"""... times ``FATIGUE_PER_MAIL`` for each mail the customer got in the ``FATIGUE_DAYS`` before it:
+a customer mailed often opens less (capped at a chance of 0.95)."""
+
+
+OPEN_HOURS, OPEN_HOUR_SHARE = (7, 8, 12, 13, 19, 20, 21), (0.15, 0.15, 0.15, 0.10, 0.15, 0.20, 0.10)
+"""Each customer reads mail at one hour of the day (UTC), drawn from these shares: a mail is opened
+at the first such hour after it was sent, or one (p 0.3) or two (p 0.1) days later."""
+
+
+OPEN_DELAY_DAYS_P = (0.6, 0.3, 0.1)
+
+
 ALIAS_SHARE = 0.01
 
 

@@ -16,7 +16,8 @@ from features.sample.catalogue import build_catalogue
 from features.sample.customers import build_customers
 from features.sample.dirty import dirty_count, dirty_events, dirty_items, dirty_orders
 from features.sample.draws import id_width, make_ids
-from features.sample.frames import build_aliases, customer_frames, email_frame, event_frame, order_frame
+from features.sample.emails import email_frame
+from features.sample.frames import build_aliases, customer_frames, event_frame, order_frame
 from features.sample.orders import build_orders
 from features.sample.process import MIN_ITEMS, STAGES
 from features.sample.truth import Planted, planted_truth
@@ -91,8 +92,8 @@ def generate_shop(config: SampleConfig) -> SampleShop:
         "events": event_frame(events, sessions, session_id_index, ids, catalogue),
         "customers": customer_table,
         "customer_aliases": alias_table,
-        "email_events": email_frame(rng["emails"], customers, ids, start_us, end_us),
     }
+    tables["email_events"], email_truth = email_frame(rng["emails"], customers, orders, ids, start_us, end_us)
     if n_bad := dirty_count(share, len(tables["orders"]), 3):
         tables["orders"], found = dirty_orders(rng["dirty"], tables["orders"], n_bad)
         planted += found
@@ -100,6 +101,7 @@ def generate_shop(config: SampleConfig) -> SampleShop:
         tables["items"], found = dirty_items(rng["dirty"], tables["items"], n_bad)
         planted += found
     truth = planted_truth(catalogue, customers, aliases, ids)
+    truth["emails"] = email_truth
     truth["dirty"] = pd.DataFrame(planted, columns=["table", "reason", "count"]).astype({"count": "int64"})
     return SampleShop(tables=tables, truth=truth)
 

@@ -54,6 +54,7 @@ def planted_truth(catalogue: Catalogue, customers: Customers, aliases: Aliases, 
             "conversion_rate": customers.conversion,
             "open_rate": customers.open_rate,
             "never_open": customers.open_rate == 0.0,
+            "open_hour": customers.open_hour,
             "email_opt_in": customers.opt_in,
             "top_category": CATEGORY_NAMES[top[:, 0]],
             "top_categories": pd.Series(CATEGORY_NAMES[top[:, 0]]) + "|" + CATEGORY_NAMES[top[:, 1]]

@@ -131,3 +131,17 @@ def test_non_utf8_rows_are_quarantined_not_fatal(tmp_path: Path) -> None:
     shop = load_shop(tmp_path, now=NOW)
     assert shop.report.tables["orders"].reasons == {"row is not valid UTF-8": 1}
     assert shop.report.tables["orders"].rows_loaded == 5
+
+
+def test_open_times_must_follow_the_send_and_an_open(tmp_path: Path) -> None:
+    emails = pd.DataFrame({
+        "customer_id": ["c1", "c1", "c1", "c1"], "campaign_id": ["m1", "m2", "m3", "m4"],
+        "sent_ts": ["2024-05-01T08:00:00Z"] * 4, "opened": ["true", "true", "false", "false"],
+        "opened_ts": ["2024-05-01T19:00:00Z", "2024-04-30T19:00:00Z", "2024-05-02T07:00:00Z", ""]})
+    write_tables({"items": RAW_TABLES["items"], "orders": RAW_TABLES["orders"].iloc[:2], "email_events": emails},
+                 tmp_path, "csv")
+    shop = load_shop(tmp_path, now=NOW)
+    assert shop.report.tables["email_events"].reasons == {"opened_ts is before sent_ts": 1,
+                                                          "opened_ts is set on a mail that was not opened": 1}
+    kept = shop["email_events"]
+    assert kept["campaign_id"].tolist() == ["m1", "m4"] and kept["opened_ts"].isna().tolist() == [False, True]

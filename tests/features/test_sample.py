@@ -27,14 +27,14 @@ COLUMNS = {
     "events": ["session_id", "event_type", "ts", "customer_id", "item_id"],
     "customers": ["customer_id", "email_opt_in", "created_at"],
     "customer_aliases": ["alias_id", "customer_id"],
-    "email_events": ["customer_id", "campaign_id", "sent_ts", "opened", "clicked"],
+    "email_events": ["customer_id", "campaign_id", "sent_ts", "opened", "clicked", "opened_ts"],
 }
 KINDS = {
     "item_id": "id", "category": "id", "title": "id", "brand": "id", "order_id": "id", "customer_id": "id",
     "session_id": "id", "event_type": "id", "alias_id": "id", "campaign_id": "id",
     "price": "float", "repurchase_days": "float", "quantity": "float", "unit_price": "float",
     "in_stock": "bool", "durable": "bool", "email_opt_in": "bool", "opened": "bool", "clicked": "bool",
-    "ts": "time", "created_at": "time", "sent_ts": "time",
+    "ts": "time", "created_at": "time", "sent_ts": "time", "opened_ts": "time",
 }
 
 
@@ -254,9 +254,47 @@ def test_email_opens_follow_the_planted_open_rate(shop: SampleShop) -> None:
     per_customer = per_customer[per_customer["size"] >= 5]
     planted = customers["open_rate"].reindex(per_customer.index)
     assert np.corrcoef(per_customer["mean"], planted)[0, 1] > 0.6
+    assert email["opened_ts"].notna().tolist() == email["opened"].tolist()
+    assert (email["opened_ts"] > email["sent_ts"])[email["opened"]].all()
+    hours = email.loc[email["opened"], ["customer_id", "opened_ts"]]
+    planted_hour = hours["customer_id"].map(customers["open_hour"])
+    assert (hours["opened_ts"].dt.hour == planted_hour).all(), "each customer opens at their own hour"
     campaign_days = email.groupby("campaign_id")["sent_ts"].min().dt.floor("D").sort_values()
     campaign_gaps = campaign_days.diff().dropna().dt.days
     assert campaign_gaps.between(7, 14).all()
+
+
+def test_opens_fall_with_lapsed_buying_and_with_fatigue(shop: SampleShop) -> None:
+    """The planted open chance (docs/sample.md) shows in the opens: mails to customers who ordered
+    lately are opened more than mails to the lapsed, and mails after a busy month less."""
+    email = shop.tables["email_events"].reset_index(drop=True)
+    truth = shop.truth["emails"]
+    assert truth[["customer_id", "campaign_id"]].equals(email[["customer_id", "campaign_id"]])
+    rate = email["customer_id"].map(shop.truth["customers"].set_index("customer_id")["open_rate"])
+    assert np.allclose(truth["open_chance"], np.minimum(rate * truth["engagement"] * truth["fatigue"], 0.95))
+    openers = rate > 0
+    engaged = openers & (truth["engagement"] > 1.2)
+    lapsed = openers & (truth["engagement"] < 0.6)
+    assert email.loc[engaged, "opened"].mean() > 2 * email.loc[lapsed, "opened"].mean()
+    rested, tired = openers & (truth["fatigue"] == 1.0), openers & (truth["fatigue"] < 0.6)
+    assert tired.sum() > 100 and email.loc[rested, "opened"].mean() > 1.5 * email.loc[tired, "opened"].mean()
+
+
+def test_engagement_and_fatigue_are_what_docs_sample_says(shop: SampleShop) -> None:
+    """Recomputed mail by mail from the tables: days since the customer's last order before the
+    send, and their mails in the 30 days before it."""
+    email = shop.tables["email_events"].reset_index(drop=True)
+    aliases = shop.tables["customer_aliases"].set_index("alias_id")["customer_id"]
+    orders = shop.tables["orders"].assign(customer_id=lambda o: o["customer_id"].map(aliases).fillna(o["customer_id"]))
+    truth = shop.truth["emails"]
+    for row in np.random.default_rng(0).choice(len(email), 300, replace=False):
+        mail = email.iloc[row]
+        earlier = orders[(orders["customer_id"] == mail["customer_id"]) & (orders["ts"] < mail["sent_ts"])]
+        days = (mail["sent_ts"] - earlier["ts"].max()).total_seconds() / 86_400 if len(earlier) else None
+        lift = 0.4 if days is None else 0.4 + 1.6 * np.exp(-days / 30)
+        mine = email[email["customer_id"] == mail["customer_id"]]
+        n = ((mine["sent_ts"] < mail["sent_ts"]) & (mine["sent_ts"] >= mail["sent_ts"] - pd.Timedelta(days=30))).sum()
+        assert truth.loc[row, "engagement"] == pytest.approx(lift) and truth.loc[row, "fatigue"] == pytest.approx(0.7 ** n)
 
 
 def test_conversion_rate_drives_the_share_of_purchase_sessions(shop: SampleShop) -> None:
