@@ -21,6 +21,12 @@ CAP_DAYS = 365.0
 """Recency-like features of customers with no such event take this value (and a flag says so),
 so linear models see a finite, monotone "very long ago" rather than a missing value."""
 RECENT_WINDOWS = (7, 30)
+LAST_MAILS = 3
+"""How many of the customer's latest mails the "opens of the last mails" feature (the trend) reads."""
+OPEN_WINDOW_DAYS = 3
+"""A mail counts as opened when the open comes within this many days of the send; the mails of the
+data's last days are too recent to tell (training.propensity leaves them out of every window)."""
+"""How many of the customer's latest mails the "opens of the last mails" feature (the trend) reads."""
 ORDER_WINDOWS = (30, 90)
 
 
@@ -59,7 +65,8 @@ def customer_features(shop: ShopData, cutoff: pd.Timestamp, ids: pd.Index | None
     Orders: RFM, order rate, spend trend, category breadth. Events (when present): views,
     cart adds, sessions in recent windows, abandoned carts, days since last visit. Email (when
     present): sends, the shrunk open rate of :func:`features.profiles.email_open_rates`, days
-    since the last open and send, and the recent-vs-overall open-rate trend.
+    since the last open and send, sends in the last 7 and 30 days (fatigue), opens of the last
+    three mails and the recent-vs-overall open-rate trend.
     """
     past = shop.before(cutoff)
     ids = population(shop, cutoff) if ids is None else ids
@@ -163,11 +170,21 @@ def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 def _email_features(emails: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    if "opened_ts" in emails:  # an open the shop had not seen by the cut-off is not known yet
+        emails = emails.assign(opened=emails["opened"] & ~(emails["opened_ts"] >= cutoff))
     age = _days(cutoff, emails["sent_ts"])
     rates = email_open_rates(emails).set_index("customer_id")
-    out = pd.DataFrame({"sends": rates["sends"].astype(np.float64), "open_rate": rates["open_rate"]})
+    out = pd.DataFrame({"sends": rates["sends"].astype(np.float64), "open_rate": rates["open_rate"],
+                        "log_opens": np.log1p(rates["opens"].astype(np.float64)),
+                        # mailed again and again and never opened: the strongest "no" a log holds
+                        "never_opened_sends": np.where(rates["opens"] == 0, np.log1p(rates["sends"]), 0.0)})
     out["days_since_send"] = age.groupby(emails["customer_id"]).min()
     out["days_since_open"] = age[emails["opened"]].groupby(emails.loc[emails["opened"], "customer_id"]).min()
+    for window in RECENT_WINDOWS:  # fatigue: how often the customer was mailed lately
+        out[f"sends_{window}d"] = (age < window).groupby(emails["customer_id"]).sum().astype(np.float64)
+    latest = emails.assign(age=age).sort_values(["customer_id", "age"], kind="stable") \
+        .groupby("customer_id", sort=True).head(LAST_MAILS)
+    out[f"opens_last_{LAST_MAILS}"] = latest.groupby("customer_id")["opened"].sum().astype(np.float64)
     recent = emails[age < 90]
     if len(recent):
         recent_rate = email_open_rates(recent).set_index("customer_id")["open_rate"]
@@ -186,7 +203,8 @@ def purchase_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, i
 
 
 def email_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, ids: pd.Index) -> pd.Series:
-    """One row per email sent in ``[cutoff, cutoff + horizon)`` to one of ``ids``: 1 when it was opened.
+    """One row per email sent in ``[cutoff, cutoff + horizon)`` to one of ``ids``: 1 when it was
+    opened (within :data:`OPEN_WINDOW_DAYS` of the send, where the shop records when).
 
     The index repeats the customer id for each send, so the features (as of the cut-off) of
     a customer with two mails count twice, as the batch job would score both.
@@ -194,7 +212,10 @@ def email_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, ids:
     emails = shop["email_events"]
     end = cutoff + pd.Timedelta(days=horizon_days)
     window = emails[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end) & emails["customer_id"].isin(ids)]
-    return pd.Series(window["opened"].astype(np.int64).to_numpy(),
+    opened = window["opened"]
+    if "opened_ts" in window:
+        opened = opened & ~(window["opened_ts"] - window["sent_ts"] >= pd.Timedelta(days=OPEN_WINDOW_DAYS))
+    return pd.Series(opened.astype(np.int64).to_numpy(),
                      index=pd.Index(window["customer_id"].astype(str).to_numpy(dtype=object), name="customer_id"),
                      name="label")
 

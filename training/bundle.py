@@ -319,6 +319,12 @@ class Bundle:
         by their canonical id); raises PropensityUnavailable."""
         return self._customer_model("customer", customer_ids)
 
+    @property
+    def open_model_beats_baseline(self) -> bool:
+        """Whether the email-open model beat its strongest baseline (the customer's own open rate or
+        recency of the last open) on the test window when trained: then it replaces the own rate."""
+        return self.propensity is not None and self.propensity.beats_baseline.get("email", False)
+
     def email_open_propensity(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """P(opens the next email) as ``customer_id, probability, known``; raises PropensityUnavailable."""
         return self._customer_model("email", customer_ids)

@@ -183,8 +183,10 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         _log_report_artifacts(shop, test, validation, Path(tmp), key)
         propensity = None
         if config.propensity.enabled:
-            _log_propensity(evaluate_propensity(shop, config.propensity, progress), Path(tmp))
+            report = evaluate_propensity(shop, config.propensity, progress)
+            _log_propensity(report, Path(tmp))
             propensity = fit_propensity(shop, config.propensity, progress)
+            propensity.beats_baseline = {target: report.beats_baseline(target) for target in propensity.models}
         if progress:
             progress(f"refitting {selection.family} on the full history and building the bundle")
         bundle = build_bundle(shop, config, selection.family, {
@@ -226,6 +228,8 @@ def _log_propensity(report: PropensityReport, tmp: Path) -> None:
     """Metrics as ``propensity.<target>.<metric>``, the choice and skip reasons as tags, deciles and plot."""
     for target, status in report.status.items():
         mlflow.set_tag(f"shoprec.propensity.{target}", report.chosen.get(target, status))
+        if target in report.baseline:
+            mlflow.set_tag(f"shoprec.propensity.{target}.baseline", report.baseline[target])
     for target, values in report.metrics.items():
         mlflow.log_metrics({f"propensity.{target}.{name}": float(v) for name, v in values.items()})
         path = tmp / f"propensity_{target}_deciles.csv"

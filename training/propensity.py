@@ -26,8 +26,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from features import sessions as sess
-from features.customer_features import (check_time_cut, customer_features, email_labels, population,
-                                        purchase_labels)
+from features.customer_features import (OPEN_WINDOW_DAYS, check_time_cut, customer_features, email_labels,
+                                        population, purchase_labels)
 from features.loading import ShopData
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import Kind, PropensityModel
@@ -35,6 +35,7 @@ from training.propensity_set import PropensitySet
 
 Progress = Callable[[str], None]
 TARGETS = ("customer", "session", "email")
+
 NEEDS = {"session": "events", "email": "email_events"}
 
 
@@ -64,16 +65,16 @@ class PropensityConfig(BaseModel):
 
 @dataclass
 class Rows:
-    """Feature rows, labels and the trivial baseline's score (higher = more likely)."""
+    """Feature rows, labels and each trivial baseline's score (:data:`BASELINES`; higher = more likely)."""
 
     X: pd.DataFrame
     y: np.ndarray
-    baseline: np.ndarray
+    baselines: dict[str, np.ndarray]
 
     @staticmethod
     def concat(parts: list[Rows]) -> Rows:
         return Rows(pd.concat([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                    np.concatenate([p.baseline for p in parts]))
+                    {name: np.concatenate([p.baselines[name] for p in parts]) for name in parts[0].baselines})
 
 
 @dataclass
@@ -86,15 +87,27 @@ class Periods:
 
 @dataclass
 class PropensityReport:
-    """Per target: status, test metrics (model and baselines), the decile table, the choice made."""
+    """Per target: status, test metrics (model and baselines), the decile table, the choice made and
+    the strongest baseline on the test window (the one ``baseline.*`` metrics describe)."""
 
     status: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     deciles: dict[str, pd.DataFrame] = field(default_factory=dict)
     chosen: dict[str, str] = field(default_factory=dict)
+    baseline: dict[str, str] = field(default_factory=dict)
+
+    def beats_baseline(self, target: str) -> bool:
+        """Whether the target's model ranked better than its strongest baseline on the test window
+        and was at least as well calibrated (Brier): only then does it replace that baseline at serving."""
+        m = self.metrics.get(target)
+        return m is not None and m["roc_auc"] > m["baseline.roc_auc"] and m["brier"] <= m["baseline.brier"]
 
 
-BASELINES = {"customer": "recency of last order", "email": "recency of last open", "session": "base rate"}
+BASELINES = {"customer": {"recency": "recency of the last order"},
+             "email": {"open_rate": "the customer's own (shrunk) open rate", "recency": "recency of the last open"},
+             "session": {"base_rate": "the base rate"}}
+"""Per target, the trivial scores a data scientist tries first; each model is judged against the
+strongest of its target's on the test window (``baseline.*``), and each is logged (``baselines.<name>.*``)."""
 
 
 def data_end(shop: ShopData) -> pd.Timestamp:
@@ -118,14 +131,32 @@ def skip_reason(shop: ShopData, target: str) -> str | None:
 def customer_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
     X = customer_features(shop, cutoff)
     y = purchase_labels(shop, cutoff, horizon, X.index).to_numpy()
-    return Rows(X, y, -X["recency_days"].to_numpy())
+    return Rows(X, y, {"recency": -X["recency_days"].to_numpy()})
 
 
 def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
-    ids = population(shop, cutoff)
-    labels = email_labels(shop, cutoff, horizon, ids)
-    X = customer_features(shop, cutoff, ids).loc[labels.index]
-    return Rows(X, labels.to_numpy(), -X["days_since_open"].to_numpy())
+    """One row per mail sent in ``[cutoff, cutoff + horizon)``, with its customer's features as of
+    the start of the (UTC) day it was sent.
+
+    The email builder decides just before a campaign whom to mail, so a mail's features are as
+    fresh as that: how often the customer was mailed lately (fatigue) and how recently they
+    bought change within a window. One feature snapshot per day that holds a send.
+    """
+    emails = shop["email_events"]
+    end = cutoff + pd.Timedelta(days=horizon)
+    sent = emails.loc[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end), "sent_ts"]
+    starts = sorted({max(cutoff, day) for day in sent.dt.floor("D")})
+    bounds = [*starts[1:], end]
+    parts = []
+    for start, stop in zip(starts, bounds, strict=True):
+        ids = population(shop, start)
+        labels = email_labels(shop, start, (stop - start).total_seconds() / 86_400.0, ids)
+        X = customer_features(shop, start, ids).loc[labels.index]
+        parts.append(Rows(X, labels.to_numpy(), {"open_rate": X["open_rate"].to_numpy(),
+                                                 "recency": -X["days_since_open"].to_numpy()}))
+    if not parts:
+        raise NotTrainable(f"no mails sent in [{cutoff}, {end})")
+    return Rows.concat(parts)
 
 
 def session_rows(table: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame,
@@ -136,7 +167,7 @@ def session_rows(table: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame,
     prefix = sess.random_prefixes(chosen, rng)
     X = sess.session_features(events[events["session_id"].isin(prefix.index)], items, past, prefix)
     y = chosen.loc[X.index, "converted"].to_numpy()
-    return Rows(X, y, np.zeros(len(X)))
+    return Rows(X, y, {"base_rate": np.zeros(len(X))})
 
 
 def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: bool) -> Periods:
@@ -145,6 +176,8 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     if target == "session":
         return _session_periods(shop, config, end, evaluate)
     days = config.horizon_days if target == "customer" else (config.email_horizon_days or config.horizon_days)
+    if target == "email":  # the last mails' opens may still come: no window holds them
+        end -= pd.Timedelta(days=OPEN_WINDOW_DAYS)
     H = pd.Timedelta(days=days)
     build = customer_rows if target == "customer" else email_rows
     start = shop["orders"]["ts"].min()
@@ -236,24 +269,41 @@ def deciles(y: np.ndarray, p: np.ndarray) -> pd.DataFrame:
     return table
 
 
-def _baseline(rows: Periods) -> np.ndarray:
-    """The trivial baseline's score, made a probability the same way (isotonic on the calibration rows)."""
+def baseline_probabilities(rows: Periods) -> dict[str, np.ndarray]:
+    """Each trivial baseline's score on the test rows, made a probability the same way as the
+    model's (isotonic on the calibration rows)."""
     assert rows.test is not None
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-    iso.fit(rows.calibration.baseline, rows.calibration.y)
-    return iso.predict(rows.test.baseline)
+    out = {}
+    for name, score in rows.calibration.baselines.items():
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
+        iso.fit(score, rows.calibration.y)
+        out[name] = iso.predict(rows.test.baselines[name])
+    return out
 
 
-def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> tuple[dict[str, float], pd.DataFrame,
-                                                                                    PropensityModel]:
+@dataclass
+class TargetResult:
+    metrics: dict[str, float]
+    deciles: pd.DataFrame
+    model: PropensityModel
+    baseline: str
+    """The strongest baseline on the test window (by ROC-AUC), the one ``baseline.*`` describes."""
+
+
+def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> TargetResult:
     rows = periods(shop, target, config, evaluate=True)
     model = fit_target(target, rows, config)
     test = rows.test
     assert test is not None, "periods(evaluate=True) always holds a test window"
     p = model.predict_proba(test.X)
     out = metrics(test.y, p)
-    base = metrics(test.y, _baseline(rows))
-    out.update({f"baseline.{k}": v for k, v in base.items() if k in ("roc_auc", "pr_auc", "brier")})
+    judged = {name: metrics(test.y, score) for name, score in baseline_probabilities(rows).items()}
+    strongest = max(judged, key=lambda name: np.nan_to_num(judged[name]["roc_auc"], nan=-1.0))
+    for name, base in judged.items():
+        shown = {k: v for k, v in base.items() if k in ("roc_auc", "pr_auc", "brier")}
+        out.update({f"baselines.{name}.{k}": v for k, v in shown.items()})
+        if name == strongest:
+            out.update({f"baseline.{k}": v for k, v in shown.items()})
     prior = float(np.concatenate([rows.fit.y, rows.calibration.y]).mean())
     out["base_rate_brier"] = float(brier_score_loss(test.y, np.full(len(test.y), prior)))
     out.update({f"validation_roc_auc.{k}": v for k, v in model.metadata["validation_roc_auc"].items()})
@@ -261,7 +311,7 @@ def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> tu
         full = _full_prefix_auc(shop, config, model)
         if full is not None:
             out["roc_auc_full_prefix"] = full
-    return out, deciles(test.y, p), model
+    return TargetResult(out, deciles(test.y, p), model, strongest)
 
 
 def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: PropensityModel) -> float | None:
@@ -285,8 +335,9 @@ def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Prog
             if progress:
                 progress(f"propensity: evaluating {target}")
             try:
-                report.metrics[target], report.deciles[target], model = evaluate_target(target, shop, config)
-                report.chosen[target] = model.kind
+                result = evaluate_target(target, shop, config)
+                report.metrics[target], report.deciles[target] = result.metrics, result.deciles
+                report.chosen[target], report.baseline[target] = result.model.kind, result.baseline
                 reason = "ok"
             except NotTrainable as error:
                 reason = f"skipped: {error}"

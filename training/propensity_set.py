@@ -39,6 +39,9 @@ class PropensitySet:
     customer_features: pd.DataFrame
     session_history: pd.DataFrame | None
     as_of: pd.Timestamp
+    beats_baseline: dict[str, bool] = field(default_factory=dict)
+    """Per target, whether its model beat its strongest baseline on the test window
+    (:meth:`training.propensity.PropensityReport.beats_baseline`); empty when not evaluated."""
     _live: sess.LiveSessionFeatures | None = field(default=None, repr=False)
 
     def model(self, target: str) -> PropensityModel:
@@ -99,8 +102,8 @@ class PropensitySet:
         if self.session_history is not None:
             self.session_history.rename_axis("customer_id").reset_index().to_parquet(
                 folder / "session_history.parquet", index=False)
-        (folder / STATUS_FILE).write_text(json.dumps({"status": self.status, "as_of": self.as_of.isoformat()},
-                                                     indent=2))
+        (folder / STATUS_FILE).write_text(json.dumps({"status": self.status, "as_of": self.as_of.isoformat(),
+                                                      "beats_baseline": self.beats_baseline}, indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> PropensitySet:
@@ -109,4 +112,5 @@ class PropensitySet:
         history_path = folder / "session_history.parquet"
         history = pd.read_parquet(history_path).set_index("customer_id") if history_path.is_file() else None
         features = pd.read_parquet(folder / "customer_features.parquet").set_index("customer_id")
-        return cls(models, spec["status"], features, history, pd.Timestamp(spec["as_of"]))
+        return cls(models, spec["status"], features, history, pd.Timestamp(spec["as_of"]),
+                   dict(spec.get("beats_baseline", {})))
