@@ -40,7 +40,8 @@ DEFAULT_BLOCK = 4096
 
 def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.ndarray, k: int) -> pd.DataFrame:
     """Email picks for ``customer_ids`` as one row per customer and rank:
-    ``customer_id, canonical_id, rank, item_id, score, reason, send, open_propensity, model_version``
+    ``customer_id, canonical_id, rank, item_id, score, reason, send, send_reason, send_hour,
+    open_propensity, model_version``
     (``canonical_id``: the id it was scored as, an alias resolved).
 
     Rows follow the order of ``customer_ids``, ranks run 1..n per customer. Unknown ids get
@@ -60,6 +61,8 @@ def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.n
         "score": block.scores.ravel()[flat],
         "reason": block.reasons.ravel()[flat],
         "send": np.repeat(block.send, per_customer),
+        "send_reason": np.repeat(block.send_reason, per_customer),
+        "send_hour": np.repeat(block.send_hour, per_customer),
         "open_propensity": np.repeat(block.open_propensity, per_customer),
         "model_version": recommender.model_version,
     }, columns=PICKS_COLUMNS)

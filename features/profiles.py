@@ -122,3 +122,37 @@ def email_open_rates(email_events: pd.DataFrame, prior_sends: float = OPEN_RATE_
         "sends": sends.astype(np.int64), "opens": opens, "open_rate_raw": opens / sends,
         "open_rate": (opens + prior_sends * prior) / (sends + prior_sends),
     }).reset_index()
+
+
+MIN_TIMED_OPENS = 2
+"""Opens with a time a customer needs before their own hour is trusted over the shop's."""
+RECENT_SENDS = 10
+"""The latest sends kept per customer: the most a frequency cap ("N mails in D days") can count."""
+
+
+def email_timing(email_events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """What the campaign plan reads: per customer the hour (UTC) they open mail at, the ages of
+    their latest sends (for the frequency cap), and the shop's own open hour.
+
+    A customer's hour is the most common hour of their timed opens (``opened_ts``) once they have
+    :data:`MIN_TIMED_OPENS`; the shop's is that of all timed opens, or, where the shop records no
+    open times, the hour its opened mails were sent at. Returns ``(hours, recent_sends, shop_hour)``:
+    ``customer_id, open_hour, timed_opens`` and ``customer_id, age_days`` (the latest
+    :data:`RECENT_SENDS` sends before ``as_of``, in days)."""
+    past = email_events[email_events["sent_ts"] < as_of]
+    opened = past[past["opened"]]
+    timed = opened["opened_ts"].dropna() if "opened_ts" in opened else pd.Series(dtype="datetime64[us, UTC]")
+    timed = timed[timed < as_of]
+    hour_of = timed.dt.hour if len(timed) else opened["sent_ts"].dt.hour
+    shop_hour = int(hour_of.mode().min()) if len(hour_of) else int(past["sent_ts"].dt.hour.mode().min()) \
+        if len(past) else 9
+    counts = pd.crosstab(opened.loc[timed.index, "customer_id"], timed.dt.hour) if len(timed) else pd.DataFrame()
+    hours = pd.DataFrame({"customer_id": counts.index.astype(str), "open_hour": counts.idxmax(axis=1).to_numpy(),
+                          "timed_opens": counts.sum(axis=1).to_numpy()}) if len(counts) else \
+        pd.DataFrame({"customer_id": pd.Series(dtype=object), "open_hour": pd.Series(dtype=np.int64),
+                      "timed_opens": pd.Series(dtype=np.int64)})
+    hours = hours[hours["timed_opens"] >= MIN_TIMED_OPENS].reset_index(drop=True)
+    age = (as_of - past["sent_ts"]).dt.total_seconds() / 86_400.0
+    recent = pd.DataFrame({"customer_id": past["customer_id"].astype(str).to_numpy(), "age_days": age.to_numpy()})
+    recent = recent.sort_values(["customer_id", "age_days"], kind="stable").groupby("customer_id").head(RECENT_SENDS)
+    return hours, recent.reset_index(drop=True), shop_hour

@@ -43,12 +43,22 @@ class LiveSession:
 NO_SESSION = LiveSession(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
 
+LIKELY_OPENER, OPTED_OUT, UNENGAGED, MAILED_RECENTLY, BELOW_THRESHOLD, MOSTLY_FALLBACKS = (
+    "likely_opener", "opted_out", "unengaged", "mailed_recently", "below_threshold", "mostly_fallbacks")
+SEND_REASONS = (OPTED_OUT, UNENGAGED, MAILED_RECENTLY, BELOW_THRESHOLD, MOSTLY_FALLBACKS, LIKELY_OPENER)
+"""Why a customer is mailed (``likely_opener``) or not, in the order the rules are applied:
+no consent, the sunset rule (many mails, never an open), the frequency cap, an open propensity
+below the threshold, picks mostly fallbacks."""
+
+
 @dataclass(frozen=True)
 class EmailPick:
     customer_id: str
     canonical_id: str
     customer_known: bool
     send: bool
+    send_reason: str
+    send_hour: int
     open_propensity: float
     items: list[Pick]
 
@@ -77,6 +87,10 @@ class EmailPicksBlock:
     n_picks: np.ndarray
     n_personal: np.ndarray
     """Picks per row from the personal scores (``similar_customers`` or ``buy_again:<date>``)."""
+    send_reason: np.ndarray
+    """Why ``send`` is what it is (:data:`SEND_REASONS`)."""
+    send_hour: np.ndarray
+    """Hour of the day (UTC) to mail at: the customer's own open hour, else the shop's (-1: no email data)."""
 
 
 @dataclass(frozen=True)

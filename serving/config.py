@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import UserError, one_line
+from features.profiles import RECENT_SENDS
 
 SERVING_CONFIG_ENV = "SHOPREC_SERVING_CONFIG"
 
@@ -33,6 +34,11 @@ class ServingConfig(BaseModel):
                                             description="Email is sent only at or above this open propensity.")
     send_min_personal_share: float = Field(0.5, ge=0, le=1,
                                            description="...and when at least this share of picks is personal.")
+    sunset_after_unopened: int = Field(6, ge=0, description="Sunset rule: no mail to a customer who got this many "
+                                                            "mails and opened none (0: off).")
+    max_mails: int = Field(2, ge=1, le=RECENT_SENDS, description="Frequency cap: no mail to a customer who already "
+                                                                    "got this many in the last max_mails_days.")
+    max_mails_days: float = Field(7.0, gt=0, description="...days before the bundle's end of data.")
     middle_band: tuple[float, float] = Field((0.25, 0.75), description="Catalogue price quantiles for strangers.")
 
 

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.profiles import RECENT_SENDS
 from training.bundle import Bundle
+from training.bundle_profiles import OPEN_HOURS, SHOP_EMAIL
+from training.bundle_profiles import RECENT_SENDS as RECENT_SENDS_PROFILE
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,18 @@ class CustomerProfiles:
     opted_out: np.ndarray
     open_rate: np.ndarray
     """Shrunk email open rate (NaN without sends)."""
+    unopened_sends: np.ndarray
+    """Mails the customer got, when they never opened one (0 for anyone who opened): the sunset rule."""
     open_prior: float
     """The shop's open rate, for customers without sends."""
     segment_band: dict[str, tuple[float, float]]
     catalogue_band: tuple[float, float]
+    send_hour: np.ndarray
+    """Hour (UTC) to mail the customer at: their own open hour, else the shop's (-1 without email data)."""
+    shop_send_hour: int
+    send_ages: np.ndarray
+    """customers x :data:`~features.profiles.RECENT_SENDS`: days before the bundle's end of each
+    of the customer's latest sends, most recent first (inf past the last): the frequency cap."""
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, price: np.ndarray, recommendable: np.ndarray,
@@ -68,10 +79,36 @@ class CustomerProfiles:
             oidx = bundle.customers.to_index(opt_out["customer_id"].astype(str).to_numpy(), unknown="mark")
             opted_out[oidx[oidx >= 0]] = True
         rates = bundle.profiles.get("email_open_rates")
-        open_rate, open_prior = np.full(n, np.nan), 0.0
+        open_rate, open_prior, unopened_sends = np.full(n, np.nan), 0.0, np.zeros(n, dtype=np.int64)
         if rates is not None and len(rates):
             ridx = bundle.customers.to_index(rates["customer_id"].astype(str).to_numpy(), unknown="mark")
             open_rate[ridx[ridx >= 0]] = rates["open_rate"].to_numpy()[ridx >= 0]
+            never = np.where(rates["opens"].to_numpy() == 0, rates["sends"].to_numpy(), 0)
+            unopened_sends[ridx[ridx >= 0]] = never[ridx >= 0]
             open_prior = float(rates["opens"].sum() / max(rates["sends"].sum(), 1))
+        shop_hour, send_hour, send_ages = _email_timing(bundle, n)
         return cls(segment, band_lo, band_hi, aligned("recency_days", np.inf, np.float64), opted_out, open_rate,
-                   open_prior, segment_band, catalogue_band)
+                   unopened_sends, open_prior, segment_band, catalogue_band, send_hour, shop_hour, send_ages)
+
+
+def _email_timing(bundle: Bundle, n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    shop = bundle.profiles.get(SHOP_EMAIL)
+    shop_hour = int(shop["open_hour"].iloc[0]) if shop is not None and len(shop) else -1
+    send_hour = np.full(n, shop_hour, dtype=np.int64)
+    hours = bundle.profiles.get(OPEN_HOURS)
+    if hours is not None and len(hours):
+        idx = bundle.customers.to_index(hours["customer_id"].astype(str).to_numpy(), unknown="mark")
+        send_hour[idx[idx >= 0]] = hours["open_hour"].to_numpy(dtype=np.int64)[idx >= 0]
+    ages = np.full((n, RECENT_SENDS), np.inf)
+    recent = bundle.profiles.get(RECENT_SENDS_PROFILE)
+    if recent is not None and len(recent):
+        idx = bundle.customers.to_index(recent["customer_id"].astype(str).to_numpy(), unknown="mark")
+        keep = idx >= 0
+        idx, age = idx[keep], recent["age_days"].to_numpy(dtype=np.float64)[keep]
+        order = np.lexsort((age, idx))
+        idx, age = idx[order], age[order]
+        starts = np.searchsorted(idx, idx, side="left")
+        slot = np.arange(len(idx)) - starts
+        fits = slot < RECENT_SENDS
+        ages[idx[fits], slot[fits]] = age[fits]
+    return shop_hour, send_hour, ages

@@ -27,7 +27,13 @@ import scipy.sparse as sp
 
 from features.dataset import InteractionConfig
 from serving.answers import (
+    BELOW_THRESHOLD,
+    LIKELY_OPENER,
+    MAILED_RECENTLY,
+    MOSTLY_FALLBACKS,
     NO_SESSION,
+    OPTED_OUT,
+    UNENGAGED,
     CrossSell,
     EmailPick,
     EmailPicksBlock,
@@ -242,7 +248,7 @@ class ShopRecommender:
                      zip(block.items[row, :n].tolist(), block.scores[row, :n].tolist(),
                          block.reasons[row, :n].tolist(), strict=True)]
             out.append(EmailPick(cid, str(block.canonical_ids[row]), bool(block.customer_known[row]),
-                                 bool(block.send[row]),
+                                 bool(block.send[row]), str(block.send_reason[row]), int(block.send_hour[row]),
                                  float(block.open_propensity[row]), picks))
         return out
 
@@ -270,25 +276,46 @@ class ShopRecommender:
         n_picks = (items >= 0).sum(axis=1)
         n_personal = personal.sum(axis=1)
         propensities = self._open_propensities(ids.tolist(), raw_idx)
-        send = ((propensities >= self.config.send_min_open_propensity)
-                & (n_personal / np.maximum(n_picks, 1) >= self.config.send_min_personal_share)
-                & ~(in_bundle & self.profiles.opted_out[np.maximum(raw_idx, 0)]))  # consent first, whatever the scores
-        return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send, propensities.astype(np.float64),
-                               items, scores, reasons, n_picks, n_personal)
+        send_reason = self._send_reasons(raw_idx, propensities, n_personal / np.maximum(n_picks, 1))
+        send_hour = np.where(in_bundle, self.profiles.send_hour[np.maximum(raw_idx, 0)],
+                             self.profiles.shop_send_hour)
+        return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send_reason == LIKELY_OPENER,
+                               propensities.astype(np.float64), items, scores, reasons, n_picks, n_personal,
+                               send_reason, send_hour.astype(np.int64))
+
+    def _send_reasons(self, raw_idx: np.ndarray, propensities: np.ndarray, personal_share: np.ndarray) -> np.ndarray:
+        """Why each customer is mailed or not, the first rule that holds in :data:`SEND_REASONS`
+        order: consent first whatever the scores; the sunset rule (``sunset_after_unopened``
+        mails and not one opened: email practice stops there, whatever a model says about
+        customers like them); the frequency cap (no more than ``max_mails`` in
+        ``max_mails_days``); the open propensity; picks worth a mail."""
+        known = raw_idx >= 0
+        row = np.maximum(raw_idx, 0)
+        nth_latest = self.profiles.send_ages[row, self.config.max_mails - 1]
+        sunset = self.config.sunset_after_unopened
+        rules = [(known & self.profiles.opted_out[row], OPTED_OUT),
+                 (known & (sunset > 0) & (self.profiles.unopened_sends[row] >= max(sunset, 1)), UNENGAGED),
+                 (known & (nth_latest < self.config.max_mails_days), MAILED_RECENTLY),
+                 (propensities < self.config.send_min_open_propensity, BELOW_THRESHOLD),
+                 (personal_share < self.config.send_min_personal_share, MOSTLY_FALLBACKS)]
+        return np.select([mask for mask, _ in rules], [reason for _, reason in rules], LIKELY_OPENER).astype(object)
 
     def _open_propensities(self, ids: list[str], raw_idx: np.ndarray) -> np.ndarray:
-        """A customer's own email history first: the Beta-shrunk open rate, which keeps a
-        customer who never opened six mails below the send threshold (the calibrated model
-        ranks well but lifts some of them above it). Customers without email history get the
-        bundle's email-open model when it has one, else the shop's open rate."""
+        """The bundle's email-open model for everyone when it beat the customer's own open rate
+        (and recency of the last open) on the test window, ranking and calibration alike; else
+        the customer's Beta-shrunk open rate, which keeps a customer who never opened six mails
+        below the send threshold, and the model (else the shop's open rate) only for customers
+        without email history."""
         rates = np.where(raw_idx >= 0, self.profiles.open_rate[np.maximum(raw_idx, 0)], np.nan)
-        without_history = ~np.isfinite(rates)
-        if without_history.any():
+        use_model = ~np.isfinite(rates)
+        if self.bundle.open_model_beats_baseline:
+            use_model[:] = True
+        if use_model.any():
             try:
-                modelled = self.bundle.email_open_propensity([ids[i] for i in np.flatnonzero(without_history)])
-                rates[without_history] = modelled["probability"].to_numpy(dtype=np.float64)
+                modelled = self.bundle.email_open_propensity([ids[i] for i in np.flatnonzero(use_model)])
+                rates[use_model] = modelled["probability"].to_numpy(dtype=np.float64)
             except PropensityUnavailable:
-                rates[without_history] = self.profiles.open_prior
+                rates[use_model & ~np.isfinite(rates)] = self.profiles.open_prior
         return rates
 
     def price_band(self, customer_id: str, session: LiveSession = NO_SESSION) -> PriceBand:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from features.schema import EVENT_TYPES, ID_PATTERN, ITEM_EVENT_TYPES
+from serving.answers import SEND_REASONS
 
 MAX_K = 100
 MAX_EMAIL_CUSTOMERS = 1000
@@ -179,6 +180,13 @@ class EmailPickOut(BaseModel):
                                           "is a merged duplicate (customer_aliases), else customer_id itself.")
     customer_known: bool
     send: bool
+    send_reason: Literal[SEND_REASONS] = Field(  # type: ignore[valid-type]
+        description="Why send is what it is, the first that holds: opted_out (no consent), unengaged (the sunset "
+                    "rule: sunset_after_unopened mails, none opened), mailed_recently "
+                    "(the frequency cap: max_mails in max_mails_days), below_threshold (open propensity), "
+                    "mostly_fallbacks (too few personal picks), else likely_opener (send).")
+    send_hour: int = Field(ge=-1, le=23, description="Hour of the day (UTC) to mail at: the customer's own open "
+                                                     "hour from past opens, else the shop's; -1 without email data.")
     open_propensity: float
     items: list[ItemOut]
 

@@ -208,7 +208,8 @@ class ShoprecService:
 
     @bentoml.api(route="/email_picks", input_spec=schemas.EmailPicksRequest)
     def email_picks(self, customer_ids: list[str], k: int = 10) -> schemas.EmailPicksResponse:
-        """Per customer: whether to send, the open propensity and the picks (one batch product)."""
+        """Per customer: whether to send and why, the hour to send at, the open propensity and the
+        picks (one batch product)."""
         rec = self.recommender
         picks = rec.email_picks(customer_ids, k)
         for pick in picks:
@@ -217,8 +218,9 @@ class ShoprecService:
             ALIAS_IDS.labels(endpoint="email_picks").inc(aliases)
         return schemas.EmailPicksResponse(model_version=rec.model_version, picks=[
             schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
-                                 customer_known=p.customer_known, send=p.send,
-                                 open_propensity=p.open_propensity, items=_items(p.items)) for p in picks])
+                                 customer_known=p.customer_known, send=p.send, send_reason=p.send_reason,
+                                 send_hour=p.send_hour, open_propensity=p.open_propensity,
+                                 items=_items(p.items)) for p in picks])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
     def offers(self, customer_id: str, session_id: str | None = None, k: int = 5,

@@ -10,13 +10,16 @@ import pandas as pd
 from features.aliases import resolve_aliases
 from features.dataset import Dataset
 from features.loading import ShopData
-from features.profiles import category_affinity, customer_profiles, email_open_rates
+from features.profiles import category_affinity, customer_profiles, email_open_rates, email_timing
 from features.repurchase import rebuy_profile
 
 ALIASES = "customer_aliases"
 """The profile (``alias_id, customer_id``) mapping each merged duplicate id to its canonical id."""
 REBUY_ITEMS, REBUY_CATEGORIES, ITEM_SALES = "rebuy_items", "rebuy_categories", "item_sales"
 """Profiles the ranking path reads: learned re-buy statistics (features/repurchase.py) and sales."""
+OPEN_HOURS, RECENT_SENDS, SHOP_EMAIL = "email_open_hours", "email_recent_sends", "email_shop"
+"""Profiles the campaign plan reads (features.profiles.email_timing): each customer's open hour,
+their latest sends (the frequency cap) and the shop's open hour with the time the plan is as of."""
 
 
 def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict[str, pd.DataFrame]:
@@ -39,6 +42,9 @@ def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict
     }
     if shop.has("email_events"):
         profiles["email_open_rates"] = email_open_rates(shop["email_events"])
+        hours, recent, shop_hour = email_timing(shop["email_events"], dataset.as_of)
+        profiles[OPEN_HOURS], profiles[RECENT_SENDS] = hours, recent
+        profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [dataset.as_of]})
     if shop.has("customer_aliases"):
         resolved, _ = resolve_aliases(shop["customer_aliases"])
         profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),

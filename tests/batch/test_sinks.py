@@ -187,7 +187,8 @@ def test_postgres_readers_see_the_old_table_until_the_swap(rec: ShopRecommender,
             types = dict(reader.execute(sa.text(
                 "select column_name, data_type from information_schema.columns where table_name = 'email_picks'")).all())
         assert types == {"customer_id": "text", "canonical_id": "text", "rank": "integer", "item_id": "text", "score": "double precision",
-                         "reason": "text", "send": "boolean", "open_propensity": "double precision",
+                         "reason": "text", "send": "boolean", "send_reason": "text", "send_hour": "integer",
+                         "open_propensity": "double precision",
                          "model_version": "text"}
         assert _tables(postgres_url) == {"email_picks"}
     finally:

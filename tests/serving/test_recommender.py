@@ -161,7 +161,8 @@ def test_email_send_is_false_for_never_openers(rec: ShopRecommender, bundle: Bun
 def test_send_thresholds_are_configurable(bundle: Bundle) -> None:
     ids = [str(c) for c in bundle.customers.external_ids[:50]]
     never = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=1.0))
-    always = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0))
+    always = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0,
+                                                        sunset_after_unopened=0))
     opted_out = set(bundle.profiles["email_opt_out"]["customer_id"])
     assert not any(p.send for p in never.email_picks(ids, 5))
     assert all(p.send == (p.customer_id not in opted_out) for p in always.email_picks(ids, 5))
@@ -171,7 +172,8 @@ def test_customers_who_opted_out_are_never_mailed(bundle: Bundle, sample_shop: S
     customers = sample_shop.tables["customers"]
     opted_out = customers.loc[~customers["email_opt_in"].astype(bool), "customer_id"].astype(str).tolist()
     assert set(bundle.profiles["email_opt_out"]["customer_id"]) == set(opted_out) and len(opted_out) > 50
-    keen = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0))
+    keen = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0,
+                                                      sunset_after_unopened=0))
     picks = keen.email_picks(opted_out, 3)
     assert not any(p.send for p in picks) and all(len(p.items) == 3 for p in picks)
     opted_in = customers.loc[customers["email_opt_in"].astype(bool), "customer_id"].astype(str).tolist()[:200]
@@ -269,3 +271,85 @@ def test_session_propensity_rises_with_intent(bundle_with_propensity, sample_sho
     assert both.session_events_used == 3  # nothing after the purchase is read
     stranger = recommender.propensity("someone-new", None)
     assert not stranger.customer_known and 0.0 < stranger.customer < 1.0
+
+
+def _plan(rec: ShopRecommender, ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([(p.customer_id, p.send, p.send_reason, p.send_hour, p.open_propensity)
+                         for p in rec.email_picks(ids, 5)],
+                        columns=["customer_id", "send", "send_reason", "send_hour", "open_propensity"])
+
+
+def test_the_frequency_cap_holds_back_customers_mailed_often_lately(bundle: Bundle, sample_shop: SampleShop) -> None:
+    """No more than max_mails in max_mails_days (before the bundle's end of data), counted here
+    from the raw email log, not from the bundle's profile."""
+    emails = sample_shop.tables["email_events"]
+    as_of = bundle.profiles["email_shop"]["as_of"].iloc[0]
+    ids = sorted(set(emails["customer_id"]) - set(bundle.profiles["email_opt_out"]["customer_id"]))
+    config = ServingConfig(send_min_open_propensity=0.0, send_min_personal_share=0.0, sunset_after_unopened=0,
+                           max_mails=2, max_mails_days=21)
+    plan = _plan(ShopRecommender(bundle, "v", config), ids).set_index("customer_id")
+    recent = emails[(emails["sent_ts"] < as_of) & (emails["sent_ts"] > as_of - pd.Timedelta(days=21))]
+    capped = recent.groupby("customer_id").size().reindex(plan.index, fill_value=0) >= 2
+    assert capped.sum() > 100 and (~capped).sum() > 100
+    assert (plan.loc[capped, "send_reason"] == "mailed_recently").all() and not plan.loc[capped, "send"].any()
+    assert (plan.loc[~capped, "send_reason"] == "likely_opener").all() and plan.loc[~capped, "send"].all()
+    looser = _plan(ShopRecommender(bundle, "v", config.model_copy(update={"max_mails": 10})), ids)
+    assert looser["send"].all()
+
+
+def test_every_customer_gets_the_first_send_reason_that_holds(bundle: Bundle, sample_shop: SampleShop) -> None:
+    customers = sample_shop.tables["customers"]
+    ids = customers["customer_id"].astype(str).tolist()[:1500] + ["never-seen"]
+    rec = ShopRecommender(bundle, "v", ServingConfig(send_min_open_propensity=0.25))
+    plan = _plan(rec, ids).set_index("customer_id")
+    assert set(plan["send_reason"]) == {"opted_out", "unengaged", "below_threshold", "mostly_fallbacks",
+                                        "likely_opener"}
+    assert (plan["send"] == (plan["send_reason"] == "likely_opener")).all()
+    opted_out = set(bundle.profiles["email_opt_out"]["customer_id"])
+    assert (plan["send_reason"] == "opted_out").sum() == len(opted_out & set(ids))
+    emails = sample_shop.tables["email_events"].groupby("customer_id")["opened"].agg(["size", "sum"])
+    unopened = set(emails[(emails["sum"] == 0) & (emails["size"] >= 6)].index) - opted_out
+    assert set(plan.index[plan["send_reason"] == "unengaged"]) == unopened & set(ids) and len(unopened & set(ids)) > 20
+    rest = plan[~plan.index.isin(opted_out | unopened)]
+    assert ((rest["open_propensity"] < 0.25) == (rest["send_reason"] == "below_threshold")).all()
+    assert plan.loc["never-seen", "send_reason"] in ("below_threshold", "mostly_fallbacks")
+
+
+def test_the_send_hour_is_the_hour_each_customer_opens_at(bundle: Bundle, sample_shop: SampleShop) -> None:
+    """The sample plants one open hour per customer (docs/sample.md): customers with two or more
+    timed opens are mailed at it; the rest and strangers at the shop's most common open hour."""
+    emails = sample_shop.tables["email_events"]
+    truth = sample_shop.truth["customers"].set_index("customer_id")
+    opens = emails[emails["opened"]].groupby("customer_id").size()
+    ids = sorted(emails["customer_id"].unique())
+    plan = _plan(ShopRecommender(bundle, "v"), [*ids, "never-seen"]).set_index("customer_id")
+    seasoned = opens[opens >= 2].index
+    assert len(seasoned) > 300
+    assert (plan.loc[seasoned, "send_hour"] == truth.loc[seasoned, "open_hour"]).all()
+    shop_hour = int(emails["opened_ts"].dt.hour.mode().min())
+    others = plan.index.difference(seasoned)
+    assert (plan.loc[others, "send_hour"] == shop_hour).all() and plan.loc["never-seen", "send_hour"] == shop_hour
+
+
+def test_the_open_model_replaces_the_own_rate_once_it_beat_it(bundle_with_propensity: Bundle) -> None:
+    ids = [str(c) for c in bundle_with_propensity.customers.external_ids[:300]]
+    propensity = bundle_with_propensity.propensity
+    assert propensity is not None
+    modelled = bundle_with_propensity.email_open_propensity(ids)["probability"].to_numpy()
+    own = bundle_with_propensity.profiles["email_open_rates"].set_index("customer_id")["open_rate"]
+    for beats, expected in ((True, modelled), (False, own.reindex(ids).to_numpy())):
+        trusted = dataclasses.replace(bundle_with_propensity, propensity=dataclasses.replace(
+            propensity, beats_baseline={"email": beats}))
+        got = _plan(ShopRecommender(trusted, "v"), ids)["open_propensity"].to_numpy()
+        has_rate = np.isfinite(expected)
+        np.testing.assert_allclose(got[has_rate], expected[has_rate])
+
+
+def test_the_sunset_rule_can_be_turned_off(bundle: Bundle, sample_shop: SampleShop) -> None:
+    emails = sample_shop.tables["email_events"].groupby("customer_id")["opened"].agg(["size", "sum"])
+    opted_out = set(bundle.profiles["email_opt_out"]["customer_id"])
+    unopened = sorted(set(emails[(emails["sum"] == 0) & (emails["size"] >= 3)].index) - opted_out)
+    keen = dict(send_min_open_propensity=0.0, send_min_personal_share=0.0)
+    at_three = _plan(ShopRecommender(bundle, "v", ServingConfig(sunset_after_unopened=3, **keen)), unopened)
+    off = _plan(ShopRecommender(bundle, "v", ServingConfig(sunset_after_unopened=0, **keen)), unopened)
+    assert len(unopened) > 50 and (at_three["send_reason"] == "unengaged").all() and off["send"].all()

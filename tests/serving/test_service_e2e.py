@@ -51,6 +51,7 @@ def test_email_picks_do_not_send_to_never_openers(server: Server, served: Bundle
     body = server.post("/email_picks", {"customer_ids": never, "k": 3}).json()
     assert len(body["picks"]) == len(never) > 20
     assert not any(p["send"] for p in body["picks"])
+    assert {p["send_reason"] for p in body["picks"]} <= {"unengaged", "opted_out"}
     assert all(len(p["items"]) == 3 for p in body["picks"])
 
 
