@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 
 from app.render import example_calls, render_metrics, render_report, selection_lines
+from app.triggers_command import triggers
 from features.errors import USER_ERRORS, UserError, first_line, one_line
 from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
@@ -328,6 +329,9 @@ def picks(
     out.print(render_summary(result))
     if result.run_id:
         out.print(f"MLflow run {result.run_id} (experiment {EXPERIMENT})", highlight=False)
+
+
+app.command("triggers")(user_command(triggers))
 
 
 @app.command()

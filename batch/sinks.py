@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from batch.schema import PICKS_COLUMNS, PICKS_SCHEMA
+from batch.schema import PICKS_SCHEMA
 from features.errors import UserError
 from features.sources import is_database_url, safe_url
 
@@ -62,6 +62,8 @@ class PicksSink(ABC):
     """
 
     description: str
+    schema: pa.Schema = PICKS_SCHEMA
+    """The output's columns: the email picks' by default (another batch output passes its own)."""
     rows: int = 0
 
     def __enter__(self) -> Self:
@@ -75,9 +77,9 @@ class PicksSink(ABC):
             self.abort()
 
     def write(self, frame: pd.DataFrame) -> None:
-        """Append one block (columns as :data:`PICKS_COLUMNS`)."""
+        """Append one block (columns as :attr:`schema`)."""
         if len(frame):
-            self._write(pa.Table.from_pandas(frame[PICKS_COLUMNS], schema=PICKS_SCHEMA, preserve_index=False))
+            self._write(pa.Table.from_pandas(frame[self.schema.names], schema=self.schema, preserve_index=False))
             self.rows += len(frame)
 
     @abstractmethod
@@ -93,7 +95,8 @@ class PicksSink(ABC):
 class FileSink(PicksSink):
     """Parquet (one row group per block) or CSV (optionally gzipped), via a temporary file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], schema: pa.Schema = PICKS_SCHEMA) -> None:
+        self.schema = schema
         self.path = Path(path)
         name = self.path.name.lower()
         self.fmt = next((s for s in (".csv.gz", ".parquet", ".csv") if name.endswith(s)), None)
@@ -109,10 +112,10 @@ class FileSink(PicksSink):
 
     def _open(self) -> pq.ParquetWriter | pacsv.CSVWriter:
         if self.fmt == ".parquet":
-            return pq.ParquetWriter(self.tmp, PICKS_SCHEMA, compression="zstd")
+            return pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         self._stream = (pa.CompressedOutputStream(str(self.tmp), "gzip") if self.fmt == ".csv.gz"
                         else pa.OSFile(str(self.tmp), "wb"))
-        return pacsv.CSVWriter(self._stream, PICKS_SCHEMA)
+        return pacsv.CSVWriter(self._stream, self.schema)
 
     def _write(self, table: pa.Table) -> None:
         if self._writer is None:
@@ -151,7 +154,9 @@ class SqlSink(PicksSink):
     swap_retry_delay_s = 1.0
     """Pause before the one retry of a swap whose connection was lost (a restarting server)."""
 
-    def __init__(self, url: str, table: str = DEFAULT_TABLE, timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> None:
+    def __init__(self, url: str, table: str = DEFAULT_TABLE, timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+                 schema: pa.Schema = PICKS_SCHEMA) -> None:
+        self.schema = schema
         if not _IDENTIFIER.fullmatch(table):
             raise UserError(f"--table {table!r}: use letters, digits and _ (at most 40 characters)")
         if not timeout_s > 0:
@@ -168,7 +173,7 @@ class SqlSink(PicksSink):
             _transactional_sqlite_ddl(self.engine)
         self._meta = sa.MetaData()
         self._staging = sa.Table(self.staging, self._meta, *(
-            sa.Column(f.name, _SQL_TYPES[f.type](), nullable=f.nullable) for f in PICKS_SCHEMA))
+            sa.Column(f.name, _SQL_TYPES[f.type](), nullable=f.nullable) for f in self.schema))
         self._created = False
         self._copy = self.engine.dialect.name == "postgresql" and self.engine.dialect.driver == "psycopg"
 
@@ -197,7 +202,7 @@ class SqlSink(PicksSink):
         pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
         driver = conn.connection.driver_connection
         assert driver is not None, "an open connection has a DBAPI connection"
-        columns = ", ".join(f'"{c}"' for c in PICKS_COLUMNS)
+        columns = ", ".join(f'"{c}"' for c in self.schema.names)
         statement = f'COPY "{self.staging}" ({columns}) FROM STDIN (FORMAT csv)'
         dbapi = self.engine.dialect.loaded_dbapi
         try:
@@ -312,18 +317,19 @@ def _transactional_sqlite_ddl(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def open_sink(target: str, table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S) -> PicksSink:
-    """A sink for a file path (by extension) or a SQLAlchemy URL (into ``table``, every statement
-    bounded by ``sql_timeout_s``).
+def open_sink(target: str, table: str = DEFAULT_TABLE, sql_timeout_s: float = DEFAULT_SQL_TIMEOUT_S,
+              schema: pa.Schema = PICKS_SCHEMA) -> PicksSink:
+    """A sink of ``schema`` rows (the email picks' by default) for a file path (by extension) or a
+    SQLAlchemy URL (into ``table``, every statement bounded by ``sql_timeout_s``).
 
     Any other ``scheme://`` (an object store, HDFS) is a :class:`UserError`: this engine writes
     local files and database tables only; the Spark engine writes to Hadoop filesystems.
     """
     if is_database_url(target):
-        return SqlSink(target, table, sql_timeout_s)
+        return SqlSink(target, table, sql_timeout_s, schema)
     if "://" in target:
         scheme = target.split("://", 1)[0]
         raise UserError(f"{safe_url(target)}: '{scheme}' is not an installed SQLAlchemy dialect, and the local "
                          f"engine writes local files and database tables only; for object stores and HDFS "
                          f"(s3a://, gs://, hdfs://) use --engine spark")
-    return FileSink(target)
+    return FileSink(target, schema)

@@ -54,6 +54,13 @@ def check_propensity(notebook: nbformat.NotebookNode) -> None:
         assert 0 < summary["brier"][target] < summary["base_rate_brier"][target], target  # beats "everyone = mean"
         assert summary["roc_auc"][target] > 0.6, target
         assert summary["top_decile_lift"][target] > 1.5, target
+    # the open model against the customer's own open rate, the baseline the service would use
+    assert summary["baseline"]["email"] in ("open_rate", "recency")
+    assert summary["roc_auc"]["email"] > summary["baseline_roc_auc"]["email"]
+    reasons = summary["send_reasons_at_default"]
+    assert reasons.get("likely_opener", 0) > 0 and reasons.get("below_threshold", 0) > 0
+    triggers = summary["triggers"]
+    assert triggers["refill_due"] > 0 and triggers["follow_up_non_openers"] > 0, triggers
     mailed = summary["mailed"]
     assert summary["thresholds"] == sorted(summary["thresholds"]) and len(mailed) == len(summary["thresholds"])
     assert all(a >= b for a, b in zip(mailed, mailed[1:], strict=False)), "mailing more at a higher threshold"

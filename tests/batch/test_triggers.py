@@ -1,0 +1,125 @@
+"""Lifecycle triggers on a hand-built shop whose every row is there to fire, or not fire, one rule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batch.triggers import TRIGGERS, TriggerConfig, counts, find_triggers
+from features.loading import ShopData, validate_tables
+from features.sources import RawTable, write_tables
+from serving.recommender import ShopRecommender
+from training.bundle import Bundle
+
+SHOPREC = str(Path(sys.executable).with_name("shoprec"))
+TODAY = pd.Timestamp("2025-07-01", tz="UTC")
+ITEMS = pd.DataFrame({"item_id": ["coffee", "tv", "mug", "lamp", "gone"],
+                      "category": ["coffee", "tvs", "kitchen", "home", "home"],
+                      "price": [10.0, 500.0, 8.0, 40.0, 30.0], "durable": [False, True, False, False, False],
+                      "repurchase_days": [30.0, None, None, None, None],
+                      "in_stock": [True, True, True, True, False]})
+
+
+def _orders(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    return pd.DataFrame([{"order_id": f"o{n}", "customer_id": c, "item_id": i, "quantity": 1, "unit_price": 1.0,
+                          "ts": ts} for n, (c, i, ts) in enumerate(rows)])
+
+
+def tables() -> dict[str, pd.DataFrame]:
+    orders = _orders(
+        ("a", "coffee", "2025-05-01T09:00:00Z"), ("a", "coffee", "2025-06-03T09:00:00Z"),  # due 07-03: refill
+        ("b", "coffee", "2025-01-01T09:00:00Z"),  # due 01-31: lapsed long ago
+        ("b", "coffee", "2025-01-02T09:00:00Z"), ("c", "tv", "2025-06-20T09:00:00Z"),  # a durable: never due
+        ("e", "tv", "2025-06-29T09:00:00Z"),  # bought after carting it
+        ("j", "tv", "2024-07-01T15:00:00Z"), ("j", "mug", "2025-02-01T10:00:00Z"),  # first order a year ago today
+        ("k", "mug", "2024-07-02T15:00:00Z"))
+    events = pd.DataFrame([{"session_id": f"s{n}", "event_type": kind, "ts": ts, "customer_id": c, "item_id": i}
+                           for n, (c, kind, i, ts) in enumerate([
+                               ("d", "cart", "mug", "2025-06-28T10:00:00Z"),  # abandoned
+                               ("e", "cart", "tv", "2025-06-28T10:00:00Z"),  # bought the next day
+                               ("f", "cart", "mug", "2025-06-30T20:00:00Z"),  # 4 hours before today: may still buy
+                               ("g", "cart", "lamp", "2025-06-27T10:00:00Z"),
+                               ("g", "remove_from_cart", "lamp", "2025-06-27T10:05:00Z"),  # changed their mind
+                               ("d", "cart", "gone", "2025-06-28T10:01:00Z"),  # out of stock
+                               ("h", "wishlist", "lamp", "2025-06-01T10:00:00Z"),  # a month on the list
+                               ("i", "wishlist", "lamp", "2025-06-28T10:00:00Z"),  # three days: too soon
+                               ("o", "cart", "mug", "2025-06-28T10:00:00Z"),  # opted out of email
+                               ("d", "cart", "lamp", "2025-07-01T08:00:00Z"),  # today: not seen yet
+                           ])])
+    emails = pd.DataFrame([{"customer_id": c, "campaign_id": m, "sent_ts": ts, "opened": opened}
+                           for c, m, ts, opened in [
+                               ("l", "m1", "2025-06-26T08:00:00Z", False),  # five days, not opened: follow up
+                               ("m", "m1", "2025-06-26T08:00:00Z", True),
+                               ("n", "m2", "2025-06-30T08:00:00Z", False),  # one day: too soon
+                               ("p", "m0", "2025-06-10T08:00:00Z", False)]])  # three weeks: too late
+    customers = pd.DataFrame({"customer_id": ["o", "a"], "email_opt_in": [False, True]})
+    return {"items": ITEMS, "orders": orders, "events": events, "email_events": emails, "customers": customers}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ShopData:
+    return validate_tables({k: RawTable(v, k) for k, v in tables().items()}, source="tiny")
+
+
+def fired(frame: pd.DataFrame, trigger: str) -> dict[str, list[tuple[str, str]]]:
+    rows = frame[frame["trigger"] == trigger]
+    return {c: list(zip(g["item_id"], g["detail"], strict=True)) for c, g in rows.groupby("customer_id")}
+
+
+def test_each_trigger_fires_for_exactly_its_customers(tiny: ShopData, bundle: Bundle) -> None:
+    frame = find_triggers(tiny, TODAY, TriggerConfig(), ShopRecommender(bundle, "v"))
+    assert fired(frame, "refill_due") == {"a": [("coffee", "2025-07-03")]}
+    assert fired(frame, "abandoned_cart") == {"d": [("mug", "2025-06-28")]}
+    assert fired(frame, "wishlist_reminder") == {"h": [("lamp", "2025-06-01")]}
+    anniversary = fired(frame, "anniversary")
+    assert list(anniversary) == ["j"] and len(anniversary["j"]) == 3 and {d for _, d in anniversary["j"]} == {"1"}
+    follow_up = fired(frame, "follow_up_non_openers")
+    assert list(follow_up) == ["l"] and {d for _, d in follow_up["l"]} == {"m1"} and len(follow_up["l"]) == 3
+    assert counts(frame) == {"refill_due": 1, "abandoned_cart": 1, "wishlist_reminder": 1, "anniversary": 1,
+                             "follow_up_non_openers": 1}
+    assert (frame.groupby(["customer_id", "trigger"])["rank"].apply(list)
+            .map(lambda r: r == list(range(1, len(r) + 1)))).all()
+
+
+def test_a_day_before_any_data_fires_nothing(tiny: ShopData, bundle: Bundle) -> None:
+    frame = find_triggers(tiny, pd.Timestamp("2020-01-01", tz="UTC"), TriggerConfig(), ShopRecommender(bundle, "v"))
+    assert frame.empty and counts(frame) == dict.fromkeys(TRIGGERS, 0)
+
+
+def test_windows_are_configurable(tiny: ShopData, bundle: Bundle) -> None:
+    wide = TriggerConfig(cart_after_hours=1, wishlist_after_days=1, follow_up_days=(0.5, 30), refill_overdue_days=200,
+                         k=1)
+    frame = find_triggers(tiny, TODAY, wide, ShopRecommender(bundle, "v"))
+    assert set(fired(frame, "abandoned_cart")) == {"d", "f"}
+    assert set(fired(frame, "wishlist_reminder")) == {"h", "i"}
+    assert set(fired(frame, "follow_up_non_openers")) == {"l", "n", "p"}
+    assert set(fired(frame, "refill_due")) == {"a", "b", "j"}  # j's mug of February, k's of 2024 too old
+    assert frame.groupby(["customer_id", "trigger"]).size().max() == 1
+
+
+def test_shoprec_triggers_writes_atomically_and_logs_a_run(tmp_path: Path, bundle: Bundle) -> None:
+    write_tables(tables(), tmp_path / "shop", "csv")
+    bundle.save(tmp_path / "bundle")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"SHOPREC_HOME": str(tmp_path / "home")}
+    out = tmp_path / "triggers.parquet"
+    args = [SHOPREC, "triggers", "--data", str(tmp_path / "shop"), "--out", str(out), "--today", "2025-07-01",
+            "--model", str(tmp_path / "bundle")]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = pd.read_parquet(out)
+    assert list(written.columns) == ["customer_id", "trigger", "rank", "item_id", "detail"]
+    assert set(written["trigger"]) == set(TRIGGERS) and "MLflow run" in result.stdout
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    run = mlflow.search_runs(experiment_names=["shoprec-triggers"], output_format="list")[0]
+    assert run.data.metrics["customers.abandoned_cart"] == 1 and run.data.params["today"] == "2025-07-01"
+    bad = subprocess.run([*args[:-4], "--today", "July", "--model", str(tmp_path / "bundle")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "--today 'July': give a date as YYYY-MM-DD" in bad.stderr, bad.stderr
+    assert pd.read_parquet(out).equals(written), "a failed run leaves the previous output"
