@@ -12,14 +12,18 @@ rows ``customer_id, trigger, rank, item_id, detail``:
 - ``wishlist_reminder``: items wish-listed between ``wishlist_within_days`` and
   ``wishlist_after_days`` ago and not bought since.
 - ``anniversary``: the first purchase was a whole number of years ago today (``detail`` the
-  years); the items are the customer's best personal picks in the category of that first
-  purchase (the next step from it), else their best picks.
+  years; a first purchase on 29 February fires on 28 February in other years); the items are
+  the customer's best picks in the category of that first purchase (the next step from it),
+  then their other picks.
 - ``follow_up_non_openers``: mailed ``follow_up_days`` (3-7) days ago and not opened
   (``detail`` the campaign); the items are the customer's email picks.
 
-Items are in stock and allowed; customers who opted out of email get no trigger. Picks come
-from the served bundle through :meth:`serving.recommender.ShopRecommender.email_picks_block`,
-the one ranking path. The shop's tables carry no stock counts, so "low stock" is not marked.
+Refill, cart and wish-list items are in stock in today's ``items``; customers who opted out of
+email get no trigger, and the sunset rule's ``unengaged`` customers no follow-up. Anniversary
+and follow-up picks come from the served bundle through
+:meth:`serving.recommender.ShopRecommender.email_picks_block`, the one ranking path (personal
+picks, then fallbacks, under the bundle's rules and stock as trained). The shop's tables carry
+no stock counts, so "low stock" is not marked.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.loading import ShopData
 from features.repurchase import rebuy_profile
+from serving.answers import UNENGAGED
 from serving.recommender import ShopRecommender
 
 TRIGGERS = ("refill_due", "abandoned_cart", "wishlist_reminder", "anniversary", "follow_up_non_openers")
@@ -65,6 +70,16 @@ class TriggerConfig(BaseModel):
     wishlist_within_days: float = Field(90.0, gt=0)
     follow_up_days: tuple[float, float] = Field((3.0, 7.0), description="Mailed this many days ago (from, to).")
     k: int = Field(3, ge=1, le=100, description="Items per customer and trigger.")
+
+    @model_validator(mode="after")
+    def _windows_open(self) -> TriggerConfig:
+        if self.follow_up_days[0] > self.follow_up_days[1]:
+            raise ValueError(f"follow_up_days {list(self.follow_up_days)}: give (from, to) with from <= to")
+        if self.cart_after_hours >= self.cart_within_days * 24:
+            raise ValueError("cart_after_hours must be below cart_within_days x 24: the window would be empty")
+        if self.wishlist_after_days >= self.wishlist_within_days:
+            raise ValueError("wishlist_after_days must be below wishlist_within_days: the window would be empty")
+        return self
 
 
 def _rows(frame: pd.DataFrame, trigger: str, k: int) -> pd.DataFrame:
@@ -132,13 +147,16 @@ def _browsed(shop: ShopData, today: pd.Timestamp, kind: str, after: pd.Timedelta
 
 
 def _pick_rows(recommender: ShopRecommender, ids: np.ndarray, depth: int) -> pd.DataFrame:
-    """``customer_id, item_id, order`` of each customer's email picks (best first)."""
+    """``customer_id, item_id, order, send_reason, category`` of each customer's email picks (best
+    first: personal, then the fallbacks), under the bundle's rules; ``category`` from its catalogue."""
     if not len(ids):
-        return pd.DataFrame(columns=["customer_id", "item_id", "order"])
+        return pd.DataFrame(columns=["customer_id", "item_id", "order", "send_reason", "category"])
     block = recommender.email_picks_block(ids, depth)
     rows, cols = np.nonzero(block.items >= 0)
-    return pd.DataFrame({"customer_id": block.customer_ids[rows].astype(str),
-                         "item_id": recommender.item_ids[block.items[rows, cols]], "order": cols})
+    items = block.items[rows, cols]
+    return pd.DataFrame({"customer_id": block.customer_ids[rows].astype(str), "item_id": recommender.item_ids[items],
+                         "order": cols, "send_reason": block.send_reason[rows],
+                         "category": recommender.categories[recommender.item_category[items]]})
 
 
 def anniversaries(shop: ShopData, today: pd.Timestamp, config: TriggerConfig,
@@ -147,12 +165,13 @@ def anniversaries(shop: ShopData, today: pd.Timestamp, config: TriggerConfig,
     first = orders.drop_duplicates("customer_id")[["customer_id", "item_id", "ts"]]
     day = first["ts"].dt
     years = today.year - day.year
-    hit = first[(day.month == today.month) & (day.day == today.day) & (years >= 1)].assign(years=years)
+    leap_day = (day.month == 2) & (day.day == 29)
+    shown_on = np.where(leap_day & ~pd.Timestamp(year=today.year, month=1, day=1).is_leap_year, 28, day.day)
+    hit = first[(day.month == today.month) & (shown_on == today.day) & (years >= 1)].assign(years=years)
     categories = shop["items"].set_index("item_id")["category"]
     picks = _pick_rows(recommender, hit["customer_id"].to_numpy(dtype=object), PICK_DEPTH)
     if not len(picks):
         return _rows(picks, "anniversary", config.k)
-    picks["category"] = picks["item_id"].map(categories)
     picks = picks.merge(hit.assign(first_category=hit["item_id"].map(categories))[
         ["customer_id", "first_category", "years"]], on="customer_id")
     # the next step: picks in the first purchase's category first, then the rest, each best first
@@ -169,10 +188,12 @@ def non_openers(shop: ShopData, today: pd.Timestamp, config: TriggerConfig,
     lo, hi = config.follow_up_days
     age = today - emails["sent_ts"]
     window = emails[(age >= pd.Timedelta(days=lo)) & (age <= pd.Timedelta(days=hi))]
+    window = window.assign(opened=window["opened"] & ~(window["opened_ts"] >= today))  # not seen yet: not opened
     opened = window.groupby("customer_id")["opened"].any()
     latest = window.sort_values("sent_ts").drop_duplicates("customer_id", keep="last").set_index("customer_id")
     unopened = latest.loc[~opened.reindex(latest.index).to_numpy(dtype=bool), "campaign_id"]
     picks = _pick_rows(recommender, unopened.index.to_numpy(dtype=object), config.k)
+    picks = picks[picks["send_reason"] != UNENGAGED]  # the sunset rule: never opened any of many mails
     if not len(picks):
         return _rows(picks, "follow_up_non_openers", config.k)
     picks = picks.assign(detail=picks["customer_id"].map(unopened)).sort_values(["customer_id", "order"])

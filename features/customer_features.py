@@ -22,11 +22,10 @@ CAP_DAYS = 365.0
 so linear models see a finite, monotone "very long ago" rather than a missing value."""
 RECENT_WINDOWS = (7, 30)
 LAST_MAILS = 3
-"""How many of the customer's latest mails the "opens of the last mails" feature (the trend) reads."""
+"""How many of the customer's latest mails the "opens of the last mails" feature reads."""
 OPEN_WINDOW_DAYS = 3
 """A mail counts as opened when the open comes within this many days of the send; the mails of the
 data's last days are too recent to tell (training.propensity leaves them out of every window)."""
-"""How many of the customer's latest mails the "opens of the last mails" feature (the trend) reads."""
 ORDER_WINDOWS = (30, 90)
 
 
@@ -170,8 +169,10 @@ def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 
 def _email_features(emails: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
-    if "opened_ts" in emails:  # an open the shop had not seen by the cut-off is not known yet
-        emails = emails.assign(opened=emails["opened"] & ~(emails["opened_ts"] >= cutoff))
+    if "opened_ts" in emails:  # an open (and so a click) the shop had not seen by the cut-off is not known yet
+        unseen = emails["opened_ts"] >= cutoff
+        emails = emails.assign(opened=emails["opened"] & ~unseen,
+                               **({"clicked": emails["clicked"] & ~unseen} if "clicked" in emails else {}))
     age = _days(cutoff, emails["sent_ts"])
     rates = email_open_rates(emails).set_index("customer_id")
     out = pd.DataFrame({"sends": rates["sends"].astype(np.float64), "open_rate": rates["open_rate"],

@@ -294,7 +294,7 @@ class ShopRecommender:
         nth_latest = self.profiles.send_ages[row, self.config.max_mails - 1]
         sunset = self.config.sunset_after_unopened
         rules = [(known & self.profiles.opted_out[row], OPTED_OUT),
-                 (known & (sunset > 0) & (self.profiles.unopened_sends[row] >= max(sunset, 1)), UNENGAGED),
+                 (known & (sunset > 0) & (self.profiles.unopened_sends[row] >= sunset), UNENGAGED),
                  (known & (nth_latest < self.config.max_mails_days), MAILED_RECENTLY),
                  (propensities < self.config.send_min_open_propensity, BELOW_THRESHOLD),
                  (personal_share < self.config.send_min_personal_share, MOSTLY_FALLBACKS)]

@@ -42,9 +42,13 @@ def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict
     }
     if shop.has("email_events"):
         profiles["email_open_rates"] = email_open_rates(shop["email_events"])
-        hours, recent, shop_hour = email_timing(shop["email_events"], dataset.as_of)
+        emails = shop["email_events"]
+        # the plan is as of the end of what the shop knows: its latest mail may come after its latest order
+        email_end = max(dataset.as_of, emails["sent_ts"].max() + pd.Timedelta(microseconds=1)) if len(emails) \
+            else dataset.as_of
+        hours, recent, shop_hour = email_timing(emails, email_end)
         profiles[OPEN_HOURS], profiles[RECENT_SENDS] = hours, recent
-        profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [dataset.as_of]})
+        profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [email_end]})
     if shop.has("customer_aliases"):
         resolved, _ = resolve_aliases(shop["customer_aliases"])
         profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),

@@ -235,7 +235,7 @@ SEND_HOUR, SEND_SPREAD_S = 8, 7200
 ENGAGED_LIFT, LAPSED_LIFT, ENGAGEMENT_DAYS = 2.0, 0.4, 30.0
 """A mail's chance of being opened is the customer's ``open_rate`` times an engagement factor:
 ``LAPSED_LIFT + (ENGAGED_LIFT - LAPSED_LIFT) * exp(-days since their last order / ENGAGEMENT_DAYS)``
-(1.6x the day after an order, 1x about three weeks later, 0.6x for the lapsed and for those who
+(about 2x the day after an order, 1x some four weeks later, 0.4x for the lapsed and for those who
 never ordered): recent buyers read the shop's mail."""
 
 

@@ -36,7 +36,7 @@ def tables() -> dict[str, pd.DataFrame]:
         ("b", "coffee", "2025-01-01T09:00:00Z"),  # due 01-31: lapsed long ago
         ("b", "coffee", "2025-01-02T09:00:00Z"), ("c", "tv", "2025-06-20T09:00:00Z"),  # a durable: never due
         ("e", "tv", "2025-06-29T09:00:00Z"),  # bought after carting it
-        ("j", "tv", "2024-07-01T15:00:00Z"), ("j", "mug", "2025-02-01T10:00:00Z"),  # first order a year ago today
+        ("j", "coffee", "2024-07-01T15:00:00Z"), ("j", "mug", "2025-02-01T10:00:00Z"),  # first order a year ago
         ("k", "mug", "2024-07-02T15:00:00Z"))
     events = pd.DataFrame([{"session_id": f"s{n}", "event_type": kind, "ts": ts, "customer_id": c, "item_id": i}
                            for n, (c, kind, i, ts) in enumerate([
@@ -51,10 +51,13 @@ def tables() -> dict[str, pd.DataFrame]:
                                ("o", "cart", "mug", "2025-06-28T10:00:00Z"),  # opted out of email
                                ("d", "cart", "lamp", "2025-07-01T08:00:00Z"),  # today: not seen yet
                            ])])
-    emails = pd.DataFrame([{"customer_id": c, "campaign_id": m, "sent_ts": ts, "opened": opened}
+    emails = pd.DataFrame([{"customer_id": c, "campaign_id": m, "sent_ts": ts, "opened": opened,
+                            "opened_ts": "2025-07-02T19:00:00Z" if c == "q" else ("2025-06-26T20:00:00Z" if opened
+                                                                                 else "")}
                            for c, m, ts, opened in [
                                ("l", "m1", "2025-06-26T08:00:00Z", False),  # five days, not opened: follow up
                                ("m", "m1", "2025-06-26T08:00:00Z", True),
+                               ("q", "m1", "2025-06-26T08:00:00Z", True),  # opened, but only after today
                                ("n", "m2", "2025-06-30T08:00:00Z", False),  # one day: too soon
                                ("p", "m0", "2025-06-10T08:00:00Z", False)]])  # three weeks: too late
     customers = pd.DataFrame({"customer_id": ["o", "a"], "email_opt_in": [False, True]})
@@ -78,10 +81,17 @@ def test_each_trigger_fires_for_exactly_its_customers(tiny: ShopData, bundle: Bu
     assert fired(frame, "wishlist_reminder") == {"h": [("lamp", "2025-06-01")]}
     anniversary = fired(frame, "anniversary")
     assert list(anniversary) == ["j"] and len(anniversary["j"]) == 3 and {d for _, d in anniversary["j"]} == {"1"}
+    # the next step from a first coffee: the best coffees among j's picks come first, then the rest in order
+    picks = ShopRecommender(bundle, "v").email_picks(["j"], 50)[0].items
+    category = bundle.catalogue.set_index("item_id")["category"]
+    coffees = [p.item_id for p in picks if category[p.item_id] == "coffee"]
+    expected = (coffees + [p.item_id for p in picks if category[p.item_id] != "coffee"])[:3]
+    assert coffees and expected != [p.item_id for p in picks[:3]], "the category must reorder j's picks here"
+    assert [item for item, _ in anniversary["j"]] == expected
     follow_up = fired(frame, "follow_up_non_openers")
-    assert list(follow_up) == ["l"] and {d for _, d in follow_up["l"]} == {"m1"} and len(follow_up["l"]) == 3
+    assert list(follow_up) == ["l", "q"] and {d for _, d in follow_up["l"]} == {"m1"} and len(follow_up["l"]) == 3
     assert counts(frame) == {"refill_due": 1, "abandoned_cart": 1, "wishlist_reminder": 1, "anniversary": 1,
-                             "follow_up_non_openers": 1}
+                             "follow_up_non_openers": 2}
     assert (frame.groupby(["customer_id", "trigger"])["rank"].apply(list)
             .map(lambda r: r == list(range(1, len(r) + 1)))).all()
 
@@ -91,13 +101,20 @@ def test_a_day_before_any_data_fires_nothing(tiny: ShopData, bundle: Bundle) -> 
     assert frame.empty and counts(frame) == dict.fromkeys(TRIGGERS, 0)
 
 
+def test_an_empty_window_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"follow_up_days \[7.0, 3.0\]: give \(from, to\) with from <= to"):
+        TriggerConfig(follow_up_days=(7, 3))
+    with pytest.raises(ValueError, match="cart_after_hours must be below"):
+        TriggerConfig(cart_after_hours=200, cart_within_days=7)
+
+
 def test_windows_are_configurable(tiny: ShopData, bundle: Bundle) -> None:
     wide = TriggerConfig(cart_after_hours=1, wishlist_after_days=1, follow_up_days=(0.5, 30), refill_overdue_days=200,
                          k=1)
     frame = find_triggers(tiny, TODAY, wide, ShopRecommender(bundle, "v"))
     assert set(fired(frame, "abandoned_cart")) == {"d", "f"}
     assert set(fired(frame, "wishlist_reminder")) == {"h", "i"}
-    assert set(fired(frame, "follow_up_non_openers")) == {"l", "n", "p"}
+    assert set(fired(frame, "follow_up_non_openers")) == {"l", "n", "p", "q"}
     assert set(fired(frame, "refill_due")) == {"a", "b", "j"}  # j's mug of February, k's of 2024 too old
     assert frame.groupby(["customer_id", "trigger"]).size().max() == 1
 

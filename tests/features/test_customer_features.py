@@ -78,3 +78,17 @@ def test_a_planted_label_leak_is_caught(shop: ShopData) -> None:
     cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=40)
     with pytest.raises(LeakageError, match="labels"):
         check_time_cut(customer_features, too_long, shop, cutoff, 14)
+
+
+def test_an_open_the_shop_has_not_seen_by_the_cut_off_is_not_known() -> None:
+    """A mail sent before the cut-off but opened (and clicked) after it: neither open nor click is
+    in that cut-off's features; and an open more than 3 days after the send is not a label."""
+    shop = tiny_shop()
+    emails = shop["email_events"].assign(clicked=[True, False, True], opened_ts=pd.to_datetime(
+        ["2024-06-02T00:00:00", None, "2024-06-03T09:00:00"], utc=True))  # a's first mail: opened 23 days after it went out
+    seen = ShopData({**shop.tables, "email_events": emails}, report=None, quarantine={})  # type: ignore[arg-type]
+    a = customer_features(seen, CUTOFF).loc["a"]
+    assert a["log_opens"] == 0 and a["clicks"] == 0 and a["days_since_open"] == CAP_DAYS
+    assert email_labels(seen, pd.Timestamp("2024-05-09", tz="UTC"), 14, pd.Index(["a"])).tolist() == [0]
+    after = customer_features(seen, pd.Timestamp("2024-06-02 12:00", tz="UTC")).loc["a"]
+    assert after["clicks"] == 1 and after["log_opens"] > 0

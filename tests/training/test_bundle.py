@@ -73,3 +73,24 @@ def test_corrupted_or_incomplete_bundle_is_refused(bundle: Bundle, tmp_path: Pat
         Bundle.load(folder)
     with pytest.raises(BundleError, match="not a shoprec bundle"):
         Bundle.load(tmp_path)
+
+
+def test_the_campaign_plan_is_as_of_the_latest_mail_even_after_the_latest_order(shop: ShopData) -> None:
+    """Email exports often run past the orders: the frequency cap must count the newest mails."""
+    import pandas as pd
+
+    from features.dataset import build_dataset
+    from training.bundle_profiles import RECENT_SENDS, SHOP_EMAIL, build_profiles
+
+    last_order = shop["orders"]["ts"].max()
+    late = pd.DataFrame({"customer_id": ["c000001"], "campaign_id": ["late"], "sent_ts": [last_order + pd.Timedelta(days=2)],
+                         "opened": [False], "clicked": [False],
+                         "opened_ts": pd.Series([pd.NaT], dtype=shop["email_events"]["opened_ts"].dtype)})
+    tables = dict(shop.tables)
+    tables["email_events"] = pd.concat([shop["email_events"], late.astype(shop["email_events"].dtypes)],
+                                       ignore_index=True)
+    later = ShopData(tables, shop.report, shop.quarantine)
+    profiles = build_profiles(later, build_dataset(later), 28)
+    assert profiles[SHOP_EMAIL]["as_of"].iloc[0] == late["sent_ts"].iloc[0] + pd.Timedelta(microseconds=1)
+    recent = profiles[RECENT_SENDS]
+    assert recent.loc[recent["customer_id"] == "c000001", "age_days"].min() < 1e-6
