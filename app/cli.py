@@ -25,9 +25,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from app.config_file import read_config
 from app.render import example_calls, render_metrics, render_report, selection_lines
 from app.triggers_command import triggers
-from features.errors import USER_ERRORS, UserError, first_line, one_line
+from features.errors import USER_ERRORS, UserError, one_line
 from features.loading import ShopData, load_shop, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
 
@@ -200,18 +201,11 @@ def import_rees46_command(
     _run_import(import_rees46, path, out_dir, fmt)
 
 
-def _read_config(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:  # missing, a folder, unreadable, not UTF-8
-        raise UserError(f"--config {path}: cannot read it ({first_line(error)})") from None
-
-
 def _train_config(config_file: Path | None, experiment: str | None, tune: int, tune_minutes: float) -> Any:
     from training.pipeline import TrainConfig
     from training.tuning import TuneConfig
 
-    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(_read_config(config_file))
+    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(read_config(config_file))
     if experiment:
         config = config.model_copy(update={"experiment": experiment})
     if tune:

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from features.errors import UserError, first_line
+from app.config_file import read_config
+from features.errors import UserError
 
 
 def _today(text: str | None) -> object:
@@ -42,14 +43,7 @@ def triggers(
     from batch.triggers import EXPERIMENT, TriggerConfig, run_triggers
 
     console = Console(stderr=True)
-    if config_file is None:
-        config = TriggerConfig()
-    else:
-        try:
-            text = config_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"--config {config_file}: cannot read it ({first_line(error)})") from None
-        config = TriggerConfig.model_validate_json(text)
+    config = TriggerConfig() if config_file is None else TriggerConfig.model_validate_json(read_config(config_file))
     summary = run_triggers(data, out_path, today=_today(today), model=model, config=config, table=table,
                            track=track, log=lambda text: console.print(text, highlight=False, soft_wrap=True))
     shown = Table(title=f"Triggers for {summary['today']}: {summary['model_version']} -> {summary['output']}",

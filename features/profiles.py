@@ -127,6 +127,8 @@ def email_open_rates(email_events: pd.DataFrame, prior_sends: float = OPEN_RATE_
 MIN_TIMED_OPENS = 2
 """Opens with a time a customer needs before their own hour is trusted over the shop's."""
 RECENT_SENDS = 10
+DEFAULT_SEND_HOUR = 9
+"""The send hour of a shop whose email log is empty."""
 """The latest sends kept per customer: the most a frequency cap ("N mails in D days") can count."""
 
 
@@ -141,17 +143,16 @@ def email_timing(email_events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[pd.Da
     :data:`RECENT_SENDS` sends before ``as_of``, in days)."""
     past = email_events[email_events["sent_ts"] < as_of]
     opened = past[past["opened"]]
-    timed = opened["opened_ts"].dropna() if "opened_ts" in opened else pd.Series(dtype="datetime64[us, UTC]")
-    timed = timed[timed < as_of]
-    hour_of = timed.dt.hour if len(timed) else opened["sent_ts"].dt.hour
-    shop_hour = int(hour_of.mode().min()) if len(hour_of) else int(past["sent_ts"].dt.hour.mode().min()) \
-        if len(past) else 9
-    counts = pd.crosstab(opened.loc[timed.index, "customer_id"], timed.dt.hour) if len(timed) else pd.DataFrame()
-    hours = pd.DataFrame({"customer_id": counts.index.astype(str), "open_hour": counts.idxmax(axis=1).to_numpy(),
-                          "timed_opens": counts.sum(axis=1).to_numpy()}) if len(counts) else \
-        pd.DataFrame({"customer_id": pd.Series(dtype=object), "open_hour": pd.Series(dtype=np.int64),
-                      "timed_opens": pd.Series(dtype=np.int64)})
-    hours = hours[hours["timed_opens"] >= MIN_TIMED_OPENS].reset_index(drop=True)
+    timed = opened[opened["opened_ts"] < as_of] if "opened_ts" in opened else opened.iloc[:0].assign(opened_ts=pd.NaT)
+    open_hour = timed["opened_ts"].dt.hour.rename("open_hour")
+    shop_hours = (open_hour, opened["sent_ts"].dt.hour, past["sent_ts"].dt.hour)  # the best evidence there is
+    shop_hour = next((int(h.mode().min()) for h in shop_hours if len(h)), DEFAULT_SEND_HOUR)
+    counts = timed.groupby([timed["customer_id"].astype(str), open_hour]).size().rename("n").reset_index()
+    best = counts.sort_values(["customer_id", "n", "open_hour"], ascending=[True, False, True],
+                              kind="stable").drop_duplicates("customer_id")  # the most common hour, ties: the earliest
+    best["timed_opens"] = best["customer_id"].map(counts.groupby("customer_id")["n"].sum())
+    hours = best.loc[best["timed_opens"] >= MIN_TIMED_OPENS, ["customer_id", "open_hour", "timed_opens"]]
+    hours = hours.astype({"open_hour": np.int64, "timed_opens": np.int64}).reset_index(drop=True)
     age = (as_of - past["sent_ts"]).dt.total_seconds() / 86_400.0
     recent = pd.DataFrame({"customer_id": past["customer_id"].astype(str).to_numpy(), "age_days": age.to_numpy()})
     recent = recent.sort_values(["customer_id", "age_days"], kind="stable").groupby("customer_id").head(RECENT_SENDS)

@@ -307,9 +307,7 @@ class ShopRecommender:
         below the send threshold, and the model (else the shop's open rate) only for customers
         without email history."""
         rates = np.where(raw_idx >= 0, self.profiles.open_rate[np.maximum(raw_idx, 0)], np.nan)
-        use_model = ~np.isfinite(rates)
-        if self.bundle.open_model_beats_baseline:
-            use_model[:] = True
+        use_model = np.ones(len(rates), dtype=bool) if self.bundle.open_model_beats_baseline else ~np.isfinite(rates)
         if use_model.any():
             try:
                 modelled = self.bundle.email_open_propensity([ids[i] for i in np.flatnonzero(use_model)])

@@ -139,4 +139,7 @@ def test_shoprec_triggers_writes_atomically_and_logs_a_run(tmp_path: Path, bundl
     bad = subprocess.run([*args[:-4], "--today", "July", "--model", str(tmp_path / "bundle")], capture_output=True,
                          text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "--today 'July': give a date as YYYY-MM-DD" in bad.stderr, bad.stderr
+    unreadable = subprocess.run([*args, "--config", str(tmp_path / "no.json")], capture_output=True, text=True,
+                                env=env, timeout=300)
+    assert unreadable.returncode == 2 and f"--config {tmp_path / 'no.json'}: cannot read it" in unreadable.stderr
     assert pd.read_parquet(out).equals(written), "a failed run leaves the previous output"
