@@ -10,16 +10,16 @@ Reasons are short machine-readable strings: ``bought_together:<item_id>``,
 ``popular_in:<category>``, ``popular``.
 
 Every rule (stock, never-recommend, durables and learned re-buying, category windows, the
-diversity cap) comes from the bundle's :class:`training.ranking.Rules`, and every personal
-list from :meth:`training.bundle.Bundle.lists`: the very path offline evaluation scores, so
-the metrics measure these answers.
+diversity cap) comes from the bundle's :class:`training.ranking.Rules`; every personal
+list comes from :meth:`training.bundle.Bundle.lists`, the very path offline evaluation scores,
+so the metrics measure these answers, and cross-sells and offers rank their tiers through
+:func:`training.ranking.rank_tiers` with the same top-k and cap.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,12 @@ from serving.profiles import CustomerProfiles
 from training.bundle import PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.ranker import as_dense
-from training.top_k import CANDIDATE_DEPTH, capped_top_k
+from training.ranking import rank_tiers
+
+
+Tier = tuple[np.ndarray, "str | Callable[[int], str] | None"]
+"""Scores per item and the reason of a pick from them: fixed, per item, or None for
+``popular_in:<category>``."""
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:
@@ -94,10 +99,6 @@ class ShopRecommender:
         idx[idx >= 0] = np.where(self.has_history[idx[idx >= 0]], idx[idx >= 0], -1)
         return idx
 
-    def _allowed(self, idx: np.ndarray) -> np.ndarray:
-        """Rows x items: what the bundle's rules allow for customers ``idx`` (-1: no history rules)."""
-        return self.rules.allowed(idx)
-
     def _cf_scores(self, idx: np.ndarray) -> np.ndarray:
         """The personal scores for known customers (one pass of the bundle's ranking path)."""
         return as_dense(self.bundle.personal.score(idx), self.n_items)
@@ -108,49 +109,22 @@ class ShopRecommender:
         row = int(self.fallbacks.rows_for(np.array([idx]))[0])
         return self.fallbacks.scores[row], self.fallbacks.reasons[row]
 
-    def _rank(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int]) -> list[int]:
-        """Best-first indices of allowed, positive-scored items not yet taken, under the bundle's
-        diversity cap counted over everything already taken (so fills respect it too)."""
-        ok = allowed & (scores > 0)
-        if taken:
-            ok[list(taken)] = False
-        cap = self.rules.cap
-        depth = k if cap is None else k * CANDIDATE_DEPTH
-        masked = np.where(ok, scores, -np.inf).astype(np.float32)[None, :]
-        candidates = [i for i in capped_top_k(masked, min(depth, self.n_items))[0][0].tolist() if i >= 0]
-        if cap is None:
-            return candidates[:k]
-        used = Counter(self.rules.group[list(taken)].tolist()) if taken else Counter()
-        ranked = []
-        for item in candidates:
-            group = int(self.rules.group[item])
-            if used[group] < cap:
-                used[group] += 1
-                ranked.append(item)
-                if len(ranked) == k:
-                    break
-        return ranked
-
-    def _personal(self, scores: np.ndarray, allowed: np.ndarray, k: int, taken: set[int], reason: str) -> list[Pick]:
-        """The top k by personal score, marking them taken."""
-        ranked = self._rank(scores, allowed, k, taken)
-        taken.update(ranked)
-        return [Pick(self.item_ids[i], float(scores[i]), reason) for i in ranked]
-
-    def _fill(self, picks: list[Pick], taken: set[int], allowed: np.ndarray, k: int,
-              stages: list[tuple[np.ndarray, str | None]]) -> list[Pick]:
-        """Fill up to k from fallback stages in order; a None reason means popular_in:<category>.
-
-        The last resort is any allowed item (zero scores included), so the list is only
-        ever short when fewer than k items are in stock and allowed.
-        """
-        for scores, reason in [*stages, (self.popularity + 1e-6, "popular")]:
-            if len(picks) >= k:
+    def _ranked(self, tiers: list[Tier], free: np.ndarray, k: int) -> list[Pick]:
+        """Picks from score tiers in turn through the one ranking path
+        (:func:`training.ranking.rank_tiers`: one diversity cap over the whole list), then the
+        shop's popular items and, last, any item (zero scores included) that is ``free`` (per
+        item: what the bundle's rules allow this customer, narrowed by the request), so a list
+        is only ever short when fewer than k items are free."""
+        tiers = [*tiers, (self.popularity + 1e-6, "popular")]
+        items, tier_of = rank_tiers(self.rules, free[None, :], [scores for scores, _ in tiers], k)
+        picks = []
+        for i, tier in zip(items[0].tolist(), tier_of[0].tolist(), strict=True):
+            if i < 0:
                 break
-            for i in self._rank(scores, allowed, k - len(picks), taken):
-                picks.append(Pick(self.item_ids[i], float(scores[i]),
-                                  reason or f"popular_in:{self.categories[self.item_category[i]]}"))
-                taken.add(i)
+            scores, reason = tiers[tier]
+            if reason is None:
+                reason = f"popular_in:{self.categories[self.item_category[i]]}"
+            picks.append(Pick(self.item_ids[i], float(scores[i]), reason if isinstance(reason, str) else reason(i)))
         return picks
 
     # ---- the live session ----------------------------------------------------------------------
@@ -203,33 +177,32 @@ class ShopRecommender:
         anchor_weight = np.concatenate([np.ones(len(cart_idx), dtype=np.float32),
                                         np.full(len(session_idx), self.config.session_anchor_weight, np.float32)])
         idx = self._customer_index([customer_id]) if customer_id else np.array([-1])
-        allowed = self._allowed(idx)[0]
-        allowed[anchors] = False
-        picks: list[Pick] = []
-        taken: set[int] = set()
+        free = self.rules.allowed(idx)[0]
+        free[anchors] = False
         co = np.zeros(self.n_items, dtype=np.float32)
-        association = self.bundle.cooccurrence.item_item_
+        partners = self.bundle.cooccurrence.item_item_[anchors]  # anchors x items
         if len(anchors):
-            co = _normalise(np.asarray(association[anchors].T @ anchor_weight).ravel())
+            co = _normalise(np.asarray(partners.T @ anchor_weight).ravel())
         personal = self._personal_scores(int(idx[0]), session)
         cf, personal_reason = personal if personal is not None else (np.zeros_like(co), SIMILAR)
-        blended = co + self.config.cf_weight * cf
-        for i in self._rank(blended, allowed, k, taken):
-            if co[i] > 0:
-                pulls = association[anchors][:, i].toarray().ravel() * anchor_weight
-                anchor = int(np.argmax(pulls))
-                kind = "bought_together" if anchor < len(cart_idx) else "goes_with_viewed"
-                reason = f"{kind}:{self.item_ids[anchors[anchor]]}"
-            else:
-                reason = personal_reason
-            picks.append(Pick(self.item_ids[i], float(blended[i]), reason))
-            taken.add(i)
-        stages: list[tuple[np.ndarray, str | None]] = []
+
+        def why(item: int) -> str:
+            """The anchor that pulls hardest, or the personal reason when no anchor pulls."""
+            if co[item] <= 0:
+                return personal_reason
+            column = partners.indices == item  # csr: the anchors' stored entries for this item
+            pulls = np.zeros(len(anchors), dtype=np.float32)
+            pulls[np.repeat(np.arange(len(anchors)), np.diff(partners.indptr))[column]] = partners.data[column]
+            anchor = int(np.argmax(pulls * anchor_weight))
+            kind = "bought_together" if anchor < len(cart_idx) else "goes_with_viewed"
+            return f"{kind}:{self.item_ids[anchors[anchor]]}"
+
+        tiers: list[Tier] = [(co + self.config.cf_weight * cf, why)]
         if len(anchors):
             in_anchor_categories = np.isin(self.item_category, self.item_category[anchors])
-            stages.append((np.where(in_anchor_categories, self.popularity, 0.0), None))
-        stages.append(self._fallback_scores(int(idx[0])))
-        return CrossSell(self._fill(picks, taken, allowed, k, stages), unknown_items, bool(idx[0] >= 0), len(session))
+            tiers.append((np.where(in_anchor_categories, self.popularity, 0.0), None))
+        tiers.append(self._fallback_scores(int(idx[0])))
+        return CrossSell(self._ranked(tiers, free, k), unknown_items, bool(idx[0] >= 0), len(session))
 
     def email_picks(self, customer_ids: Sequence[str], k: int) -> list[EmailPick]:
         """Per customer: the personal top k (consumables may return, recent durables not),
@@ -342,22 +315,17 @@ class ShopRecommender:
         """
         idx = self._customer_index([customer_id])
         band = self.price_band(customer_id, session)
-        allowed = self._allowed(idx)[0]
+        allowed = self.rules.allowed(idx)[0]
         unknown_category = category is not None and category not in self._category_of
         if category is not None and not unknown_category:
             allowed &= self.item_category == self._category_of[category]
         inside = allowed & (self.price >= band.lo) & (self.price <= band.hi)
         if inside.sum() < k and allowed.sum() > inside.sum():
             band, inside = self._widen(band, allowed, k)
-        picks: list[Pick] = []
-        taken: set[int] = set()
         personal = self._personal_scores(int(idx[0]), session)
-        if personal is not None:
-            scores, reason = personal
-            picks = self._personal(scores, inside, k, taken, reason)
         raw = int(self.bundle.customer_index(np.array([customer_id], dtype=object))[0])
-        picks = self._fill(picks, taken, inside, k, [self._fallback_scores(raw)])
-        return Offers(bool(idx[0] >= 0), band, picks, unknown_category, len(session))
+        tiers: list[Tier] = [*([personal] if personal is not None else []), self._fallback_scores(raw)]
+        return Offers(bool(idx[0] >= 0), band, self._ranked(tiers, inside, k), unknown_category, len(session))
 
     def _widen(self, band: PriceBand, allowed: np.ndarray, k: int) -> tuple[PriceBand, np.ndarray]:
         candidates = np.flatnonzero(allowed & (self.price > 0))

@@ -51,7 +51,9 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
     than ``cap`` times before it in its row, so a row's answer is decided by a prefix of its
     best columns: :func:`best_columns` gives each row its best ``SHALLOW_DEPTH * k``, and only
     the rows that this leaves short while more columns remain walk ``CANDIDATE_DEPTH * k``
-    deep. Rows with fewer than k allowed items are padded with -1 / 0.
+    deep, and the few still short then (a cap that keeps nearly every candidate out: all of a
+    row's best items of a handful of kinds) their whole row. Rows with fewer than k finite
+    columns the cap keeps are padded with -1 / 0.
     """
     n, m = scores.shape
     k = max(int(k), 0)
@@ -63,7 +65,11 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
     deeper = np.flatnonzero(short)
     if len(deeper):
         cells = group[deeper] if group.ndim == 2 else group
-        items[deeper], top[deeper], _ = _first_kept(scores[deeper], cells, cap, k, CANDIDATE_DEPTH * k)
+        items[deeper], top[deeper], still_short = _first_kept(scores[deeper], cells, cap, k, CANDIDATE_DEPTH * k)
+        whole = deeper[still_short]
+        if len(whole):
+            cells = group[whole] if group.ndim == 2 else group
+            items[whole], top[whole], _ = _first_kept(scores[whole], cells, cap, k, m)
     return items, top
 
 

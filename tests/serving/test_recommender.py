@@ -242,6 +242,32 @@ def test_never_empty_while_anything_is_in_stock(bundle: Bundle) -> None:
     assert [p.item_id for p in rec.offers("ghost", 5).items] == [last]
 
 
+def test_a_tight_diversity_cap_still_fills_cross_sell_and_offers(bundle: Bundle, sample_shop: SampleShop) -> None:
+    """With one item per category, cart partners, the cart's categories, the customer's fallback
+    list and the shop's popular items are walked in turn under one cap: every list is full while
+    enough categories are allowed, holds each category once, and keeps the tiers in order."""
+    metadata = {**bundle.metadata, "ranking": {**bundle.metadata.get("ranking", {}), "diversity_cap": 1}}
+    rec = ShopRecommender(dataclasses.replace(bundle, metadata=metadata), "v")
+    category = _catalogue(bundle)["category"]
+    k = 8
+    assert category.nunique() > k + 3
+    anchors = sample_shop.truth["pairs"]["anchor_item_id"].tolist()
+    customers = [str(c) for c in bundle.customers.external_ids[:60]]
+    for n, customer in enumerate(customers):
+        cart = [anchors[n % len(anchors)], anchors[(n + 3) % len(anchors)]]
+        offers = rec.offers(customer, k)
+        allowed = rec.rules.allowed(bundle.customer_index(np.array([customer], dtype=object)))[0]
+        price = bundle.catalogue["price"].to_numpy()
+        in_band = allowed & (price >= offers.band.lo) & (price <= offers.band.hi)
+        for answer, room in ((rec.cross_sell(cart, customer, k), k),
+                             (offers, min(k, category.iloc[np.flatnonzero(in_band)].nunique()))):
+            ids = [p.item_id for p in answer.items]
+            assert len(ids) == room and category[ids].is_unique, (customer, ids)
+            tier = [0 if not r.startswith("popular") else 1 if r.startswith("popular_in:") else
+                    2 if r.startswith("popular_in_segment") else 3 for r in (p.reason for p in answer.items)]
+            assert tier == sorted(tier), (customer, [p.reason for p in answer.items])
+
+
 def test_propensity_needs_a_model_and_says_why(bundle) -> None:
     from training.propensity_set import PropensityUnavailable
 

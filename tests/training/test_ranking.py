@@ -14,7 +14,8 @@ from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
-from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense
+from training.ranking import (RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense,
+                              rank_tiers)
 from training.top_k import CANDIDATE_DEPTH, best_columns, capped_top_k
 
 
@@ -62,12 +63,12 @@ def test_best_columns_cut_ties_by_column_whatever_the_block() -> None:
 
 
 def _capped_by_walking(scores: np.ndarray, group: np.ndarray, cap: int, k: int) -> list[list[int]]:
-    """The reference: walk each row's best ``CANDIDATE_DEPTH * k`` columns (where the capped
-    top-k gives up), keeping one while its group has fewer than cap."""
+    """The reference: walk each row's whole sorted row, keeping a column while its group has
+    fewer than cap."""
     out = []
     for row in scores:
         kept: list[int] = []
-        for column in _best_by_sorting(row[None, :], CANDIDATE_DEPTH * k)[0]:
+        for column in _best_by_sorting(row[None, :], len(row))[0]:
             if sum(group[c] == group[column] for c in kept) < cap:
                 kept.append(column)
             if len(kept) == k:
@@ -78,9 +79,10 @@ def _capped_by_walking(scores: np.ndarray, group: np.ndarray, cap: int, k: int) 
 
 def test_capped_top_k_walks_deeper_only_where_the_cap_leaves_a_row_short() -> None:
     """Few groups and a tight cap, so that many rows exhaust the first 3k candidates and go on
-    to 10k: every row is what walking its whole sorted row gives."""
+    to 10k, and some past that to the whole row: every row is what walking its whole sorted row
+    gives (a list is never cut short while the cap keeps an item further down)."""
     rng = np.random.default_rng(4)
-    deep = 0
+    deep = whole = 0
     for trial in range(150):
         n, m, k = int(rng.integers(1, 20)), int(rng.integers(20, 150)), int(rng.integers(2, 8))
         scores = rng.integers(0, 6, size=(n, m)).astype(np.float32)
@@ -95,7 +97,9 @@ def test_capped_top_k_walks_deeper_only_where_the_cap_leaves_a_row_short() -> No
             np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
             first_window = _best_by_sorting(scores[row:row + 1], 3 * k)[0]
             deep += bool(got) and got[-1] not in first_window
+            whole += bool(got) and got[-1] not in _best_by_sorting(scores[row:row + 1], CANDIDATE_DEPTH * k)[0]
     assert deep > 20, deep  # the deeper pass was exercised
+    assert whole > 5, whole  # and the whole-row pass
 
 
 def _rules(non_repeat: list[bool], category: list[int], block_days: list[float], bought: sp.csr_matrix,
@@ -135,6 +139,32 @@ def test_fallbacks_fill_under_the_rules_and_the_cap() -> None:
     assert block.items[0].tolist() == [2, 0, 3, -1]  # personal first; one more of category 0; item 4 out of stock
     assert block.personal[0].tolist() == [True, False, False, False]
     assert block.items[2].tolist() == [0, 1, 3, -1]  # an unknown customer: the shop's list, capped
+
+
+def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> None:
+    """Random tiers against a walk written out: an item ranks in the first tier that scores it
+    positive, tier by tier, best first within one (ties by item), skipping what the rules or the
+    request exclude, the cap counted over the whole list."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        m, k, cap = int(rng.integers(5, 40)), int(rng.integers(1, 12)), int(rng.integers(1, 4))
+        category = rng.integers(0, 4, m).tolist()
+        rules = _rules([False] * m, category, [0.0] * 4, sp.csr_matrix((1, m), dtype=np.float32),
+                       in_stock=(rng.random(m) > 0.1).tolist()).with_cap(cap)
+        tiers = [np.where(rng.random(m) < 0.3, rng.integers(0, 4, m), 0).astype(np.float32) for _ in range(3)]
+        tiers.append(np.full(m, 1e-6, dtype=np.float32))  # anything allowed, last
+        allowed = rng.random(m) > 0.2
+        items, tier_of = rank_tiers(rules, rules.allowed(np.array([-1])) & allowed[None, :], tiers, k)
+        expected, used = [], [0] * 4
+        ok = allowed & ~rules.blocked
+        first = [next((t for t, scores in enumerate(tiers) if scores[i] > 0), None) for i in range(m)]
+        for i in sorted(np.flatnonzero(ok).tolist(), key=lambda i: (first[i], -tiers[first[i]][i], i)):
+            if len(expected) < k and used[category[i]] < cap:
+                used[category[i]] += 1
+                expected.append(i)
+        got = items[0][items[0] >= 0].tolist()
+        assert got == expected, trial
+        assert tier_of[0][:len(got)].tolist() == [first[i] for i in got]
 
 
 @pytest.fixture(scope="module")
