@@ -27,7 +27,9 @@ class Cooccurrence:
         pairs = self.pairs.copy()
         pairs.data[pairs.data < min_support] = 0
         pairs.eliminate_zeros()
-        scale = 1.0 / (self.item_groups.astype(np.float64) + shrinkage)
+        seen = self.item_groups.astype(np.float64) + shrinkage
+        # an item in no group has no pairs either: its row stays empty (not 1/0 with shrinkage 0)
+        scale = np.divide(1.0, seen, out=np.zeros_like(seen), where=seen > 0)
         return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ pairs)
 
     def lift(self, min_support: int = 2) -> sp.csr_matrix:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +28,15 @@ def test_confidence_shrinks_and_respects_min_support() -> None:
     assert conf[0, 1] == pytest.approx(3 / (4 + 1))
     assert conf[1, 0] == pytest.approx(3 / (3 + 1))
     assert conf[0, 2] == 0  # seen once, below min_support
+
+
+def test_no_shrinkage_leaves_an_item_never_bought_without_pairs_and_warns_of_nothing() -> None:
+    co = cooccurrence(GROUPS, ITEMS, 4)  # item 3 is in no basket
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conf = co.confidence(shrinkage=0.0, min_support=1).toarray()
+    assert conf[0, 1] == pytest.approx(3 / 4)
+    assert np.isfinite(conf).all() and not conf[3].any()
 
 
 def test_lift_is_one_for_independence_above_for_complements() -> None:
