@@ -114,6 +114,17 @@ def cross_fitted(window: Window, data: TowerData) -> tuple[np.ndarray, np.ndarra
     return probs[0], probs[1]
 
 
+def validate_ranker(window: Window, model: Recommender, k: int
+                    ) -> tuple[dict[str, float], dict[str, float], TowerData,
+                               Callable[[np.ndarray, int], Candidates]]:
+    """A family on one validation window, alone and under the ranker (towers cross-fitted, so no
+    customer is scored by towers that saw their labels): both rows' metrics, the towers' feature
+    rows (for :func:`fit_final`) and the ranker's block scores (for :func:`choose_cap`)."""
+    metrics, data = collect(window, model, k)
+    scores = _candidates(data, *cross_fitted(window, data))
+    return metrics, ranking_metrics(lists_for(window, scores, k), window.split), data, scores
+
+
 def fit_final(data: list[TowerData]) -> Ranker:
     """Both towers on every validation pair of every window."""
     own = _concat([d.own for d in data])
@@ -174,6 +185,19 @@ def choose_cap(windows: list[Window], scores: list[Callable[[np.ndarray, int], n
     return max(DIVERSITY_CANDIDATES), effect
 
 
+def prepare_windows(shop: ShopData, test_split: TimeSplit, split: SplitConfig, ranking: RankingConfig,
+                    interactions: Any = None) -> tuple[list[Window], Window]:
+    """The validation windows before ``test_split`` (sized by customers, :func:`validation_splits`;
+    at most :data:`MAX_FIT_CUSTOMERS` over all) and the test window, each uncapped (the cap is
+    chosen later, on the validation windows)."""
+    splits = validation_splits(shop, test_split.cutoff, split, interactions)
+    per_window = MAX_FIT_CUSTOMERS // len(splits)
+    uncapped = ranking.model_copy(update={"diversity_cap": None})
+    recent = float(split.test_days)
+    windows = [prepare_window(shop, s.subsample(per_window), uncapped, recent) for s in splits]
+    return windows, prepare_window(shop, test_split, uncapped, recent)
+
+
 def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]], split: SplitConfig,
            ranking: RankingConfig, interactions: Any, metric: str,
            tune: Callable[[Window, list[str], dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None = None,
@@ -186,14 +210,9 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     for family, reason in skipped.items():
         say(f"skipped {family}: {reason}")
     families = [family for family in families if family not in skipped]
-    splits = validation_splits(shop, test_split.cutoff, split, interactions)
-    per_window = MAX_FIT_CUSTOMERS // len(splits)
-    recent = float(split.test_days)
-    windows = [prepare_window(shop, s.subsample(per_window), ranking.model_copy(update={"diversity_cap": None}),
-                              recent) for s in splits]
+    windows, test = prepare_windows(shop, test_split, split, ranking, interactions)
     if tune is not None:
         params = tune(windows[0], families, params)
-    test = prepare_window(shop, test_split, ranking.model_copy(update={"diversity_cap": None}), recent)
 
     def fit(family: str, window: Window) -> Recommender:
         say(f"fitting {family} on {window.split.train.shape[0]:,} x {window.split.train.shape[1]:,}")
@@ -207,12 +226,10 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
         for window in windows:
             model = fit(family, window)
             if family in families:
-                metrics, data = collect(window, model, split.k)
+                metrics, ranked_metrics, data, scores = validate_ranker(window, model, split.k)
                 towers.setdefault(family, []).append(data)
-                own_prob, new_prob = cross_fitted(window, data)
-                scores = _candidates(data, own_prob, new_prob)
                 fitted_scores.setdefault(family, []).append(scores)
-                ranked.append(ranking_metrics(lists_for(window, scores, split.k), window.split))
+                ranked.append(ranked_metrics)
             else:
                 metrics = evaluate_model(model, window, split.k)
             parts.append(metrics)

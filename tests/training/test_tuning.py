@@ -11,9 +11,10 @@ from features.loading import validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
 from training import tracking
-from training.evaluate import SplitConfig, Window, evaluate_model, prepare_window, time_split
+from training.evaluate import SplitConfig, Window, prepare_window, time_split
 from training.models import build_model
 from training.ranking import RankingConfig
+from training.selection import validate_ranker
 from training.tuning import SPACES, TuneConfig, tune
 
 
@@ -45,9 +46,13 @@ def test_tuning_logs_nested_trials_and_never_loses_to_the_start(validation_split
     assert len(children) == 8
     assert {c.data.tags["shoprec.tuning_family"] for c in children} == {"als", "ease"}
     train = validation_split.split.train
-    start_score = evaluate_model(build_model("als", start["als"]).fit(train), validation_split, 10)[key]
-    tuned_score = evaluate_model(build_model("als", best["als"]).fit(train), validation_split, 10)[key]
+
+    def served(setting: dict) -> float:  # the ranker over the family: the row a run serves
+        return validate_ranker(validation_split, build_model("als", setting).fit(train), 10)[1][key]
+
+    start_score, tuned_score = served(start["als"]), served(best["als"])
     assert tuned_score >= start_score
+    assert all(f"validation_alone.{key}" in c.data.metrics for c in children)
     best_logged = max(c.data.metrics[f"validation.{key}"] for c in children if c.data.tags["shoprec.tuning_family"] == "als")
     assert tuned_score == pytest.approx(best_logged)
 
