@@ -92,6 +92,14 @@ class ShopRecommender:
                                                            "purchase": interactions.purchase_weight},
                                             self.config.session_items)
 
+    def warm(self) -> None:
+        """Compute now what every request would otherwise compute again and again from this
+        bundle alone: each stored customer's purchase and email-open propensity
+        (:meth:`training.propensity_set.PropensitySet.warm`). The service warms a bundle before
+        it serves it; a batch job that scores a few customers of a large base need not."""
+        if self.bundle.propensity is not None:
+            self.bundle.propensity.warm()
+
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
         """Internal indices; -1 for unknown ids and for known ids without any history (cold)."""

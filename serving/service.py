@@ -83,6 +83,7 @@ class ShoprecService:
         self.source = BundleCache(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
         loaded = self.source.load_initial()
         self.recommender, self.loaded_key = ShopRecommender(loaded.bundle, loaded.version, self.config), loaded.key
+        self.recommender.warm()
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
         logger.info("live sessions in %s; events logged to %s", self.sessions.description,
@@ -103,6 +104,7 @@ class ShoprecService:
                 return self.recommender.model_version, False
             loaded: Loaded = self.source.fetch(champion, remember=True)
             recommender = ShopRecommender(loaded.bundle, loaded.version, self.config)
+            recommender.warm()  # before the swap: no request pays for it
             gc.unfreeze()  # the old bundle must become collectable once the swap drops it
             self.recommender = recommender  # the one atomic swap
             self.loaded_key = loaded.key

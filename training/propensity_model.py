@@ -50,7 +50,9 @@ class PropensityModel:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if self.kind == "logistic":
             a = self.arrays
-            return ((signed_log1p(X) - a["mean"]) / a["scale"]) @ a["coef"] + a["intercept"][0]
+            # a row sum, not a matrix product: a row's score never depends on the rows scored with it
+            # (BLAS may sum differently by batch shape), so a warmed look-up equals a fresh score
+            return (((signed_log1p(X) - a["mean"]) / a["scale"]) * a["coef"]).sum(axis=1) + a["intercept"][0]
         return np.concatenate([self._trees(X[i:i + ROW_BLOCK]) for i in range(0, len(X), ROW_BLOCK)]) \
             if len(X) else np.zeros(0)
 

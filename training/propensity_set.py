@@ -32,6 +32,24 @@ class PropensityUnavailable(LookupError):
         self.target, self.reason = target, reason
 
 
+CUSTOMER_TARGETS = ("customer", "email")
+"""The models scored from the stored customer features (the session model reads live events)."""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One customer-level model's answers for every stored customer (:meth:`PropensitySet.warm`)."""
+
+    index: pd.Index
+    """The feature frame's customer ids as plain objects (its own index may hold Arrow strings,
+    which every look-up would convert)."""
+    probability: np.ndarray
+    """Per row of the feature frame; the newcomer's for a row with a missing feature."""
+    known: np.ndarray
+    """Per row: every feature present (else the row is scored, and reported, as a newcomer)."""
+    newcomer: float
+
+
 @dataclass
 class PropensitySet:
     models: dict[str, PropensityModel]
@@ -43,6 +61,7 @@ class PropensitySet:
     """Per target, whether its model beat its strongest baseline on the test window
     (:meth:`training.propensity.PropensityReport.beats_baseline`); empty when not evaluated."""
     _live: sess.LiveSessionFeatures | None = field(default=None, repr=False)
+    _scored: dict[str, Scored] = field(default_factory=dict, repr=False)
 
     def model(self, target: str) -> PropensityModel:
         if target not in self.models:
@@ -58,12 +77,36 @@ class PropensitySet:
         """
         model = self.model(target)
         ids = pd.Index([str(c) for c in customer_ids], dtype=object)
+        scored = self._scored.get(target)
+        if scored is not None:  # warmed: look-ups only
+            position = scored.index.get_indexer(ids)
+            found = position >= 0
+            known = found & scored.known[np.maximum(position, 0)]
+            probability = np.where(found, scored.probability[np.maximum(position, 0)], scored.newcomer)
+            return pd.DataFrame({"customer_id": ids.to_numpy(), "probability": probability, "known": known})
         rows = self.customer_features.reindex(ids)
         known = rows.notna().all(axis=1).to_numpy()
         if not known.all():
             rows.loc[~known] = self.newcomer().to_numpy()
         return pd.DataFrame({"customer_id": ids.to_numpy(), "probability": model.predict_proba(rows),
                              "known": known})
+
+    def warm(self) -> None:
+        """Score every stored customer with each customer-level model, once: their features are
+        as of the end of history, so the answers cannot change while this bundle serves, and a
+        request then pays for look-ups only (a purchase propensity took 1.4 ms in process on the
+        demo bundle, an email pick for one customer 1.3 ms of its 3.1). The service warms each
+        bundle before it swaps it in; the batch job, which may score a few customers of a large
+        base, scores what it is asked for."""
+        for target in CUSTOMER_TARGETS:
+            if target in self.models and target not in self._scored:
+                model, rows = self.models[target], self.customer_features
+                known = rows.notna().all(axis=1).to_numpy()
+                newcomer = float(model.predict_proba(self.newcomer().to_frame().T)[0])
+                probability = np.full(len(rows), newcomer)
+                probability[known] = model.predict_proba(rows[known])
+                index = pd.Index(np.asarray(rows.index, dtype=object), dtype=object)
+                self._scored[target] = Scored(index, probability, known, newcomer)
 
     def newcomer(self) -> pd.Series:
         columns = self.customer_features.columns

@@ -86,6 +86,25 @@ def test_bundle_part_scores_customers_and_live_sessions(default_shop: ShopData, 
             assert again.live_session(records, default_shop["items"]) == pytest.approx(batch[sid], abs=1e-12)
 
 
+def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData) -> None:
+    """The service scores every customer once per bundle (warm) and then only looks up; the
+    answers must be the very numbers a fresh scoring gives, for known customers, strangers and a
+    customer with a missing feature (scored as a newcomer), in any batch."""
+    part = fit_propensity(default_shop, PropensityConfig())
+    gap = str(part.customer_features.index[len(part.customer_features) // 2])
+    part.customer_features.loc[gap, part.customer_features.columns[0]] = np.nan
+    ids = [*part.customer_features.index[:40], "never-seen", gap, *part.customer_features.index[-7:]]
+    targets = [t for t in ("customer", "email") if t in part.models]
+    assert targets
+    fresh = {t: part.customers(t, ids) for t in targets}
+    part.warm()
+    for target in targets:
+        pd.testing.assert_frame_equal(part.customers(target, ids), fresh[target], check_exact=True)
+        alone = part.customers(target, [ids[5]])  # one at a time, as the endpoint asks
+        assert alone["probability"].iloc[0] == fresh[target]["probability"].iloc[5]
+    assert fresh[targets[0]].set_index("customer_id").loc[[gap, "never-seen"], "known"].tolist() == [False, False]
+
+
 def test_absent_tables_skip_their_models_with_a_reason() -> None:
     shop = load(SampleConfig(customers=800, items=200, days=120, seed=2, dirty_share=0),
                 drop=("events", "email_events"))
