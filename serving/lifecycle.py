@@ -17,6 +17,11 @@ Every copy is verified against its checksums before it is served: a download tha
 rejected before it enters the cache; a cached copy that fails (corrupted on disk) is
 discarded and downloaded again when the registry answers, and refused, with one line
 saying why, when it does not.
+
+The workers of one service share the cache and may fill it at the same moment: a copy is
+renamed into place whole, a verified copy already in place is kept, and a broken one is
+renamed aside before it is removed (:meth:`BundleCache._place`), so no worker ever reads a
+copy that another is deleting.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 from features.errors import ShoprecError, one_line
 from features.sources import safe_url
 from training import tracking
-from training.bundle import MANIFEST, Bundle, BundleError, content_hash
+from training.bundle import MANIFEST, Bundle, BundleError, content_hash, verify
 from training.registry import BUNDLE_HASH_TAG, CHAMPION
 
 logger = logging.getLogger("shoprec.serving")
@@ -137,9 +142,8 @@ class BundleCache:
             try:
                 bundle = Bundle.load(target)
                 _check_content(target, ref)
-            except BundleError as error:
-                logger.error("!!! CACHED BUNDLE CORRUPT (%s): discarding it and downloading %s again", error, ref.label)
-                shutil.rmtree(target)
+            except (BundleError, OSError) as error:  # OSError: another worker moved a broken copy away
+                logger.error("!!! CACHED BUNDLE CORRUPT (%s): downloading %s again", error, ref.label)
                 bundle = None
         if bundle is None:
             bundle = self._download(ref, target)
@@ -168,15 +172,35 @@ class BundleCache:
             except BundleError as error:
                 logger.error("!!! DOWNLOAD REJECTED: %s from the registry fails verification (%s)", ref.label, error)
                 raise
-            shutil.rmtree(target, ignore_errors=True)
-            try:
-                bundle_dir.rename(target)
-            except OSError:
-                if not (target / MANIFEST).is_file():  # else another worker put it there first
-                    raise
+            self._place(bundle_dir, target, ref)
             return bundle
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _place(self, copy: Path, target: Path, ref: RegisteredVersion) -> None:
+        """Move a verified copy into the cache, safely while other workers read and write it.
+
+        A folder is renamed into place whole, so a reader sees a complete copy or none, never
+        a half-deleted one. When the place is taken, a copy that verifies is kept (another
+        worker put the same content there first); a broken one is renamed aside, then removed,
+        and ours takes its place.
+        """
+        for _ in range(3):
+            try:
+                copy.rename(target)
+                return
+            except OSError:
+                if not target.exists():
+                    continue  # moved away meanwhile: try again
+            if _intact(target, ref):
+                return
+            aside = self.cache_dir / f".discarded-{uuid.uuid4().hex}"
+            try:
+                target.rename(aside)
+            except FileNotFoundError:
+                pass  # another worker moved it aside first
+            shutil.rmtree(aside, ignore_errors=True)
+        raise BundleError(f"{target}: could not place {ref.label} in the cache (taken and released three times)")
 
     def load_cached(self) -> Loaded:
         """The copy ``current.json`` names (verified on load), without asking the registry."""
@@ -207,6 +231,16 @@ class BundleCache:
             logger.error("!!! %s (%s): serving the CACHED bundle %s from %s; it may be older than the "
                          "current champion", what, _quoted(error), loaded.version, loaded.folder)
             return loaded
+
+
+def _intact(folder: Path, ref: RegisteredVersion) -> bool:
+    """Whether a cached copy passes its checksums and is the content the registry recorded."""
+    try:
+        verify(folder)
+        _check_content(folder, ref)
+    except (BundleError, OSError):
+        return False
+    return True
 
 
 def _check_content(folder: Path, ref: RegisteredVersion) -> None:

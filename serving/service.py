@@ -29,12 +29,15 @@ from serving.live_events import LiveEvent, at_the_door
 from serving.answers import NO_SESSION, LiveSession, Pick
 from serving.config import serving_config
 from serving.recommender import ShopRecommender
-from serving.session_store import SessionStoreError, open_session_store
+from serving.session_store import REDIS_URL_ENV, SessionStoreError, open_session_store
+from serving.settings import workers
 from training.bundle import BundleError
 from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
+logger.setLevel(logging.INFO)  # BentoML's root is at WARNING: a worker's start lines (bundle, config, workers) belong in the log
 POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
+WORKERS, WORKERS_WHY = workers(os.environ, os.cpu_count() or 1, bool(os.environ.get(REDIS_URL_ENV, "").strip()))
 
 FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
                                     documentation="Answers that used a fallback instead of personal scores.",
@@ -73,7 +76,7 @@ def settle() -> None:
     gc.freeze()
 
 
-@bentoml.service(name="shoprec", traffic={"timeout": 30})
+@bentoml.service(name="shoprec", traffic={"timeout": 30}, workers=WORKERS)
 class ShoprecService:
     """Cross-sell, email picks and price-band offers from the champion bundle."""
 
@@ -93,7 +96,8 @@ class ShoprecService:
         if POLL_SECONDS > 0:
             threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
         settle()
-        logger.info("serving %s with %s", loaded.version, self.config.model_dump_json())
+        logger.info("serving %s with %s; %d worker%s: %s", loaded.version, self.config.model_dump_json(),
+                    WORKERS, "" if WORKERS == 1 else "s", WORKERS_WHY)
 
     def reload(self, trigger: str) -> tuple[str, bool]:
         """Swap to the registry's champion if it moved (another version, or the same number with other

@@ -28,6 +28,16 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-admin-token"
 
 
+def redis_or_skip(url: str) -> None:
+    """Skip the test, with the reason, where no Redis answers at ``url`` (a laptop without one)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except (redis.RedisError, OSError) as error:
+        pytest.skip(f"Redis not reachable at {url} (set SHOPREC_TEST_REDIS_URL): {error}")
+
+
 @dataclass
 class Server:
     url: str

@@ -18,7 +18,7 @@ import redis
 from features.loading import load_shop
 from features.sample import SampleShop
 from features.sources import write_tables
-from tests.serving.live_server import TrainedHome, kill_tree, private_copy, serving
+from tests.serving.live_server import TrainedHome, kill_tree, private_copy, redis_or_skip, serving
 from training.bundle import Bundle
 
 REDIS_URL = os.environ.get("SHOPREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
@@ -33,16 +33,9 @@ class LiveShop:
     env: dict[str, str]
 
 
-def _redis_or_skip() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as error:
-        pytest.skip(f"Redis not reachable at {REDIS_URL} (set SHOPREC_TEST_REDIS_URL): {error}")
-
-
 @pytest.fixture(scope="module")
 def shop(trained_home: TrainedHome, tmp_path_factory: pytest.TempPathFactory) -> LiveShop:
-    _redis_or_skip()
+    redis_or_skip(REDIS_URL)
     root = tmp_path_factory.mktemp("events")
     copy = private_copy(trained_home, root)
     log = root / "event-log"

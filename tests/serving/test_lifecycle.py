@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from features.sample import SampleShop
 from features.sources import write_tables
 from features.errors import UserError
 from serving.config import ServingConfig
-from serving.lifecycle import BundleCache
+from serving.lifecycle import CURRENT, BundleCache
 from serving.recommender import ShopRecommender
 from serving.service import ShoprecService
 from tests.serving.live_server import free_port
@@ -152,6 +153,50 @@ def test_corrupt_cached_bundle_is_downloaded_again_when_the_registry_is_up(
     assert current(cache) == "1" and leftovers(cache) == []
     customers = bundle.customers.external_ids[:20].tolist() + ["ghost"]
     assert loaded.bundle.recommend(customers, 5).equals(bundle.recommend(customers, 5))
+
+
+FETCHER = """
+import os, sys, time
+from pathlib import Path
+from serving.lifecycle import BundleCache
+cache, go, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+source = BundleCache("shoprec", cache)
+for n in range(rounds):
+    while not (go / str(n)).exists():
+        time.sleep(0.005)
+    for _ in range(3):  # download together, then read what the others placed
+        loaded = source.fetch(source.champion(), remember=True)
+        assert loaded.version == "shoprec/v1", loaded.version
+    (go / f"done-{n}-{os.getpid()}").touch()
+"""
+
+
+def test_several_workers_share_one_cache_safely(champion: Callable[[str], None], tmp_path: Path) -> None:
+    """Workers of one service start together on an empty cache: each downloads the champion and
+    places its copy while the others read; every fetch must load a verified bundle, the cache
+    must end with the one copy and nothing half-made, and nothing may be called corrupt."""
+    cache, go, workers, rounds = tmp_path / "cache", tmp_path / "go", 4, 2
+    go.mkdir()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", FETCHER, str(cache), str(go), str(rounds)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    try:
+        for n in range(rounds):
+            shutil.rmtree(cache, ignore_errors=True)  # a fresh cache each round: every worker downloads
+            (go / str(n)).touch()
+            deadline = time.monotonic() + 120
+            while len(list(go.glob(f"done-{n}-*"))) < workers and all(p.poll() is None for p in procs):
+                assert time.monotonic() < deadline, "workers did not finish"
+                time.sleep(0.05)
+            assert copy_of(cache, "1") and leftovers(cache) == [] and (cache / CURRENT).is_file()
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+        assert "CORRUPT" not in err and "REJECTED" not in err, err[-2000:]
+    verify(copy_of(cache, "1"))
 
 
 def test_registry_down_and_a_corrupt_cache_refuses_to_start_in_one_line(

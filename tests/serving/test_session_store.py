@@ -24,6 +24,7 @@ from serving.session_store import (
     SessionStoreError,
     open_session_store,
 )
+from tests.serving.live_server import redis_or_skip
 
 REDIS_URL = os.environ.get("SHOPREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -34,21 +35,12 @@ def ev(session: str, minute: float, item: str | None = "a", kind: str = "view", 
     return LiveEvent(session, kind, T0 + timedelta(minutes=minute), customer, item)
 
 
-def _redis_or_skip() -> None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except (redis.RedisError, OSError) as error:
-        pytest.skip(f"Redis not reachable at {REDIS_URL} (set SHOPREC_TEST_REDIS_URL): {error}")
-
-
 def _factory(backend: str) -> Iterator[MakeStore]:
     """A factory of stores of one backend; Redis ones share a unique key prefix, deleted at the end."""
     made: list[SessionStore] = []
     prefix = f"shoprec-test-{uuid.uuid4().hex[:12]}:"
     if backend == "redis":
-        _redis_or_skip()
+        redis_or_skip(REDIS_URL)
 
     def make(ttl_seconds: float = 60, max_events: int = 200, max_sessions: int = 1000, **kw) -> SessionStore:
         if backend == "memory":
@@ -242,7 +234,7 @@ def test_open_session_store_from_the_environment() -> None:
 
 
 def test_open_session_store_picks_redis_when_configured() -> None:
-    _redis_or_skip()
+    redis_or_skip(REDIS_URL)
     store = open_session_store({"SHOPREC_REDIS_URL": REDIS_URL, "SHOPREC_SESSION_TTL_SECONDS": "5"})
     try:
         assert isinstance(store, RedisSessionStore) and store.ttl_ms == 5000
