@@ -17,6 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.loading import ShopData
 
 
+FEW_IDS = 16
+"""Up to this many ids are looked up one by one (a request's customer or cart), beyond it in one
+``get_indexer``: pandas builds an Index of the ids for that, which costs a request more than
+the look-ups themselves."""
+
+
+def positions(index: pd.Index, ids: pd.Series | np.ndarray | list[str]) -> np.ndarray:
+    """``index.get_indexer(ids)`` for a unique ``index``: each id's position, -1 where absent."""
+    if len(ids) <= FEW_IDS:
+        out = np.full(len(ids), -1, dtype=np.intp)
+        for n, value in enumerate(ids):
+            try:
+                out[n] = index.get_loc(value)
+            except (KeyError, TypeError):  # absent, or not an id at all (unhashable)
+                pass
+        return out
+    return index.get_indexer(pd.Index(ids, dtype=object))
+
+
 class IdMap:
     """External string ids <-> contiguous internal indices (0..n-1), in sorted id order.
 
@@ -43,7 +62,7 @@ class IdMap:
 
     def to_index(self, ids: pd.Series | np.ndarray | list[str], unknown: Literal["raise", "mark"] = "raise") -> np.ndarray:
         """Internal indices; unknown ids raise, or become -1 with ``unknown="mark"``."""
-        idx = self._index.get_indexer(pd.Index(ids, dtype=object))
+        idx = positions(self._index, ids)
         if unknown == "raise" and (idx < 0).any():
             missing = pd.Index(ids, dtype=object)[idx < 0][:5].tolist()
             raise KeyError(f"unknown ids: {missing}")

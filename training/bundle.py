@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.dataset import Dataset, IdMap
+from features.dataset import Dataset, IdMap, positions
 from features.errors import UserError
 from training.bundle_profiles import ALIASES, ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
 from training.models import load_model
@@ -167,7 +167,7 @@ class Bundle:
         ids = np.asarray(customer_ids, dtype=object)
         if not len(self._alias_index) or not len(ids):
             return ids.copy()
-        position = self._alias_index.get_indexer(pd.Index(ids, dtype=object))
+        position = positions(self._alias_index, ids)
         out = ids.copy()
         out[position >= 0] = self._alias_target[position[position >= 0]]
         return out
