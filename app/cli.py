@@ -364,8 +364,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Worker processes (default: one per core when SHOPREC_REDIS_URL shares the live "
-                    "sessions, else one).")] = None,
+        min=1, help="Worker processes (default: one per CPU when SHOPREC_REDIS_URL shares the live "
+                    "sessions, else one; each holds its own copy of the bundle).")] = None,
 ) -> None:
     """Serve the @champion bundle over HTTP (BentoML): /cross_sell, /email_picks, /offers, /propensity."""
     raise typer.Exit(_serve(host, port, workers))
@@ -384,8 +384,8 @@ def _serve(host: str, port: int, workers: int | None = None) -> int:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     if workers is not None:
         env[WORKERS_ENV] = str(workers)
-    count, why = worker_count(env, os.cpu_count() or 1, bool(env.get(REDIS_URL_ENV, "").strip()))
-    out.print(f"serving with {count} worker{'' if count == 1 else 's'}: {why}", highlight=False)
+    count, why = worker_count(env, bool(env.get(REDIS_URL_ENV, "").strip()))
+    out.print(f"workers: {count} ({why})", highlight=False)
     return subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1])
 
 

@@ -26,6 +26,7 @@ copy that another is deleting.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -142,7 +143,7 @@ class BundleCache:
             try:
                 bundle = Bundle.load(target)
                 _check_content(target, ref)
-            except (BundleError, OSError) as error:  # OSError: another worker moved a broken copy away
+            except (BundleError, FileNotFoundError) as error:  # not found: another worker moved a broken copy away
                 logger.error("!!! CACHED BUNDLE CORRUPT (%s): downloading %s again", error, ref.label)
                 bundle = None
         if bundle is None:
@@ -189,9 +190,11 @@ class BundleCache:
             try:
                 copy.rename(target)
                 return
-            except OSError:
-                if not target.exists():
-                    continue  # moved away meanwhile: try again
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise  # not "the place is taken": a full disk, permissions, another device
+            if not target.exists():
+                continue  # moved aside meanwhile: try again
             if _intact(target, ref):
                 return
             aside = self.cache_dir / f".discarded-{uuid.uuid4().hex}"
@@ -238,7 +241,7 @@ def _intact(folder: Path, ref: RegisteredVersion) -> bool:
     try:
         verify(folder)
         _check_content(folder, ref)
-    except (BundleError, OSError):
+    except (BundleError, FileNotFoundError):  # broken, or moved aside by another worker meanwhile
         return False
     return True
 

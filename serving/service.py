@@ -35,9 +35,8 @@ from training.bundle import BundleError
 from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
-logger.setLevel(logging.INFO)  # BentoML's root is at WARNING: a worker's start lines (bundle, config, workers) belong in the log
 POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
-WORKERS, WORKERS_WHY = workers(os.environ, os.cpu_count() or 1, bool(os.environ.get(REDIS_URL_ENV, "").strip()))
+WORKERS, WORKERS_WHY = workers(os.environ, bool(os.environ.get(REDIS_URL_ENV, "").strip()))
 
 FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
                                     documentation="Answers that used a fallback instead of personal scores.",
@@ -81,6 +80,7 @@ class ShoprecService:
     """Cross-sell, email picks and price-band offers from the champion bundle."""
 
     def __init__(self) -> None:
+        logger.setLevel(logging.INFO)  # BentoML's root is at WARNING; a worker's start lines belong in the log
         threadpool_limits(1)  # one request = one small product; BLAS threads only add contention
         self.config = serving_config()  # SHOPREC_SERVING_CONFIG: a bad one refuses to start, before any download
         self.source = BundleCache(os.environ.get("SHOPREC_MODEL_NAME", "shoprec"))
@@ -96,8 +96,8 @@ class ShoprecService:
         if POLL_SECONDS > 0:
             threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
         settle()
-        logger.info("serving %s with %s; %d worker%s: %s", loaded.version, self.config.model_dump_json(),
-                    WORKERS, "" if WORKERS == 1 else "s", WORKERS_WHY)
+        logger.info("serving %s with %s; workers %s: %s", loaded.version, self.config.model_dump_json(),
+                    WORKERS, WORKERS_WHY)
 
     def reload(self, trigger: str) -> tuple[str, bool]:
         """Swap to the registry's champion if it moved (another version, or the same number with other

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 from features.errors import UserError
 
@@ -24,21 +25,33 @@ def positive_number(env: Mapping[str, str], name: str, default: float, error: ty
 
 WORKERS_ENV = "SHOPREC_WORKERS"
 """Worker processes of the service: a positive integer, or unset for :func:`workers`' default."""
+PER_CPU: Literal["cpu_count"] = "cpu_count"
+"""BentoML's own count: one worker per CPU this process may use (container limits honoured)."""
 
 
-def workers(env: Mapping[str, str], cores: int, shared_sessions: bool) -> tuple[int, str]:
+def workers(env: Mapping[str, str], shared_sessions: bool) -> tuple[int | Literal["cpu_count"], str]:
     """How many worker processes to serve with, and why, from ``SHOPREC_WORKERS``.
 
     One worker uses one core (one request is one small product; BLAS runs single-threaded),
-    so the default is one per core, but only where the live sessions are shared
-    (``SHOPREC_REDIS_URL``): with the in-process store a visitor's events would reach one
-    worker and their next request another, which would not know them. An explicit count
-    wins either way. A value that is not a positive integer raises a one-line UserError naming it."""
+    so the default is one per CPU the process may use (BentoML counts them, honouring a
+    container's CPU limit; each worker holds its own copy of the bundle), but only where the
+    live sessions are shared (``SHOPREC_REDIS_URL``): with the in-process store a visitor's
+    events would reach one worker and their next request another, which would not know them.
+    An explicit count wins either way. A value that is not a positive integer raises a one-line
+    UserError naming it."""
     text = env.get(WORKERS_ENV, "").strip()
     if text:
-        if not text.isdigit() or int(text) < 1:
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
             raise UserError(f"{WORKERS_ENV}={text!r}: expected a whole number of workers >= 1")
-        return int(text), f"{WORKERS_ENV}={text}"
+        why = f"{WORKERS_ENV}={count}"
+        if count > 1 and not shared_sessions:
+            why += ("; live sessions are kept in each worker's memory, so a visitor's events reach one "
+                    "worker only (set SHOPREC_REDIS_URL to share them)")
+        return count, why
     if shared_sessions:
-        return max(cores, 1), f"one per core ({cores}), live sessions shared in Redis"
+        return PER_CPU, "one per CPU this process may use, live sessions shared in Redis"
     return 1, "one: live sessions are kept in the worker's memory (set SHOPREC_REDIS_URL to share them)"

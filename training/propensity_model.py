@@ -47,11 +47,12 @@ class PropensityModel:
     # ---- scoring ------------------------------------------------------------------------
     def decision(self, X: np.ndarray) -> np.ndarray:
         """The uncalibrated score (log-odds) per row, the quantity the calibrator maps."""
-        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        # row-major, and a row sum rather than a matrix product: a row's score never depends on the
+        # rows scored with it (BLAS, or numpy on a column-major frame, sums in another order by
+        # batch shape), so a warmed look-up equals a fresh score to the last bit
+        X = np.ascontiguousarray(np.atleast_2d(np.asarray(X, dtype=np.float64)))
         if self.kind == "logistic":
             a = self.arrays
-            # a row sum, not a matrix product: a row's score never depends on the rows scored with it
-            # (BLAS may sum differently by batch shape), so a warmed look-up equals a fresh score
             return (((signed_log1p(X) - a["mean"]) / a["scale"]) * a["coef"]).sum(axis=1) + a["intercept"][0]
         return np.concatenate([self._trees(X[i:i + ROW_BLOCK]) for i in range(0, len(X), ROW_BLOCK)]) \
             if len(X) else np.zeros(0)

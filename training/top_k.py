@@ -66,11 +66,20 @@ def capped_top_k(scores: np.ndarray, k: int, group: np.ndarray | None = None, ca
     if len(deeper):
         cells = group[deeper] if group.ndim == 2 else group
         items[deeper], top[deeper], still_short = _first_kept(scores[deeper], cells, cap, k, CANDIDATE_DEPTH * k)
-        whole = deeper[still_short]
-        if len(whole):
+        whole = [row for row in deeper[still_short] if _reachable(scores[row], group, row, cap) > (items[row] >= 0).sum()]
+        if whole:
             cells = group[whole] if group.ndim == 2 else group
             items[whole], top[whole], _ = _first_kept(scores[whole], cells, cap, k, m)
     return items, top
+
+
+def _reachable(row_scores: np.ndarray, group: np.ndarray, row: int, cap: int) -> int:
+    """How many of a row's finite columns the cap could keep at best (each group's count, up to
+    the cap): when no more than it already kept, walking the whole row cannot add one (an offers
+    request in one category with the cap per category), so that sort is skipped."""
+    groups = (group[row] if group.ndim == 2 else group)[np.isfinite(row_scores)]
+    counts = np.bincount(groups[groups >= 0])  # one pass, no sort
+    return int(np.minimum(counts, cap).sum()) + min(int((groups < 0).sum()), cap)
 
 
 def _first_kept(scores: np.ndarray, group: np.ndarray | None, cap: int | None, k: int, depth: int

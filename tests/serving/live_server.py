@@ -76,7 +76,9 @@ def serving(home: Path, root: Path, *, use_cli: bool = False,
     """Serve the champion registered in ``home`` on a free port until the block ends: yields
     the URL once /readyz answers, and the process (a test may kill it)."""
     env = {**os.environ, "SHOPREC_HOME": str(home), "SHOPREC_ADMIN_TOKEN": TOKEN, "SHOPREC_POLL_SECONDS": "0",
-           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"), **(env_overrides or {})}
+           "OPENBLAS_NUM_THREADS": "1", "BENTOML_HOME": str(root / "bentoml"),
+           "SHOPREC_WORKERS": "1",  # one worker unless a test asks for more (Redis alone would mean one per CPU)
+           **(env_overrides or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = root / "server.log"
     log = open(log_path, "a")  # noqa: SIM115 - closed after the server stops; restarts append

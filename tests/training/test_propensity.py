@@ -86,11 +86,27 @@ def test_bundle_part_scores_customers_and_live_sessions(default_shop: ShopData, 
             assert again.live_session(records, default_shop["items"]) == pytest.approx(batch[sid], abs=1e-12)
 
 
-def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData) -> None:
+def test_a_row_scores_the_same_alone_or_in_any_batch() -> None:
+    """A logistic model of 16 features over a column-major batch (what a frame's to_numpy gives):
+    every row's score equals the row scored alone, to the last bit, so a warmed look-up is a
+    fresh score."""
+    rng = np.random.default_rng(0)
+    width = 16
+    arrays = {"mean": rng.normal(size=width), "scale": rng.uniform(0.5, 2, size=width), "coef": rng.normal(size=width),
+              "intercept": np.array([0.3]), "cal_ab": np.array([-1.0, 0.0])}
+    model = PropensityModel("email", [f"f{n}" for n in range(width)], "logistic", arrays, "sigmoid")
+    X = np.asfortranarray(rng.lognormal(size=(500, width)))
+    together = model.predict_proba(X)
+    alone = np.array([model.predict_proba(X[n:n + 1])[0] for n in range(len(X))])
+    assert np.array_equal(together, alone)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "boosting"])
+def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData, kind: str) -> None:
     """The service scores every customer once per bundle (warm) and then only looks up; the
     answers must be the very numbers a fresh scoring gives, for known customers, strangers and a
-    customer with a missing feature (scored as a newcomer), in any batch."""
-    part = fit_propensity(default_shop, PropensityConfig())
+    customer with a missing feature (scored as a newcomer), in any batch, with either kind."""
+    part = fit_propensity(default_shop, PropensityConfig(candidates=[kind]))
     gap = str(part.customer_features.index[len(part.customer_features) // 2])
     part.customer_features.loc[gap, part.customer_features.columns[0]] = np.nan
     ids = [*part.customer_features.index[:40], "never-seen", gap, *part.customer_features.index[-7:]]
