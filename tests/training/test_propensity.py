@@ -101,12 +101,12 @@ def test_a_row_scores_the_same_alone_or_in_any_batch() -> None:
     assert np.array_equal(together, alone)
 
 
-@pytest.mark.parametrize("kind", ["logistic", "boosting"])
-def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData, kind: str) -> None:
+def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData) -> None:
     """The service scores every customer once per bundle (warm) and then only looks up; the
     answers must be the very numbers a fresh scoring gives, for known customers, strangers and a
-    customer with a missing feature (scored as a newcomer), in any batch, with either kind."""
-    part = fit_propensity(default_shop, PropensityConfig(candidates=[kind]))
+    customer with a missing feature (scored as a newcomer), in any batch (a row's score does not
+    depend on its batch: test_a_row_scores_the_same_alone_or_in_any_batch)."""
+    part = fit_propensity(default_shop, PropensityConfig())
     gap = str(part.customer_features.index[len(part.customer_features) // 2])
     part.customer_features.loc[gap, part.customer_features.columns[0]] = np.nan
     ids = [*part.customer_features.index[:40], "never-seen", gap, *part.customer_features.index[-7:]]
