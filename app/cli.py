@@ -385,7 +385,7 @@ def _serve(host: str, port: int, workers: int | None = None) -> int:
     if workers is not None:
         env[WORKERS_ENV] = str(workers)
     count, why = worker_count(env, bool(env.get(REDIS_URL_ENV, "").strip()))
-    out.print(f"workers: {count} ({why})", highlight=False)
+    out.print(f"workers: {count}; {why}", highlight=False)
     return subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1])
 
 
