@@ -22,8 +22,9 @@ Refill, cart and wish-list items are in stock in today's ``items``; customers wh
 email get no trigger, and the sunset rule's ``unengaged`` customers no follow-up. Anniversary
 and follow-up picks come from the served bundle through
 :meth:`serving.recommender.ShopRecommender.email_picks_block`, the one ranking path (personal
-picks, then fallbacks, under the bundle's rules and stock as trained). The shop's tables carry
-no stock counts, so "low stock" is not marked.
+picks, then fallbacks, under the bundle's rules and stock as trained). Every row says whether
+its item is low in stock (``low_stock``: at most ``low_stock_units`` on hand) where the shop's
+items carry ``stock_qty``: a cart left with the last few units is worth a mail today.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ TRIGGERS_SCHEMA = pa.schema([
     pa.field("rank", pa.int32(), nullable=False),
     ("item_id", pa.string()),
     ("detail", pa.string()),
+    ("low_stock", pa.bool_()),
 ])
 """One row per customer, trigger and item (rank 1..n); ``detail``: the due date, the cart or
-wish-list date, the years since the first purchase, or the campaign not opened."""
+wish-list date, the years since the first purchase, or the campaign not opened; ``low_stock``:
+the item has at most ``low_stock_units`` on hand (null where the shop exports no ``stock_qty``)."""
 EXPERIMENT = "shoprec-triggers"
 PICK_DEPTH = 50
 """Personal picks read per customer to find the best ones in a category (anniversary)."""
@@ -70,6 +73,8 @@ class TriggerConfig(BaseModel):
     wishlist_within_days: float = Field(90.0, gt=0)
     follow_up_days: tuple[float, float] = Field((3.0, 7.0), description="Mailed this many days ago (from, to).")
     k: int = Field(3, ge=1, le=100, description="Items per customer and trigger.")
+    low_stock_units: float = Field(5.0, ge=0, description="An item with at most this many units on hand "
+                                                          "(items.stock_qty) is marked low_stock.")
 
     @model_validator(mode="after")
     def _windows_open(self) -> TriggerConfig:
@@ -215,12 +220,23 @@ def find_triggers(shop: ShopData, today: pd.Timestamp, config: TriggerConfig,
         anniversaries(past, today, config, recommender),
         non_openers(past, today, config, recommender),
     ]
-    out = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    out = _mark_low_stock(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True), past, config)
     if past.has("customers") and "email_opt_in" in past["customers"]:
         customers = past["customers"]
         opted_out = set(customers.loc[~customers["email_opt_in"].astype(bool), "customer_id"].astype(str))
         out = out[~out["customer_id"].isin(opted_out)]
     return out.astype({"rank": np.int32}).reset_index(drop=True)
+
+
+def _mark_low_stock(frame: pd.DataFrame, shop: ShopData, config: TriggerConfig) -> pd.DataFrame:
+    """``low_stock`` per row: the item's units on hand at most ``low_stock_units`` (a reason to mail
+    about an abandoned cart now); null where the shop's items carry no ``stock_qty``."""
+    items = shop["items"]
+    if "stock_qty" not in items:
+        return frame.assign(low_stock=pd.Series(pd.NA, index=frame.index, dtype="boolean"))
+    units = items.set_index(items["item_id"].astype(str))["stock_qty"]
+    on_hand = frame["item_id"].astype(object).map(units).astype("Float64")
+    return frame.assign(low_stock=(on_hand <= config.low_stock_units).astype("boolean"))
 
 
 def counts(frame: pd.DataFrame) -> dict[str, Any]:

@@ -117,6 +117,8 @@ TABLES: dict[str, TableSpec] = {
                 # finer than the category ("FLUID MILK WHITE ONLY"): what the lists' diversity cap counts
                 Column("product_type", "text", required=False, nullable=True),
                 Column("in_stock", "bool", required=False, default=True),
+                # units on hand, where the shop exports them: marks "low stock" on triggers (batch/triggers.py)
+                Column("stock_qty", "number", required=False, nullable=True, minimum=0.0),
                 Column("durable", "bool", required=False, default=False),
                 Column("repurchase_days", "number", required=False, nullable=True, minimum=0.0),
             ),

@@ -96,6 +96,26 @@ def test_each_trigger_fires_for_exactly_its_customers(tiny: ShopData, bundle: Bu
             .map(lambda r: r == list(range(1, len(r) + 1)))).all()
 
 
+def test_items_low_in_stock_are_marked_where_the_shop_counts_units(tiny: ShopData, bundle: Bundle) -> None:
+    """d's abandoned mug has 2 units left: worth a mail now; a's coffee has 40; without a
+    stock_qty column nothing is claimed either way; a negative count is quarantined, not used."""
+    counted = tables()
+    counted["items"] = ITEMS.assign(stock_qty=[40.0, 3.0, 2.0, None, 0.0])
+    shop = validate_tables({k: RawTable(v, k) for k, v in counted.items()}, source="counted")
+    frame = find_triggers(shop, TODAY, TriggerConfig(), ShopRecommender(bundle, "v")).set_index(["trigger", "item_id"])
+    assert bool(frame.loc[("abandoned_cart", "mug"), "low_stock"])
+    assert not bool(frame.loc[("refill_due", "coffee"), "low_stock"])
+    assert pd.isna(frame.loc[("wishlist_reminder", "lamp"), "low_stock"])  # lamp's count unknown
+    raised = find_triggers(shop, TODAY, TriggerConfig(low_stock_units=50), ShopRecommender(bundle, "v"))
+    assert bool(raised.set_index(["trigger", "item_id"]).loc[("refill_due", "coffee"), "low_stock"])
+    plain = find_triggers(tiny, TODAY, TriggerConfig(), ShopRecommender(bundle, "v"))
+    assert len(plain) and plain["low_stock"].isna().all()
+    negative = {**counted, "items": counted["items"].assign(stock_qty=[40.0, -1.0, 2.0, None, 0.0])}
+    checked = validate_tables({k: RawTable(v, k) for k, v in negative.items()}, source="counted")
+    assert checked.report.tables["items"].rows_quarantined == 1
+    assert checked.quarantine["items"]["_column"].tolist() == ["stock_qty"]
+
+
 def test_a_day_before_any_data_fires_nothing(tiny: ShopData, bundle: Bundle) -> None:
     frame = find_triggers(tiny, pd.Timestamp("2020-01-01", tz="UTC"), TriggerConfig(), ShopRecommender(bundle, "v"))
     assert frame.empty and counts(frame) == dict.fromkeys(TRIGGERS, 0)
@@ -129,7 +149,7 @@ def test_shoprec_triggers_writes_atomically_and_logs_a_run(tmp_path: Path, bundl
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     written = pd.read_parquet(out)
-    assert list(written.columns) == ["customer_id", "trigger", "rank", "item_id", "detail"]
+    assert list(written.columns) == ["customer_id", "trigger", "rank", "item_id", "detail", "low_stock"]
     assert set(written["trigger"]) == set(TRIGGERS) and "MLflow run" in result.stdout
     import mlflow
 
