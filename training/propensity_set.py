@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features import sessions as sess
+from features.dataset import positions
 from features.customer_features import CAP_DAYS
 from training.propensity_model import PropensityModel
 
@@ -79,7 +80,7 @@ class PropensitySet:
         ids = pd.Index([str(c) for c in customer_ids], dtype=object)
         scored = self._scored.get(target)
         if scored is not None:  # warmed: look-ups only
-            position = scored.index.get_indexer(ids)
+            position = positions(scored.index, ids)  # a request's one customer: no Index built
             found = position >= 0
             known = found & scored.known[np.maximum(position, 0)]
             probability = np.where(found, scored.probability[np.maximum(position, 0)], scored.newcomer)
