@@ -7,9 +7,9 @@ rows ``customer_id, trigger, rank, item_id, detail``:
 - ``refill_due``: a consumable the customer buys again is due by its learned interval
   (:mod:`features.repurchase`: last purchase + ``interval_days``) between ``refill_overdue_days``
   ago and ``refill_ahead_days`` ahead; the items are the due ones, soonest first.
-- ``abandoned_cart``: items carted between ``cart_within_days`` and ``cart_after_hours`` ago,
-  neither bought nor removed since.
-- ``wishlist_reminder``: items wish-listed between ``wishlist_within_days`` and
+- ``abandoned_cart``: items last put in the cart between ``cart_within_days`` and
+  ``cart_after_hours`` ago, neither bought nor removed since.
+- ``wishlist_reminder``: items last wish-listed between ``wishlist_within_days`` and
   ``wishlist_after_days`` ago and not bought since.
 - ``anniversary``: the first purchase was a whole number of years ago today (``detail`` the
   years; a first purchase on 29 February fires on 28 February in other years); the items are
@@ -132,14 +132,15 @@ def refill_due(shop: ShopData, today: pd.Timestamp, config: TriggerConfig) -> pd
 
 def _browsed(shop: ShopData, today: pd.Timestamp, kind: str, after: pd.Timedelta, within: pd.Timedelta,
              config: TriggerConfig, trigger: str) -> pd.DataFrame:
-    """Items of ``kind`` events (cart, wishlist) aged between ``after`` and ``within``, not bought
-    (and, for carts, not removed) since; latest first."""
+    """Items whose latest ``kind`` event (cart, wishlist) is aged between ``after`` and ``within``,
+    not bought (and, for carts, not removed) since; latest first. The latest add counts: an item
+    put in the cart again an hour ago is a fresh cart, not an abandoned one."""
     if not shop.has("events"):
         return _rows(pd.DataFrame(columns=["customer_id", "item_id", "detail"]), trigger, config.k)
     events = shop["events"].dropna(subset=["customer_id", "item_id"])
-    age = today - events["ts"]
-    chosen = events[(events["event_type"] == kind) & (age >= after) & (age < within)]
-    chosen = chosen.groupby(["customer_id", "item_id"], as_index=False)["ts"].max()
+    latest = events[events["event_type"] == kind].groupby(["customer_id", "item_id"], as_index=False)["ts"].max()
+    age = today - latest["ts"]
+    chosen = latest[(age >= after) & (age < within)]
     if not len(chosen):
         return _rows(chosen, trigger, config.k)
     if kind == "cart":
