@@ -30,11 +30,25 @@ from features.sample.process import (
 
 
 @dataclass(frozen=True)
+class Refills:
+    """Refills the simulation would have placed after the end of the data: which customer, which
+    item, when. The planted truth of a refill coming due (``_truth/triggers.csv``)."""
+
+    customer: np.ndarray
+    item: np.ndarray
+    ts_us: np.ndarray
+
+
+NO_REFILLS = Refills(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+@dataclass(frozen=True)
 class Orders:
     customer: np.ndarray
     ts_us: np.ndarray
     line_order: np.ndarray
     line_item: np.ndarray
+    next_refills: Refills = NO_REFILLS
 
 
 def draw_items(rng: np.random.Generator, weights: np.ndarray, rows: np.ndarray, tier: np.ndarray,
@@ -148,11 +162,13 @@ def _with_refills(rng: np.random.Generator, orders: Orders, customers: Customers
     seeds_ts = np.concatenate((ts_us[line_order[favourite]],
                                (customers.active_from_us[habit_customer] - phase).astype(np.int64)))
     new_customer, new_ts, new_item = [], [], []
+    after: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     while len(seeds_item):
         go = rng.random(len(seeds_item)) < REFILL_PROB
         gap = REPURCHASE_DAYS[catalogue.category[seeds_item[go]]] * rng.lognormal(0.0, REFILL_SIGMA, int(go.sum()))
         at = (seeds_ts[go] + (gap * DAY_US).astype(np.int64)) // US * US  # order times are whole seconds
         inside = at < end_us
+        after.append((seeds_customer[go][~inside], seeds_item[go][~inside], at[~inside]))
         seeds_item, seeds_customer, seeds_ts = seeds_item[go][inside], seeds_customer[go][inside], at[inside]
         shown = seeds_ts >= customers.active_from_us[seeds_customer]  # before sign-up: unseen, still a seed
         new_item.append(seeds_item[shown])
@@ -175,7 +191,8 @@ def _with_refills(rng: np.random.Generator, orders: Orders, customers: Customers
         early[same[redrawn != items[same]]] = False
         items[same] = redrawn
     line_order, items = _unique_lines(line_order, items)
-    return Orders(customer, ts_us, line_order, items)
+    next_refills = Refills(*(np.concatenate(part) for part in zip(*after, strict=True))) if after else NO_REFILLS
+    return Orders(customer, ts_us, line_order, items, next_refills)
 
 
 def _unique_lines(order: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from features.sample.emails import email_frame
 from features.sample.frames import build_aliases, customer_frames, event_frame, order_frame
 from features.sample.orders import build_orders
 from features.sample.process import MIN_ITEMS, STAGES
+from features.sample.triggers import trigger_truth
 from features.sample.truth import Planted, planted_truth
 
 
@@ -83,6 +84,7 @@ def generate_shop(config: SampleConfig) -> SampleShop:
 
     planted: list[Planted] = []
     share = config.dirty_share
+    clean_events = events
     if n_bad := dirty_count(share, len(events.code), 2):
         events, found = dirty_events(rng["dirty"], events, n_bad)
         planted += found
@@ -102,6 +104,7 @@ def generate_shop(config: SampleConfig) -> SampleShop:
         planted += found
     truth = planted_truth(catalogue, customers, aliases, ids)
     truth["emails"] = email_truth
+    truth["triggers"] = trigger_truth(catalogue, orders, sessions, clean_events, tables["email_events"], ids)
     truth["dirty"] = pd.DataFrame(planted, columns=["table", "reason", "count"]).astype({"count": "int64"})
     return SampleShop(tables=tables, truth=truth)
 

@@ -12,9 +12,12 @@ import pytest
 
 from batch.triggers import TRIGGERS, TriggerConfig, counts, find_triggers
 from features.loading import ShopData, validate_tables
+from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable, write_tables
+from serving.config import ServingConfig
 from serving.recommender import ShopRecommender
 from training.bundle import Bundle
+from training.pipeline import TrainConfig, build_bundle
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 TODAY = pd.Timestamp("2025-07-01", tz="UTC")
@@ -50,6 +53,10 @@ def tables() -> dict[str, pd.DataFrame]:
                                ("i", "wishlist", "lamp", "2025-06-28T10:00:00Z"),  # three days: too soon
                                ("o", "cart", "mug", "2025-06-28T10:00:00Z"),  # opted out of email
                                ("d", "cart", "lamp", "2025-07-01T08:00:00Z"),  # today: not seen yet
+                               ("r", "cart", "mug", "2025-06-27T10:00:00Z"),
+                               ("r", "cart", "mug", "2025-06-30T22:00:00Z"),  # put in again 2 hours ago: fresh
+                               ("s", "wishlist", "lamp", "2025-06-01T10:00:00Z"),
+                               ("s", "wishlist", "lamp", "2025-06-29T10:00:00Z"),  # listed again 2 days ago
                            ])])
     emails = pd.DataFrame([{"customer_id": c, "campaign_id": m, "sent_ts": ts, "opened": opened,
                             "opened_ts": "2025-07-02T19:00:00Z" if c == "q" else ("2025-06-26T20:00:00Z" if opened
@@ -132,8 +139,8 @@ def test_windows_are_configurable(tiny: ShopData, bundle: Bundle) -> None:
     wide = TriggerConfig(cart_after_hours=1, wishlist_after_days=1, follow_up_days=(0.5, 30), refill_overdue_days=200,
                          k=1)
     frame = find_triggers(tiny, TODAY, wide, ShopRecommender(bundle, "v"))
-    assert set(fired(frame, "abandoned_cart")) == {"d", "f"}
-    assert set(fired(frame, "wishlist_reminder")) == {"h", "i"}
+    assert set(fired(frame, "abandoned_cart")) == {"d", "f", "r"}
+    assert set(fired(frame, "wishlist_reminder")) == {"h", "i", "s"}
     assert set(fired(frame, "follow_up_non_openers")) == {"l", "n", "p", "q"}
     assert set(fired(frame, "refill_due")) == {"a", "b", "j"}  # j's mug of February, k's of 2024 too old
     assert frame.groupby(["customer_id", "trigger"]).size().max() == 1
@@ -163,3 +170,107 @@ def test_shoprec_triggers_writes_atomically_and_logs_a_run(tmp_path: Path, bundl
                                 env=env, timeout=300)
     assert unreadable.returncode == 2 and f"--config {tmp_path / 'no.json'}: cannot read it" in unreadable.stderr
     assert pd.read_parquet(out).equals(written), "a failed run leaves the previous output"
+
+
+# --- against the sample shop's planted truth (features/sample/triggers.py) --------------------------
+
+LONG = SampleConfig(customers=1500, items=240, days=400, seed=11)
+"""Over a year of data, so that first orders have anniversaries; the default share of dirty rows,
+so that quarantined copies are part of what the triggers must see through."""
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[SampleShop, ShopData, ShopRecommender]:
+    sample = generate_shop(LONG)
+    shop = validate_tables({k: RawTable(v, k) for k, v in sample.tables.items()}, source="sample")
+    return sample, shop, ShopRecommender(build_bundle(shop, TrainConfig(), "ease", {"chosen": "ease"}), "v")
+
+
+def offered(sample: SampleShop, truth: pd.DataFrame) -> pd.Series:
+    """Truth rows a trigger may name: the customer opted in to email and the item (if any) is in stock."""
+    customers = sample.truth["customers"]
+    items = sample.tables["items"].drop_duplicates("item_id")  # the loader keeps an id's first listing
+    in_stock = set(items.loc[items["in_stock"], "item_id"])
+    return (truth["customer_id"].isin(set(customers.loc[customers["email_opt_in"], "customer_id"]))
+            & (truth["item_id"].isna() | truth["item_id"].isin(in_stock)))
+
+
+def should_fire(sample: SampleShop, today: pd.Timestamp, config: TriggerConfig) -> dict[str, set[object]]:
+    """What the truth says each trigger must name on ``today`` under ``config``: (customer, item)
+    pairs for carts and wish lists, customers for anniversaries and follow-ups."""
+    truth = sample.truth["triggers"]
+    truth = truth[offered(sample, truth)]
+    age = today - truth["at"]
+
+    def pairs(trigger: str, after: pd.Timedelta, within: pd.Timedelta) -> set[object]:
+        rows = truth[(truth["trigger"] == trigger) & (age >= after) & (age < within)]
+        return set(zip(rows["customer_id"], rows["item_id"], strict=True))
+
+    first = truth[truth["trigger"] == "anniversary"]
+    day = first["at"].dt
+    mails = truth[truth["trigger"] == "follow_up_non_openers"]
+    history = mails.groupby("customer_id")["opened"].agg(["size", "any"])
+    unengaged = set(history.index[(history["size"] >= ServingConfig().sunset_after_unopened) & ~history["any"]])
+    lo, hi = config.follow_up_days
+    mail_age = today - mails["at"]
+    recent = mails[(mail_age >= pd.Timedelta(days=lo)) & (mail_age <= pd.Timedelta(days=hi))]
+    opened = recent.groupby("customer_id")["opened"].any()
+    return {
+        "abandoned_cart": pairs("abandoned_cart", pd.Timedelta(hours=config.cart_after_hours),
+                                pd.Timedelta(days=config.cart_within_days)),
+        "wishlist_reminder": pairs("wishlist_reminder", pd.Timedelta(days=config.wishlist_after_days),
+                                   pd.Timedelta(days=config.wishlist_within_days)),
+        "anniversary": set(first.loc[(day.month == today.month) & (day.day == today.day) & (day.year < today.year),
+                                     "customer_id"]),
+        "follow_up_non_openers": set(opened.index[~opened]) - unengaged,
+    }
+
+
+@pytest.mark.parametrize("config", [TriggerConfig(), TriggerConfig(cart_after_hours=2, cart_within_days=30,
+                                                                   wishlist_after_days=1, follow_up_days=(1, 10))],
+                         ids=["default windows", "wide windows"])
+def test_triggers_name_what_the_sample_planted(planted: tuple[SampleShop, ShopData, ShopRecommender],
+                                               config: TriggerConfig) -> None:
+    """On the sample's last day, carts left full, wish lists not bought, anniversaries of the
+    first order and mails not opened are found exactly as the simulation left them, through
+    aliases, quarantined copies and anonymous sessions."""
+    sample, shop, recommender = planted
+    today = LONG.end_ts
+    frame = find_triggers(shop, today, config.model_copy(update={"k": 100}), recommender)
+    expected = should_fire(sample, today, config)
+    for trigger in ("abandoned_cart", "wishlist_reminder"):
+        rows = frame[frame["trigger"] == trigger]
+        assert set(zip(rows["customer_id"], rows["item_id"], strict=True)) == expected[trigger], trigger
+        assert expected[trigger], f"the sample plants no {trigger}: the check would be empty"
+    for trigger in ("anniversary", "follow_up_non_openers"):
+        assert set(frame.loc[frame["trigger"] == trigger, "customer_id"]) == expected[trigger], trigger
+        assert expected[trigger], f"the sample plants no {trigger}: the check would be empty"
+
+
+def test_refills_come_due_where_the_sample_planted_them(planted: tuple[SampleShop, ShopData, ShopRecommender]
+                                                        ) -> None:
+    """The sample's items declare each category's repurchase days, so a refill is due exactly the
+    planted interval after the last purchase; the planted timing of each refill varies by about
+    20% (REFILL_SIGMA), so a week's window names most of the refills the simulation would place
+    in the coming week, not all, and far more than chance."""
+    sample, shop, recommender = planted
+    today, config = LONG.end_ts, TriggerConfig()
+    fired_rows = find_triggers(shop, today, config, recommender)
+    fired_rows = fired_rows[fired_rows["trigger"] == "refill_due"]
+    categories = sample.truth["categories"].set_index("category")
+    category = fired_rows["item_id"].map(sample.truth["items"].set_index("item_id")["category"])
+    assert not categories.loc[category, "durable"].any(), "a durable is never due"
+    last = shop["orders"].groupby(["customer_id", "item_id"])["ts"].max()
+    bought = last.reindex(pd.MultiIndex.from_frame(fired_rows[["customer_id", "item_id"]])).to_numpy()
+    planted_due = pd.to_datetime(bought, utc=True) + pd.to_timedelta(categories.loc[category, "repurchase_days"]
+                                                                       .to_numpy(), unit="D")
+    assert (planted_due.strftime("%Y-%m-%d") == fired_rows["detail"].to_numpy()).all()
+
+    truth = sample.truth["triggers"]
+    coming = truth[(truth["trigger"] == "refill_due") & offered(sample, truth)
+                   & (truth["at"] < today + pd.Timedelta(days=config.refill_ahead_days))]
+    found = coming["customer_id"].isin(set(fired_rows["customer_id"])).mean()
+    consumable_buyers = shop["orders"].loc[~shop["orders"]["item_id"].map(
+        sample.truth["items"].set_index("item_id")["category"]).map(categories["durable"]).astype(bool), "customer_id"]
+    named = fired_rows["customer_id"].nunique() / consumable_buyers.nunique()
+    assert len(coming) >= 50 and found >= 0.6 and found >= 3 * named, (len(coming), found, named)

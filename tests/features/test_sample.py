@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from features.loading import load_shop
 from features.sample import CATEGORIES, SampleConfig, SampleShop, generate_shop, write_truth
-from features.sample.process import ATTACH_PROB, MIN_ITEMS, NEVER_OPEN_SHARE, OPT_IN_SHARE, TIER_BOUNDS
+from features.sample.process import ATTACH_PROB, MIN_ITEMS, NEVER_OPEN_SHARE, OPT_IN_SHARE, PANTRY_SHARE, TIER_BOUNDS
 from features.sources import write_tables
 
 CONFIG = SampleConfig(customers=4000, items=500, days=180, seed=11, dirty_share=0.0)
@@ -370,6 +370,24 @@ def test_dirty_rows_are_planted_as_recorded_and_leave_clean_rows_untouched(tmp_p
     clean = _load(generate_shop(config), tmp_path / "clean")
     for name, frame in clean.tables.items():
         pd.testing.assert_frame_equal(dirty.tables[name], frame, obj=name)
+
+
+def test_planted_refills_are_consumables_after_the_end_with_the_pantry_emptied(shop: SampleShop,
+                                                                            orders: pd.DataFrame) -> None:
+    truth = shop.truth["triggers"]
+    due = truth[truth["trigger"] == "refill_due"]
+    assert len(due) > 100 and (due["at"] >= END).all() and not due.duplicated(["customer_id", "item_id"]).any()
+    categories = shop.truth["categories"].set_index("category")
+    category = due["item_id"].map(shop.truth["items"].set_index("item_id")["category"])
+    assert not categories.loc[category, "durable"].any()
+    last = (orders.groupby(["customer", "item_id"])["ts"].max() - END).dt.total_seconds() / 86_400
+    at = (due["at"] - END).dt.total_seconds().to_numpy() / 86_400
+    gap_days = at - last.reindex(pd.MultiIndex.from_frame(due[["customer_id", "item_id"]])).to_numpy()
+    interval = categories.loc[category, "repurchase_days"].to_numpy()
+    bought = np.isfinite(gap_days)
+    assert bought.mean() > 0.9 and (gap_days[bought] >= PANTRY_SHARE * interval[bought]).all()
+    # the next refill comes about one interval after the last purchase (LogNormal(0, 0.2) around it)
+    assert np.median(gap_days[bought] / interval[bought]) == pytest.approx(1.0, abs=0.1)
 
 
 def test_write_truth_writes_every_truth_frame(shop: SampleShop, tmp_path: Path) -> None:
