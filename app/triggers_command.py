@@ -40,7 +40,8 @@ def triggers(
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow.")] = True,
 ) -> None:
     """Who is worth a mail today and why: refills due, abandoned carts, wish lists, anniversaries, non-openers."""
-    from batch.triggers import EXPERIMENT, TriggerConfig, run_triggers
+    from batch.triggers import EXPERIMENT, run_triggers
+    from features.triggers import TriggerConfig
 
     console = Console(stderr=True)
     config = TriggerConfig() if config_file is None else TriggerConfig.model_validate_json(read_config(config_file))

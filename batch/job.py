@@ -41,7 +41,7 @@ DEFAULT_BLOCK = 4096
 def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.ndarray, k: int) -> pd.DataFrame:
     """Email picks for ``customer_ids`` as one row per customer and rank:
     ``customer_id, canonical_id, rank, item_id, score, reason, send, send_reason, send_hour,
-    open_propensity, model_version``
+    trigger, trigger_detail, open_propensity, model_version``
     (``canonical_id``: the id it was scored as, an alias resolved).
 
     Rows follow the order of ``customer_ids``, ranks run 1..n per customer. Unknown ids get
@@ -63,6 +63,8 @@ def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.n
         "send": np.repeat(block.send, per_customer),
         "send_reason": np.repeat(block.send_reason, per_customer),
         "send_hour": np.repeat(block.send_hour, per_customer),
+        "trigger": np.repeat(block.trigger, per_customer),
+        "trigger_detail": np.repeat(block.trigger_detail, per_customer),
         "open_propensity": np.repeat(block.open_propensity, per_customer),
         "model_version": recommender.model_version,
     }, columns=PICKS_COLUMNS)

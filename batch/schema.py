@@ -19,12 +19,16 @@ PICKS_SCHEMA = pa.schema([
     ("send", pa.bool_()),
     ("send_reason", pa.string()),
     ("send_hour", pa.int32()),
+    ("trigger", pa.string()),
+    ("trigger_detail", pa.string()),
     ("open_propensity", pa.float64()),
     ("model_version", pa.string()),
 ])
 """``customer_id`` is the id as listed, ``canonical_id`` the id it was scored as (an alias resolved);
 ``send_reason`` says why ``send`` is what it is (serving.answers.SEND_REASONS) and ``send_hour`` is
-the hour of the day (UTC) to mail at (-1 when the shop has no email data)."""
+the hour of the day (UTC) to mail at (-1 when the shop has no email data); ``trigger`` the lifecycle
+trigger that makes a mail worth sending now and ``trigger_detail`` its detail (features.triggers;
+null when none fired)."""
 PICKS_COLUMNS: list[str] = PICKS_SCHEMA.names
 
 _SPARK_TYPES = {pa.string(): ("string", "str"), pa.int32(): ("int", "int32"), pa.float64(): ("double", "float64"),

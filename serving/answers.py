@@ -59,6 +59,8 @@ class EmailPick:
     send: bool
     send_reason: str
     send_hour: int
+    trigger: str | None
+    trigger_detail: str | None
     open_propensity: float
     items: list[Pick]
 
@@ -91,6 +93,10 @@ class EmailPicksBlock:
     """Why ``send`` is what it is (:data:`SEND_REASONS`)."""
     send_hour: np.ndarray
     """Hour of the day (UTC) to mail at: the customer's own open hour, else the shop's (-1: no email data)."""
+    trigger: np.ndarray
+    """The lifecycle trigger that makes a mail worth sending now (features.triggers; None: none)."""
+    trigger_detail: np.ndarray
+    """Its detail: the cart or wish-list day, the due date, the years, the campaign not opened."""
 
 
 @dataclass(frozen=True)

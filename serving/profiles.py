@@ -14,8 +14,34 @@ import pandas as pd
 
 from features.profiles import RECENT_SENDS
 from training.bundle import Bundle
-from training.bundle_profiles import OPEN_HOURS, SHOP_EMAIL
+from training.bundle_profiles import OPEN_HOURS, PLAN_TRIGGERS, SHOP_EMAIL
 from training.bundle_profiles import RECENT_SENDS as RECENT_SENDS_PROFILE
+
+
+@dataclass(frozen=True)
+class PlanTriggers:
+    """Each customer's first lifecycle trigger on the day after the bundle's data ends, by id: a
+    customer with only a cart or a mail (no purchase) may not be one of the bundle's customers."""
+
+    ids: pd.Index
+    trigger: np.ndarray
+    detail: np.ndarray
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> PlanTriggers:
+        frame = bundle.profiles.get(PLAN_TRIGGERS, pd.DataFrame(columns=["customer_id", "trigger", "detail"]))
+        return cls(pd.Index(frame["customer_id"].astype(str).to_numpy(dtype=object)),
+                   frame["trigger"].to_numpy(dtype=object), frame["detail"].to_numpy(dtype=object))
+
+    def of(self, canonical_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``trigger`` and ``detail`` per id (None where none fired)."""
+        at = self.ids.get_indexer(pd.Index(canonical_ids, dtype=object)) if len(self.ids) \
+            else np.full(len(canonical_ids), -1)
+        hit = at >= 0
+        trigger = np.full(len(canonical_ids), None, dtype=object)
+        detail = np.full(len(canonical_ids), None, dtype=object)
+        trigger[hit], detail[hit] = self.trigger[at[hit]], self.detail[at[hit]]
+        return trigger, detail
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,7 @@ class CustomerProfiles:
     send_ages: np.ndarray
     """customers x :data:`~features.profiles.RECENT_SENDS`: days before the bundle's end of each
     of the customer's latest sends, most recent first (inf past the last): the frequency cap."""
+    triggers: PlanTriggers
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, price: np.ndarray, recommendable: np.ndarray,
@@ -88,7 +115,8 @@ class CustomerProfiles:
             open_prior = float(rates["opens"].sum() / max(rates["sends"].sum(), 1))
         shop_hour, send_hour, send_ages = _email_timing(bundle, n)
         return cls(segment, band_lo, band_hi, aligned("recency_days", np.inf, np.float64), opted_out, open_rate,
-                   unopened_sends, open_prior, segment_band, catalogue_band, send_hour, shop_hour, send_ages)
+                   unopened_sends, open_prior, segment_band, catalogue_band, send_hour, shop_hour, send_ages,
+                   PlanTriggers.from_bundle(bundle))
 
 
 def _email_timing(bundle: Bundle, n: int) -> tuple[int, np.ndarray, np.ndarray]:

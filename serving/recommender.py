@@ -230,6 +230,7 @@ class ShopRecommender:
                          block.reasons[row, :n].tolist(), strict=True)]
             out.append(EmailPick(cid, str(block.canonical_ids[row]), bool(block.customer_known[row]),
                                  bool(block.send[row]), str(block.send_reason[row]), int(block.send_hour[row]),
+                                 block.trigger[row], block.trigger_detail[row],
                                  float(block.open_propensity[row]), picks))
         return out
 
@@ -260,9 +261,10 @@ class ShopRecommender:
         send_reason = self._send_reasons(raw_idx, propensities, n_personal / np.maximum(n_picks, 1))
         send_hour = np.where(in_bundle, self.profiles.send_hour[np.maximum(raw_idx, 0)],
                              self.profiles.shop_send_hour)
+        trigger, trigger_detail = self.profiles.triggers.of(canonical)
         return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send_reason == LIKELY_OPENER,
                                propensities.astype(np.float64), items, scores, reasons, n_picks, n_personal,
-                               send_reason, send_hour.astype(np.int64))
+                               send_reason, send_hour.astype(np.int64), trigger, trigger_detail)
 
     def _send_reasons(self, raw_idx: np.ndarray, propensities: np.ndarray, personal_share: np.ndarray) -> np.ndarray:
         """Why each customer is mailed or not, the first rule that holds in :data:`SEND_REASONS`

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from features.schema import EVENT_TYPES, ID_PATTERN, ITEM_EVENT_TYPES
+from features.triggers import TRIGGERS
 from serving.answers import SEND_REASONS
 
 MAX_K = 100
@@ -187,6 +188,13 @@ class EmailPickOut(BaseModel):
                     "mostly_fallbacks (too few personal picks), else likely_opener (send).")
     send_hour: int = Field(ge=-1, le=23, description="Hour of the day (UTC) to mail at: the customer's own open "
                                                      "hour from past opens, else the shop's; -1 without email data.")
+    trigger: Literal[TRIGGERS] | None = Field(  # type: ignore[valid-type]
+        description="What makes a mail worth sending now, on the day after the model's data ends: the first of "
+                    "abandoned_cart, refill_due, anniversary, wishlist_reminder, follow_up_non_openers that fired "
+                    "for the customer (shoprec triggers lists them all with their items); null when none did.")
+    trigger_detail: str | None = Field(description="The trigger's detail: the day the cart was left or the item "
+                                                   "wish-listed, the refill's due date, the years since the first "
+                                                   "purchase, or the campaign not opened.")
     open_propensity: float
     items: list[ItemOut]
 

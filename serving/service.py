@@ -225,7 +225,8 @@ class ShoprecService:
         return schemas.EmailPicksResponse(model_version=rec.model_version, picks=[
             schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
                                  customer_known=p.customer_known, send=p.send, send_reason=p.send_reason,
-                                 send_hour=p.send_hour, open_propensity=p.open_propensity,
+                                 send_hour=p.send_hour, trigger=p.trigger, trigger_detail=p.trigger_detail,
+                                 open_propensity=p.open_propensity,
                                  items=_items(p.items)) for p in picks])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)

@@ -12,6 +12,7 @@ from features.dataset import Dataset
 from features.loading import ShopData
 from features.profiles import category_affinity, customer_profiles, email_open_rates, email_timing
 from features.repurchase import rebuy_profile
+from features.triggers import TriggerConfig, first_triggers, trigger_facts
 
 ALIASES = "customer_aliases"
 """The profile (``alias_id, customer_id``) mapping each merged duplicate id to its canonical id."""
@@ -20,11 +21,16 @@ REBUY_ITEMS, REBUY_CATEGORIES, ITEM_SALES = "rebuy_items", "rebuy_categories", "
 OPEN_HOURS, RECENT_SENDS, SHOP_EMAIL = "email_open_hours", "email_recent_sends", "email_shop"
 """Profiles the campaign plan reads (features.profiles.email_timing): each customer's open hour,
 their latest sends (the frequency cap) and the shop's open hour with the time the plan is as of."""
+PLAN_TRIGGERS = "plan_triggers"
+"""The profile (``customer_id, trigger, detail``) of each customer's first lifecycle trigger
+(features.triggers) on the day after the data ends: the plan's ``trigger``."""
 
 
-def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict[str, pd.DataFrame]:
+def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float,
+                   triggers: TriggerConfig | None = None) -> dict[str, pd.DataFrame]:
     """Every profile a bundle of ``dataset`` carries, from ``shop`` as it stood at ``dataset.as_of``
-    (the whole history for the served bundle, a training window's past in evaluation)."""
+    (the whole history for the served bundle, a training window's past in evaluation); with
+    ``triggers`` (the served bundle's), the plan's triggers too."""
     orders, items = shop["orders"], shop["items"]
     orders = orders[orders["ts"] < dataset.as_of]
     rebuy_items, rebuy_categories = rebuy_profile(orders, items)
@@ -40,15 +46,18 @@ def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float) -> dict
                                   "sales": sales.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64),
                                   "recent_sales": recent.reindex(items["item_id"]).fillna(0).to_numpy(dtype=np.int64)}),
     }
+    # the plan is as of the end of what the shop knows: its latest mail may come after its latest order
+    plan_end = dataset.as_of
     if shop.has("email_events"):
         profiles["email_open_rates"] = email_open_rates(shop["email_events"])
         emails = shop["email_events"]
-        # the plan is as of the end of what the shop knows: its latest mail may come after its latest order
-        email_end = max(dataset.as_of, emails["sent_ts"].max() + pd.Timedelta(microseconds=1)) if len(emails) \
-            else dataset.as_of
-        hours, recent, shop_hour = email_timing(emails, email_end)
+        if len(emails):
+            plan_end = max(plan_end, emails["sent_ts"].max() + pd.Timedelta(microseconds=1))
+        hours, recent, shop_hour = email_timing(emails, plan_end)
         profiles[OPEN_HOURS], profiles[RECENT_SENDS] = hours, recent
-        profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [email_end]})
+        profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [plan_end]})
+    if triggers is not None:
+        profiles[PLAN_TRIGGERS] = first_triggers(trigger_facts(shop, plan_end.ceil("D"), triggers))
     if shop.has("customer_aliases"):
         resolved, _ = resolve_aliases(shop["customer_aliases"])
         profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),

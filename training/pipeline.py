@@ -24,6 +24,7 @@ from features.errors import UserError
 from features.loading import ShopData, load_shop
 from features.schema import ContractConfig
 from features.sources import is_database_url, safe_url
+from features.triggers import TriggerConfig
 from training import plots, registry, tracking
 from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
 from training.bundle_profiles import build_profiles
@@ -60,6 +61,8 @@ class TrainConfig(BaseModel):
     gate_tolerance: float = Field(0.02, ge=0, le=1)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     propensity: PropensityConfig = Field(default_factory=PropensityConfig)
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig,
+                                    description="The windows of the campaign plan's lifecycle triggers.")
     model_name: str = "shoprec"
     experiment: str = "shoprec"
 
@@ -129,7 +132,7 @@ def build_bundle(shop: ShopData, config: TrainConfig, family: str, metadata: dic
     fitted here, so callers that only need recommendations do not pay for it.
     """
     dataset = build_dataset(shop, config.interactions)
-    profiles = build_profiles(shop, dataset, float(config.split.test_days))
+    profiles = build_profiles(shop, dataset, float(config.split.test_days), config.triggers)
     models = {
         PRIMARY: build_model(family, config.params.get(family)).fit(dataset),
         POPULARITY: build_model("popularity", config.params.get("popularity")).fit(dataset),

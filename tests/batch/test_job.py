@@ -44,7 +44,8 @@ def _endpoint_rows(rec: ShopRecommender, ids: list[str], k: int, request_size: i
     for start in range(0, len(ids), request_size):
         for pick in rec.email_picks(ids[start:start + request_size], k):
             rows += [(pick.customer_id, pick.canonical_id, rank, p.item_id, p.score, p.reason, pick.send,
-                      pick.send_reason, pick.send_hour, pick.open_propensity, rec.model_version)
+                      pick.send_reason, pick.send_hour, pick.trigger, pick.trigger_detail, pick.open_propensity,
+                      rec.model_version)
                      for rank, p in enumerate(pick.items, 1)]
     return pd.DataFrame(rows, columns=PICKS_COLUMNS)
 
@@ -92,7 +93,8 @@ def test_the_http_endpoint_and_the_batch_job_agree(server: Server, tmp_path: Pat
     for start in range(0, len(ids), 100):
         body = server.post("/email_picks", {"customer_ids": ids[start:start + 100], "k": 6}).json()
         http += [(p["customer_id"], p["canonical_id"], rank, i["item_id"], i["score"], i["reason"], p["send"],
-                  p["send_reason"], p["send_hour"], p["open_propensity"], body["model_version"]) for p in body["picks"]
+                  p["send_reason"], p["send_hour"], p["trigger"], p["trigger_detail"], p["open_propensity"],
+                  body["model_version"]) for p in body["picks"]
                  for rank, i in enumerate(p["items"], 1)]
     expected = pd.DataFrame(http, columns=PICKS_COLUMNS)
     # ids, ranks, items, reasons and send exact; scores to 1e-9: BLAS may round the last bit

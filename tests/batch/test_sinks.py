@@ -188,6 +188,7 @@ def test_postgres_readers_see_the_old_table_until_the_swap(rec: ShopRecommender,
                 "select column_name, data_type from information_schema.columns where table_name = 'email_picks'")).all())
         assert types == {"customer_id": "text", "canonical_id": "text", "rank": "integer", "item_id": "text", "score": "double precision",
                          "reason": "text", "send": "boolean", "send_reason": "text", "send_hour": "integer",
+                         "trigger": "text", "trigger_detail": "text",
                          "open_propensity": "double precision",
                          "model_version": "text"}
         assert _tables(postgres_url) == {"email_picks"}

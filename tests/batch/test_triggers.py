@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from batch.triggers import TRIGGERS, TriggerConfig, counts, find_triggers
+from batch.triggers import counts, find_triggers
+from features.triggers import TRIGGERS, TriggerConfig
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable, write_tables

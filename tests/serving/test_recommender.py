@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.loading import ShopData
 from features.sample import SampleShop
+from features.triggers import TriggerConfig, first_triggers, trigger_facts
 from serving.config import ServingConfig
 from serving.recommender import ShopRecommender
+from tests.conftest import SAMPLE
 from training.bundle import Bundle
 
 
@@ -355,6 +358,37 @@ def test_the_send_hour_is_the_hour_each_customer_opens_at(bundle: Bundle, sample
     shop_hour = int(emails["opened_ts"].dt.hour.mode().min())
     others = plan.index.difference(seasoned)
     assert (plan.loc[others, "send_hour"] == shop_hour).all() and plan.loc["never-seen", "send_hour"] == shop_hour
+
+
+def test_the_plan_names_the_trigger_the_sample_planted_for_the_day_after_its_data(
+        bundle: Bundle, sample_shop: SampleShop, shop: ShopData) -> None:
+    """The plan's ``trigger`` is each customer's first lifecycle trigger on the day after the
+    bundle's data ends (2025-06-30 for the sample): a cart the simulation left full names
+    ``abandoned_cart`` whatever else fired; every customer gets their first fact, through an
+    alias of theirs too; strangers get none."""
+    truth = sample_shop.truth["triggers"]
+    aliases = sample_shop.tables["customer_aliases"].set_index("customer_id")["alias_id"]
+    customers = sample_shop.truth["customers"]
+    mailable = set(customers.loc[customers["email_opt_in"], "customer_id"])
+    items = sample_shop.tables["items"]
+    end = pd.Timestamp(SAMPLE.end, tz="UTC")
+    age = end - truth["at"]
+    left = truth[(truth["trigger"] == "abandoned_cart") & (age >= pd.Timedelta(hours=24)) & (age < pd.Timedelta(days=7))
+                 & truth["item_id"].isin(set(items.loc[items["in_stock"], "item_id"]))
+                 & truth["customer_id"].isin(mailable)]
+    facts = first_triggers(trigger_facts(shop, end, TriggerConfig())).set_index("customer_id")
+    assert set(facts.loc[facts["trigger"] == "abandoned_cart"].index) == set(left["customer_id"])
+    assert set(facts["trigger"]) == {"abandoned_cart", "refill_due", "wishlist_reminder"}  # no campaign 3-7 days ago
+    ids = sorted(set(customers["customer_id"]) | set(facts.index))
+    plan = {p.customer_id: p for p in ShopRecommender(bundle, "v").email_picks([*ids, "never-seen"], 3)}
+    named = pd.DataFrame([(c, plan[c].trigger, plan[c].trigger_detail) for c in facts.index],
+                         columns=["customer_id", "trigger", "detail"]).set_index("customer_id")
+    pd.testing.assert_frame_equal(named, facts, check_dtype=False)
+    assert all(plan[c].trigger is None for c in ids if c not in facts.index) and plan["never-seen"].trigger is None
+    via_alias = [a for c, a in aliases.items() if c in facts.index]
+    assert via_alias
+    for alias, pick in zip(via_alias, ShopRecommender(bundle, "v").email_picks(via_alias, 3), strict=True):
+        assert pick.trigger == facts.loc[pick.canonical_id, "trigger"], alias
 
 
 def test_the_open_model_replaces_the_own_rate_once_it_beat_it(bundle_with_propensity: Bundle) -> None:

@@ -56,7 +56,7 @@ def test_save_load_round_trip_keeps_answers_and_profiles(bundle: Bundle, tmp_pat
     assert bundle.recommend(customers, 8).equals(again.recommend(customers, 8))
     assert set(again.profiles) == {"customers", "category_affinity", "rebuy_items", "rebuy_categories", "item_sales",
                                    "email_open_rates", "email_opt_out", "customer_aliases", "email_open_hours",
-                                   "email_recent_sends", "email_shop"}
+                                   "email_recent_sends", "email_shop", "plan_triggers"}
     assert again.profiles["customers"].equals(bundle.profiles["customers"])
 
 
