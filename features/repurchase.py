@@ -10,9 +10,11 @@ certainty:
 - ``rebuy_prob``: the share of an item's buyers who bought it again on another day, as a Beta
   posterior mean with :data:`PRIOR_BUYERS` pseudo-buyers at the category's rate (itself shrunk
   to the catalogue's). A log where nothing is ever re-bought gives 0 everywhere.
-- ``interval_days``: the typical days between two purchases of the item by one customer, a
-  geometric mean shrunk with :data:`PRIOR_GAPS` pseudo-gaps towards the category's (then the
-  catalogue's); NaN where nobody ever re-bought anything comparable.
+- ``interval_days``: the typical days between two purchases of the item by one customer, the
+  median gap (a log-space average with :data:`PRIOR_GAPS` pseudo-gaps at the category's median,
+  itself shrunk to the catalogue's); NaN where nobody ever re-bought anything comparable. The
+  median, not the mean: a customer who skips a refill leaves a gap of two intervals, and means
+  read such gaps as a longer interval (+25-35% on the sample's fastest consumables).
 - ``non_repeat``: re-bought at less than :data:`NON_REPEAT_SHARE` of the shop's own rate (or
   flagged ``durable`` by the shop): treated as durable, never re-suggested after a purchase.
 - ``wait_days``: how long a bought item is not yet due: the 10th percentile of the gaps its
@@ -55,27 +57,35 @@ def _purchase_days(orders: pd.DataFrame, key: str) -> pd.DataFrame:
     return days.assign(gap_days=gap.to_numpy())
 
 
+def _log_gaps(days: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``days`` that follow an earlier purchase, with the log of their gap (a same-day
+    return counts as one day)."""
+    gaps = days.dropna(subset=["gap_days"])
+    return gaps.assign(log_gap=np.log(np.maximum(gaps["gap_days"].to_numpy(dtype=np.float64), 1.0)))
+
+
 def _rates(days: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per ``key``: buyers, buyers who came back on another day, and the gaps' log sum and count."""
+    """Per ``key``: buyers, buyers who came back on another day, the number of gaps and their
+    median log (NaN without any)."""
     per_pair = days.groupby(["customer_id", key], sort=False)["day"].size()
     buyers = per_pair.groupby(level=key).size()
     repeaters = (per_pair > 1).groupby(level=key).sum()
-    gaps = days.dropna(subset=["gap_days"])
-    log_gap = np.log(np.maximum(gaps["gap_days"].to_numpy(dtype=np.float64), 1.0))
-    gap_stats = pd.DataFrame({key: gaps[key].to_numpy(), "log_gap": log_gap}).groupby(key)["log_gap"]
-    return pd.DataFrame({"buyers": buyers, "repeat_buyers": repeaters,
-                         "log_gap_sum": gap_stats.sum(), "gaps": gap_stats.size()}).fillna(0.0)
+    gap_stats = _log_gaps(days).groupby(key)["log_gap"]
+    counts = pd.DataFrame({"buyers": buyers, "repeat_buyers": repeaters, "gaps": gap_stats.size()}).fillna(0.0)
+    return counts.assign(log_gap=gap_stats.median())
 
 
 def _shrunk(rates: pd.DataFrame, parent_prob: np.ndarray, parent_log_interval: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-buy probability and log interval of each row, shrunk towards its parent's: the median
+    log gap weighs as many gaps as it has against :data:`PRIOR_GAPS` at the parent's."""
     prob = (rates["repeat_buyers"].to_numpy() + PRIOR_BUYERS * parent_prob) / (rates["buyers"].to_numpy() + PRIOR_BUYERS)
     gaps = rates["gaps"].to_numpy()
+    own = rates["log_gap"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        log_interval = np.where(
-            np.isfinite(parent_log_interval),
-            (rates["log_gap_sum"].to_numpy() + PRIOR_GAPS * np.nan_to_num(parent_log_interval)) / (gaps + PRIOR_GAPS),
-            np.where(gaps > 0, rates["log_gap_sum"].to_numpy() / np.maximum(gaps, 1), np.nan))
+        log_interval = np.where(np.isfinite(parent_log_interval),
+                                (gaps * np.nan_to_num(own) + PRIOR_GAPS * np.nan_to_num(parent_log_interval))
+                                / (gaps + PRIOR_GAPS), own)
     return prob, log_interval
 
 
@@ -85,12 +95,17 @@ def rebuy_profile(orders: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFra
     catalogue = items[["item_id", "category"]].astype({"item_id": str, "category": str})
     lines = orders[["customer_id", "item_id", "ts"]].astype({"item_id": str}).merge(catalogue, on="item_id")
     item_days = _purchase_days(lines, "item_id")
-    item_rates = _rates(item_days, "item_id").reindex(catalogue["item_id"]).fillna(0.0)
-    shop_prob, shop_log_interval = _pooled(item_rates)
+    item_rates = _rates(item_days, "item_id").reindex(catalogue["item_id"])
+    item_rates[["buyers", "repeat_buyers", "gaps"]] = item_rates[["buyers", "repeat_buyers", "gaps"]].fillna(0.0)
+    item_gaps = _log_gaps(item_days).merge(catalogue, on="item_id")
+    shop_prob = _pooled(item_rates)
+    shop_log_interval = float(item_gaps["log_gap"].median()) if len(item_gaps) else np.nan
 
-    # same-item re-buying pooled per category (the items' prior), shrunk to the shop's
+    # same-item re-buying pooled per category (the items' prior), shrunk to the shop's; the
+    # typical gap is the median, which skipped refills (a gap of two intervals) do not drag up
     pooled = item_rates.assign(category=catalogue["category"].to_numpy()).groupby("category")[
-        ["buyers", "repeat_buyers", "log_gap_sum", "gaps"]].sum()
+        ["buyers", "repeat_buyers", "gaps"]].sum()
+    pooled["log_gap"] = item_gaps.groupby("category")["log_gap"].median().reindex(pooled.index)
     category_prob, category_log_interval = _shrunk(pooled, np.full(len(pooled), shop_prob),
                                                    np.full(len(pooled), shop_log_interval))
     categories = pd.DataFrame({"category": pooled.index.to_numpy(), "rebuy_prob": category_prob,
@@ -115,7 +130,7 @@ def rebuy_profile(orders: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFra
     # days, else the shortest gaps customers left between two purchases there, else for ever
     category_days = _purchase_days(lines, "category")
     category_rates = _rates(category_days, "category").reindex(categories["category"]).fillna(0.0)
-    shop_category_prob, _ = _pooled(category_rates)
+    shop_category_prob = _pooled(category_rates)
     category_own_prob, _ = _shrunk(category_rates, np.full(len(categories), shop_category_prob),
                                    np.full(len(categories), np.nan))
     flagged_share = pd.Series(flagged, index=catalogue["category"].to_numpy()).groupby(level=0).mean()
@@ -143,8 +158,7 @@ def _wait_days(item_days: pd.DataFrame, catalogue: pd.DataFrame) -> np.ndarray:
     return np.nan_to_num(wait, nan=0.0)
 
 
-def _pooled(rates: pd.DataFrame) -> tuple[float, float]:
-    """The re-buy rate and mean log gap over every pair in ``rates``."""
-    buyers, gaps = float(rates["buyers"].sum()), float(rates["gaps"].sum())
-    return (float(rates["repeat_buyers"].sum() / buyers) if buyers else 0.0,
-            float(rates["log_gap_sum"].sum() / gaps) if gaps else np.nan)
+def _pooled(rates: pd.DataFrame) -> float:
+    """The re-buy rate over every pair in ``rates``."""
+    buyers = float(rates["buyers"].sum())
+    return float(rates["repeat_buyers"].sum() / buyers) if buyers else 0.0
