@@ -45,6 +45,9 @@ from training.registry import BUNDLE_HASH_TAG, CHAMPION
 
 logger = logging.getLogger("shoprec.serving")
 CURRENT = "current.json"
+RELOAD_REQUEST = "reload-request.json"
+"""Written by a worker that took ``POST /admin/reload``: a new token tells every other worker
+sharing the cache to reload too (:meth:`BundleCache.request_reload`)."""
 # A down tracking server should fail the start-up fetch in seconds, not MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -204,6 +207,31 @@ class BundleCache:
                 pass  # another worker moved it aside first
             shutil.rmtree(aside, ignore_errors=True)
         raise BundleError(f"{target}: could not place {ref.label} in the cache (taken and released three times)")
+
+    # ---- telling the other workers -------------------------------------------------------------
+    def request_reload(self) -> str:
+        """Record that an admin asked for a reload: a new token, written atomically, which every
+        worker sharing this cache watches (:meth:`reload_request`); returns the token ('' when it
+        could not be written: this worker reloaded, the others follow at their poll)."""
+        token = uuid.uuid4().hex
+        staging = self.cache_dir / f".{RELOAD_REQUEST}.{token}"
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            staging.write_text(json.dumps({"token": token}))
+            os.replace(staging, self.cache_dir / RELOAD_REQUEST)
+        except OSError as error:
+            logger.warning("could not tell the other workers to reload (%s); they follow at their poll",
+                           one_line(error))
+            staging.unlink(missing_ok=True)
+            return ""
+        return token
+
+    def reload_request(self) -> str:
+        """The latest reload request's token ('' when there is none, or none readable yet)."""
+        try:
+            return str(json.loads((self.cache_dir / RELOAD_REQUEST).read_text())["token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
 
     def load_cached(self) -> Loaded:
         """The copy ``current.json`` names (verified on load), without asking the registry."""

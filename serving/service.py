@@ -3,8 +3,10 @@
 Loads ``models:/<SHOPREC_MODEL_NAME>@champion`` when a worker starts (the model is fetched
 at start-up, not baked into the Bento), then polls the alias every
 ``SHOPREC_POLL_SECONDS`` and swaps in a new champion without a restart; ``POST
-/admin/reload`` does the same on demand. A swap builds the new recommender completely
-and then replaces one reference, so a request sees either the old model or the new one.
+/admin/reload`` does the same on demand, in every worker: the one that takes it leaves a
+token in the shared bundle cache that the others watch. A swap builds the new recommender
+completely and then replaces one reference, so a request sees either the old model or the
+new one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
 POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
+WATCH_SECONDS = 1.0
+"""How often a worker looks for another worker's admin reload (one small file read)."""
 WORKERS, WORKERS_WHY = workers(os.environ, bool(os.environ.get(REDIS_URL_ENV, "").strip()))
 
 FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
@@ -95,6 +99,8 @@ class ShoprecService:
         self._stop = threading.Event()
         if POLL_SECONDS > 0:
             threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
+        self._reload_seen = self.source.reload_request()
+        threading.Thread(target=self._watch_reloads, name="reload-watch", daemon=True).start()
         settle()
         logger.info("serving %s with %s; workers %s: %s", loaded.version, self.config.model_dump_json(),
                     WORKERS, WORKERS_WHY)
@@ -126,6 +132,22 @@ class ShoprecService:
                              error, self.recommender.model_version, POLL_SECONDS)
             except Exception:  # noqa: BLE001 - keep serving the current model; retry next tick
                 logger.exception("champion poll failed; still serving %s", self.recommender.model_version)
+
+    def _watch_reloads(self) -> None:
+        """Reload when another worker took ``POST /admin/reload`` (a new token in the cache)."""
+        while not self._stop.wait(WATCH_SECONDS):
+            token = self.source.reload_request()
+            if token == self._reload_seen:
+                continue
+            self._reload_seen = token
+            try:
+                self.reload("admin, another worker")
+            except (RegistryError, BundleError) as error:  # keep serving; the poll retries
+                logger.error("admin reload from another worker failed (%s); still serving %s",
+                             error, self.recommender.model_version)
+            except Exception:  # noqa: BLE001 - keep serving the current model
+                logger.exception("admin reload from another worker failed; still serving %s",
+                                 self.recommender.model_version)
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
@@ -289,10 +311,12 @@ class ShoprecService:
 
     @bentoml.api(route="/admin/reload")
     def admin_reload(self) -> schemas.ReloadResponse:
-        """Load the registry's champion now (bearer token checked by :class:`HttpGuard`); a 503
-        naming the registry or the failed checksum when it cannot, the current model still serving."""
+        """Load the registry's champion now, in this worker and, within a second, in every other
+        one (bearer token checked by :class:`HttpGuard`); a 503 naming the registry or the failed
+        checksum when it cannot, the current model still serving."""
         try:
             version, changed = self.reload("admin")
+            self._reload_seen = self.source.request_reload()  # the other workers follow within a second
         except (RegistryError, BundleError) as error:
             logger.error("admin reload failed (%s); still serving %s", error, self.recommender.model_version)
             return self._unavailable(  # type: ignore[return-value]

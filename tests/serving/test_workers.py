@@ -1,6 +1,7 @@
 """Several workers behind one port, as `shoprec serve` runs them where Redis shares the live
 sessions: a session's events reach every worker, and a champion promoted mid-run reaches every
-worker by its poll, through one bundle cache that the workers fill at once."""
+worker through one bundle cache that the workers fill at once: by their poll, and at once
+when an admin reloads one of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from features.errors import UserError
 from serving.settings import WORKERS_ENV, workers
-from tests.serving.live_server import TrainedHome, private_copy, redis_or_skip, serving, train_into
+from tests.serving.live_server import TOKEN, TrainedHome, private_copy, redis_or_skip, serving, train_into
 
 REDIS_URL = os.environ.get("SHOPREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 
@@ -32,11 +33,15 @@ def test_one_worker_per_cpu_only_where_sessions_are_shared() -> None:
             workers({WORKERS_ENV: bad}, shared_sessions=True)
 
 
-def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: TrainedHome, tmp_path: Path) -> None:
+@pytest.mark.parametrize("moved_by", ["poll", "admin"])
+def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: TrainedHome, tmp_path: Path,
+                                                           moved_by: str) -> None:
+    """``poll``: each worker polls every second. ``admin``: no worker polls within the test, and
+    one ``POST /admin/reload`` (which reaches one worker) moves both."""
     redis_or_skip(REDIS_URL)
     copy = private_copy(trained_home, tmp_path)
     env = {"SHOPREC_REDIS_URL": REDIS_URL, "SHOPREC_EVENT_LOG": str(tmp_path / "event-log"),
-           "SHOPREC_POLL_SECONDS": "1", WORKERS_ENV: "2"}
+           "SHOPREC_POLL_SECONDS": "1" if moved_by == "poll" else "3600", WORKERS_ENV: "2"}
     item = str(copy.trained.bundle.items.external_ids[0])
     with serving(copy.home, tmp_path, env_overrides=env) as (url, _):
         for _ in range(100):  # /readyz answers once one worker is up; the other may still be starting
@@ -78,13 +83,17 @@ def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: Trained
             trained = train_into(str(copy.data), copy.home)
             assert trained.gate and trained.gate.passed
             new = f"shoprec/v{trained.model_version}"
+            if moved_by == "admin":
+                reloaded = httpx.post(f"{url}/admin/reload", json={}, timeout=120,
+                                      headers={"Authorization": f"Bearer {TOKEN}"})
+                assert reloaded.status_code == 200 and reloaded.json() == {"model_version": new, "changed": True}
             settled = threading.Event()
 
             def converged() -> bool:
                 tail = answers[-40:]
                 return len(tail) == 40 and all(version == new for _, version in tail)
 
-            for _ in range(600):  # up to 60 s: each worker polls every second
+            for _ in range(600):  # up to 60 s: each worker polls, or watches for a reload, every second
                 if converged():
                     settled.set()
                     break
@@ -95,11 +104,14 @@ def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: Trained
         assert settled.is_set(), answers[-10:]
         assert {status for status, _ in answers} == {200}
         log = (tmp_path / "server.log").read_text()
-        swapped = set(re.findall(rf"shoprec:(\d+)\].*now serving {re.escape(new)} \(poll\)", log))
-        assert swapped == {"1", "2"}, log[-3000:]
+        swapped = dict(re.findall(rf"shoprec:(\d+)\].*now serving {re.escape(new)} \(([^)]*)\)", log))
+        if moved_by == "poll":
+            assert swapped == {"1": "poll", "2": "poll"}, log[-3000:]
+        else:  # the worker that took the call, then the other from its token in the cache
+            assert sorted(swapped.values()) == ["admin", "admin, another worker"], log[-3000:]
         assert "CORRUPT" not in log and "REJECTED" not in log
 
     cache = copy.home / "serving-cache"
     copies = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
-    assert [c.split("-")[1] for c in copies if c != "current.json"] == ["v1", f"v{trained.model_version}"]
+    assert [c.split("-")[1] for c in copies if not c.endswith(".json")] == ["v1", f"v{trained.model_version}"]
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # nothing half-made left
