@@ -39,6 +39,13 @@ PICKS_DTYPES = {f.name: _SPARK_TYPES[f.type][1] for f in PICKS_SCHEMA}
 """The schema as pandas dtypes, in column order."""
 
 
+NULLABLE_TEXT = [f.name for f in PICKS_SCHEMA if f.nullable and f.type == pa.string()]
+
+
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """A picks frame in the schema's column order and dtypes."""
-    return frame[PICKS_COLUMNS].astype(PICKS_DTYPES).reset_index(drop=True)
+    """A picks frame in the schema's column order and dtypes; a missing text value stays missing
+    (pandas 2 would cast it to the text "None")."""
+    out = frame[PICKS_COLUMNS].astype(PICKS_DTYPES).reset_index(drop=True)
+    for column in NULLABLE_TEXT:
+        out[column] = out[column].mask(frame[column].isna().to_numpy())
+    return out

@@ -83,7 +83,8 @@ def read_picks_folder(out: str | Path) -> pd.DataFrame:
     parts = sorted(p for p in folder.glob("part-*") if not p.name.endswith(".crc"))
     if output_format(str(out)) == "csv":
         # ids may be any text, so only the nullable trigger columns read an empty cell as null
-        frames = [pd.read_csv(p, dtype={"customer_id": str, "item_id": str, "reason": str, "model_version": str},
+        frames = [pd.read_csv(p, dtype={"customer_id": str, "item_id": str, "reason": str, "model_version": str,
+                                        "trigger": str, "trigger_detail": str},
                               keep_default_na=False, na_values={"trigger": [""], "trigger_detail": [""]})
                   for p in parts]
     else:

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.loading import ShopData
-from features.triggers import TRIGGERS, TriggerConfig, day_start, trigger_facts
+from features.triggers import FOLLOW_UP, TRIGGERS, TriggerConfig, day_start, trigger_facts
 from serving.answers import UNENGAGED
 from serving.recommender import ShopRecommender
 
@@ -100,11 +100,11 @@ def find_triggers(shop: ShopData, today: pd.Timestamp, config: TriggerConfig,
         fired = facts[facts["trigger"] == trigger]
         if trigger == "anniversary":
             fired = _next_steps(shop, fired, recommender)
-        elif trigger == "follow_up_non_openers":
+        elif trigger == FOLLOW_UP:
             fired = _follow_ups(fired, config, recommender)
         frames.append(_rows(fired, trigger, config.k))
     out = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-    return _mark_low_stock(out, shop.before(today), config).astype({"rank": np.int32}).reset_index(drop=True)
+    return _mark_low_stock(out, shop, config).astype({"rank": np.int32}).reset_index(drop=True)
 
 
 def _mark_low_stock(frame: pd.DataFrame, shop: ShopData, config: TriggerConfig) -> pd.DataFrame:

@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from features.loading import ShopData
 from features.repurchase import rebuy_profile
 
-TRIGGERS = ("abandoned_cart", "refill_due", "anniversary", "wishlist_reminder", "follow_up_non_openers")
+FOLLOW_UP = "follow_up_non_openers"
+TRIGGERS = ("abandoned_cart", "refill_due", "anniversary", "wishlist_reminder", FOLLOW_UP)
 """Every trigger, the most perishable first: a cart goes cold in days, a due refill is bought
 elsewhere, an anniversary is one day; a wish list waits, and a follow-up is the campaign's own
 second try. The plan names a customer's first."""
@@ -79,7 +80,9 @@ def _facts(frame: pd.DataFrame, trigger: str) -> pd.DataFrame:
                          "detail": frame["detail"].astype(str).to_numpy(dtype=object)}, columns=FACT_COLUMNS)
 
 
-NO_FACTS = pd.DataFrame({c: pd.Series(dtype=object) for c in FACT_COLUMNS})
+def no_facts() -> pd.DataFrame:
+    """An empty facts frame (a new one each time: callers may add to it)."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in FACT_COLUMNS})
 
 
 def _offered(shop: ShopData, frame: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +104,7 @@ def _bought_since(shop: ShopData, frame: pd.DataFrame, ts: str) -> np.ndarray:
 def refill_due(shop: ShopData, today: pd.Timestamp, config: TriggerConfig) -> pd.DataFrame:
     orders, items = shop["orders"], shop["items"]
     if not len(orders):
-        return NO_FACTS
+        return no_facts()
     profile, _ = rebuy_profile(orders, items)
     repeatable = profile[~profile["non_repeat"] & np.isfinite(profile["interval_days"])]
     last = orders.groupby(["customer_id", "item_id"], as_index=False)["ts"].max()
@@ -119,13 +122,13 @@ def browsed(shop: ShopData, today: pd.Timestamp, kind: str, after: pd.Timedelta,
     not bought (and, for carts, not removed) since; latest first. The latest add counts: an item
     put in the cart again an hour ago is a fresh cart, not an abandoned one."""
     if not shop.has("events"):
-        return NO_FACTS
+        return no_facts()
     events = shop["events"].dropna(subset=["customer_id", "item_id"])
     latest = events[events["event_type"] == kind].groupby(["customer_id", "item_id"], as_index=False)["ts"].max()
     age = today - latest["ts"]
     chosen = latest[(age >= after) & (age < within)]
     if not len(chosen):
-        return NO_FACTS
+        return no_facts()
     if kind == "cart":
         removed = events[events["event_type"] == "remove_from_cart"].groupby(["customer_id", "item_id"])["ts"].max()
         later = chosen.join(removed.rename("removed"), on=["customer_id", "item_id"])["removed"] > chosen["ts"]
@@ -148,7 +151,7 @@ def anniversaries(shop: ShopData, today: pd.Timestamp) -> pd.DataFrame:
 
 def non_openers(shop: ShopData, today: pd.Timestamp, config: TriggerConfig) -> pd.DataFrame:
     if not shop.has("email_events"):
-        return NO_FACTS
+        return no_facts()
     emails = shop["email_events"]
     lo, hi = config.follow_up_days
     age = today - emails["sent_ts"]
@@ -158,7 +161,7 @@ def non_openers(shop: ShopData, today: pd.Timestamp, config: TriggerConfig) -> p
     latest = window.sort_values("sent_ts").drop_duplicates("customer_id", keep="last").set_index("customer_id")
     unopened = latest[~opened.reindex(latest.index).to_numpy(dtype=bool)].sort_index()
     return _facts(pd.DataFrame({"customer_id": unopened.index, "item_id": None,
-                                "detail": unopened["campaign_id"].to_numpy(dtype=object)}), "follow_up_non_openers")
+                                "detail": unopened["campaign_id"].to_numpy(dtype=object)}), FOLLOW_UP)
 
 
 def trigger_facts(shop: ShopData, today: pd.Timestamp | str, config: TriggerConfig) -> pd.DataFrame:
@@ -173,9 +176,9 @@ def trigger_facts(shop: ShopData, today: pd.Timestamp | str, config: TriggerConf
         "anniversary": anniversaries(past, today),
         "wishlist_reminder": browsed(past, today, "wishlist", pd.Timedelta(days=config.wishlist_after_days),
                                      pd.Timedelta(days=config.wishlist_within_days), "wishlist_reminder"),
-        "follow_up_non_openers": non_openers(past, today, config),
+        FOLLOW_UP: non_openers(past, today, config),
     }
-    out = pd.concat([found[t] for t in TRIGGERS if len(found[t])] or [NO_FACTS], ignore_index=True)
+    out = pd.concat([found[t] for t in TRIGGERS if len(found[t])] or [no_facts()], ignore_index=True)
     if past.has("customers") and "email_opt_in" in past["customers"]:
         customers = past["customers"]
         opted_out = set(customers.loc[~customers["email_opt_in"].astype(bool), "customer_id"].astype(str))

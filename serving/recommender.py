@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.dataset import InteractionConfig
+from features.triggers import FOLLOW_UP
 from serving.answers import (
     BELOW_THRESHOLD,
     LIKELY_OPENER,
@@ -262,6 +263,10 @@ class ShopRecommender:
         send_hour = np.where(in_bundle, self.profiles.send_hour[np.maximum(raw_idx, 0)],
                              self.profiles.shop_send_hour)
         trigger, trigger_detail = self.profiles.triggers.of(canonical)
+        # as shoprec triggers: no follow-up for the sunset rule's unengaged (it is the last
+        # trigger in order, so a customer whose first it is has no other)
+        sunset = (send_reason == UNENGAGED) & (trigger == FOLLOW_UP)
+        trigger[sunset], trigger_detail[sunset] = None, None
         return EmailPicksBlock(ids, canonical, idx >= 0, in_bundle, send_reason == LIKELY_OPENER,
                                propensities.astype(np.float64), items, scores, reasons, n_picks, n_personal,
                                send_reason, send_hour.astype(np.int64), trigger, trigger_detail)

@@ -191,7 +191,9 @@ class EmailPickOut(BaseModel):
     trigger: Literal[TRIGGERS] | None = Field(  # type: ignore[valid-type]
         description="What makes a mail worth sending now, on the day after the model's data ends: the first of "
                     "abandoned_cart, refill_due, anniversary, wishlist_reminder, follow_up_non_openers that fired "
-                    "for the customer (shoprec triggers lists them all with their items); null when none did.")
+                    "for the customer under the training config's windows; null when none did, and no "
+                    "follow-up for the sunset rule's unengaged (as shoprec triggers, which lists every "
+                    "trigger with its items).")
     trigger_detail: str | None = Field(description="The trigger's detail: the day the cart was left or the item "
                                                    "wish-listed, the refill's due date, the years since the first "
                                                    "purchase, or the campaign not opened.")

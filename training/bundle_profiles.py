@@ -26,6 +26,14 @@ PLAN_TRIGGERS = "plan_triggers"
 (features.triggers) on the day after the data ends: the plan's ``trigger``."""
 
 
+def plan_day(shop: ShopData, known_until: pd.Timestamp) -> pd.Timestamp:
+    """The day the plan's triggers are for: the day after the last instant the shop recorded
+    (``known_until`` is just past it; browsing may run past the last order and mail)."""
+    if shop.has("events") and len(shop["events"]):
+        known_until = max(known_until, shop["events"]["ts"].max() + pd.Timedelta(microseconds=1))
+    return (known_until - pd.Timedelta(microseconds=1)).floor("D") + pd.Timedelta(days=1)
+
+
 def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float,
                    triggers: TriggerConfig | None = None) -> dict[str, pd.DataFrame]:
     """Every profile a bundle of ``dataset`` carries, from ``shop`` as it stood at ``dataset.as_of``
@@ -57,7 +65,7 @@ def build_profiles(shop: ShopData, dataset: Dataset, recent_days: float,
         profiles[OPEN_HOURS], profiles[RECENT_SENDS] = hours, recent
         profiles[SHOP_EMAIL] = pd.DataFrame({"open_hour": [shop_hour], "as_of": [plan_end]})
     if triggers is not None:
-        profiles[PLAN_TRIGGERS] = first_triggers(trigger_facts(shop, plan_end.ceil("D"), triggers))
+        profiles[PLAN_TRIGGERS] = first_triggers(trigger_facts(shop, plan_day(shop, plan_end), triggers))
     if shop.has("customer_aliases"):
         resolved, _ = resolve_aliases(shop["customer_aliases"])
         profiles[ALIASES] = pd.DataFrame({"alias_id": resolved.index.to_numpy(dtype=object),

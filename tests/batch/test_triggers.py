@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from batch.triggers import counts, find_triggers
-from features.triggers import TRIGGERS, TriggerConfig
+from features.triggers import FOLLOW_UP, TRIGGERS, TriggerConfig, trigger_facts
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.sources import RawTable, write_tables
+from serving.answers import UNENGAGED
 from serving.config import ServingConfig
 from serving.recommender import ShopRecommender
 from training.bundle import Bundle
@@ -275,3 +276,20 @@ def test_refills_come_due_where_the_sample_planted_them(planted: tuple[SampleSho
         sample.truth["items"].set_index("item_id")["category"]).map(categories["durable"]).astype(bool), "customer_id"]
     named = fired_rows["customer_id"].nunique() / consumable_buyers.nunique()
     assert len(coming) >= 50 and found >= 0.6 and found >= 3 * named, (len(coming), found, named)
+
+
+def test_the_plan_names_each_customers_first_trigger_as_shoprec_triggers_writes_it(
+        planted: tuple[SampleShop, ShopData, ShopRecommender]) -> None:
+    """The bundle's plan (``trigger`` of /email_picks and shoprec picks) against the command's
+    rows on the day after the data ends: the same first trigger for every customer, none for
+    everyone else, and no follow-up where the sunset rule holds the customer back."""
+    sample, shop, recommender = planted
+    rows = find_triggers(shop, LONG.end_ts, TriggerConfig(), recommender)
+    first = rows.groupby("customer_id", sort=False)["trigger"].first()  # rows come in TRIGGERS order
+    everyone = sorted(set(sample.truth["customers"]["customer_id"]) | set(first.index))
+    plan = {p.customer_id: p for p in recommender.email_picks(everyone, 3)}
+    assert {c: p.trigger for c, p in plan.items() if p.trigger} == first.to_dict()
+    assert set(first) == set(TRIGGERS)
+    held_back = trigger_facts(shop, LONG.end_ts, TriggerConfig())
+    held_back = set(held_back.loc[held_back["trigger"] == FOLLOW_UP, "customer_id"]) - set(first.index)
+    assert held_back and all(plan[c].send_reason == UNENGAGED and plan[c].trigger is None for c in held_back)

@@ -275,13 +275,17 @@ def _examples(text: str) -> list[tuple[str, dict, int, object]]:
     return out
 
 
-def _same_shape(example: object, actual: object) -> bool:
+NULLABLE = {"trigger", "trigger_detail"}
+"""Fields an example may show filled for one customer that are null for another."""
+
+
+def _same_shape(example: object, actual: object, key: str = "") -> bool:
     if isinstance(example, dict):
         return isinstance(actual, dict) and set(example) == set(actual) and all(
-            _same_shape(v, actual[k]) for k, v in example.items())
+            _same_shape(v, actual[k], k) for k, v in example.items())
     if isinstance(example, list):
         return isinstance(actual, list) and all(_same_shape(example[0], a) for a in actual) if example else True
-    if example is None or actual is None:  # a nullable field (``trigger``): shown filled for one, null for another
+    if key in NULLABLE and (example is None or actual is None):
         return True
     return type(example) is type(actual) or {type(example), type(actual)} <= {int, float}
 
