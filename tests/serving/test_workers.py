@@ -1,7 +1,7 @@
 """Several workers behind one port, as `shoprec serve` runs them where Redis shares the live
 sessions: a session's events reach every worker, and a champion promoted mid-run reaches every
-worker through one bundle cache that the workers fill at once: by their poll, and at once
-when an admin reloads one of them."""
+worker through one bundle cache that the workers fill at once, when an admin reloads one of
+them (each worker's poll is the same code as with one worker: tests/app/test_cli_serve.py)."""
 
 from __future__ import annotations
 
@@ -33,15 +33,13 @@ def test_one_worker_per_cpu_only_where_sessions_are_shared() -> None:
             workers({WORKERS_ENV: bad}, shared_sessions=True)
 
 
-@pytest.mark.parametrize("moved_by", ["poll", "admin"])
-def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: TrainedHome, tmp_path: Path,
-                                                           moved_by: str) -> None:
-    """``poll``: each worker polls every second. ``admin``: no worker polls within the test, and
-    one ``POST /admin/reload`` (which reaches one worker) moves both."""
+def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: TrainedHome, tmp_path: Path) -> None:
+    """No worker polls within the test; one ``POST /admin/reload`` (which reaches one worker)
+    moves both."""
     redis_or_skip(REDIS_URL)
     copy = private_copy(trained_home, tmp_path)
     env = {"SHOPREC_REDIS_URL": REDIS_URL, "SHOPREC_EVENT_LOG": str(tmp_path / "event-log"),
-           "SHOPREC_POLL_SECONDS": "1" if moved_by == "poll" else "3600", WORKERS_ENV: "2"}
+           "SHOPREC_POLL_SECONDS": "3600", WORKERS_ENV: "2"}
     item = str(copy.trained.bundle.items.external_ids[0])
     with serving(copy.home, tmp_path, env_overrides=env) as (url, _):
         for _ in range(100):  # /readyz answers once one worker is up; the other may still be starting
@@ -83,17 +81,16 @@ def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: Trained
             trained = train_into(str(copy.data), copy.home)
             assert trained.gate and trained.gate.passed
             new = f"shoprec/v{trained.model_version}"
-            if moved_by == "admin":
-                reloaded = httpx.post(f"{url}/admin/reload", json={}, timeout=120,
-                                      headers={"Authorization": f"Bearer {TOKEN}"})
-                assert reloaded.status_code == 200 and reloaded.json() == {"model_version": new, "changed": True}
+            reloaded = httpx.post(f"{url}/admin/reload", json={}, timeout=120,
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+            assert reloaded.status_code == 200 and reloaded.json() == {"model_version": new, "changed": True}
             settled = threading.Event()
 
             def converged() -> bool:
                 tail = answers[-40:]
                 return len(tail) == 40 and all(version == new for _, version in tail)
 
-            for _ in range(600):  # up to 60 s: each worker polls, or watches for a reload, every second
+            for _ in range(600):  # up to 60 s: each worker watches for a reload every second
                 if converged():
                     settled.set()
                     break
@@ -105,10 +102,8 @@ def test_workers_share_sessions_and_each_takes_a_promotion(trained_home: Trained
         assert {status for status, _ in answers} == {200}
         log = (tmp_path / "server.log").read_text()
         swapped = dict(re.findall(rf"shoprec:(\d+)\].*now serving {re.escape(new)} \(([^)]*)\)", log))
-        if moved_by == "poll":
-            assert swapped == {"1": "poll", "2": "poll"}, log[-3000:]
-        else:  # the worker that took the call, then the other from its token in the cache
-            assert sorted(swapped.values()) == ["admin", "admin, another worker"], log[-3000:]
+        # the worker that took the call, then the other from its token in the cache
+        assert sorted(swapped.values()) == ["admin", "admin, another worker"], log[-3000:]
         assert "CORRUPT" not in log and "REJECTED" not in log
 
     cache = copy.home / "serving-cache"
