@@ -16,16 +16,13 @@ Figures are recorded in docs/benchmarks.md with the machine they came from.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from versions import REPO, earlier_version, probe  # benchmarks/versions.py, shared with the other side-by-side script
+
 PROBE = r'''
 import json, statistics, sys, time
 from pathlib import Path
@@ -61,13 +58,7 @@ print("RESULT " + json.dumps(out))
 
 
 def measure(checkout: Path, bundle: Path, calls: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(checkout), "OPENBLAS_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", PROBE, str(bundle), str(calls)], cwd=checkout, env=env,
-                         capture_output=True, text=True, timeout=3600)
-    line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"{checkout} failed:\n{run.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    return probe(checkout, PROBE, [str(bundle), str(calls)], timeout=3600)
 
 
 def main() -> None:
@@ -78,17 +69,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1500)
     args = parser.parse_args()
     results: dict[str, list[dict[str, float]]] = {"ref": [], "this": []}
-    with tempfile.TemporaryDirectory(prefix="shoprec-bench-") as tmp:
-        ref = Path(tmp) / "ref"
-        subprocess.run(["git", "worktree", "add", "--detach", str(ref), args.ref], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
-            for _ in range(args.repeats):
-                for name, checkout in (("ref", ref), ("this", REPO)):
-                    results[name].append(measure(checkout, args.bundle.resolve(), args.calls))
-                    print(name, results[name][-1], flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(ref)], cwd=REPO, capture_output=True)
+    with earlier_version(args.ref) as (ref, _):
+        for _ in range(args.repeats):
+            for name, checkout in (("ref", ref), ("this", REPO)):
+                results[name].append(measure(checkout, args.bundle.resolve(), args.calls))
+                print(name, results[name][-1], flush=True)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; bundle {args.bundle}; medians over {args.repeats} runs of each")
     print(f"| call | {args.ref} ms | HEAD ms | HEAD / {args.ref} |\n| --- | ---: | ---: | ---: |")

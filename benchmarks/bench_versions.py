@@ -24,16 +24,13 @@ Figures are recorded in docs/benchmarks.md with the machine they came from.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from versions import REPO, earlier_version, probe  # benchmarks/versions.py, shared with the other side-by-side script
+
 PROBE = r'''
 import json, os, sys, time, tempfile
 from pathlib import Path
@@ -79,13 +76,7 @@ print("RESULT " + json.dumps({"train_s": train_s, "served": str(result.chosen),
 
 
 def measure(checkout: Path, data: str, families: str, calls: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(checkout), "OPENBLAS_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", PROBE, data, families, str(calls)], cwd=checkout, env=env,
-                         capture_output=True, text=True, timeout=7200)
-    line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"{checkout} failed:\n{run.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    return probe(checkout, PROBE, [data, families, str(calls)], timeout=7200)
 
 
 def main() -> None:
@@ -97,26 +88,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="shoprec-bench-") as tmp:
-        ref = Path(tmp) / "ref"
-        subprocess.run(["git", "worktree", "add", "--detach", str(ref), args.ref], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
-            data = args.data
-            if data is None:
-                from features.sample import SampleConfig, generate_shop
-                from features.sources import write_tables
+    with earlier_version(args.ref) as (ref, tmp):
+        data = args.data
+        if data is None:
+            from features.sample import SampleConfig, generate_shop
+            from features.sources import write_tables
 
-                data = str(Path(tmp) / "shop")
-                write_tables(generate_shop(SampleConfig()).tables, data, "parquet")
-            results: dict[tuple[str, str], list[dict[str, float]]] = {}
-            for _ in range(args.repeats):
-                for families in ("default", args.families):
-                    for name, checkout in (("ref", ref), ("this", REPO)):
-                        results.setdefault((name, families), []).append(measure(checkout, data, families, args.calls))
-                        print(name, families, results[(name, families)][-1], flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(ref)], cwd=REPO, capture_output=True)
+            data = str(tmp / "shop")
+            write_tables(generate_shop(SampleConfig()).tables, data, "parquet")
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for _ in range(args.repeats):
+            for families in ("default", args.families):
+                for name, checkout in (("ref", ref), ("this", REPO)):
+                    results.setdefault((name, families), []).append(measure(checkout, data, families, args.calls))
+                    print(name, families, results[(name, families)][-1], flush=True)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; data: {args.data or 'demo sample shop'}; medians of {args.repeats}")
     metrics = ("train_s", "cross_sell_ms", "email_picks_us_per_customer", "picks_customers_per_s")
