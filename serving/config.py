@@ -25,6 +25,9 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cf_weight: float = Field(0.5, ge=0, description="Weight of the customer's own CF scores in cross-sell.")
+    cross_sell_partners: int | None = Field(100, ge=1, description=(
+        "Partners kept per item for cross-sell, the best by co-occurrence (None: all); deep enough that "
+        "cross-sells keep the lists all partners would give (measured in the tests)."))
     session_anchor_weight: float = Field(0.5, ge=0, description="Weight of items touched in the live session "
                                                                 "next to cart items (1) as cross-sell anchors.")
     session_weight: float = Field(0.5, ge=0, le=1, description="Share of the live session's scores when a known "

@@ -1,8 +1,9 @@
 """The serving logic as a plain object: scoring, business rules, reasons and fallbacks.
 
-Built once from a :class:`~training.bundle.Bundle`; every request is then index look-ups
-plus one small matrix product, so the HTTP layer (``serving/service.py``) stays thin and
-everything here is testable without a server. Nothing a client sends can raise here:
+Built once from a :class:`~training.bundle.Bundle`; every request then merges a few short
+candidate lists made ahead (:mod:`serving.candidates`: the cart's partners, the customer's personal
+row, the popular tiers), so the HTTP layer (``serving/service.py``) stays thin and everything here
+is testable without a server. Nothing a client sends can raise here:
 unknown ids become fallbacks that the answer reports, never errors.
 
 Reasons are short machine-readable strings: ``bought_together:<item_id>``,
@@ -13,11 +14,12 @@ Every rule (stock, never-recommend, durables and learned re-buying, category win
 diversity cap) comes from the bundle's :class:`training.ranking.Rules`; every personal
 list comes from :meth:`training.bundle.Bundle.lists`, the very path offline evaluation scores,
 so the metrics measure these answers, and cross-sells and offers rank their tiers through
-:func:`training.ranking.rank_tiers` with the same top-k and cap.
+:func:`training.tiers.rank_tiers` with the same top-k and cap.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,32 +46,24 @@ from serving.answers import (
     PriceBand,
     Propensity,
 )
+from serving.candidates import (CartPartners, Sparse, TierLists, blend, excluded_rows, personal_rows, scale_to_best,
+                                top_partners)
 from serving.config import ServingConfig
 from serving.live_session import SessionReader, until_purchase, utc
 from serving.profiles import CustomerProfiles
 from training.bundle import PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
-from training.ranker import as_dense
-from training.ranking import rank_tiers
+from training.tiers import Tier, rank_tiers
 
-
-Tier = tuple[np.ndarray, "str | Callable[[int], str] | None"]
-"""Scores per item and the reason of a pick from them: fixed, per item, or None for
-``popular_in:<category>``."""
-
-
-def _normalise(scores: np.ndarray) -> np.ndarray:
-    """Row-wise scale into [0, 1] by the row's best positive score, so families with
-    different score scales blend by a weight rather than by accident of magnitude."""
-    top = np.max(scores, axis=-1, keepdims=True)
-    return np.where(top > 0, np.clip(scores, 0, None) / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
+Reason = str | Callable[[int], str] | None
+"""The reason of a pick from a tier: fixed, per item, or None for ``popular_in:<category>``."""
 
 
 class ShopRecommender:
-    """Answers cross-sell, email picks and offers from one bundle; immutable once built.
+    """Answers cross-sell, email picks and offers from one bundle; unchanged once warmed.
 
-    The service swaps whole instances on reload, so nothing here is ever mutated after
-    ``__init__`` and concurrent requests need no locks.
+    The service warms a new instance (:meth:`warm`) before it swaps it in whole on reload, so
+    nothing here changes while requests read it and concurrent requests need no locks.
     """
 
     def __init__(self, bundle: Bundle, model_version: str, config: ServingConfig | None = None) -> None:
@@ -92,14 +86,29 @@ class ShopRecommender:
         self.session_reader = SessionReader(bundle.items, {**interactions.event_weights,
                                                            "purchase": interactions.purchase_weight},
                                             self.config.session_items)
+        self.personal_rows = personal_rows(bundle.personal, self.n_items)
+        self.excluded_rows = excluded_rows(self.rules)
+        self.tier_lists = TierLists.build(self.popularity, self.item_category, len(self.categories), self.fallbacks)
 
     def warm(self) -> None:
         """Compute now what every request would otherwise compute again and again from this
         bundle alone: each stored customer's purchase and email-open propensity
-        (:meth:`training.propensity_set.PropensitySet.warm`). The service warms a bundle before
-        it serves it; a batch job that scores a few customers of a large base need not."""
+        (:meth:`training.propensity_set.PropensitySet.warm`), personal row and what the rules keep
+        from them (:class:`serving.candidates.CustomerRows`, each within its memory budget). The
+        service warms a bundle before it serves it; a batch job that scores a few customers of a
+        large base need not."""
         if self.bundle.propensity is not None:
             self.bundle.propensity.warm()
+        known = np.flatnonzero(self.has_history)
+        self.personal_rows.warm(known, len(self.has_history))
+        self.excluded_rows.warm(known, len(self.has_history))
+        _ = self.partners
+
+    @functools.cached_property
+    def partners(self) -> sp.csr_matrix:
+        """Each item's best ``cross_sell_partners`` partners (:func:`serving.candidates.top_partners`);
+        made on first use, as a bundle made for offline evaluation has no cross-sell model."""
+        return top_partners(self.bundle.cooccurrence.item_item_, self.config.cross_sell_partners)
 
     # ---- shared pieces -----------------------------------------------------------------------
     def _customer_index(self, customer_ids: Sequence[str]) -> np.ndarray:
@@ -108,32 +117,37 @@ class ShopRecommender:
         idx[idx >= 0] = np.where(self.has_history[idx[idx >= 0]], idx[idx >= 0], -1)
         return idx
 
-    def _cf_scores(self, idx: np.ndarray) -> np.ndarray:
-        """The personal scores for known customers (one pass of the bundle's ranking path)."""
-        return as_dense(self.bundle.personal.score(idx), self.n_items)
+    def _free(self, idx: int) -> np.ndarray:
+        """Per item: what the rules allow customer ``idx`` (-1: anyone) whatever the score, as
+        :meth:`training.ranking.Rules.allowed` says, from the customer's excluded row."""
+        free = self.in_stock.copy()
+        if idx >= 0:
+            free[self.excluded_rows.of(idx).items] = False
+        return free
 
-    def _fallback_scores(self, idx: int) -> tuple[np.ndarray, str]:
+    def _fallback_tier(self, idx: int) -> tuple[Tier, Reason]:
         """The customer's fallback list (training/ranking.py Fallbacks): their segment's popular
         items when they have a segment, else the shop's."""
         row = int(self.fallbacks.rows_for(np.array([idx]))[0])
-        return self.fallbacks.scores[row], self.fallbacks.reasons[row]
+        return self.tier_lists.by_fallback[row], self.fallbacks.reasons[row]
 
-    def _ranked(self, tiers: list[Tier], free: np.ndarray, k: int) -> list[Pick]:
+    def _ranked(self, tiers: list[tuple[Tier, Reason]], free: np.ndarray, k: int) -> list[Pick]:
         """Picks from score tiers in turn through the one ranking path
-        (:func:`training.ranking.rank_tiers`: one diversity cap over the whole list), then the
+        (:func:`training.tiers.rank_tiers`: one diversity cap over the whole list), then the
         shop's popular items and, last, any item (zero scores included) that is ``free`` (per
         item: what the bundle's rules allow this customer, narrowed by the request), so a list
         is only ever short when fewer than k items are free."""
-        tiers = [*tiers, (self.popularity + 1e-6, "popular")]
-        items, tier_of = rank_tiers(self.rules, free[None, :], [scores for scores, _ in tiers], k)
+        tiers = [*tiers, (self.tier_lists.anything, "popular")]
+        items, tier_of = rank_tiers(self.rules, free, [tier for tier, _ in tiers], k)
         picks = []
-        for i, tier in zip(items[0].tolist(), tier_of[0].tolist(), strict=True):
+        for i, t in zip(items.tolist(), tier_of.tolist(), strict=True):
             if i < 0:
                 break
-            scores, reason = tiers[tier]
+            tier, reason = tiers[t]
             if reason is None:
                 reason = f"popular_in:{self.categories[self.item_category[i]]}"
-            picks.append(Pick(self.item_ids[i], float(scores[i]), reason if isinstance(reason, str) else reason(i)))
+            score = float(tier.scores[np.flatnonzero(tier.items == i)[0]])
+            picks.append(Pick(self.item_ids[i], score, reason if isinstance(reason, str) else reason(i)))
         return picks
 
     # ---- the live session ----------------------------------------------------------------------
@@ -145,7 +159,7 @@ class ShopRecommender:
         """A logged-in customer's recent items (see :meth:`SessionReader.from_recent`)."""
         return self.session_reader.from_recent(items)
 
-    def _session_scores(self, session: LiveSession) -> np.ndarray:
+    def _session_scores(self, session: LiveSession) -> Sparse:
         """Scores for what the session touched, folded into the primary model where its family
         can (ALS, EASE), else from the item-item model; scaled into [0, 1]."""
         row = sp.csr_matrix((session.weights, (np.zeros(len(session), dtype=np.int64), session.item_idx)),
@@ -153,15 +167,16 @@ class ShopRecommender:
         scores = self.bundle.models[PRIMARY].score_history(row)
         if scores is None:
             scores = self.bundle.cooccurrence.score_history(row)
-        return _normalise(np.asarray(scores, dtype=np.float32)[0])
+        return Sparse.from_dense(scale_to_best(np.asarray(scores, dtype=np.float32)[0]))
 
-    def _personal_scores(self, idx: int, session: LiveSession) -> tuple[np.ndarray, str] | None:
-        """The customer's own CF scores, blended with the session's (``session_weight``) when both
-        exist; the session's alone for a visitor the model does not know; None for neither."""
-        own = _normalise(self._cf_scores(np.array([idx]))[0]) if idx >= 0 else None
+    def _personal_scores(self, idx: int, session: LiveSession) -> tuple[Sparse, str] | None:
+        """The customer's own personal row, blended with the session's (``session_weight``) when
+        both exist; the session's alone for a visitor the model does not know; None for neither."""
+        own = self.personal_rows.of(idx) if idx >= 0 else None
         live = self._session_scores(session) if len(session) else None
         if own is not None and live is not None:
-            return (1 - self.config.session_weight) * own + self.config.session_weight * live, SIMILAR
+            weight = self.config.session_weight
+            return blend([(1 - weight, own), (weight, live)]), SIMILAR
         if own is not None:
             return own, SIMILAR
         return (live, "session_interest") if live is not None else None
@@ -186,31 +201,27 @@ class ShopRecommender:
         anchor_weight = np.concatenate([np.ones(len(cart_idx), dtype=np.float32),
                                         np.full(len(session_idx), self.config.session_anchor_weight, np.float32)])
         idx = self._customer_index([customer_id]) if customer_id else np.array([-1])
-        free = self.rules.allowed(idx)[0]
+        free = self._free(int(idx[0]))
         free[anchors] = False
-        co = np.zeros(self.n_items, dtype=np.float32)
-        partners = self.bundle.cooccurrence.item_item_[anchors]  # anchors x items
-        if len(anchors):
-            co = _normalise(np.asarray(partners.T @ anchor_weight).ravel())
+        partners = CartPartners.of(self.partners, anchors, anchor_weight)
         personal = self._personal_scores(int(idx[0]), session)
-        cf, personal_reason = personal if personal is not None else (np.zeros_like(co), SIMILAR)
+        cf, personal_reason = personal if personal is not None else (Sparse.empty(), SIMILAR)
+        co = partners.scores
+        pulled = set(co.items[co.scores > 0].tolist())
 
         def why(item: int) -> str:
             """The anchor that pulls hardest, or the personal reason when no anchor pulls."""
-            if co[item] <= 0:
+            if item not in pulled:
                 return personal_reason
-            column = partners.indices == item  # csr: the anchors' stored entries for this item
-            pulls = np.zeros(len(anchors), dtype=np.float32)
-            pulls[np.repeat(np.arange(len(anchors)), np.diff(partners.indptr))[column]] = partners.data[column]
-            anchor = int(np.argmax(pulls * anchor_weight))
+            anchor = partners.strongest(item)
             kind = "bought_together" if anchor < len(cart_idx) else "goes_with_viewed"
             return f"{kind}:{self.item_ids[anchors[anchor]]}"
 
-        tiers: list[Tier] = [(co + self.config.cf_weight * cf, why)]
+        blended = blend([(1.0, co), (self.config.cf_weight, cf)])
+        tiers: list[tuple[Tier, Reason]] = [(Tier(blended.items, blended.scores), why)]
         if len(anchors):
-            in_anchor_categories = np.isin(self.item_category, self.item_category[anchors])
-            tiers.append((np.where(in_anchor_categories, self.popularity, 0.0), None))
-        tiers.append(self._fallback_scores(int(idx[0])))
+            tiers.append((self.tier_lists.in_categories(self.item_category[anchors]), None))
+        tiers.append(self._fallback_tier(int(idx[0])))
         return CrossSell(self._ranked(tiers, free, k), unknown_items, bool(idx[0] >= 0), len(session))
 
     def email_picks(self, customer_ids: Sequence[str], k: int) -> list[EmailPick]:
@@ -330,7 +341,7 @@ class ShopRecommender:
         """
         idx = self._customer_index([customer_id])
         band = self.price_band(customer_id, session)
-        allowed = self.rules.allowed(idx)[0]
+        allowed = self._free(int(idx[0]))
         unknown_category = category is not None and category not in self._category_of
         if category is not None and not unknown_category:
             allowed &= self.item_category == self._category_of[category]
@@ -339,7 +350,9 @@ class ShopRecommender:
             band, inside = self._widen(band, allowed, k)
         personal = self._personal_scores(int(idx[0]), session)
         raw = int(self.bundle.customer_index(np.array([customer_id], dtype=object))[0])
-        tiers: list[Tier] = [*([personal] if personal is not None else []), self._fallback_scores(raw)]
+        tiers: list[tuple[Tier, Reason]] = [(Tier(scores.items, scores.scores), reason)
+                                            for scores, reason in ([personal] if personal is not None else [])]
+        tiers.append(self._fallback_tier(raw))
         return Offers(bool(idx[0] >= 0), band, self._ranked(tiers, inside, k), unknown_category, len(session))
 
     def _widen(self, band: PriceBand, allowed: np.ndarray, k: int) -> tuple[PriceBand, np.ndarray]:

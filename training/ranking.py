@@ -327,34 +327,6 @@ def _personal_candidates(personal: np.ndarray | Candidates | None, free: np.ndar
     return Candidates(np.where(ok, items, -1), np.where(ok, scores, 0.0).astype(np.float32))
 
 
-def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The lists of a request that ranks several tiers of scores in turn (a cross-sell: the cart's
-    partners, then what is popular in the cart's categories, then the customer's fallback list, then
-    anything): each item ranks in the first tier that gives it a positive score, every pick of an
-    earlier tier before any of a later one, by score within its tier (equal scores by item), under
-    one diversity cap (:attr:`Rules.cap`) over the whole list.
-
-    ``free`` (rows x items) is what may be shown: :meth:`Rules.allowed` for the customers, narrowed
-    by the request's own limits (the cart, a price band). ``tiers`` hold rows x items (or per-item)
-    scores. Returns (items, tier of each pick), rows x k, -1 after the last. Keys are float64 (tier
-    offset plus the score over the tier's best), so a tier's order is its scores' order exactly.
-    """
-    n, n_items = free.shape
-    key = np.full((n, n_items), -np.inf, dtype=np.float64)
-    tier_of = np.full((n, n_items), -1, dtype=np.int64)
-    for tier in reversed(range(len(tiers))):  # an earlier tier overwrites a later one
-        scores = np.broadcast_to(np.asarray(tiers[tier], dtype=np.float64), (n, n_items))
-        positive = scores > 0
-        top = np.max(np.where(positive, scores, 0.0), axis=1, keepdims=True)
-        lifted = 2.0 * (len(tiers) - tier) + scores / np.where(top > 0, top, 1.0)
-        key = np.where(positive, lifted, key)
-        tier_of = np.where(positive, tier, tier_of)
-    key[~free] = -np.inf
-    items, _ = capped_top_k(key, k, rules.group, rules.cap)
-    rows = np.arange(n)[:, None]
-    return items, np.where(items >= 0, tier_of[rows, np.maximum(items, 0)], -1)
-
-
 def make_lists_dense(rules: Rules, fallbacks: Fallbacks, customers: np.ndarray, personal: np.ndarray | None,
                      k: int) -> ListBlock:
     """:func:`make_lists` over the whole catalogue: every item scored (personal tier above the

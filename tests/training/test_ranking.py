@@ -14,8 +14,8 @@ from features.sources import RawTable
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
-from training.ranking import (RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense,
-                              rank_tiers)
+from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense
+from training.tiers import Tier, rank_tiers
 from training.top_k import CANDIDATE_DEPTH, best_columns, capped_top_k
 
 
@@ -144,27 +144,34 @@ def test_fallbacks_fill_under_the_rules_and_the_cap() -> None:
 def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> None:
     """Random tiers against a walk written out: an item ranks in the first tier that scores it
     positive, tier by tier, best first within one (ties by item), skipping what the rules or the
-    request exclude, the cap counted over the whole list."""
+    request exclude, the cap counted over the whole list. Tiers come sparse, ranked (read to a
+    depth, then whole when the list reaches past it) or not, as the service gives them."""
     rng = np.random.default_rng(5)
-    for trial in range(200):
-        m, k, cap = int(rng.integers(5, 40)), int(rng.integers(1, 12)), int(rng.integers(1, 4))
+    deep = 0
+    for trial in range(300):
+        m, k, cap = int(rng.integers(5, 200)), int(rng.integers(1, 12)), int(rng.integers(1, 4))
         category = rng.integers(0, 4, m).tolist()
         rules = _rules([False] * m, category, [0.0] * 4, sp.csr_matrix((1, m), dtype=np.float32),
                        in_stock=(rng.random(m) > 0.1).tolist()).with_cap(cap)
-        tiers = [np.where(rng.random(m) < 0.3, rng.integers(0, 4, m), 0).astype(np.float32) for _ in range(3)]
-        tiers.append(np.full(m, 1e-6, dtype=np.float32))  # anything allowed, last
-        allowed = rng.random(m) > 0.2
-        items, tier_of = rank_tiers(rules, rules.allowed(np.array([-1])) & allowed[None, :], tiers, k)
+        dense = [np.where(rng.random(m) < 0.3, rng.integers(0, 4, m), 0).astype(np.float32) for _ in range(3)]
+        dense.append(np.full(m, 1e-6, dtype=np.float32))  # anything allowed, last
+        tiers = [Tier.from_dense(scores) if rng.random() < 0.5 else
+                 Tier(np.flatnonzero(scores), scores[np.flatnonzero(scores)]) for scores in dense[:3]]
+        tiers.append(Tier.from_dense(dense[3]))
+        allowed = rng.random(m) > rng.choice([0.2, 0.95])  # sometimes nearly nothing: past the depth
+        items, tier_of = rank_tiers(rules, ~rules.blocked & allowed, tiers, k)
         expected, used = [], [0] * 4
         ok = allowed & ~rules.blocked
-        first = [next((t for t, scores in enumerate(tiers) if scores[i] > 0), None) for i in range(m)]
-        for i in sorted(np.flatnonzero(ok).tolist(), key=lambda i: (first[i], -tiers[first[i]][i], i)):
+        first = [next((t for t, scores in enumerate(dense) if scores[i] > 0), None) for i in range(m)]
+        for i in sorted(np.flatnonzero(ok).tolist(), key=lambda i: (first[i], -dense[first[i]][i], i)):
             if len(expected) < k and used[category[i]] < cap:
                 used[category[i]] += 1
                 expected.append(i)
-        got = items[0][items[0] >= 0].tolist()
+        got = items[items >= 0].tolist()
         assert got == expected, trial
-        assert tier_of[0][:len(got)].tolist() == [first[i] for i in got]
+        assert tier_of[:len(got)].tolist() == [first[i] for i in got]
+        deep += m > k * CANDIDATE_DEPTH and len(got) < k  # the last tier was cut and read past: made again
+    assert deep > 10
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,214 @@
+"""What a request's lists are drawn from, made once per bundle, so that a request merges a few
+short candidate lists instead of scoring the whole catalogue.
+
+- **Partners** (:func:`top_partners`): each item's best co-occurrence partners, the cart's
+  candidates; deep enough that the cross-sells keep the exact lists' items (a test measures it).
+- **Customer rows** (:class:`CustomerRows`): each customer's personal scores, scaled into [0, 1]
+  by their best (with a ranker, its candidates: a hundred or so items per customer), and the
+  items the rules keep from them, one sparse row each; made for the whole base when the service
+  warms a bundle, within a memory budget, else one customer at a time (a batch job, a test, a
+  base too large for the budget).
+- **Ranked tiers** (:class:`TierLists`): the shop's popular items, per category and per fallback
+  list, best first, of which a request reads only a prefix (:func:`training.tiers.rank_tiers`).
+
+A sparse vector here is (items ascending, float32 scores); an item it does not name scores 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.ranker import Personal
+from training.ranking import Candidates, Fallbacks, Rules
+from training.tiers import Tier
+from training.top_k import rows_of
+
+CUSTOMER_ROWS_BYTES = 512 * 2**20
+"""Memory the whole base's rows of one kind may take; beyond it they are made per request."""
+WARM_BLOCK = 2048
+"""Customers whose rows are made at once when they are made for the whole base."""
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """Scores for the items named, ascending (every other item scores 0)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Sparse:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    @classmethod
+    def from_dense(cls, scores: np.ndarray) -> Sparse:
+        items = np.flatnonzero(scores)
+        return cls(items, scores[items].astype(np.float32))
+
+    def on(self, items: np.ndarray) -> np.ndarray:
+        """The scores of ``items``, 0 for those not named."""
+        if not len(self.items):
+            return np.zeros(len(items), dtype=np.float32)
+        at = np.minimum(np.searchsorted(self.items, items), len(self.items) - 1)
+        return np.where(self.items[at] == items, self.scores[at], 0.0).astype(np.float32)
+
+
+def blend(parts: list[tuple[float, Sparse]]) -> Sparse:
+    """``w1 * s1 + w2 * s2 + ...`` on the union of their items, in float32 and in that order: the
+    very numbers the same sum over whole catalogue rows gives."""
+    items = np.unique(np.concatenate([part.items for _, part in parts]))
+    total: np.ndarray = np.zeros(len(items), dtype=np.float32)
+    for weight, part in parts:
+        total = total + np.float32(weight) * part.on(items)
+    return Sparse(items, total)
+
+
+def scale_to_best(scores: np.ndarray) -> np.ndarray:
+    """Scores scaled into [0, 1] by the best positive one (all 0 without one), float32: what
+    every personal and partner score is blended at, so families of any scale blend by weight."""
+    top = np.max(scores, axis=-1, keepdims=True, initial=0.0)
+    return np.where(top > 0, np.clip(scores, 0, None) / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
+
+
+def top_partners(item_item: sp.csr_matrix, depth: int | None) -> sp.csr_matrix:
+    """Each row's best ``depth`` stored entries (all of them with None), columns ascending; equal
+    scores keep the lower column."""
+    matrix = sp.csr_matrix(item_item, dtype=np.float32, copy=True)
+    matrix.sort_indices()
+    if depth is None or not matrix.nnz or np.diff(matrix.indptr).max() <= depth:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))  # per row: best first, ties by column
+    place = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], np.diff(matrix.indptr))
+    keep = np.zeros(matrix.nnz, dtype=bool)
+    keep[order[place < depth]] = True
+    kept = sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])), shape=matrix.shape)
+    kept.sort_indices()
+    return kept
+
+
+@dataclass(frozen=True)
+class CartPartners:
+    """The cart's (and the live session's) partner scores, with who pulls each item."""
+
+    scores: Sparse
+    """Sum over anchors of weight x partner score, scaled into [0, 1]."""
+    anchor: np.ndarray
+    item: np.ndarray
+    pull: np.ndarray
+    """Per stored (anchor position, item) entry, in anchor order: weight x partner score."""
+
+    @classmethod
+    def of(cls, partners: sp.csr_matrix, anchors: np.ndarray, weights: np.ndarray) -> CartPartners:
+        anchor, item, value = rows_of(partners, anchors)
+        pull = value * weights[anchor]
+        items, at = np.unique(item, return_inverse=True)
+        total = np.zeros(len(items), dtype=np.float32)
+        np.add.at(total, at, pull)  # anchor by anchor, in float32, as a sparse product sums them
+        return cls(Sparse(items, scale_to_best(total)), anchor, item, pull)
+
+    def strongest(self, item: int) -> int:
+        """Position of the anchor that pulls ``item`` hardest (the first of equals)."""
+        column = self.item == item
+        return int(self.anchor[column][np.argmax(self.pull[column])])
+
+
+class CustomerRows:
+    """One sparse row per customer, made by ``make`` (internal indices -> rows x items csr, columns
+    ascending): for the whole base at once by :meth:`warm`, else one customer at a time."""
+
+    def __init__(self, make: Callable[[np.ndarray], sp.csr_matrix], n_items: int) -> None:
+        self.make = make
+        self.n_items = n_items
+        self.rows: sp.csr_matrix | None = None
+
+    def warm(self, customers: np.ndarray, n_customers: int) -> bool:
+        """Make the rows of ``customers`` (internal indices, ascending) now, unless the first block
+        shows that the whole base would take more than :data:`CUSTOMER_ROWS_BYTES`."""
+        blocks = []
+        for start in range(0, len(customers), WARM_BLOCK):
+            block = self.make(customers[start:start + WARM_BLOCK])
+            if not start and block.nnz * 12 * len(customers) > CUSTOMER_ROWS_BYTES * block.shape[0]:
+                return False  # 12 bytes an entry: a float32 value, an int32 item, an index pointer's share
+            blocks.append(block)
+        counts = np.zeros(n_customers, dtype=np.int64)
+        if blocks:
+            counts[customers] = np.concatenate([np.diff(b.indptr) for b in blocks])
+        indices = np.concatenate([b.indices for b in blocks]) if blocks else np.zeros(0, dtype=np.int32)
+        data = np.concatenate([b.data for b in blocks]) if blocks else np.zeros(0, dtype=np.float32)
+        self.rows = sp.csr_matrix((data, indices, np.concatenate([[0], np.cumsum(counts)])),
+                                  shape=(n_customers, self.n_items))
+        return True
+
+    def of(self, customer: int) -> Sparse:
+        """The customer's row (an internal index)."""
+        rows = self.rows if self.rows is not None else self.make(np.array([customer]))
+        at = customer if self.rows is not None else 0
+        start, end = rows.indptr[at], rows.indptr[at + 1]
+        return Sparse(rows.indices[start:end].astype(np.int64), rows.data[start:end])
+
+
+def personal_rows(personal: Personal, n_items: int) -> CustomerRows:
+    """Each customer's personal scores (:class:`training.ranker.Personal`: the ranker's candidates,
+    else the model's whole row), scaled into [0, 1] by their best, positive ones only."""
+
+    def make(customers: np.ndarray) -> sp.csr_matrix:
+        scores = personal.score(customers)
+        if isinstance(scores, Candidates):
+            scaled = scale_to_best(scores.scores)
+            rows, cols = np.nonzero((scores.items >= 0) & (scaled > 0))
+            items, values = scores.items[rows, cols], scaled[rows, cols]
+        else:
+            scaled = scale_to_best(np.asarray(scores, dtype=np.float32))
+            rows, items = np.nonzero(scaled > 0)
+            values = scaled[rows, items]
+        return _csr(rows, items, values, (len(customers), n_items))
+
+    return CustomerRows(make, n_items)
+
+
+def excluded_rows(rules: Rules) -> CustomerRows:
+    """The items the rules keep from each customer whatever the score (:meth:`training.ranking.Rules.excluded`)."""
+
+    def make(customers: np.ndarray) -> sp.csr_matrix:
+        rows, items = rules.excluded(customers)
+        return _csr(rows, items, np.ones(len(rows), dtype=np.float32), (len(customers), rules.n_items))
+
+    return CustomerRows(make, rules.n_items)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=shape, dtype=np.float32)
+    matrix.sum_duplicates()  # columns ascending, each once
+    return matrix
+
+
+@dataclass(frozen=True)
+class TierLists:
+    """The popular tiers, ranked once: per category (its items by the shop's popularity), per
+    fallback list (:class:`training.ranking.Fallbacks`), and every item (popularity, then any)."""
+
+    by_category: list[Tier]
+    by_fallback: list[Tier]
+    anything: Tier
+
+    @classmethod
+    def build(cls, popularity: np.ndarray, item_category: np.ndarray, n_categories: int,
+              fallbacks: Fallbacks) -> TierLists:
+        by_category = [Tier.from_dense(np.where(item_category == c, popularity, 0.0)) for c in range(n_categories)]
+        by_fallback = [Tier.from_dense(row) for row in fallbacks.scores]
+        return cls(by_category, by_fallback, Tier.from_dense(popularity + 1e-6))
+
+    def in_categories(self, categories: np.ndarray) -> Tier:
+        """Popular items of any of ``categories``, best first."""
+        tiers = [self.by_category[c] for c in np.unique(categories)]
+        if len(tiers) == 1:
+            return tiers[0]
+        items = np.concatenate([t.items for t in tiers])
+        scores = np.concatenate([t.scores for t in tiers])
+        order = np.lexsort((items, -scores))
+        return Tier(items[order], scores[order], ranked=True)
