@@ -138,15 +138,14 @@ class ShopRecommender:
         item: what the bundle's rules allow this customer, narrowed by the request), so a list
         is only ever short when fewer than k items are free."""
         tiers = [*tiers, (self.tier_lists.anything, "popular")]
-        items, tier_of = rank_tiers(self.rules, free, [tier for tier, _ in tiers], k)
+        items, tier_of, scores = rank_tiers(self.rules, free, [tier for tier, _ in tiers], k)
         picks = []
-        for i, t in zip(items.tolist(), tier_of.tolist(), strict=True):
+        for i, t, score in zip(items.tolist(), tier_of.tolist(), scores.tolist(), strict=True):
             if i < 0:
                 break
-            tier, reason = tiers[t]
+            reason = tiers[t][1]
             if reason is None:
                 reason = f"popular_in:{self.categories[self.item_category[i]]}"
-            score = float(tier.scores[np.flatnonzero(tier.items == i)[0]])
             picks.append(Pick(self.item_ids[i], score, reason if isinstance(reason, str) else reason(i)))
         return picks
 

@@ -42,7 +42,8 @@ class Tier:
         return max(float(np.max(self.scores, initial=0.0)), 0.0)
 
 
-def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The list of a request that ranks several tiers of scores in turn (a cross-sell: the cart's
     partners, then what is popular in the cart's categories, then the customer's fallback list, then
     anything): each item ranks in the first tier that gives it a positive score, every pick of an
@@ -54,19 +55,19 @@ def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int) -> tup
     candidates cost, not the catalogue: a ranked tier is read to a depth of ``CANDIDATE_DEPTH * k``
     items, and only when the list reaches past that depth (every one of them taken, not free or
     capped) is it made again from whole tiers, which is the same answer. Returns (items, tier of
-    each pick), k each, -1 after the last. Keys are float64 (tier offset plus the score over the
+    each pick, its score there), k each, -1 / -1 / 0 after the last. Keys are float64 (tier offset plus the score over the
     tier's best), so a tier's order is its scores' order exactly.
     """
     depth = max(int(k), 1) * CANDIDATE_DEPTH
     cut = [t for t, tier in enumerate(tiers) if tier.ranked and len(tier.items) > depth]
-    items, tier_of = _rank_candidates(rules, free, tiers, k, depth if cut else None)
+    items, tier_of, scores = _rank_candidates(rules, free, tiers, k, depth if cut else None)
     if cut and ((items < 0).any() or tier_of.max(initial=-1) > cut[0]):  # it read past a cut tier
-        items, tier_of = _rank_candidates(rules, free, tiers, k, None)
-    return items, tier_of
+        items, tier_of, scores = _rank_candidates(rules, free, tiers, k, None)
+    return items, tier_of, scores
 
 
 def _rank_candidates(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int, depth: int | None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`rank_tiers` over each tier's items (a ranked tier's first ``depth``; None: all)."""
     parts = [(tier.items[:depth], tier.scores[:depth]) if tier.ranked and depth is not None
              else (tier.items, tier.scores) for tier in tiers]
@@ -81,10 +82,11 @@ def _rank_candidates(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int, 
     first[1:] = items[1:] != items[:-1]
     items, scores, tier = items[first], scores[first], tier[first]
     if not len(items):
-        return np.full(max(int(k), 0), -1, dtype=np.int64), np.full(max(int(k), 0), -1, dtype=np.int64)
+        k = max(int(k), 0)
+        return np.full(k, -1, dtype=np.int64), np.full(k, -1, dtype=np.int64), np.zeros(k)
     top = np.array([tier_.top for tier_ in tiers], dtype=np.float64)
     key = 2.0 * (len(tiers) - tier) + scores / np.where(top > 0, top, 1.0)[tier]
     position, _ = capped_top_k(key[None, :], k, rules.group[items][None, :], rules.cap)
     picked = np.maximum(position[0], 0)
     found = position[0] >= 0
-    return np.where(found, items[picked], -1), np.where(found, tier[picked], -1)
+    return np.where(found, items[picked], -1), np.where(found, tier[picked], -1), np.where(found, scores[picked], 0.0)

@@ -30,6 +30,22 @@ def test_capped_top_k_is_best_first_and_never_exceeds_the_cap() -> None:
     assert items[1].tolist() == [2, 1, -1, -1]
 
 
+def test_one_row_is_walked_to_the_answer_of_the_block_path() -> None:
+    """A request's single row takes a sort and a walk; a block of rows the vectorised passes. Both
+    give every row the same answer, for a cap per column or per cell and without one."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        m, k, cap = int(rng.integers(1, 300)), int(rng.integers(1, 25)), int(rng.integers(1, 5))
+        row = np.where(rng.random(m) < 0.2, -np.inf, rng.integers(0, 6, m)).astype(np.float64)
+        group = rng.integers(-1, 5, m) if trial % 2 else rng.integers(0, 5, (1, m))
+        for g, c in ((None, None), (group, cap)):
+            alone = capped_top_k(row[None, :], k, g, c)
+            cells = None if g is None else (np.vstack([g, g]) if g.ndim == 2 else g)
+            block = capped_top_k(np.vstack([row, row]), k, cells, c)
+            assert alone[0][0].tolist() == block[0][0].tolist(), trial
+            assert alone[1][0].tolist() == block[1][0].tolist(), trial
+
+
 def _best_by_sorting(scores: np.ndarray, depth: int) -> list[list[int]]:
     """The reference: each row's finite columns sorted by score, best first, then by column."""
     return [sorted(np.flatnonzero(np.isfinite(row)).tolist(), key=lambda c: (-row[c], c))[:depth] for row in scores]
@@ -159,7 +175,7 @@ def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> Non
                  Tier(np.flatnonzero(scores), scores[np.flatnonzero(scores)]) for scores in dense[:3]]
         tiers.append(Tier.from_dense(dense[3]))
         allowed = rng.random(m) > rng.choice([0.2, 0.95])  # sometimes nearly nothing: past the depth
-        items, tier_of = rank_tiers(rules, ~rules.blocked & allowed, tiers, k)
+        items, tier_of, scores = rank_tiers(rules, ~rules.blocked & allowed, tiers, k)
         expected, used = [], [0] * 4
         ok = allowed & ~rules.blocked
         first = [next((t for t, scores in enumerate(dense) if scores[i] > 0), None) for i in range(m)]
@@ -170,6 +186,7 @@ def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> Non
         got = items[items >= 0].tolist()
         assert got == expected, trial
         assert tier_of[:len(got)].tolist() == [first[i] for i in got]
+        assert scores[:len(got)].tolist() == [float(dense[first[i]][i]) for i in got]
         deep += m > k * CANDIDATE_DEPTH and len(got) < k  # the last tier was cut and read past: made again
     assert deep > 10
 
