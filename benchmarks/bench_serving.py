@@ -158,7 +158,9 @@ def load_served(home: Path) -> tuple[ShopRecommender, Ids]:
     bundle = loaded.bundle
     has_history = np.diff(bundle.interactions.indptr) > 0
     in_stock = bundle.catalogue["in_stock"].to_numpy(dtype=bool)
-    return ShopRecommender(bundle, loaded.version), Ids(
+    recommender = ShopRecommender(bundle, loaded.version)
+    recommender.warm()  # as each worker does before it serves
+    return recommender, Ids(
         customers=[str(c) for c in np.asarray(bundle.customers.external_ids)[has_history]],
         items=[str(i) for i in np.asarray(bundle.items.external_ids)[in_stock]])
 

@@ -194,8 +194,9 @@ class ShopRecommender:
         """
         cart_idx_all = self.bundle.items.to_index(np.asarray(cart, dtype=object), unknown="mark")
         unknown_items = [c for c, i in zip(cart, cart_idx_all, strict=True) if i < 0]
-        cart_idx = np.unique(cart_idx_all[cart_idx_all >= 0])
-        session_idx = np.setdiff1d(session.item_idx, cart_idx)
+        in_cart = set(cart_idx_all[cart_idx_all >= 0].tolist())
+        cart_idx = np.array(sorted(in_cart), dtype=np.int64)
+        session_idx = np.array(sorted(set(session.item_idx.tolist()) - in_cart), dtype=np.int64)
         anchors = np.concatenate([cart_idx, session_idx])
         anchor_weight = np.concatenate([np.ones(len(cart_idx), dtype=np.float32),
                                         np.full(len(session_idx), self.config.session_anchor_weight, np.float32)])
