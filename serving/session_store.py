@@ -60,6 +60,9 @@ class SessionStore(Protocol):
 
     description: str
     max_events: int
+    in_process: bool
+    """Reads are look-ups in this process that never wait on a network (the service may run them
+    on its event loop); False for a store across a network (they run in a worker thread)."""
 
     def add(self, events: Sequence[LiveEvent]) -> None:
         """Record a batch (any sessions, any customers) and restart the touched entries' TTL."""
@@ -124,6 +127,7 @@ class MemorySessionStore:
         # key -> (expires_at, payload); dict order is last-touched order.
         self._sessions: OrderedDict[str, tuple[float, deque[LiveEvent]]] = OrderedDict()
         self._customers: OrderedDict[str, tuple[float, OrderedDict[str, None]]] = OrderedDict()
+        self.in_process = True
         self.description = (f"memory (ttl {self.ttl_seconds:g} s, {self.max_events} events per session, "
                             f"{self.max_sessions} sessions per worker)")
 
@@ -219,6 +223,7 @@ class RedisSessionStore:
         self.max_items = int(max_items)
         self.prefix = prefix
         self.url = safe_url(url)
+        self.in_process = False
         self.description = f"redis {self.url} (ttl {ttl_seconds:g} s, {self.max_events} events per session)"
         self._errors = (redis.RedisError, OSError)
         try:

@@ -9,6 +9,7 @@ object level (its reload, poll and ``/admin/reload`` methods, no HTTP server).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -114,7 +115,7 @@ def serving_from(source: BundleCache) -> ShoprecService.inner:
 
 def answers(service: ShoprecService.inner) -> str:
     """A real /cross_sell through the service method; the model version it answered with."""
-    response = service.cross_sell(cart=[str(service.recommender.bundle.items.external_ids[0])], k=3)
+    response = asyncio.run(service.cross_sell(cart=[str(service.recommender.bundle.items.external_ids[0])], k=3))
     assert len(response.items) == 3
     return response.model_version
 

@@ -241,3 +241,30 @@ def test_open_session_store_picks_redis_when_configured() -> None:
         store.ping()
     finally:
         store.close()
+
+
+def test_checkout_reads_a_networked_store_off_the_event_loop(make_store: MakeStore) -> None:
+    """/cross_sell and /offers run on the event loop; a Redis round trip must not hold it, so a
+    networked store is read in a worker thread, the in-process one inline."""
+    import asyncio
+    import threading
+
+    from serving.answers import NO_SESSION
+    from serving.service import ShoprecService
+
+    service = object.__new__(ShoprecService.inner)
+    service.sessions = make_store()
+    read_in: list[int] = []
+
+    def session(session_id: str | None, customer_id: str | None = None) -> tuple:
+        read_in.append(threading.get_ident())
+        return NO_SESSION, []
+
+    service._session = session
+
+    async def checkout() -> int:
+        await service._checkout_session("s1", "c1")
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(checkout())
+    assert (read_in[0] == loop_thread) == (make_store.backend == "memory")  # type: ignore[attr-defined]
