@@ -166,15 +166,17 @@ class ShoprecService:
             return self.recommender.recently_viewed(self.sessions.recent_items(customer_id)), []
         return NO_SESSION, []
 
-    async def _checkout_session(self, session_id: str | None, customer_id: str | None) -> LiveSession:
-        """:meth:`_session` for the checkout endpoints, which run on the event loop rather than in
-        a worker thread: their work is a fraction of a millisecond of CPU, and the hand-off to a
-        thread and back cost more than that (``/cross_sell`` 0.76x of ``/noop``'s throughput as a
-        thread, about 0.9x inline; docs/benchmarks.md). A store across a network is still read in
-        a worker thread, so that a slow Redis never holds the loop every request shares."""
+    async def _session_on_loop(self, session_id: str | None, customer_id: str | None = None
+                               ) -> tuple[LiveSession, list[dict]]:
+        """:meth:`_session` for the page endpoints (cross-sell, offers, propensity), which run on
+        the event loop rather than in a worker thread: their work is a fraction of a millisecond
+        of CPU, and the hand-off to a thread and back cost more than that (``/cross_sell`` 0.76x
+        of ``/noop``'s throughput as a thread, 0.94x inline; docs/benchmarks.md). A store across
+        a network is still read in a worker thread, so a slow Redis never holds the loop every
+        request shares. ``/email_picks`` (batches of up to 1,000 customers) stays in a thread."""
         if (session_id is None and customer_id is None) or self.sessions.in_process:
-            return self._session(session_id, customer_id)[0]
-        return (await anyio.to_thread.run_sync(self._session, session_id, customer_id))[0]
+            return self._session(session_id, customer_id)
+        return await anyio.to_thread.run_sync(self._session, session_id, customer_id)
 
     def _canonical(self, endpoint: str, customer_id: str | None) -> str | None:
         """The id training merged ``customer_id`` into (itself unless it is an alias), counted."""
@@ -229,11 +231,11 @@ class ShoprecService:
     async def cross_sell(self, cart: list[str], customer_id: str | None = None, session_id: str | None = None,
                          k: int = 5) -> schemas.CrossSellResponse:
         """Items that go with the cart (and the session); never in the cart, out of stock or a
-        recently bought durable. On the event loop (see :meth:`_checkout_session`)."""
+        recently bought durable. On the event loop (see :meth:`_session_on_loop`)."""
         rec = self.recommender
         canonical = self._canonical("cross_sell", customer_id)
         try:
-            session = await self._checkout_session(session_id, canonical)
+            session, _ = await self._session_on_loop(session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.cross_sell(cart, canonical, k, session)
@@ -266,11 +268,11 @@ class ShoprecService:
     async def offers(self, customer_id: str, session_id: str | None = None, k: int = 5,
                      category: str | None = None) -> schemas.OffersResponse:
         """Personal items inside the customer's price band, with the band and where it came from.
-        On the event loop (see :meth:`_checkout_session`)."""
+        On the event loop (see :meth:`_session_on_loop`)."""
         rec = self.recommender
         canonical = self._canonical("offers", customer_id) or customer_id
         try:
-            session = await self._checkout_session(session_id, canonical)
+            session, _ = await self._session_on_loop(session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.offers(canonical, k, category, session)
@@ -285,14 +287,15 @@ class ShoprecService:
             band=schemas.BandOut(lo=band.lo, hi=band.hi, source=band.source, widened=band.widened))
 
     @bentoml.api(route="/propensity", input_spec=schemas.PropensityRequest)
-    def propensity(self, customer_id: str | None = None, session_id: str | None = None,
-                   session_events: list[schemas.SessionEvent] | None = None) -> schemas.PropensityResponse:
+    async def propensity(self, customer_id: str | None = None, session_id: str | None = None,
+                         session_events: list[schemas.SessionEvent] | None = None) -> schemas.PropensityResponse:
         """Customer and/or live-session purchase probability; 503 naming the reason when the
         champion has no model for the part asked for (a made-up number would be worse).
-        A ``session_id`` adds the stored events of the session before any given inline."""
+        A ``session_id`` adds the stored events of the session before any given inline. On the
+        event loop (see :meth:`_session_on_loop`)."""
         rec = self.recommender
         try:
-            _, stored = self._session(session_id)
+            _, stored = await self._session_on_loop(session_id)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         received = datetime.now(UTC)

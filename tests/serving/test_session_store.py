@@ -244,8 +244,8 @@ def test_open_session_store_picks_redis_when_configured() -> None:
 
 
 def test_checkout_reads_a_networked_store_off_the_event_loop(make_store: MakeStore) -> None:
-    """/cross_sell and /offers run on the event loop; a Redis round trip must not hold it, so a
-    networked store is read in a worker thread, the in-process one inline."""
+    """/cross_sell, /offers and /propensity run on the event loop; a Redis round trip must not
+    hold it, so a networked store is read in a worker thread, the in-process one inline."""
     import asyncio
     import threading
 
@@ -263,7 +263,7 @@ def test_checkout_reads_a_networked_store_off_the_event_loop(make_store: MakeSto
     service._session = session
 
     async def checkout() -> int:
-        await service._checkout_session("s1", "c1")
+        await service._session_on_loop("s1", "c1")
         return threading.get_ident()
 
     loop_thread = asyncio.run(checkout())
