@@ -43,14 +43,15 @@ def main() -> None:
     shop = validate_tables({k: RawTable(v, k) for k, v in sample.tables.items()}, source="sample")
     bundle = build_bundle(shop, TrainConfig(), args.family, {"chosen": args.family})
     rec = ShopRecommender(bundle, "bench")
+    rec.warm()  # as each worker does: a request reads the customer's rows made ahead
     customers = [str(c) for c in bundle.profiles["customers"]["customer_id"][:32]]
     idx = rec._customer_index(customers)
     cart = [str(sample.truth["pairs"]["anchor_item_id"].iloc[0])]
     parts = {
         "whole cross_sell (1 customer, 1 cart item)": lambda: rec.cross_sell(cart, customers[0], 5),
-        "  rules mask (_allowed)": lambda: rec._allowed(idx[:1]),
-        "  primary model product, 1 customer": lambda: rec._cf_scores(idx[:1]),
-        "primary model product, 32 customers at once": lambda: rec._cf_scores(idx),
+        "  rules mask from the excluded row (_free)": lambda: rec._free(int(idx[0])),
+        "  primary model product, 1 customer": lambda: bundle.models["primary"].score(idx[:1], bundle.interactions[idx[:1]]),
+        "primary model product, 32 customers at once": lambda: bundle.models["primary"].score(idx, bundle.interactions[idx]),
     }
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"{args.family}, {rec.n_items} items, {len(bundle.customers)} customers")

@@ -30,7 +30,9 @@ from training.top_k import rows_of
 CUSTOMER_ROWS_BYTES = 512 * 2**20
 """Memory the whole base's rows of one kind may take; beyond it they are made per request."""
 WARM_BLOCK = 2048
-"""Customers whose rows are made at once when they are made for the whole base."""
+"""Customers whose rows are made at once when they are made for the whole base (at most)."""
+PROBE = 64
+"""Customers whose rows are made first, to estimate the whole base's against the budget."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +59,20 @@ class Sparse:
         return np.where(self.items[at] == items, self.scores[at], 0.0).astype(np.float32)
 
 
-def union(arrays: list[np.ndarray]) -> np.ndarray:
-    """The items of any of ``arrays`` (each ascending, each item once), ascending: a sort of a few
-    hundred items, cheaper than ``np.unique`` at a request's sizes."""
-    given = [a for a in arrays if len(a)]
-    if len(given) <= 1:
-        return given[0] if given else np.zeros(0, dtype=np.int64)
-    merged = np.sort(np.concatenate(given))
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a request's few hundred items by one sort: cheaper at these sizes."""
+    merged = np.sort(values).astype(np.int64)
     first = np.ones(len(merged), dtype=bool)
     first[1:] = merged[1:] != merged[:-1]
     return merged[first]
+
+
+def union(arrays: list[np.ndarray]) -> np.ndarray:
+    """The items of any of ``arrays`` (each ascending, each item once), ascending."""
+    given = [a for a in arrays if len(a)]
+    if len(given) <= 1:
+        return given[0].astype(np.int64) if given else np.zeros(0, dtype=np.int64)
+    return sorted_unique(np.concatenate(given))
 
 
 def blend(parts: list[tuple[float, Sparse]]) -> Sparse:
@@ -118,7 +124,7 @@ class CartPartners:
     def of(cls, partners: sp.csr_matrix, anchors: np.ndarray, weights: np.ndarray) -> CartPartners:
         anchor, item, value = rows_of(partners, anchors)
         pull = value * weights[anchor]
-        items = union([item[anchor == a] for a in range(len(anchors))]) if len(anchors) > 1 else item
+        items = sorted_unique(item) if len(anchors) > 1 else item.astype(np.int64)
         at = np.searchsorted(items, item)
         total = np.zeros(len(items), dtype=np.float32)
         np.add.at(total, at, pull)  # anchor by anchor, in float32, as a sparse product sums them
@@ -139,15 +145,21 @@ class CustomerRows:
         self.n_items = n_items
         self.rows: sp.csr_matrix | None = None
 
-    def warm(self, customers: np.ndarray, n_customers: int) -> bool:
-        """Make the rows of ``customers`` (internal indices, ascending) now, unless the first block
-        shows that the whole base would take more than :data:`CUSTOMER_ROWS_BYTES`."""
-        blocks = []
-        for start in range(0, len(customers), WARM_BLOCK):
-            block = self.make(customers[start:start + WARM_BLOCK])
-            if not start and block.nnz * 12 * len(customers) > CUSTOMER_ROWS_BYTES * block.shape[0]:
-                return False  # 12 bytes an entry: a float32 value, an int32 item, an index pointer's share
-            blocks.append(block)
+    def warm(self, customers: np.ndarray, n_customers: int, block: int = WARM_BLOCK) -> bool:
+        """Make the rows of ``customers`` (internal indices, ascending) now, ``block`` customers at
+        a time (the bundle's dense scoring block), unless they would take more than
+        :data:`CUSTOMER_ROWS_BYTES`: a first :data:`PROBE` customers estimate the whole base, and
+        the running total stops the making as soon as it passes the budget. False: served per
+        request."""
+        blocks, entries = [], 0
+        starts = [0, *range(min(PROBE, len(customers)), len(customers), max(block, 1))] if len(customers) else []
+        for start, end in zip(starts, [*starts[1:], len(customers)], strict=True):
+            made = self.make(customers[start:end])
+            entries += made.nnz  # 12 bytes an entry: a float32 value, an int32 item, an index pointer's share
+            estimate = entries * len(customers) / end if not start else entries
+            if 12 * estimate > CUSTOMER_ROWS_BYTES:
+                return False
+            blocks.append(made)
         counts = np.zeros(n_customers, dtype=np.int64)
         if blocks:
             counts[customers] = np.concatenate([np.diff(b.indptr) for b in blocks])
@@ -159,8 +171,9 @@ class CustomerRows:
 
     def of(self, customer: int) -> Sparse:
         """The customer's row (an internal index)."""
-        rows = self.rows if self.rows is not None else self.make(np.array([customer]))
-        at = customer if self.rows is not None else 0
+        made = self.rows  # read once: the rows of the whole base, or None
+        rows = made if made is not None else self.make(np.array([customer]))
+        at = customer if made is not None else 0
         start, end = rows.indptr[at], rows.indptr[at + 1]
         return Sparse(rows.indices[start:end].astype(np.int64), rows.data[start:end])
 

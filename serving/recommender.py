@@ -20,6 +20,7 @@ so the metrics measure these answers, and cross-sells and offers rank their tier
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -54,6 +55,8 @@ from serving.profiles import CustomerProfiles
 from training.bundle import PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
 from training.tiers import Tier, rank_tiers
+
+logger = logging.getLogger("shoprec.serving")
 
 Reason = str | Callable[[int], str] | None
 """The reason of a pick from a tier: fixed, per item, or None for ``popular_in:<category>``."""
@@ -100,8 +103,10 @@ class ShopRecommender:
         if self.bundle.propensity is not None:
             self.bundle.propensity.warm()
         known = np.flatnonzero(self.has_history)
-        self.personal_rows.warm(known, len(self.has_history))
-        self.excluded_rows.warm(known, len(self.has_history))
+        for name, rows in (("personal", self.personal_rows), ("excluded", self.excluded_rows)):
+            if not rows.warm(known, len(self.has_history), self.bundle.block_rows):
+                logger.warning("%s rows of %d customers would pass their memory budget "
+                               "(serving/candidates.py CUSTOMER_ROWS_BYTES): made per request instead", name, len(known))
         _ = self.partners
 
     @functools.cached_property

@@ -156,17 +156,19 @@ class ShoprecService:
         self.event_log.close()  # compacts the last write-ahead segment; a crash leaves it to recovery
         self.sessions.close()
 
-    def _session(self, session_id: str | None, customer_id: str | None = None) -> tuple[LiveSession, list[dict]]:
-        """The stored session as the recommender reads it, and its events. Without a session id,
-        a logged-in customer's recently viewed items from earlier visits (no events)."""
+    def _session(self, rec: ShopRecommender, session_id: str | None, customer_id: str | None = None
+                 ) -> tuple[LiveSession, list[dict]]:
+        """The stored session as ``rec`` (the recommender the request answers from, whatever a swap
+        does meanwhile) reads it, and its events. Without a session id, a logged-in customer's
+        recently viewed items from earlier visits (no events)."""
         if session_id is not None:
             events = [e.to_dict() for e in self.sessions.session_events(session_id)]
-            return self.recommender.live_session(events), events
+            return rec.live_session(events), events
         if customer_id is not None:
-            return self.recommender.recently_viewed(self.sessions.recent_items(customer_id)), []
+            return rec.recently_viewed(self.sessions.recent_items(customer_id)), []
         return NO_SESSION, []
 
-    async def _session_on_loop(self, session_id: str | None, customer_id: str | None = None
+    async def _session_on_loop(self, rec: ShopRecommender, session_id: str | None, customer_id: str | None = None
                                ) -> tuple[LiveSession, list[dict]]:
         """:meth:`_session` for the page endpoints (cross-sell, offers, propensity), which run on
         the event loop rather than in a worker thread: their work is a fraction of a millisecond
@@ -175,8 +177,8 @@ class ShoprecService:
         a network is still read in a worker thread, so a slow Redis never holds the loop every
         request shares. ``/email_picks`` (batches of up to 1,000 customers) stays in a thread."""
         if (session_id is None and customer_id is None) or self.sessions.in_process:
-            return self._session(session_id, customer_id)
-        return await anyio.to_thread.run_sync(self._session, session_id, customer_id)
+            return self._session(rec, session_id, customer_id)
+        return await anyio.to_thread.run_sync(self._session, rec, session_id, customer_id)
 
     def _canonical(self, endpoint: str, customer_id: str | None) -> str | None:
         """The id training merged ``customer_id`` into (itself unless it is an alias), counted."""
@@ -235,7 +237,7 @@ class ShoprecService:
         rec = self.recommender
         canonical = self._canonical("cross_sell", customer_id)
         try:
-            session, _ = await self._session_on_loop(session_id, canonical)
+            session, _ = await self._session_on_loop(rec, session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.cross_sell(cart, canonical, k, session)
@@ -272,7 +274,7 @@ class ShoprecService:
         rec = self.recommender
         canonical = self._canonical("offers", customer_id) or customer_id
         try:
-            session, _ = await self._session_on_loop(session_id, canonical)
+            session, _ = await self._session_on_loop(rec, session_id, canonical)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         answer = rec.offers(canonical, k, category, session)
@@ -295,7 +297,7 @@ class ShoprecService:
         event loop (see :meth:`_session_on_loop`)."""
         rec = self.recommender
         try:
-            _, stored = await self._session_on_loop(session_id)
+            _, stored = await self._session_on_loop(rec, session_id)
         except SessionStoreError as error:
             return self._unavailable(f"session store: {error}")  # type: ignore[return-value]
         received = datetime.now(UTC)
@@ -315,12 +317,12 @@ class ShoprecService:
             session_events_used=answer.session_events_used)
 
     @bentoml.api(route="/noop", input_spec=schemas.NoopRequest)
-    def noop(self, customer_id: str | None = None) -> schemas.NoopResponse:
+    async def noop(self, customer_id: str | None = None) -> schemas.NoopResponse:
         """The framework's ceiling for benchmarks/bench_serving.py: everything but the recommender.
 
-        A sync method like the real endpoints, so it takes the same path (guard, validation,
-        BentoML's worker thread, serialisation); its latency is what any endpoint pays before
-        the recommender does any work.
+        On the event loop like the page endpoints (cross-sell, offers, propensity), so it takes
+        their path (guard, validation, serialisation); its latency is what such an endpoint pays
+        before the recommender does any work. ``/email_picks`` pays a worker thread's hand-off too.
         """
         return schemas.NoopResponse(model_version=self.recommender.model_version)
 

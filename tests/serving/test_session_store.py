@@ -243,9 +243,11 @@ def test_open_session_store_picks_redis_when_configured() -> None:
         store.close()
 
 
-def test_checkout_reads_a_networked_store_off_the_event_loop(make_store: MakeStore) -> None:
+@pytest.mark.parametrize("in_process", [True, False])
+def test_checkout_reads_a_networked_store_off_the_event_loop(in_process: bool) -> None:
     """/cross_sell, /offers and /propensity run on the event loop; a Redis round trip must not
-    hold it, so a networked store is read in a worker thread, the in-process one inline."""
+    hold it, so a store that says it is across a network (``in_process`` False, as Redis's) is
+    read in a worker thread, the in-process one inline."""
     import asyncio
     import threading
 
@@ -253,18 +255,19 @@ def test_checkout_reads_a_networked_store_off_the_event_loop(make_store: MakeSto
     from serving.service import ShoprecService
 
     service = object.__new__(ShoprecService.inner)
-    service.sessions = make_store()
+    service.sessions = MemorySessionStore(60, 10, 10)
+    service.sessions.in_process = in_process
     read_in: list[int] = []
 
-    def session(session_id: str | None, customer_id: str | None = None) -> tuple:
+    def session(rec: object, session_id: str | None, customer_id: str | None = None) -> tuple:
         read_in.append(threading.get_ident())
         return NO_SESSION, []
 
     service._session = session
 
     async def checkout() -> int:
-        await service._session_on_loop("s1", "c1")
+        await service._session_on_loop(None, "s1", "c1")
         return threading.get_ident()
 
     loop_thread = asyncio.run(checkout())
-    assert (read_in[0] == loop_thread) == (make_store.backend == "memory")  # type: ignore[attr-defined]
+    assert (read_in[0] == loop_thread) == in_process
