@@ -173,7 +173,7 @@ class ShoprecService:
         """:meth:`_session` for the page endpoints (cross-sell, offers, propensity), which run on
         the event loop rather than in a worker thread: their work is a fraction of a millisecond
         of CPU, and the hand-off to a thread and back cost more than that (``/cross_sell`` 0.76x
-        of ``/noop``'s throughput as a thread, 0.94x inline; docs/benchmarks.md). A store across
+        of a sync ``/noop``'s throughput as a thread, 0.94x inline; docs/benchmarks.md). A store across
         a network is still read in a worker thread, so a slow Redis never holds the loop every
         request shares. ``/email_picks`` (batches of up to 1,000 customers) stays in a thread."""
         if (session_id is None and customer_id is None) or self.sessions.in_process:
