@@ -4,7 +4,8 @@ its one error, and the protocol the service writes through."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -19,12 +20,33 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_SEGMENT_SECONDS = 3600.0
 STALE_TEMP_SECONDS = 3600.0
 WAL_DIR = "wal"
-EVENTS_DIR = "events"
-"""The table folder FolderSource reads: ``<folder>/events/part-*.parquet``."""
 
 EVENTS_SCHEMA = pa.schema([(c.name, pa.timestamp("us", tz="UTC") if c.kind == "timestamp" else pa.string())
                            for c in TABLES["events"].columns])
 """The log's Parquet parts: the contract's ``events`` columns, times as UTC microseconds, the rest text."""
+
+
+@dataclass(frozen=True)
+class LogTable:
+    """What a folder log holds: the name of the folder its Parquet parts go to, and their schema.
+
+    Its records are appended as the JSON of their ``to_dict()`` (timestamps as ISO 8601 text,
+    cast by the schema when a segment is compacted)."""
+
+    name: str
+    schema: pa.Schema
+    row: str
+    """What one row is, for an error message: "an event"."""
+
+
+EVENTS_TABLE = LogTable("events", EVENTS_SCHEMA, "an event")
+"""The live events: ``<folder>/events/part-*.parquet``, the table FolderSource reads for training."""
+
+
+class Record(Protocol):
+    """A row a log can hold: a JSON-able mapping of its table's columns."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class EventLogError(ShoprecError, RuntimeError):

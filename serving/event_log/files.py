@@ -22,20 +22,21 @@ from features.errors import UserError
 from serving.event_log.common import (
     DEFAULT_SEGMENT_BYTES,
     DEFAULT_SEGMENT_SECONDS,
-    EVENTS_DIR,
     EVENT_LOG_ENV,
-    EVENTS_SCHEMA,
+    EVENTS_TABLE,
     STALE_TEMP_SECONDS,
     WAL_DIR,
     EventLogError,
+    LogTable,
+    Record,
 )
-from serving.live_events import EVENT_COLUMNS, LiveEvent
+from serving.event_log.reading import parse_segment
 
 logger = logging.getLogger("shoprec.serving.event_log")
 
 
-def _encode_batch(events: Sequence[LiveEvent]) -> bytes:
-    return "".join(json.dumps(e.to_dict(), separators=(",", ":")) + "\n" for e in events).encode()
+def _encode_batch(records: Sequence[Record]) -> bytes:
+    return "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records).encode()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,22 +123,26 @@ class _Segment:
 
 
 class FileEventLog:
-    """Write-ahead JSON-lines segments per process, compacted into Parquet parts (module docstring)."""
+    """Write-ahead JSON-lines segments per process, compacted into Parquet parts (module docstring).
+
+    ``table`` says what it holds: the live events by default (``<folder>/events/``), or another
+    :class:`LogTable` such as the experiments' exposures, with the same guarantees."""
 
     def __init__(self, folder: str | os.PathLike[str], *, segment_max_bytes: int = DEFAULT_SEGMENT_BYTES,
                  segment_max_seconds: float = DEFAULT_SEGMENT_SECONDS, background: bool = True,
-                 recover: bool = True) -> None:
+                 recover: bool = True, table: LogTable = EVENTS_TABLE) -> None:
         if segment_max_bytes <= 0 or segment_max_seconds <= 0:
             raise UserError("segment_max_bytes and segment_max_seconds must be > 0")
         self.folder = Path(folder)
         self.wal_dir = self.folder / WAL_DIR
-        self.events_dir = self.folder / EVENTS_DIR
+        self.table = table
+        self.parts_dir = self.folder / table.name
         self.segment_max_bytes = int(segment_max_bytes)
         self.segment_max_seconds = float(segment_max_seconds)
         self.description = f"files {self.folder}"
         try:
             self.wal_dir.mkdir(parents=True, exist_ok=True)
-            self.events_dir.mkdir(parents=True, exist_ok=True)
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
             probe = self.wal_dir / f".probe-{os.getpid()}-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -161,7 +166,7 @@ class FileEventLog:
 
     # -- writing ------------------------------------------------------------------------
 
-    def append(self, events: Sequence[LiveEvent]) -> None:
+    def append(self, events: Sequence[Record]) -> None:
         if not events:
             return
         if os.getpid() != self._pid:
@@ -305,7 +310,7 @@ class FileEventLog:
                 return None  # compacted by another process meanwhile
             with os.fdopen(os.dup(fd), "rb") as f:
                 data = f.read()
-            table = _parse_segment(data, path)
+            table = parse_segment(data, path, self.table)
             if table.num_rows:
                 self._write_part(table, path)
             path.unlink()
@@ -318,8 +323,8 @@ class FileEventLog:
 
     def _write_part(self, table: pa.Table, segment: Path) -> Path:
         date, _, uid = segment.stem.rsplit("-", 2)
-        part = self.events_dir / f"part-{date}-{uid}.parquet"
-        tmp = self.events_dir / f".{part.name}.{os.getpid()}.tmp"
+        part = self.parts_dir / f"part-{date}-{uid}.parquet"
+        tmp = self.parts_dir / f".{part.name}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:
                 pq.write_table(table, f, compression="zstd")
@@ -329,7 +334,7 @@ class FileEventLog:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.events_dir)
+        _fsync_dir(self.parts_dir)
         return part
 
     def _remove_stale_temp_files(self) -> None:
@@ -338,7 +343,7 @@ class FileEventLog:
         Readers skip them anyway (hidden names); they are removed when their pid is dead or,
         as pids are reused, when they are older than :data:`STALE_TEMP_SECONDS`.
         """
-        for tmp in [*self.events_dir.glob(".part-*.tmp"), *self.wal_dir.glob(".*.jsonl.new")]:
+        for tmp in [*self.parts_dir.glob(".part-*.tmp"), *self.wal_dir.glob(".*.jsonl.new")]:
             try:
                 pid = int(tmp.name.rsplit(".", 2)[-2]) if tmp.suffix == ".tmp" else _segment_pid(Path(tmp.name[1:-4]))
                 stale = not pid_alive(pid) or time.time() - tmp.stat().st_mtime > STALE_TEMP_SECONDS
@@ -375,26 +380,3 @@ def _segment_pid(path: Path) -> int:
         return int(path.stem.rsplit("-", 2)[1])
     except (ValueError, IndexError):
         return -1
-
-
-def _parse_segment(data: bytes, path: Path) -> pa.Table:
-    """JSON lines -> an Arrow table of the contract's columns. A torn last line (a batch whose
-    write never finished, so never acknowledged) is dropped; any other bad line is an error."""
-    lines = data.split(b"\n")
-    if lines[-1]:
-        logger.warning("event log: %s ends in an incomplete line (an unacknowledged batch); dropped", path)
-    lines = lines[:-1]
-    columns: dict[str, list] = {name: [] for name in EVENT_COLUMNS}
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-            for name in EVENT_COLUMNS:
-                columns[name].append(row[name])
-        except (ValueError, KeyError, TypeError) as error:
-            raise EventLogError(f"{path} line {number}: not an event ({type(error).__name__}: {error})") from None
-    try:  # the JSON lines hold text; the schema casts times
-        arrays = [pa.array(columns[f.name], pa.string()).cast(f.type) for f in EVENTS_SCHEMA]
-    except pa.ArrowInvalid as error:
-        raise EventLogError(f"{path}: a value does not fit the events schema, such as a ts that is not "
-                            f"ISO 8601 ({error})") from None
-    return pa.Table.from_arrays(arrays, schema=EVENTS_SCHEMA)
