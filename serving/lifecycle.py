@@ -41,6 +41,7 @@ from features.errors import ShoprecError, one_line
 from features.sources import safe_url
 from training import tracking
 from training.bundle import MANIFEST, Bundle, BundleError, content_hash, verify
+from training.experiments import Experiment, running
 from training.registry import BUNDLE_HASH_TAG, CHAMPION
 
 logger = logging.getLogger("shoprec.serving")
@@ -123,6 +124,14 @@ class BundleCache:
         """One numbered version (RegistryError when unreachable or unknown)."""
         return self._ask(lambda client: client.get_model_version(self.model_name, version),
                          f"{self.model_name}/v{version}")
+
+    def experiment(self) -> Experiment | None:
+        """The experiment running on this model now, or None (RegistryError when unreachable)."""
+        try:
+            return running(tracking.configure(), self.model_name)
+        except Exception as error:  # noqa: BLE001 - whatever MLflow raises, the registry did not answer
+            raise RegistryError(f"registry: cannot read the experiment of {self.model_name}: "
+                                f"{_quoted(error)}") from error
 
     def _ask(self, question: Any, what: str) -> RegisteredVersion:
         try:
