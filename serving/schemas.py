@@ -163,7 +163,17 @@ class ItemOut(BaseModel):
                                     "| popular_in_segment:<segment> | popular")
 
 
-class CrossSellResponse(BaseModel):
+class Experimental(BaseModel):
+    """What an answer says about the online experiment it took part in (docs/experiments.md)."""
+
+    request_id: str = Field(description="This answer's id (in the exposure log, while an experiment runs).")
+    experiment: str | None = Field(None, description="The running experiment the answer belongs to; null when "
+                                                     "none runs or the request named no customer or session.")
+    variant: str | None = Field(None, description="The experiment's variant that answered (model_version is "
+                                                  "its version); null outside an experiment.")
+
+
+class CrossSellResponse(Experimental):
     model_version: str
     customer_id: str | None = Field(description="As sent.")
     canonical_id: str | None = Field(description="The id the answer was computed for: the canonical id when "
@@ -199,10 +209,14 @@ class EmailPickOut(BaseModel):
                                                    "purchase, or the campaign not opened.")
     open_propensity: float
     items: list[ItemOut]
+    model_version: str = Field(description="The version that made these picks.")
+    variant: str | None = Field(None, description="The experiment's variant the customer is in; null outside one.")
 
 
 class EmailPicksResponse(BaseModel):
-    model_version: str
+    model_version: str = Field(description="The champion's version; a pick in an experiment names its own.")
+    request_id: str = Field(description="This answer's id (in the exposure log, while an experiment runs).")
+    experiment: str | None = Field(None, description="The running experiment, if any.")
     picks: list[EmailPickOut]
 
 
@@ -213,7 +227,7 @@ class BandOut(BaseModel):
     widened: bool = Field(description="True when too few items lay inside and the band grew to the nearest prices.")
 
 
-class OffersResponse(BaseModel):
+class OffersResponse(Experimental):
     model_version: str
     customer_id: str = Field(description="As sent.")
     canonical_id: str | None = Field(description="The id the answer was computed for: the canonical id when "

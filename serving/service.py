@@ -1,21 +1,19 @@
 """The BentoML service: a thin HTTP layer over :class:`serving.recommender.ShopRecommender`.
 
 Loads ``models:/<SHOPREC_MODEL_NAME>@champion`` when a worker starts (the model is fetched
-at start-up, not baked into the Bento), then polls the alias every
-``SHOPREC_POLL_SECONDS`` and swaps in a new champion without a restart; ``POST
-/admin/reload`` does the same on demand, in every worker: the one that takes it leaves a
-token in the shared bundle cache that the others watch. A swap builds the new recommender
-completely and then replaces one reference, so a request sees either the old model or the
-new one.
+at start-up, not baked into the Bento) and follows the registry from then on: a new champion
+or a running experiment is swapped in without a restart (serving/following.py). In an
+experiment each request is answered by its visitor's variant (serving/arms.py) and logged as
+an exposure before the answer is sent (serving/exposures.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import threading
+import uuid
 from datetime import UTC, datetime
 
 import anyio
@@ -26,21 +24,22 @@ from threadpoolctl import threadpool_limits
 
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
+from serving.exposures import Exposure, ExposureWriter, open_exposure_log
 from serving.guard import HttpGuard, quiet_client_errors
-from serving.lifecycle import BundleCache, Loaded, RegistryError
+from serving.lifecycle import BundleCache, RegistryError
 from serving.live_events import LiveEvent, at_the_door
-from serving.answers import NO_SESSION, LiveSession, Pick
+from serving.answers import NO_SESSION, EmailPick, LiveSession, Pick
+from serving.arms import Arms
+from serving.following import FollowsRegistry, settle
 from serving.config import serving_config
 from serving.recommender import ShopRecommender
 from serving.session_store import REDIS_URL_ENV, SessionStoreError, open_session_store
 from serving.settings import workers
 from training.bundle import BundleError
+from training.experiments import Experiment, Variant
 from training.propensity_set import PropensityUnavailable
 
 logger = logging.getLogger("shoprec.serving")
-POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))
-WATCH_SECONDS = 1.0
-"""How often a worker looks for another worker's admin reload (one small file read)."""
 WORKERS, WORKERS_WHY = workers(os.environ, bool(os.environ.get(REDIS_URL_ENV, "").strip()))
 
 FALLBACKS = bentoml.metrics.Counter(name="shoprec_fallbacks_total",
@@ -53,8 +52,6 @@ ALIAS_IDS = bentoml.metrics.Counter(name="shoprec_alias_ids_total",
                                     documentation="Customer ids in requests that are merged duplicates (aliases), "
                                                   "answered as their canonical id.",
                                     labelnames=["endpoint"])
-RELOADS = bentoml.metrics.Counter(name="shoprec_model_reloads_total",
-                                  documentation="Champion swaps, by trigger.", labelnames=["trigger"])
 EVENTS = bentoml.metrics.Counter(name="shoprec_events_total",
                                  documentation="Live events acknowledged (durable), by type.", labelnames=["event_type"])
 
@@ -70,19 +67,14 @@ def _count_fallbacks(endpoint: str, known: bool, picks: list[Pick]) -> None:
         FALLBACKS.labels(endpoint=endpoint, kind="popular").inc()
 
 
-def settle() -> None:
-    """Put everything alive now (the libraries, the bundle, the recommender) out of the cyclic
-    collector's reach. A full collection over them takes about 200 ms in a loaded worker
-    (350,000 tracked objects on the demo bundle), and every request in flight waits for it: a
-    tail no checkout page should see. Called once the worker is ready and after each swap (which
-    unfreezes first, so the old bundle is freed: that one collection is the swap's price)."""
-    gc.collect()
-    gc.freeze()
+def _request_id() -> str:
+    return uuid.uuid4().hex
 
 
 @bentoml.service(name="shoprec", traffic={"timeout": 30}, workers=WORKERS)
-class ShoprecService:
-    """Cross-sell, email picks and price-band offers from the champion bundle."""
+class ShoprecService(FollowsRegistry):
+    """Cross-sell, email picks and price-band offers from the champion bundle (and, in an
+    experiment, from each visitor's variant)."""
 
     def __init__(self) -> None:
         logger.setLevel(logging.INFO)  # BentoML's root is at WARNING; a worker's start lines belong in the log
@@ -92,67 +84,27 @@ class ShoprecService:
         loaded = self.source.load_initial()
         self.recommender, self.loaded_key = ShopRecommender(loaded.bundle, loaded.version, self.config), loaded.key
         self.recommender.warm()
+        self.arms = Arms()
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
-        logger.info("live sessions in %s; events logged to %s", self.sessions.description,
-                    getattr(self.event_log, "description", type(self.event_log).__name__))
+        self.exposures = ExposureWriter(open_exposure_log())
         self._swap_lock = threading.Lock()
-        self._stop = threading.Event()
-        if POLL_SECONDS > 0:
-            threading.Thread(target=self._poll, name="champion-poll", daemon=True).start()
-        self._reload_seen = self.source.reload_request()
-        threading.Thread(target=self._watch_reloads, name="reload-watch", daemon=True).start()
+        try:
+            self._follow_experiment()
+        except (RegistryError, BundleError) as error:  # serve the champion to everyone; the poll retries
+            logger.error("cannot load the running experiment (%s); serving the champion to everyone", error)
+        logger.info("live sessions in %s; events logged to %s; exposures to %s", self.sessions.description,
+                    getattr(self.event_log, "description", type(self.event_log).__name__),
+                    self.exposures.description)
+        self.start_following()
         settle()
         logger.info("serving %s with %s; workers %s: %s", loaded.version, self.config.model_dump_json(),
                     WORKERS, WORKERS_WHY)
 
-    def reload(self, trigger: str) -> tuple[str, bool]:
-        """Swap to the registry's champion if it moved (another version, or the same number with other
-        content: a recreated registry); one swap at a time."""
-        with self._swap_lock:
-            champion = self.source.champion()
-            if champion.label == self.recommender.model_version and champion.key == self.loaded_key:
-                return self.recommender.model_version, False
-            loaded: Loaded = self.source.fetch(champion, remember=True)
-            recommender = ShopRecommender(loaded.bundle, loaded.version, self.config)
-            recommender.warm()  # before the swap: no request pays for it
-            gc.unfreeze()  # the old bundle must become collectable once the swap drops it
-            self.recommender = recommender  # the one atomic swap
-            self.loaded_key = loaded.key
-            settle()
-            RELOADS.labels(trigger=trigger).inc()
-            logger.warning("now serving %s (%s)", loaded.version, trigger)
-            return loaded.version, True
-
-    def _poll(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
-            try:
-                self.reload("poll")
-            except (RegistryError, BundleError) as error:  # keep serving the current model; retry next tick
-                logger.error("champion poll failed (%s); still serving %s, retrying in %ss",
-                             error, self.recommender.model_version, POLL_SECONDS)
-            except Exception:  # noqa: BLE001 - keep serving the current model; retry next tick
-                logger.exception("champion poll failed; still serving %s", self.recommender.model_version)
-
-    def _watch_reloads(self) -> None:
-        """Reload when another worker took ``POST /admin/reload`` (a new token in the cache)."""
-        while not self._stop.wait(WATCH_SECONDS):
-            token = self.source.reload_request()
-            if token == self._reload_seen:
-                continue
-            self._reload_seen = token
-            try:
-                self.reload("admin, another worker")
-            except (RegistryError, BundleError) as error:  # keep serving; the poll retries
-                logger.error("admin reload from another worker failed (%s); still serving %s",
-                             error, self.recommender.model_version)
-            except Exception:  # noqa: BLE001 - keep serving the current model
-                logger.exception("admin reload from another worker failed; still serving %s",
-                                 self.recommender.model_version)
-
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self._stop.set()
+        self.exposures.close()
         self.event_log.close()  # compacts the last write-ahead segment; a crash leaves it to recovery
         self.sessions.close()
 
@@ -188,6 +140,30 @@ class ShoprecService:
         if canonical != customer_id:
             ALIAS_IDS.labels(endpoint=endpoint).inc()
         return canonical
+
+    def _route(self, customer_id: str | None, session_id: str | None
+               ) -> tuple[ShopRecommender, Experiment | None, Variant | None]:
+        """The recommender that answers a request: its experiment variant's, else the champion."""
+        arms = self.arms
+        routed = arms.route(customer_id, session_id)
+        if routed is None:
+            return self.recommender, None, None
+        return routed[0], arms.experiment, routed[1]
+
+    async def _expose(self, endpoint: str, request_id: str, rec: ShopRecommender, experiment: Experiment | None,
+                      variant: Variant | None, customer_id: str | None, session_id: str | None,
+                      picks: list[Pick]) -> JSONResponse | None:
+        """Log an experiment's answer before it is sent (nothing outside an experiment); a 503
+        when the exposure log fails, so no answer leaves that the experiment cannot count."""
+        if experiment is None or variant is None:
+            return None
+        unit = experiment.unit_of(customer_id, session_id) or ""
+        try:
+            await self.exposures.record([Exposure(request_id, experiment.name, variant.name, rec.model_version, unit,
+                                                  endpoint, [p.item_id for p in picks], customer_id, session_id)])
+        except EventLogError as error:
+            return self._unavailable(f"exposure log: {error}; retry")
+        return None
 
     def _unavailable(self, what: str) -> JSONResponse:
         """A 503 in the one error shape (BentoML would hide the message of a raised 5xx)."""
@@ -233,9 +209,10 @@ class ShoprecService:
     async def cross_sell(self, cart: list[str], customer_id: str | None = None, session_id: str | None = None,
                          k: int = 5) -> schemas.CrossSellResponse:
         """Items that go with the cart (and the session); never in the cart, out of stock or a
-        recently bought durable. On the event loop (see :meth:`_session_on_loop`)."""
-        rec = self.recommender
+        recently bought durable. On the event loop (see :meth:`_session_on_loop`); in an experiment,
+        from the visitor's variant, logged as an exposure before it is sent."""
         canonical = self._canonical("cross_sell", customer_id)
+        rec, experiment, variant = self._route(canonical, session_id)
         try:
             session, _ = await self._session_on_loop(rec, session_id, canonical)
         except SessionStoreError as error:
@@ -244,7 +221,13 @@ class ShoprecService:
         if answer.unknown_items:
             UNKNOWN_IDS.labels(endpoint="cross_sell", kind="item").inc(len(answer.unknown_items))
         _count_fallbacks("cross_sell", answer.customer_known or customer_id is None, answer.items)
-        return schemas.CrossSellResponse(model_version=rec.model_version, customer_id=customer_id,
+        request_id = _request_id()
+        if failed := await self._expose("cross_sell", request_id, rec, experiment, variant, canonical, session_id,
+                                        answer.items):
+            return failed  # type: ignore[return-value]
+        return schemas.CrossSellResponse(request_id=request_id, experiment=experiment and experiment.name,
+                                         variant=variant and variant.name,
+                                         model_version=rec.model_version, customer_id=customer_id,
                                          canonical_id=canonical, customer_known=answer.customer_known,
                                          session_items=answer.session_items, unknown_items=answer.unknown_items,
                                          items=_items(answer.items))
@@ -252,27 +235,44 @@ class ShoprecService:
     @bentoml.api(route="/email_picks", input_spec=schemas.EmailPicksRequest)
     def email_picks(self, customer_ids: list[str], k: int = 10) -> schemas.EmailPicksResponse:
         """Per customer: whether to send and why, the hour to send at, the open propensity and the
-        picks (one batch product)."""
-        rec = self.recommender
-        picks = rec.email_picks(customer_ids, k)
-        for pick in picks:
+        picks (one batch product per variant). In an experiment each customer's picks come from
+        their variant, and the batch's exposures are logged before it is answered."""
+        champion, arms = self.recommender, self.arms
+        request_id = _request_id()
+        answered: list[tuple[EmailPick, ShopRecommender, Variant | None]] = [None] * len(customer_ids)  # type: ignore[list-item]
+        for rec, variant, positions in arms.batches(champion, customer_ids):
+            for position, pick in zip(positions, rec.email_picks([customer_ids[i] for i in positions], k),
+                                      strict=True):
+                answered[position] = (pick, rec, variant)
+        for pick, _, _ in answered:
             _count_fallbacks("email_picks", pick.customer_known, pick.items)
-        if aliases := sum(p.canonical_id != p.customer_id for p in picks):
+        if aliases := sum(p.canonical_id != p.customer_id for p, _, _ in answered):
             ALIAS_IDS.labels(endpoint="email_picks").inc(aliases)
-        return schemas.EmailPicksResponse(model_version=rec.model_version, picks=[
-            schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
-                                 customer_known=p.customer_known, send=p.send, send_reason=p.send_reason,
-                                 send_hour=p.send_hour, trigger=p.trigger, trigger_detail=p.trigger_detail,
-                                 open_propensity=p.open_propensity,
-                                 items=_items(p.items)) for p in picks])
+        if arms.experiment is not None and (exposures := [
+                Exposure(request_id, arms.experiment.name, variant.name, rec.model_version, pick.canonical_id,
+                         "email_picks", [p.item_id for p in pick.items], pick.canonical_id)
+                for pick, rec, variant in answered if variant is not None]):
+            try:
+                self.exposures.record_now(exposures)
+            except EventLogError as error:
+                return self._unavailable(f"exposure log: {error}; retry")  # type: ignore[return-value]
+        return schemas.EmailPicksResponse(
+            model_version=champion.model_version, request_id=request_id,
+            experiment=arms.experiment and arms.experiment.name, picks=[
+                schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
+                                     customer_known=p.customer_known, send=p.send, send_reason=p.send_reason,
+                                     send_hour=p.send_hour, trigger=p.trigger, trigger_detail=p.trigger_detail,
+                                     open_propensity=p.open_propensity, items=_items(p.items),
+                                     model_version=rec.model_version, variant=variant and variant.name)
+                for p, rec, variant in answered])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
     async def offers(self, customer_id: str, session_id: str | None = None, k: int = 5,
                      category: str | None = None) -> schemas.OffersResponse:
         """Personal items inside the customer's price band, with the band and where it came from.
-        On the event loop (see :meth:`_session_on_loop`)."""
-        rec = self.recommender
+        On the event loop (see :meth:`_session_on_loop`); in an experiment as ``/cross_sell``."""
         canonical = self._canonical("offers", customer_id) or customer_id
+        rec, experiment, variant = self._route(canonical, session_id)
         try:
             session, _ = await self._session_on_loop(rec, session_id, canonical)
         except SessionStoreError as error:
@@ -281,8 +281,13 @@ class ShoprecService:
         _count_fallbacks("offers", answer.customer_known, answer.items)
         if answer.unknown_category:
             UNKNOWN_IDS.labels(endpoint="offers", kind="category").inc()
+        request_id = _request_id()
+        if failed := await self._expose("offers", request_id, rec, experiment, variant, canonical, session_id,
+                                        answer.items):
+            return failed  # type: ignore[return-value]
         band = answer.band
         return schemas.OffersResponse(
+            request_id=request_id, experiment=experiment and experiment.name, variant=variant and variant.name,
             model_version=rec.model_version, customer_id=customer_id, canonical_id=canonical,
             customer_known=answer.customer_known,
             session_items=answer.session_items, unknown_category=answer.unknown_category, items=_items(answer.items),

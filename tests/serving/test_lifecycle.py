@@ -28,13 +28,14 @@ import pandas as pd
 import pytest
 from starlette.responses import JSONResponse
 
-import serving.service as service_module
+import serving.following as following_module
 from features.sample import SampleShop
 from features.sources import write_tables
 from features.errors import UserError
 from serving.config import ServingConfig
 from serving.lifecycle import CURRENT, BundleCache
 from serving.recommender import ShopRecommender
+from serving.arms import Arms
 from serving.service import ShoprecService
 from tests.serving.live_server import free_port
 from training import registry, tracking
@@ -108,7 +109,7 @@ def serving_from(source: BundleCache) -> ShoprecService.inner:
     loaded = source.load_initial()
     service.config = ServingConfig()
     service.source, service.recommender = source, ShopRecommender(loaded.bundle, loaded.version)
-    service.loaded_key = loaded.key
+    service.loaded_key, service.arms = loaded.key, Arms()
     service._swap_lock, service._stop = threading.Lock(), threading.Event()
     return service
 
@@ -282,7 +283,7 @@ def test_registry_down_during_polls_keeps_serving_and_the_next_tick_retries(
     service = serving_from(BundleCache(MODEL, tmp_path / "cache"))
     champion("2")
     registry_down(monkeypatch)
-    monkeypatch.setattr(service_module, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(following_module, "POLL_SECONDS", 0.05)
 
     def failed_polls() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("champion poll failed")]
@@ -352,7 +353,7 @@ def test_the_serving_config_from_the_environment_reaches_every_worker_and_a_bad_
         champion: Callable[[str], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SHOPREC_SERVING_CONFIG is read when a worker starts, kept across a champion swap, and a
     typo in it stops the start in one line naming the field, before the registry is asked."""
-    monkeypatch.setattr(service_module, "POLL_SECONDS", 0)
+    monkeypatch.setattr(following_module, "POLL_SECONDS", 0)
     monkeypatch.setenv("SHOPREC_EVENT_LOG", str(tmp_path / "event-log"))
     monkeypatch.setenv("SHOPREC_SERVING_CONFIG", '{"send_min_open_propensity": 1.0}')
     service = ShoprecService.inner()
@@ -377,7 +378,7 @@ def test_a_worker_freezes_what_it_loaded_and_a_swap_frees_the_old_bundle(
     """The worker takes its loaded state out of the cyclic collector's reach (no 200 ms full
     collections while serving), yet a swap still frees the bundle it replaced, even one caught
     in a reference cycle (frozen objects are never collected unless unfrozen first)."""
-    monkeypatch.setattr(service_module, "POLL_SECONDS", 0)
+    monkeypatch.setattr(following_module, "POLL_SECONDS", 0)
     monkeypatch.setenv("SHOPREC_EVENT_LOG", str(tmp_path / "event-log"))
     gc.unfreeze()
     service = ShoprecService.inner()

@@ -1,0 +1,167 @@
+"""Exposures: what each visitor in an experiment was shown, logged before the answer leaves.
+
+An :class:`Exposure` is one answer of a recommendation endpoint to a unit in an experiment:
+which variant and model answered, the items in rank order, and the ``request_id`` the client
+got back (a click or purchase that carries it is attributed to exactly this answer).
+
+They go to their own folder log (``SHOPREC_EXPOSURE_LOG``, default
+``$SHOPREC_HOME/exposure-log``): the same write-ahead segments and Parquet parts as the live
+events (:class:`serving.event_log.FileEventLog`), in ``exposures/part-*.parquet``. An answer is
+sent only once its exposure is durable, so a server killed after answering has lost nothing
+it answered.
+
+The page endpoints run on the event loop, where an ``fsync`` per request would hold every
+other request. :class:`ExposureWriter` keeps the writing in one thread: a request queues its
+exposure and awaits it; the thread writes whatever has queued meanwhile as one batch with one
+``fsync`` (group commit), so under load many requests share each flush and the loop keeps
+serving while the disk works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from serving.event_log.common import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_SECONDS,
+    EventLogError,
+    LogTable,
+)
+from serving.event_log.files import FileEventLog
+from serving.live_events import format_ts
+
+EXPOSURE_LOG_ENV = "SHOPREC_EXPOSURE_LOG"
+EXPOSURES_TABLE = LogTable("exposures", pa.schema([
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("request_id", pa.string()),
+    ("experiment", pa.string()),
+    ("variant", pa.string()),
+    ("model_version", pa.string()),
+    ("unit", pa.string()),
+    ("customer_id", pa.string()),
+    ("session_id", pa.string()),
+    ("endpoint", pa.string()),
+    ("items", pa.list_(pa.string())),
+]), "an exposure")
+"""One row per answer; ``items`` in the order shown (rank 1 first); ``unit`` the id it was assigned by."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    request_id: str
+    experiment: str
+    variant: str
+    model_version: str
+    unit: str
+    endpoint: str
+    items: Sequence[str]
+    customer_id: str | None = None
+    session_id: str | None = None
+    ts: datetime | None = None
+    """When it was answered (default: when it is logged)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ts": format_ts(self.ts or datetime.now(UTC)), "request_id": self.request_id,
+                "experiment": self.experiment, "variant": self.variant, "model_version": self.model_version,
+                "unit": self.unit, "customer_id": self.customer_id, "session_id": self.session_id,
+                "endpoint": self.endpoint, "items": list(self.items)}
+
+
+def exposure_log_location(env: Mapping[str, str] | None = None) -> Path:
+    """The folder ``SHOPREC_EXPOSURE_LOG`` names, default ``$SHOPREC_HOME/exposure-log``."""
+    from training.tracking import shoprec_home
+
+    env = os.environ if env is None else env
+    location = env.get(EXPOSURE_LOG_ENV, "").strip()
+    if "://" in location:
+        raise EventLogError(f"{EXPOSURE_LOG_ENV}={location.split('://')[0]}://...: exposures are kept in a "
+                            f"folder; give a path")
+    return Path(location).expanduser() if location else shoprec_home() / "exposure-log"
+
+
+def open_exposure_log(env: Mapping[str, str] | None = None) -> FileEventLog:
+    """The exposure log at :func:`exposure_log_location`, with the event log's segment bounds.
+    Raises :class:`EventLogError` (one line) when it cannot be written."""
+    return FileEventLog(exposure_log_location(env), table=EXPOSURES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
+                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS)
+
+
+class ExposureWriter:
+    """One thread that writes queued exposures in batches, one ``fsync`` each (module docstring)."""
+
+    def __init__(self, log: FileEventLog) -> None:
+        self.log = log
+        self.description = log.description
+        self._queue: queue.SimpleQueue[tuple[Sequence[Exposure], Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="shoprec-exposures", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, exposures: Sequence[Exposure]) -> Future[None]:
+        """Queue ``exposures``; the future is done once they are durable (or holds the EventLogError)."""
+        done: Future[None] = Future()
+        if self._closed:
+            done.set_exception(EventLogError(f"{self.description}: the exposure log is closed"))
+        else:
+            self._queue.put((exposures, done))
+        return done
+
+    async def record(self, exposures: Sequence[Exposure]) -> None:
+        """Return once ``exposures`` are durable, without holding the event loop meanwhile."""
+        await asyncio.wrap_future(self.submit(exposures))
+
+    def record_now(self, exposures: Sequence[Exposure]) -> None:
+        """:meth:`record` for a caller in a worker thread (the batch endpoint)."""
+        self.submit(exposures).result()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            waiting = [first]
+            while True:  # everything queued while the last batch was being written joins this one
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                waiting.append(following)
+            try:
+                self.log.append([e for exposures, _ in waiting for e in exposures])
+            except Exception as error:  # noqa: BLE001 - every waiter hears why; the thread keeps serving
+                failure = error if isinstance(error, EventLogError) else EventLogError(f"exposure log: {error}")
+                for _, done in waiting:
+                    done.set_exception(failure)
+            else:
+                for _, done in waiting:
+                    done.set_result(None)
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread and close the log (compacting this process's segment)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        while True:  # a submit that raced the close: tell it, never leave it waiting
+            try:
+                left = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if left is not None:
+                left[1].set_exception(EventLogError(f"{self.description}: the exposure log is closed"))
+        self.log.close()
