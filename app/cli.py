@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 
 from app.config_file import read_config
+from app.experiment_command import experiment_report, experiment_start, experiment_status, experiment_stop
 from app.render import example_calls, render_metrics, render_report, selection_lines
 from app.triggers_command import triggers
 from features.errors import USER_ERRORS, UserError, one_line
@@ -326,6 +327,12 @@ def picks(
 
 
 app.command("triggers")(user_command(triggers))
+experiment_app = typer.Typer(help="Online experiments: variants of the registered model on live traffic.",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+for verb, command in (("start", experiment_start), ("status", experiment_status), ("stop", experiment_stop),
+                      ("report", experiment_report)):
+    experiment_app.command(verb)(user_command(command))
 
 
 @app.command()

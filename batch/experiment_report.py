@@ -1,0 +1,239 @@
+"""``shoprec experiment report``: what each variant of an online experiment did, with its uncertainty.
+
+Reads the experiment's exposures (the service's exposure log) and the purchases that followed
+them: the ``purchase`` events of the live event log and, when a shop's data is given, its
+orders (which also carry revenue). A purchase is attributed to the unit's last exposure before
+it, within the attribution window (last touch; 24 hours by default): the unit is the customer id
+of the purchase (else its session id) for an experiment by customer, the other way round by
+session, as the service assigned them.
+
+Per variant and unit (units are the independent draws, docs/experiments.md):
+
+- ``converted``: bought anything within the window of an exposure (0/1);
+- ``recommended_bought``: purchases of an item the unit was shown in the exposure they followed;
+- ``revenue``: unit price times quantity of the attributed order lines (orders only).
+
+Each variant other than the first (the control) gets its lift over the control with a 95%
+interval (:mod:`training.experiment_stats`), and the split is checked for a sample-ratio
+mismatch. Everything is printed by the CLI and logged to MLflow (experiment
+``shoprec-experiments``: the figures as metrics, the table as an artifact, a lift plot).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from features.errors import first_line
+from features.sources import safe_url
+from serving.event_log import default_event_log_location
+from serving.event_log.common import EVENT_LOG_ENV, EVENTS_TABLE, EventLogError
+from serving.event_log.reading import read_log
+from serving.exposures import EXPOSURES_TABLE
+from training.experiment_stats import Lift, SampleRatio, lift, sample_ratio
+from training.experiments import Experiment
+
+METRICS = ("converted", "recommended_bought", "revenue")
+TRACKING_EXPERIMENT = "shoprec-experiments"
+
+
+@dataclass(frozen=True)
+class VariantFigures:
+    variant: str
+    version: str
+    planned_share: float
+    units: int
+    exposures: int
+    means: dict[str, float]
+    """Per-unit mean of each metric."""
+    lifts: dict[str, Lift]
+    """Lift over the control per metric (empty for the control itself)."""
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    experiment: Experiment
+    window_hours: float
+    variants: list[VariantFigures]
+    split: SampleRatio
+    purchases: int
+    """Purchases read (live events and order lines)."""
+    attributed: int
+    """Of those, purchases that followed an exposure within the window."""
+    has_revenue: bool
+    mixed_units: int
+    """Units exposed to more than one variant (left out: they cannot be attributed)."""
+
+    def table(self) -> pd.DataFrame:
+        rows = []
+        for figures in self.variants:
+            row: dict[str, object] = {"variant": figures.variant, "version": figures.version,
+                                      "planned": figures.planned_share, "units": figures.units,
+                                      "exposures": figures.exposures}
+            for metric in self.metrics:
+                row[metric] = figures.means[metric]
+                found = figures.lifts.get(metric)
+                row[f"{metric}_lift"] = found.lift if found else None
+                row[f"{metric}_low"] = found.low if found else None
+                row[f"{metric}_high"] = found.high if found else None
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return METRICS if self.has_revenue else METRICS[:2]
+
+
+def unit_column(experiment: Experiment, frame: pd.DataFrame) -> pd.Series:
+    """The unit of each row as the service assigned it (:meth:`Experiment.unit_of`)."""
+    customer = frame["customer_id"].where(frame["customer_id"].notna() & (frame["customer_id"] != ""))
+    session = frame["session_id"].where(frame["session_id"].notna() & (frame["session_id"] != ""))
+    return customer.fillna(session) if experiment.unit == "customer" else session.fillna(customer)
+
+
+def purchases_from(events: pd.DataFrame, orders: pd.DataFrame | None, experiment: Experiment) -> pd.DataFrame:
+    """Purchases as (unit, ts, item_id, revenue): the event log's purchase events (no revenue) and the
+    shop's order lines (``orders`` of the data contract, returns left out). An order line's unit is its
+    customer: orders carry no session, so an experiment by session counts them only for customers."""
+    bought = events[events["event_type"] == "purchase"]
+    frames = [pd.DataFrame({"unit": unit_column(experiment, bought), "ts": bought["ts"],
+                            "item_id": bought["item_id"], "revenue": np.nan})]
+    if orders is not None and len(orders):
+        lines = orders[orders["quantity"] > 0]  # a return is not an outcome of the exposure before it
+        frames.append(pd.DataFrame({"unit": lines["customer_id"].astype(str), "ts": lines["ts"],
+                                    "item_id": lines["item_id"].astype(str),
+                                    "revenue": (lines["unit_price"] * lines["quantity"]).astype(float)}))
+    purchases = pd.concat(frames, ignore_index=True)
+    purchases["ts"] = pd.to_datetime(purchases["ts"], utc=True)
+    return purchases.dropna(subset=["unit"])
+
+
+def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.DataFrame, *,
+                 window_hours: float = 24.0, has_revenue: bool = False) -> ExperimentReport:
+    """Attribute ``purchases`` (unit, ts, item_id, revenue) to ``exposures`` and compare the variants."""
+    exposures = exposures[exposures["experiment"] == experiment.name]
+    exposures = exposures.assign(ts=pd.to_datetime(exposures["ts"], utc=True))
+    variants_per_unit = exposures.groupby("unit")["variant"].nunique()
+    mixed = set(variants_per_unit.index[variants_per_unit > 1])
+    exposures = exposures[~exposures["unit"].isin(mixed)]
+    unit_variant = exposures.drop_duplicates("unit").set_index("unit")["variant"]
+
+    touched = purchases[purchases["unit"].isin(unit_variant.index)].sort_values("ts")
+    shown = exposures[["unit", "ts", "items"]].sort_values("ts").rename(columns={"ts": "exposed_at"})
+    matched = pd.merge_asof(touched, shown, left_on="ts", right_on="exposed_at", by="unit", direction="backward",
+                            tolerance=pd.Timedelta(hours=window_hours))
+    matched = matched[matched["exposed_at"].notna()]
+    matched = matched.assign(recommended=[item in (items if items is not None else ())
+                                          for item, items in zip(matched["item_id"], matched["items"], strict=True)])
+    per_unit = pd.DataFrame(index=unit_variant.index)
+    per_unit["variant"] = unit_variant
+    grouped = matched.groupby("unit")
+    per_unit["converted"] = grouped.size().reindex(per_unit.index, fill_value=0).gt(0).astype(float)
+    per_unit["recommended_bought"] = grouped["recommended"].sum().reindex(per_unit.index, fill_value=0).astype(float)
+    per_unit["revenue"] = grouped["revenue"].sum(min_count=1).reindex(per_unit.index).fillna(0.0)
+
+    metrics = METRICS if has_revenue else METRICS[:2]
+    control = experiment.variants[0].name
+    counts = exposures.groupby("variant").size()
+    figures = []
+    for variant in experiment.variants:
+        units = per_unit[per_unit["variant"] == variant.name]
+        lifts = {} if variant.name == control else {
+            m: lift(per_unit.loc[per_unit["variant"] == control, m].to_numpy(), units[m].to_numpy()) for m in metrics}
+        figures.append(VariantFigures(variant.name, variant.version, variant.share, len(units),
+                                      int(counts.get(variant.name, 0)),
+                                      {m: float(units[m].mean()) if len(units) else 0.0 for m in metrics}, lifts))
+    split = sample_ratio([f.units for f in figures], [v.share for v in experiment.variants])
+    return ExperimentReport(experiment, window_hours, figures, split, len(purchases), len(matched), has_revenue,
+                            len(mixed))
+
+
+def read_exposures(folder: Path) -> pd.DataFrame:
+    """Every exposure in the log: its Parquet parts and the live segments not compacted yet."""
+    frame = read_log(folder, EXPOSURES_TABLE).to_pandas()
+    return frame.drop_duplicates(subset=["request_id", "unit"])  # a segment read as it was being compacted
+
+
+def read_events(location: str | None = None) -> pd.DataFrame:
+    """The live event log's purchase events, from a folder (parts and live segments; a row read twice
+    during a compaction counts once) or a database; ``None`` is where the service writes them."""
+    from features.sources import is_database_url
+
+    location = location or os.environ.get(EVENT_LOG_ENV, "").strip() or str(default_event_log_location())
+    if is_database_url(location):
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(location)
+        try:
+            query = sa.text("select session_id, event_type, ts, customer_id, item_id from events "
+                            "where event_type = 'purchase'")
+            with engine.connect() as connection:
+                return pd.read_sql_query(query, connection)
+        except sa.exc.SQLAlchemyError as error:
+            raise EventLogError(f"{safe_url(location)}: cannot read the events table ({first_line(error)})") from None
+        finally:
+            engine.dispose()
+    frame = read_log(Path(location), EVENTS_TABLE).to_pandas()
+    return frame[frame["event_type"] == "purchase"].drop_duplicates()
+
+
+def lift_figure(report: ExperimentReport) -> Figure:
+    """Each variant's lift over the control per metric, with its 95% interval."""
+    fig = Figure(figsize=(6.5, 1.2 + 0.6 * len(report.metrics) * max(1, len(report.variants) - 1)))
+    ax = fig.subplots()
+    labels, values, lows, highs = [], [], [], []
+    for figures in report.variants[1:]:
+        for metric in report.metrics:
+            found = figures.lifts[metric]
+            labels.append(f"{figures.variant}: {metric}")
+            values.append(found.lift or 0.0)
+            lows.append((found.lift or 0.0) - (found.low if found.low is not None else found.lift or 0.0))
+            highs.append((found.high if found.high is not None else found.lift or 0.0) - (found.lift or 0.0))
+    y = np.arange(len(labels))
+    ax.errorbar(values, y, xerr=[lows, highs], fmt="o", color="#3b75af", capsize=4)
+    ax.axvline(0.0, color="#999999", linewidth=1)
+    ax.set_yticks(y, labels)
+    ax.set_xlabel(f"lift over {report.variants[0].variant} (95% interval)")
+    ax.set_title(f"experiment {report.experiment.name}")
+    fig.tight_layout()
+    return fig
+
+
+def log_report(report: ExperimentReport) -> str:
+    """Log the report as a run of the ``shoprec-experiments`` MLflow experiment; the run id."""
+    import mlflow
+
+    from training import tracking
+
+    client = tracking.configure()
+    experiment_id = tracking.ensure_experiment(client, TRACKING_EXPERIMENT)
+    experiment = report.experiment
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{experiment.name}-report") as run:
+        mlflow.set_tags({"shoprec.experiment": experiment.name, "shoprec.model": experiment.model,
+                         "shoprec.sample_ratio_mismatch": str(report.split.mismatch).lower(), **tracking.process_tags()})
+        mlflow.log_params({"unit": experiment.unit, "window_hours": report.window_hours,
+                           "started": experiment.started, "stopped": experiment.stopped or "",
+                           "variants": ",".join(f"{v.name}:v{v.version}:{v.share:.4f}" for v in experiment.variants)})
+        metrics: dict[str, float] = {"srm_p_value": report.split.p_value, "purchases": float(report.purchases),
+                                     "attributed_purchases": float(report.attributed),
+                                     "mixed_units": float(report.mixed_units)}
+        for figures in report.variants:
+            metrics[f"{figures.variant}.units"] = float(figures.units)
+            metrics[f"{figures.variant}.exposures"] = float(figures.exposures)
+            for metric, value in figures.means.items():
+                metrics[f"{figures.variant}.{metric}"] = value
+            for metric, found in figures.lifts.items():
+                for name, bound in (("lift", found.lift), ("lift_low", found.low), ("lift_high", found.high)):
+                    if bound is not None:
+                        metrics[f"{figures.variant}.{metric}.{name}"] = bound
+        mlflow.log_metrics(metrics)
+        mlflow.log_text(report.table().to_csv(index=False), "experiment_report.csv")
+        if len(report.variants) > 1:
+            mlflow.log_figure(lift_figure(report), "lift.png")
+        return run.info.run_id
+
