@@ -8,13 +8,25 @@ They go to their own folder log (``SHOPREC_EXPOSURE_LOG``, default
 ``$SHOPREC_HOME/exposure-log``): the same write-ahead segments and Parquet parts as the live
 events (:class:`serving.event_log.FileEventLog`), in ``exposures/part-*.parquet``. An answer is
 sent only once its exposure is durable, so a server killed after answering has lost nothing
-it answered.
+it answered. ``SHOPREC_EXPOSURE_DURABILITY`` says how far: ``write`` (the default) hands the
+exposure to the operating system before the answer, so a killed or crashed server loses
+nothing it answered (the kernel holds what the process wrote); ``fsync`` puts it on disk first,
+the bar of ``/events``, so a machine that loses power loses nothing answered either. ``fsync``
+costs 14-25% of ``/cross_sell``'s throughput on a 2-core machine, ``write`` about 3%
+(docs/benchmarks.md): a lost second of exposures in a power cut does not move an experiment's
+result, a checkout page that waits does.
+
+An :class:`Outcome` is a live event that names the answer it came from (``request_id`` on
+``POST /events``: the view a click on a recommendation leads to, a cart, a purchase). The
+service writes them to the same folder, ``outcomes/part-*.parquet`` (segments in
+``wal-outcomes/``), next to the live event log that has every event.
 
 The page endpoints run on the event loop, where an ``fsync`` per request would hold every
 other request. :class:`ExposureWriter` keeps the writing in one thread: a request queues its
 exposure and awaits it; the thread writes whatever has queued meanwhile as one batch with one
 ``fsync`` (group commit), so under load many requests share each flush and the loop keeps
-serving while the disk works.
+serving while the disk works. At ``write`` durability there is nothing to wait for, and the
+request writes its exposure itself (microseconds, less than the hand-off to a thread and back).
 """
 
 from __future__ import annotations
@@ -39,9 +51,13 @@ from serving.event_log.common import (
     LogTable,
 )
 from serving.event_log.files import FileEventLog
-from serving.live_events import format_ts
+from serving.live_events import LiveEvent, format_ts
+from serving.settings import choice
 
 EXPOSURE_LOG_ENV = "SHOPREC_EXPOSURE_LOG"
+DURABILITY_ENV = "SHOPREC_EXPOSURE_DURABILITY"
+DURABILITY = ("write", "fsync")
+"""Handed to the operating system before the answer (the default), or on disk (module docstring)."""
 EXPOSURES_TABLE = LogTable("exposures", pa.schema([
     ("ts", pa.timestamp("us", tz="UTC")),
     ("request_id", pa.string()),
@@ -55,6 +71,15 @@ EXPOSURES_TABLE = LogTable("exposures", pa.schema([
     ("items", pa.list_(pa.string())),
 ]), "an exposure")
 """One row per answer; ``items`` in the order shown (rank 1 first); ``unit`` the id it was assigned by."""
+OUTCOMES_TABLE = LogTable("outcomes", pa.schema([
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("request_id", pa.string()),
+    ("event_type", pa.string()),
+    ("session_id", pa.string()),
+    ("customer_id", pa.string()),
+    ("item_id", pa.string()),
+]), "an outcome", wal="wal-outcomes")
+"""One row per live event that carried the ``request_id`` of an answer, as the client sent its ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +103,15 @@ class Exposure:
                 "endpoint": self.endpoint, "items": list(self.items)}
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    request_id: str
+    event: LiveEvent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, **self.event.to_dict()}
+
+
 def exposure_log_location(env: Mapping[str, str] | None = None) -> Path:
     """The folder ``SHOPREC_EXPOSURE_LOG`` names, default ``$SHOPREC_HOME/exposure-log``."""
     from training.tracking import shoprec_home
@@ -90,11 +124,15 @@ def exposure_log_location(env: Mapping[str, str] | None = None) -> Path:
     return Path(location).expanduser() if location else shoprec_home() / "exposure-log"
 
 
-def open_exposure_log(env: Mapping[str, str] | None = None) -> FileEventLog:
-    """The exposure log at :func:`exposure_log_location`, with the event log's segment bounds.
-    Raises :class:`EventLogError` (one line) when it cannot be written."""
-    return FileEventLog(exposure_log_location(env), table=EXPOSURES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
-                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS)
+def open_exposure_log(env: Mapping[str, str] | None = None, table: LogTable = EXPOSURES_TABLE) -> FileEventLog:
+    """The exposure log (or, with ``table=OUTCOMES_TABLE``, the outcome log) at
+    :func:`exposure_log_location`, with the event log's segment bounds and the durability of
+    ``SHOPREC_EXPOSURE_DURABILITY``. Raises :class:`EventLogError` (one line) when it cannot be
+    written or the setting is not one of :data:`DURABILITY`."""
+    env = os.environ if env is None else env
+    durability = choice(env, DURABILITY_ENV, DURABILITY, EventLogError)
+    return FileEventLog(exposure_log_location(env), table=table, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
+                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS, fsync=durability == "fsync")
 
 
 class ExposureWriter:
@@ -119,11 +157,23 @@ class ExposureWriter:
 
     async def record(self, exposures: Sequence[Exposure]) -> None:
         """Return once ``exposures`` are durable, without holding the event loop meanwhile."""
-        await asyncio.wrap_future(self.submit(exposures))
+        if not self._written_here(exposures):
+            await asyncio.wrap_future(self.submit(exposures))
 
     def record_now(self, exposures: Sequence[Exposure]) -> None:
         """:meth:`record` for a caller in a worker thread (the batch endpoint)."""
-        self.submit(exposures).result()
+        if not self._written_here(exposures):
+            self.submit(exposures).result()
+
+    def _written_here(self, exposures: Sequence[Exposure]) -> bool:
+        """At ``write`` durability, write in the caller and say so: there is no ``fsync`` to share,
+        and handing the write to the thread and back costs more than the write itself."""
+        if self.log.fsync:
+            return False
+        if self._closed:
+            raise EventLogError(f"{self.description}: the exposure log is closed")
+        self.log.append(exposures)
+        return True
 
     def _run(self) -> None:
         while True:

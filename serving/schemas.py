@@ -112,6 +112,10 @@ class LiveEventIn(_ItemEvent):
 
     session_id: SessionId
     customer_id: Id | None = Field(None, description="When the visitor is logged in.")
+    request_id: Id | None = Field(None, description="The request_id of the answer this event came from: the "
+                                                    "view a click on a recommended item leads to, a cart or a "
+                                                    "purchase of it. An experiment's report counts it as that "
+                                                    "answer's click-through and attributes a purchase to it.")
     ts: Timestamp | None = Field(None, description="Default: when the service received it. A time more than a "
                                                    "day after that is kept as the receive time (counted in "
                                                    "future_ts_clamped).")

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
-from serving.exposures import Exposure, ExposureWriter, open_exposure_log
+from serving.exposures import OUTCOMES_TABLE, Exposure, ExposureWriter, Outcome, open_exposure_log
 from serving.guard import HttpGuard, quiet_client_errors
 from serving.lifecycle import BundleCache, RegistryError
 from serving.live_events import LiveEvent, at_the_door
@@ -88,6 +88,7 @@ class ShoprecService(FollowsRegistry):
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
         self.exposures = ExposureWriter(open_exposure_log())
+        self.outcomes = open_exposure_log(table=OUTCOMES_TABLE)
         self._swap_lock = threading.Lock()
         try:
             self._follow_experiment()
@@ -105,6 +106,7 @@ class ShoprecService(FollowsRegistry):
     def _shutdown(self) -> None:
         self._stop.set()
         self.exposures.close()
+        self.outcomes.close()
         self.event_log.close()  # compacts the last write-ahead segment; a crash leaves it to recovery
         self.sessions.close()
 
@@ -173,7 +175,8 @@ class ShoprecService(FollowsRegistry):
     def events(self, events: list[schemas.LiveEventIn]) -> schemas.EventsResponse:
         """Acknowledge a batch only once it is in the durable log (write-ahead), then in the
         session store, so the very next request of the session sees it. At least once: a
-        client that retries a batch whose answer it lost logs it twice."""
+        client that retries a batch whose answer it lost logs it twice. Events that name the
+        answer they came from (``request_id``) are outcomes too, logged next to the exposures."""
         received = datetime.now(UTC)
         kept = [at_the_door(e.ts, received) for e in events]
         batch = [LiveEvent(session_id=e.session_id, event_type=e.event_type, ts=ts,
@@ -182,6 +185,12 @@ class ShoprecService(FollowsRegistry):
             self.event_log.append(batch)
         except (EventLogError, OSError) as error:
             return self._unavailable(f"event log: {error}; nothing was acknowledged, retry")  # type: ignore[return-value]
+        if outcomes := [Outcome(e.request_id, event) for e, event in zip(events, batch, strict=True) if e.request_id]:
+            try:
+                self.outcomes.append(outcomes)
+            except EventLogError as error:
+                return self._unavailable(  # type: ignore[return-value]
+                    f"outcome log: {error} (the events are logged; retrying logs them again)")
         # The log keeps the ids as sent (training merges aliases itself); the session store
         # follows the canonical id, so a later request under either id finds the visit.
         canonical = self.recommender.bundle.canonical_ids([e.customer_id or "" for e in batch])

@@ -23,6 +23,17 @@ def positive_number(env: Mapping[str, str], name: str, default: float, error: ty
     return value
 
 
+def choice(env: Mapping[str, str], name: str, options: tuple[str, ...], error: type[Exception]) -> str:
+    """``env[name]`` as one of ``options`` (case-insensitive), the first when unset or blank; anything
+    else raises ``error`` with one line naming the variable, the value and the options."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return options[0]
+    if text not in options:
+        raise error(f"{name}={text!r}: expected one of {', '.join(options)} (default {options[0]})")
+    return text
+
+
 WORKERS_ENV = "SHOPREC_WORKERS"
 """Worker processes of the service: a positive integer, or unset for :func:`workers`' default."""
 PER_CPU: Literal["cpu_count"] = "cpu_count"

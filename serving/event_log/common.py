@@ -37,6 +37,8 @@ class LogTable:
     schema: pa.Schema
     row: str
     """What one row is, for an error message: "an event"."""
+    wal: str = WAL_DIR
+    """The folder of its write-ahead segments: two tables kept in one folder need one each."""
 
 
 EVENTS_TABLE = LogTable("events", EVENTS_SCHEMA, "an event")

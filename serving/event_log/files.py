@@ -25,7 +25,6 @@ from serving.event_log.common import (
     EVENT_LOG_ENV,
     EVENTS_TABLE,
     STALE_TEMP_SECONDS,
-    WAL_DIR,
     EventLogError,
     LogTable,
     Record,
@@ -126,16 +125,21 @@ class FileEventLog:
     """Write-ahead JSON-lines segments per process, compacted into Parquet parts (module docstring).
 
     ``table`` says what it holds: the live events by default (``<folder>/events/``), or another
-    :class:`LogTable` such as the experiments' exposures, with the same guarantees."""
+    :class:`LogTable` such as the experiments' exposures, with the same guarantees.
+
+    ``fsync=False`` returns from :meth:`append` once the batch is written to the operating system:
+    it survives the process being killed, not the machine crashing (the exposure log's cheaper
+    setting, serving/exposures.py); the segment is still fsynced when it is rolled or closed."""
 
     def __init__(self, folder: str | os.PathLike[str], *, segment_max_bytes: int = DEFAULT_SEGMENT_BYTES,
                  segment_max_seconds: float = DEFAULT_SEGMENT_SECONDS, background: bool = True,
-                 recover: bool = True, table: LogTable = EVENTS_TABLE) -> None:
+                 recover: bool = True, table: LogTable = EVENTS_TABLE, fsync: bool = True) -> None:
         if segment_max_bytes <= 0 or segment_max_seconds <= 0:
             raise UserError("segment_max_bytes and segment_max_seconds must be > 0")
         self.folder = Path(folder)
-        self.wal_dir = self.folder / WAL_DIR
+        self.wal_dir = self.folder / table.wal
         self.table = table
+        self.fsync = fsync
         self.parts_dir = self.folder / table.name
         self.segment_max_bytes = int(segment_max_bytes)
         self.segment_max_seconds = float(segment_max_seconds)
@@ -192,13 +196,14 @@ class FileEventLog:
             segment.bytes += len(data)
             segment.written += 1
             sequence = segment.written
-        try:
-            segment.sync(sequence)
-        except OSError as error:
-            with self._lock:
-                if self._segment is segment:
-                    self._queue_broken(self._roll_locked())
-            raise EventLogError(f"{self.folder}: cannot make events durable: {error.strerror or error}") from None
+        if self.fsync:
+            try:
+                segment.sync(sequence)
+            except OSError as error:
+                with self._lock:
+                    if self._segment is segment:
+                        self._queue_broken(self._roll_locked())
+                raise EventLogError(f"{self.folder}: cannot make events durable: {error.strerror or error}") from None
         if rolled is not None:
             self._compact_later(rolled)
 

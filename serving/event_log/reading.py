@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.event_log.common import WAL_DIR, EventLogError, LogTable
+from serving.event_log.common import EventLogError, LogTable
 
 logger = logging.getLogger("shoprec.serving.event_log")
 
@@ -23,7 +23,7 @@ def read_log(folder: Path, table: LogTable) -> pa.Table:
     tables = []
     # Segments before parts: a segment compacted in between is then read twice (from both), never
     # missed (gone from the segments and not yet listed among the parts).
-    for segment in sorted((folder / WAL_DIR).glob("*.jsonl")):
+    for segment in sorted((folder / table.wal).glob("*.jsonl")):
         try:
             data = segment.read_bytes()
         except FileNotFoundError:

@@ -1,5 +1,6 @@
 """The exposure log: records as typed Parquet rows, many requests sharing one flush, a failure told to
-every waiter, and nothing acknowledged lost when the process is killed."""
+every waiter, nothing acknowledged lost when the process is killed (at either durability), and the
+outcome log beside it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,25 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from serving.event_log import EventLogError, FileEventLog
-from serving.exposures import EXPOSURE_LOG_ENV, EXPOSURES_TABLE, Exposure, ExposureWriter, open_exposure_log
+from serving.event_log.reading import read_log
+from serving.exposures import (
+    DURABILITY_ENV,
+    EXPOSURE_LOG_ENV,
+    EXPOSURES_TABLE,
+    OUTCOMES_TABLE,
+    Exposure,
+    ExposureWriter,
+    Outcome,
+    open_exposure_log,
+)
+from serving.live_events import LiveEvent
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,8 +75,9 @@ def test_concurrent_requests_share_flushes_and_every_exposure_lands(tmp_path: Pa
     assert CountingLog.batches < 250  # requests queued while a batch was written joined the next one
 
 
-def test_a_failed_write_reaches_every_waiter(tmp_path: Path) -> None:
-    log = FileEventLog(tmp_path, table=EXPOSURES_TABLE)
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_failed_write_reaches_every_waiter(tmp_path: Path, fsync: bool) -> None:
+    log = FileEventLog(tmp_path, table=EXPOSURES_TABLE, fsync=fsync)
     writer = ExposureWriter(log)
     log.close()  # the log refuses appends from now on, as a broken disk would
     with pytest.raises(EventLogError, match="closed"):
@@ -87,16 +101,41 @@ def test_the_location_comes_from_the_environment(tmp_path: Path) -> None:
         log.close()
     with pytest.raises(EventLogError, match="folder"):
         open_exposure_log({EXPOSURE_LOG_ENV: "postgresql://db/shop"})
+    with pytest.raises(EventLogError, match=f"{DURABILITY_ENV}='disk': expected one of write, fsync"):
+        open_exposure_log({EXPOSURE_LOG_ENV: str(tmp_path / "exp"), DURABILITY_ENV: "disk"})
+    for setting, fsync in (("", False), ("FSYNC", True), ("write", False)):
+        log = open_exposure_log({EXPOSURE_LOG_ENV: str(tmp_path / "exp"), DURABILITY_ENV: setting})
+        assert log.fsync is fsync
+        log.close()
 
 
-def test_nothing_acknowledged_is_lost_when_the_process_is_killed(tmp_path: Path) -> None:
+def test_outcomes_live_beside_the_exposures_in_their_own_segments(tmp_path: Path) -> None:
+    env = {EXPOSURE_LOG_ENV: str(tmp_path)}
+    exposures, outcomes = open_exposure_log(env), open_exposure_log(env, table=OUTCOMES_TABLE)
+    exposures.append([_exposure(1)])
+    view = LiveEvent("s1", "view", datetime(2026, 12, 1, 10, tzinfo=UTC), None, "i1")
+    outcomes.append([Outcome("req-1", view)])
+    assert read_log(tmp_path, OUTCOMES_TABLE).to_pylist() == [
+        {"ts": view.ts, "request_id": "req-1", "event_type": "view", "session_id": "s1", "customer_id": None,
+         "item_id": "i1"}]
+    assert read_log(tmp_path, EXPOSURES_TABLE).column("request_id").to_pylist() == ["req-1"]
+    exposures.close()
+    outcomes.close()
+    assert (tmp_path / "outcomes").is_dir() and (tmp_path / "wal-outcomes").is_dir()
+    assert len(read_log(tmp_path, OUTCOMES_TABLE)) == 1  # compacted into its own parts, read once
+
+
+@pytest.mark.parametrize("durability", ["fsync", "write"])
+def test_nothing_acknowledged_is_lost_when_the_process_is_killed(tmp_path: Path, durability: str) -> None:
     """A process records exposures, says so, and is SIGKILLed (no shutdown, no compaction): the
-    next process to open the log finds every one of them."""
+    next process to open the log finds every one of them, at either durability (with ``write``
+    the operating system holds what the process wrote); only a machine crash separates the two."""
     code = f"""
 import sys, time
 from serving.exposures import Exposure, ExposureWriter, open_exposure_log
 from tests.serving.test_exposures import _exposure
-writer = ExposureWriter(open_exposure_log({{"{EXPOSURE_LOG_ENV}": {str(tmp_path)!r}}}))
+writer = ExposureWriter(open_exposure_log({{"{EXPOSURE_LOG_ENV}": {str(tmp_path)!r},
+                                           "{DURABILITY_ENV}": {durability!r}}}))
 for n in range(30):
     writer.record_now([_exposure(n)])
 print("answered", flush=True)

@@ -127,6 +127,10 @@ BAD = [
     ("/offers", {"customer_id": "c1\x07"}, "customer_id"),
     ("/events", {"events": [{"session_id": "s\x00", "event_type": "view", "item_id": "i"}]}, "events.0.session_id"),
     ("/events", {"events": [{"session_id": "s", "event_type": "view", "item_id": "i\ufeff"}]}, "events.0.item_id"),
+    ("/events", {"events": [{"session_id": "s", "event_type": "view", "item_id": "i", "request_id": ""}]},
+     "events.0.request_id"),
+    ("/events", {"events": [{"session_id": "s", "event_type": "view", "item_id": "i", "request_id": 7}]},
+     "events.0.request_id"),
 ]
 
 
