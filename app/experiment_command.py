@@ -64,8 +64,9 @@ def experiment_stop(
 def experiment_report(
     name: Annotated[str, typer.Argument(help="The experiment (running or stopped).")],
     model: ModelOption = "shoprec",
-    exposures: Annotated[Path | None, typer.Option(help="The exposure log folder (default: SHOPREC_EXPOSURE_LOG, "
-                                                        "else $SHOPREC_HOME/exposure-log).")] = None,
+    exposures: Annotated[Path | None, typer.Option(help="The exposure log folder, which holds the outcomes too "
+                                                        "(default: SHOPREC_EXPOSURE_LOG, else "
+                                                        "$SHOPREC_HOME/exposure-log).")] = None,
     events: Annotated[str | None, typer.Option(help="The live event log: a folder or a database URL (default: "
                                                     "SHOPREC_EVENT_LOG, else $SHOPREC_HOME/event-log); its "
                                                     "purchase events are outcomes.")] = None,
@@ -75,8 +76,8 @@ def experiment_report(
                                                                "(last touch).")] = 24.0,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the report to MLflow.")] = True,
 ) -> None:
-    """Per variant: units, exposures, conversion, recommended items bought and revenue per unit, each
-    variant's lift over the first with a 95% interval, and the sample-ratio check."""
+    """Per variant: units, exposures, click-through, conversion, recommended items bought and revenue per
+    unit, each variant's lift over the first with a 95% interval, and the sample-ratio check."""
     from batch import experiment_report as reports
     from serving.exposures import exposure_log_location
     from training import experiments, tracking
@@ -92,8 +93,9 @@ def experiment_report(
         from features.loading import load_shop
 
         orders = load_shop(data)["orders"]
-    purchases = reports.purchases_from(reports.read_events(events), orders, experiment)
-    report = reports.build_report(experiment, shown, purchases, window_hours=window_hours,
+    outcomes = reports.read_outcomes(folder)
+    purchases = reports.purchases_from(reports.read_events(events), orders, experiment, outcomes)
+    report = reports.build_report(experiment, shown, purchases, outcomes=outcomes, window_hours=window_hours,
                                   has_revenue=orders is not None)
     render_report(report)
     if track:
@@ -120,8 +122,10 @@ def render_report(report: ExperimentReport) -> None:
                       str(figures.exposures), *(f"{figures.means[m]:.4f}" for m in report.metrics),
                       *(_interval(figures.lifts.get(m)) for m in report.metrics))
     out.print(table)
-    out.print(f"{report.attributed} of {report.purchases} purchases followed an exposure within the window; "
-              f"* marks an interval that excludes zero")
+    out.print(f"{report.attributed} of {report.purchases} purchases attributed ({report.named} by the request_id "
+              f"they carried, the rest by last touch); * marks an interval that excludes zero")
+    if not report.has_clicks:
+        out.print("no event came back with a request_id: click-through is left out (POST /events, request_id)")
     split = report.split
     if split.mismatch:
         out.print(f"[red]SAMPLE-RATIO MISMATCH[/red]: units {list(split.counts)} against planned shares "

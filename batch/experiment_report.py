@@ -1,15 +1,19 @@
 """``shoprec experiment report``: what each variant of an online experiment did, with its uncertainty.
 
-Reads the experiment's exposures (the service's exposure log) and the purchases that followed
-them: the ``purchase`` events of the live event log and, when a shop's data is given, its
-orders (which also carry revenue). A purchase is attributed to the unit's last exposure before
-it, within the attribution window (last touch; 24 hours by default): the unit is the customer id
-of the purchase (else its session id) for an experiment by customer, the other way round by
-session, as the service assigned them.
+Reads the experiment's exposures and outcomes (the service's exposure log) and the purchases
+that followed them: the ``purchase`` events of the live event log and, when a shop's data is
+given, its orders (which also carry revenue). A purchase event that names the answer it came
+from (its ``request_id``, kept in the outcome log) is attributed to that answer. Any other
+purchase goes to the unit's last exposure before it, within the attribution window (last touch;
+24 hours by default): the unit is the customer id of the purchase (else its session id) for an
+experiment by customer, the other way round by session, as the service assigned them.
 
 Per variant and unit (units are the independent draws, docs/experiments.md):
 
-- ``converted``: bought anything within the window of an exposure (0/1);
+- ``click_through``: the share of answers that an event came back from (a click, which the
+  client sends as the view it leads to with the answer's ``request_id``), as clicked answers over
+  answers, a ratio of sums over units (training/experiment_stats.py); only when any came back;
+- ``converted``: bought anything attributed to an exposure (0/1);
 - ``recommended_bought``: purchases of an item the unit was shown in the exposure they followed;
 - ``revenue``: unit price times quantity of the attributed order lines (orders only).
 
@@ -34,11 +38,13 @@ from features.sources import safe_url
 from serving.event_log import default_event_log_location
 from serving.event_log.common import EVENT_LOG_ENV, EVENTS_TABLE, EventLogError
 from serving.event_log.reading import read_log
-from serving.exposures import EXPOSURES_TABLE
+from serving.exposures import EXPOSURES_TABLE, OUTCOMES_TABLE
 from training.experiment_stats import Lift, SampleRatio, lift, sample_ratio
 from training.experiments import Experiment
 
-METRICS = ("converted", "recommended_bought", "revenue")
+METRICS = ("click_through", "converted", "recommended_bought", "revenue")
+RATIOS = {"click_through": ("clicks", "exposures")}
+"""Metrics that are a ratio of two per-unit sums: (numerator, denominator)."""
 TRACKING_EXPERIMENT = "shoprec-experiments"
 
 
@@ -64,10 +70,17 @@ class ExperimentReport:
     purchases: int
     """Purchases read (live events and order lines)."""
     attributed: int
-    """Of those, purchases that followed an exposure within the window."""
+    """Of those, purchases attributed to an exposure (by its request_id, else within the window)."""
+    named: int
+    """Of those, purchases attributed by the request_id they carried."""
     has_revenue: bool
+    has_clicks: bool
+    """Whether any event came back with a request_id (else click-through is left out)."""
     mixed_units: int
     """Units exposed to more than one variant (left out: they cannot be attributed)."""
+    per_unit: pd.DataFrame
+    """One row per unit: its variant, exposures, clicks and each metric's value (the draws the
+    statistics are computed from, for a plot, a bootstrap or planning the next experiment)."""
 
     def table(self) -> pd.DataFrame:
         rows = []
@@ -86,7 +99,12 @@ class ExperimentReport:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return METRICS if self.has_revenue else METRICS[:2]
+        return metrics_of(self.has_clicks, self.has_revenue)
+
+
+def metrics_of(has_clicks: bool, has_revenue: bool) -> tuple[str, ...]:
+    """The metrics a report can give from what its inputs hold."""
+    return tuple(m for m in METRICS if (m != "click_through" or has_clicks) and (m != "revenue" or has_revenue))
 
 
 def unit_column(experiment: Experiment, frame: pd.DataFrame) -> pd.Series:
@@ -96,38 +114,69 @@ def unit_column(experiment: Experiment, frame: pd.DataFrame) -> pd.Series:
     return customer.fillna(session) if experiment.unit == "customer" else session.fillna(customer)
 
 
-def purchases_from(events: pd.DataFrame, orders: pd.DataFrame | None, experiment: Experiment) -> pd.DataFrame:
-    """Purchases as (unit, ts, item_id, revenue): the event log's purchase events (no revenue) and the
+def purchases_from(events: pd.DataFrame, orders: pd.DataFrame | None, experiment: Experiment,
+                   outcomes: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Purchases as (unit, ts, item_id, revenue, request_id): the event log's purchase events (no
+    revenue), with the request_id the outcome log holds for those that named an answer, and the
     shop's order lines (``orders`` of the data contract, returns left out). An order line's unit is its
     customer: orders carry no session, so an experiment by session counts them only for customers."""
-    bought = events[events["event_type"] == "purchase"]
+    bought = events[events["event_type"] == "purchase"].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
+    if outcomes is not None and len(outcomes):
+        named = outcomes[outcomes["event_type"] == "purchase"][["session_id", "item_id", "ts", "request_id"]]
+        named = named.assign(ts=pd.to_datetime(named["ts"], utc=True)).drop_duplicates(["session_id", "item_id",
+                                                                                         "ts"])
+        bought = bought.merge(named, on=["session_id", "item_id", "ts"], how="left")
+    else:
+        bought = bought.assign(request_id=None)
     frames = [pd.DataFrame({"unit": unit_column(experiment, bought), "ts": bought["ts"],
-                            "item_id": bought["item_id"], "revenue": np.nan})]
+                            "item_id": bought["item_id"], "revenue": np.nan, "request_id": bought["request_id"]})]
     if orders is not None and len(orders):
         lines = orders[orders["quantity"] > 0]  # a return is not an outcome of the exposure before it
         frames.append(pd.DataFrame({"unit": lines["customer_id"].astype(str), "ts": lines["ts"],
                                     "item_id": lines["item_id"].astype(str),
-                                    "revenue": (lines["unit_price"] * lines["quantity"]).astype(float)}))
+                                    "revenue": (lines["unit_price"] * lines["quantity"]).astype(float),
+                                    "request_id": None}))
     purchases = pd.concat(frames, ignore_index=True)
     purchases["ts"] = pd.to_datetime(purchases["ts"], utc=True)
     return purchases.dropna(subset=["unit"])
 
 
+def _by_request(frame: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` (with ``unit`` and ``request_id``) joined to the exposure whose request_id they
+    carry. One ``/email_picks`` answer holds many units under one request_id: there the row's unit
+    must be the exposure's too; an answer to one unit takes the row whatever id it came with (a
+    click from a visitor who was not logged in). The unit of the result is the exposure's."""
+    if not frame["request_id"].notna().any():
+        return frame.iloc[0:0].assign(exposed_at=pd.Series(dtype="datetime64[us, UTC]"), items=None)
+    shared = shown.groupby("request_id")["unit"].transform("size").gt(1)
+    joined = frame.rename(columns={"unit": "own_unit"}).merge(shown.assign(shared=shared), on="request_id")
+    return joined[~joined["shared"] | (joined["own_unit"] == joined["unit"])].drop(columns=["own_unit", "shared"])
+
+
 def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.DataFrame, *,
-                 window_hours: float = 24.0, has_revenue: bool = False) -> ExperimentReport:
-    """Attribute ``purchases`` (unit, ts, item_id, revenue) to ``exposures`` and compare the variants."""
+                 outcomes: pd.DataFrame | None = None, window_hours: float = 24.0,
+                 has_revenue: bool = False) -> ExperimentReport:
+    """Attribute ``purchases`` (unit, ts, item_id, revenue, request_id) and ``outcomes`` (the outcome
+    log's events that named an answer) to ``exposures`` and compare the variants."""
     exposures = exposures[exposures["experiment"] == experiment.name]
     exposures = exposures.assign(ts=pd.to_datetime(exposures["ts"], utc=True))
     variants_per_unit = exposures.groupby("unit")["variant"].nunique()
     mixed = set(variants_per_unit.index[variants_per_unit > 1])
     exposures = exposures[~exposures["unit"].isin(mixed)]
     unit_variant = exposures.drop_duplicates("unit").set_index("unit")["variant"]
+    shown = exposures[["request_id", "unit", "ts", "items"]].rename(columns={"ts": "exposed_at"})
 
-    touched = purchases[purchases["unit"].isin(unit_variant.index)].sort_values("ts")
-    shown = exposures[["unit", "ts", "items"]].sort_values("ts").rename(columns={"ts": "exposed_at"})
-    matched = pd.merge_asof(touched, shown, left_on="ts", right_on="exposed_at", by="unit", direction="backward",
-                            tolerance=pd.Timedelta(hours=window_hours))
-    matched = matched[matched["exposed_at"].notna()]
+    if "request_id" not in purchases:  # none named an answer
+        purchases = purchases.assign(request_id=None)
+    named = _by_request(purchases, shown)
+    rest = purchases.drop(index=purchases.index[purchases["request_id"].isin(named["request_id"])]
+                          if len(named) else [])
+    rest = rest[rest["unit"].isin(unit_variant.index)].sort_values("ts")
+    touched = pd.merge_asof(rest.drop(columns=["request_id"]), shown.drop(columns=["request_id"]).sort_values(
+        "exposed_at"), left_on="ts", right_on="exposed_at", by="unit", direction="backward",
+        tolerance=pd.Timedelta(hours=window_hours))
+    matched = pd.concat([named.drop(columns=["request_id"]), touched[touched["exposed_at"].notna()]],
+                        ignore_index=True)
     matched = matched.assign(recommended=[item in (items if items is not None else ())
                                           for item, items in zip(matched["item_id"], matched["items"], strict=True)])
     per_unit = pd.DataFrame(index=unit_variant.index)
@@ -136,27 +185,48 @@ def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.
     per_unit["converted"] = grouped.size().reindex(per_unit.index, fill_value=0).gt(0).astype(float)
     per_unit["recommended_bought"] = grouped["recommended"].sum().reindex(per_unit.index, fill_value=0).astype(float)
     per_unit["revenue"] = grouped["revenue"].sum(min_count=1).reindex(per_unit.index).fillna(0.0)
+    per_unit["exposures"] = exposures.groupby("unit").size().reindex(per_unit.index, fill_value=0).astype(float)
+    has_clicks = outcomes is not None and len(outcomes) > 0
+    clicked = pd.DataFrame(columns=["request_id", "unit"])
+    if has_clicks:
+        assert outcomes is not None
+        clicked = _by_request(outcomes.assign(unit=unit_column(experiment, outcomes)), shown)
+    per_unit["clicks"] = (clicked.drop_duplicates(["request_id", "unit"]).groupby("unit").size()
+                          .reindex(per_unit.index, fill_value=0).astype(float))
 
-    metrics = METRICS if has_revenue else METRICS[:2]
-    control = experiment.variants[0].name
+    metrics = metrics_of(has_clicks, has_revenue)
+    control_variant = experiment.variants[0].name  # the one the others are compared with
+    control = per_unit[per_unit["variant"] == control_variant]
     counts = exposures.groupby("variant").size()
     figures = []
     for variant in experiment.variants:
         units = per_unit[per_unit["variant"] == variant.name]
-        lifts = {} if variant.name == control else {
-            m: lift(per_unit.loc[per_unit["variant"] == control, m].to_numpy(), units[m].to_numpy()) for m in metrics}
+        means, lifts = {}, {}
+        for metric in metrics:
+            numerator, denominator = RATIOS.get(metric, (metric, None))
+            per_c = None if denominator is None else control[denominator].to_numpy()
+            per_t = None if denominator is None else units[denominator].to_numpy()
+            found = lift(control[numerator].to_numpy(), units[numerator].to_numpy(), per_c, per_t)
+            means[metric] = found.variant_mean
+            if variant.name != control_variant:
+                lifts[metric] = found
         figures.append(VariantFigures(variant.name, variant.version, variant.share, len(units),
-                                      int(counts.get(variant.name, 0)),
-                                      {m: float(units[m].mean()) if len(units) else 0.0 for m in metrics}, lifts))
+                                      int(counts.get(variant.name, 0)), means, lifts))
     split = sample_ratio([f.units for f in figures], [v.share for v in experiment.variants])
-    return ExperimentReport(experiment, window_hours, figures, split, len(purchases), len(matched), has_revenue,
-                            len(mixed))
+    return ExperimentReport(experiment, window_hours, figures, split, len(purchases), len(matched), len(named),
+                            has_revenue, has_clicks, len(mixed), per_unit)
 
 
 def read_exposures(folder: Path) -> pd.DataFrame:
     """Every exposure in the log: its Parquet parts and the live segments not compacted yet."""
     frame = read_log(folder, EXPOSURES_TABLE).to_pandas()
     return frame.drop_duplicates(subset=["request_id", "unit"])  # a segment read as it was being compacted
+
+
+def read_outcomes(folder: Path) -> pd.DataFrame:
+    """Every outcome (live event that named an answer) in the exposure log folder."""
+    frame = read_log(folder, OUTCOMES_TABLE).to_pandas()
+    return frame.drop_duplicates()  # a segment read as it was being compacted
 
 
 def read_events(location: str | None = None) -> pd.DataFrame:
@@ -221,6 +291,7 @@ def log_report(report: ExperimentReport) -> str:
                            "variants": ",".join(f"{v.name}:v{v.version}:{v.share:.4f}" for v in experiment.variants)})
         metrics: dict[str, float] = {"srm_p_value": report.split.p_value, "purchases": float(report.purchases),
                                      "attributed_purchases": float(report.attributed),
+                                     "purchases_by_request_id": float(report.named),
                                      "mixed_units": float(report.mixed_units)}
         for figures in report.variants:
             metrics[f"{figures.variant}.units"] = float(figures.units)

@@ -1,5 +1,6 @@
-"""The experiment report: last-touch attribution within the window, per-unit figures, a planted lift
-found with an interval that covers it, none found in an A/A split, and a broken split flagged."""
+"""The experiment report: last-touch attribution within the window, outcomes that name their answer,
+per-unit figures, a planted lift found with an interval that covers it, none found in an A/A split,
+and a broken split flagged."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ def _experiment(shares: tuple[float, float] = (0.5, 0.5), versions: tuple[str, s
                                                           Variant("challenger", versions[1], shares[1])), T0.isoformat())
 
 
-def _exposure(unit: str, variant: str, hours: float, items: list[str], experiment: str = "ab") -> dict:
-    return {"ts": (T0 + pd.Timedelta(hours=hours)).floor("us"), "request_id": f"r-{unit}-{hours}", "experiment": experiment,
+def _exposure(unit: str, variant: str, hours: float, items: list[str], experiment: str = "ab",
+              request_id: str | None = None) -> dict:
+    return {"ts": (T0 + pd.Timedelta(hours=hours)).floor("us"), "request_id": request_id or f"r-{unit}-{hours}",
+            "experiment": experiment,
             "variant": variant, "model_version": "shoprec/v1", "unit": unit, "customer_id": unit, "session_id": None,
             "endpoint": "cross_sell", "items": items}
 
@@ -48,6 +51,44 @@ def test_attribution_is_last_touch_within_the_window() -> None:
     assert report.attributed == 2 and report.mixed_units == 1
     longer = build_report(_experiment(), exposures, purchases, window_hours=48)
     assert longer.variants[1].means["recommended_bought"] == 1.0
+
+
+def _outcome(request_id: str, event_type: str, item: str, session: str, customer: str | None,
+             hours: float = 1) -> dict:
+    return {"ts": T0 + pd.Timedelta(hours=hours), "request_id": request_id, "event_type": event_type,
+            "session_id": session, "customer_id": customer, "item_id": item}
+
+
+def test_outcomes_that_name_their_answer_give_click_through_and_attribute_purchases() -> None:
+    exposures = pd.DataFrame([
+        _exposure("a", "champion", 0, ["i1", "i2"]),
+        _exposure("b", "challenger", 0, ["i1"]), _exposure("b", "challenger", 5, ["i4"]),
+        _exposure("e1", "champion", 0, ["i7"], request_id="batch"),  # one /email_picks answer, two customers
+        _exposure("e2", "challenger", 0, ["i8"], request_id="batch")])
+    outcomes = pd.DataFrame([
+        _outcome("r-a-0", "view", "i1", "s-anon", None),  # a click from a visitor not logged in: still a's
+        _outcome("r-a-0", "cart", "i1", "s-anon", None),  # the same answer again: one click
+        _outcome("batch", "view", "i8", "s-e2", "e2"),    # the batch answer, e2's part
+        _outcome("batch", "view", "i7", "s-x", "x"),      # a customer the batch did not answer: no click
+        _outcome("r-unknown", "view", "i1", "s-q", "q"),  # an answer the log never saw
+        _outcome("r-b-0", "purchase", "i1", "s-b", "b", hours=40)])
+    events = pd.DataFrame([{k: v for k, v in o.items() if k != "request_id"} for o in outcomes.to_dict("records")
+                           if o["event_type"] == "purchase"] +
+                          [{"ts": T0 + pd.Timedelta(hours=41), "event_type": "purchase", "session_id": "s-b",
+                            "customer_id": "b", "item_id": "i4"}])  # unnamed, 36 h after b's last exposure
+    experiment = _experiment()
+    purchases = purchases_from(events, None, experiment, outcomes)
+    assert list(purchases["request_id"].fillna("-")) == ["r-b-0", "-"]
+    report = build_report(experiment, exposures, purchases, outcomes=outcomes, window_hours=24)
+    champion, challenger = report.variants
+    assert report.metrics == ("click_through", "converted", "recommended_bought")
+    assert champion.means["click_through"] == pytest.approx(1 / 2)  # a's answer clicked, e1's part of the batch not
+    # b's first answer came back (as the purchase), the second did not; e2's part of the batch did
+    assert challenger.means["click_through"] == pytest.approx(2 / 3)
+    assert challenger.means["recommended_bought"] == pytest.approx(1 / 2)  # b's named purchase, 40 h on
+    assert (report.attributed, report.named) == (1, 1)
+    without = build_report(experiment, exposures, purchases_from(events, None, experiment), window_hours=24)
+    assert without.metrics == ("converted", "recommended_bought") and without.attributed == 0
 
 
 def test_purchases_come_from_events_and_orders_by_the_unit_rule() -> None:

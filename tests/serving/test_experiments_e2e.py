@@ -16,7 +16,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from batch.experiment_report import build_report, purchases_from, read_events, read_exposures
+from batch.experiment_report import build_report, purchases_from, read_events, read_exposures, read_outcomes
 from serving.event_log import FileEventLog
 from serving.exposures import EXPOSURES_TABLE
 from tests.serving.live_server import TOKEN, TrainedHome, kill_tree, private_copy, serving
@@ -55,21 +55,30 @@ def _ask(url: str, experiment: Experiment, customers: list[str], cart: list[str]
     return answers
 
 
-def _shop_with_a_planted_winner(url: str, customers: list[str]) -> int:
-    """Simulated shoppers: each asks for a cross-sell, then buys the first item shown with a chance
-    that depends on the variant that answered (v2's picks are bought more often: the planted
-    lift), reported back through ``POST /events``. The purchases sent."""
+def _shop_with_a_planted_winner(url: str, customers: list[str]) -> tuple[int, int]:
+    """Simulated shoppers: each asks for a cross-sell, clicks the first item shown and buys it with
+    chances that depend on the variant that answered (v2's picks are clicked and bought more often:
+    the planted lift), reported back through ``POST /events``: a click as the view it leads to,
+    with the answer's request_id, and every other purchase with it too (the rest are left to last
+    touch). The purchases sent, and those that named their answer."""
     rng = random.Random(18)
-    purchases = []
+    events, purchases, named = [], 0, 0
     with httpx.Client(timeout=30) as client:
         for customer in customers:
             answer = client.post(f"{url}/cross_sell", json={"cart": [], "customer_id": customer, "k": 3}).json()
-            if answer["items"] and rng.random() < (0.35 if answer["variant"] == "v2" else 0.15):
-                purchases.append({"session_id": f"visit-{customer}", "customer_id": customer,
-                                  "event_type": "purchase", "item_id": answer["items"][0]["item_id"]})
-        for start in range(0, len(purchases), 500):
-            assert client.post(f"{url}/events", json={"events": purchases[start:start + 500]}).status_code == 200
-    return len(purchases)
+            if not answer["items"] or rng.random() >= (0.5 if answer["variant"] == "v2" else 0.3):
+                continue
+            event = {"session_id": f"visit-{customer}", "item_id": answer["items"][0]["item_id"]}
+            events.append({**event, "event_type": "view", "request_id": answer["request_id"]})
+            if rng.random() < 0.6:
+                purchases += 1
+                carries = purchases % 2 == 1  # every other purchase names its answer
+                named += carries
+                events.append({**event, "customer_id": customer, "event_type": "purchase",
+                               **({"request_id": answer["request_id"]} if carries else {})})
+        for start in range(0, len(events), 500):
+            assert client.post(f"{url}/events", json={"events": events[start:start + 500]}).status_code == 200
+    return purchases, named
 
 
 def test_an_experiment_end_to_end(home: TrainedHome, tmp_path: Path) -> None:
@@ -95,14 +104,16 @@ def test_an_experiment_end_to_end(home: TrainedHome, tmp_path: Path) -> None:
         anonymous = httpx.post(f"{url}/cross_sell", json={"cart": cart}, timeout=30).json()
         assert (anonymous["experiment"], anonymous["variant"], anonymous["model_version"]) == \
                (None, None, "shoprec/v1")
-        shoppers = _shop_with_a_planted_winner(url, [str(c) for c in bundle.customers.external_ids[40:1240]])
+        shoppers, named = _shop_with_a_planted_winner(url, [str(c) for c in bundle.customers.external_ids[40:1240]])
         kill_tree(proc)  # no shutdown hook: what was answered must already be durable
 
-    report = build_report(experiment, read_exposures(exposure_log),
-                          purchases_from(read_events(str(tmp_path / "event-log")), None, experiment))
-    assert not report.split.mismatch and report.attributed == shoppers
-    found = report.variants[1].lifts["recommended_bought"]
-    assert found.significant and found.low is not None and found.low > 0, report.table().to_dict("records")
+    outcomes = read_outcomes(exposure_log)
+    report = build_report(experiment, read_exposures(exposure_log), purchases_from(
+        read_events(str(tmp_path / "event-log")), None, experiment, outcomes), outcomes=outcomes)
+    assert not report.split.mismatch and (report.attributed, report.named) == (shoppers, named)
+    for metric in ("click_through", "recommended_bought"):
+        found = report.variants[1].lifts[metric]
+        assert found.significant and found.low is not None and found.low > 0, report.table().to_dict("records")
 
     rows = _exposures(exposure_log)
     logged = {row["request_id"]: row for row in rows}  # one row per answer, but one per customer of a batch
