@@ -71,9 +71,24 @@ def check_propensity(notebook: nbformat.NotebookNode) -> None:
         "customers mailed at the default threshold should open more often than the average held-out mail"
 
 
+def check_online_experiment(notebook: nbformat.NotebookNode) -> None:
+    last = notebook.cells[-1]
+    summary = json.loads("".join(o["text"] for o in last["outputs"] if o["output_type"] == "stream"))
+    assert summary["customers"] > 500 and summary["metrics"] == ["click_through", "converted", "recommended_bought"]
+    assert 0 < summary["named"] <= summary["attributed"], "clicks and purchases came back and were attributed"
+    for low_lift_high in summary["lifts"].values():
+        assert low_lift_high[1] < low_lift_high[0] < low_lift_high[2], "every lift has its interval"
+    assert summary["aa_deciding_flags"] <= 5, "a correct interval flags more than 5 of 20 A/A splits 3 times in 10,000"
+    assert summary["broken_split_flagged"], "a variant that loses 30% of its customers is a sample-ratio mismatch"
+    promoted = summary["versions"]["challenger"] if summary["promoted"] else summary["versions"]["champion"]
+    assert summary["champion"] == promoted
+    assert summary["units_needed"] > 0
+
+
 CHECKS: dict[str, Callable[[nbformat.NotebookNode], None]] = {
     "retrain_and_compare.ipynb": check_retrain_and_compare,
     "propensity.ipynb": check_propensity,
+    "online_experiment.ipynb": check_online_experiment,
 }
 
 
