@@ -46,6 +46,8 @@ METRICS = ("click_through", "converted", "recommended_bought", "revenue")
 RATIOS = {"click_through": ("clicks", "exposures")}
 """Metrics that are a ratio of two per-unit sums: (numerator, denominator)."""
 TRACKING_EXPERIMENT = "shoprec-experiments"
+SAME_PURCHASE = pd.Timedelta(days=1)
+"""A purchase event and an order line of the same unit and item this close are one purchase."""
 
 
 @dataclass(frozen=True)
@@ -114,38 +116,68 @@ def unit_column(experiment: Experiment, frame: pd.DataFrame) -> pd.Series:
     return customer.fillna(session) if experiment.unit == "customer" else session.fillna(customer)
 
 
+def _times(values: pd.Series) -> pd.Series:
+    """UTC microseconds, whatever the source gave (a database may give seconds or text)."""
+    return pd.to_datetime(values, utc=True).dt.as_unit("us")
+
+
 def purchases_from(events: pd.DataFrame, orders: pd.DataFrame | None, experiment: Experiment,
                    outcomes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Purchases as (unit, ts, item_id, revenue, request_id): the event log's purchase events (no
-    revenue), with the request_id the outcome log holds for those that named an answer, and the
-    shop's order lines (``orders`` of the data contract, returns left out). An order line's unit is its
-    customer: orders carry no session, so an experiment by session counts them only for customers."""
-    bought = events[events["event_type"] == "purchase"].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True))
+    revenue), with the request_id (and the merged customer id) the outcome log holds for those that
+    named an answer, and the shop's order lines (``orders`` of the data contract, returns left out).
+    An order line's unit is its customer: orders carry no session, so an experiment by session
+    counts them only for customers. A purchase event and an order line of the same unit and item
+    within a day are one purchase (:func:`_one_purchase_each`)."""
+    bought = events[events["event_type"] == "purchase"]
+    bought = bought.assign(ts=_times(bought["ts"]), session_id=bought["session_id"].astype(str),
+                           item_id=bought["item_id"].astype(str))
     if outcomes is not None and len(outcomes):
-        named = outcomes[outcomes["event_type"] == "purchase"][["session_id", "item_id", "ts", "request_id"]]
-        named = named.assign(ts=pd.to_datetime(named["ts"], utc=True)).drop_duplicates(["session_id", "item_id",
-                                                                                         "ts"])
+        named = outcomes[outcomes["event_type"] == "purchase"]
+        named = pd.DataFrame({"session_id": named["session_id"].astype(str), "item_id": named["item_id"].astype(str),
+                              "ts": _times(named["ts"]), "request_id": named["request_id"],
+                              "named_customer": named["customer_id"]}).drop_duplicates(["session_id", "item_id", "ts"])
         bought = bought.merge(named, on=["session_id", "item_id", "ts"], how="left")
+        bought["customer_id"] = bought["named_customer"].where(bought["named_customer"].notna(), bought["customer_id"])
     else:
         bought = bought.assign(request_id=None)
-    frames = [pd.DataFrame({"unit": unit_column(experiment, bought), "ts": bought["ts"],
-                            "item_id": bought["item_id"], "revenue": np.nan, "request_id": bought["request_id"]})]
+    from_events = pd.DataFrame({"unit": unit_column(experiment, bought), "ts": bought["ts"],
+                                "item_id": bought["item_id"], "revenue": np.nan, "request_id": bought["request_id"]})
+    from_events = from_events.dropna(subset=["unit"]).astype({"unit": str})
+    frames = [from_events]
     if orders is not None and len(orders):
         lines = orders[orders["quantity"] > 0]  # a return is not an outcome of the exposure before it
-        frames.append(pd.DataFrame({"unit": lines["customer_id"].astype(str), "ts": lines["ts"],
-                                    "item_id": lines["item_id"].astype(str),
-                                    "revenue": (lines["unit_price"] * lines["quantity"]).astype(float),
-                                    "request_id": None}))
-    purchases = pd.concat(frames, ignore_index=True)
-    purchases["ts"] = pd.to_datetime(purchases["ts"], utc=True)
-    return purchases.dropna(subset=["unit"])
+        lines = pd.DataFrame({"unit": lines["customer_id"].astype(str), "ts": _times(lines["ts"]),
+                              "item_id": lines["item_id"].astype(str),
+                              "revenue": (lines["unit_price"] * lines["quantity"]).astype(float), "request_id": None})
+        frames = list(_one_purchase_each(from_events, lines))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _one_purchase_each(from_events: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A shop that sends its purchases to ``POST /events`` and loads its orders has each purchase
+    twice. The event (which may name its answer) and the nearest order line of the same unit and
+    item within :data:`SAME_PURCHASE` are one purchase: the event takes the line's revenue, the line goes."""
+    lines = lines.assign(line=np.arange(len(lines)))
+    matched = pd.merge_asof(
+        from_events.sort_values("ts"),
+        lines[["ts", "unit", "item_id", "revenue", "line"]].rename(columns={"ts": "line_ts", "revenue": "line_revenue"})
+        .sort_values("line_ts"),
+        left_on="ts", right_on="line_ts", by=["unit", "item_id"], direction="nearest", tolerance=SAME_PURCHASE)
+    first = matched["line"].notna() & ~matched["line"].duplicated()  # one line's revenue counted once
+    matched["revenue"] = matched["line_revenue"].where(first)
+    kept_lines = lines[~lines["line"].isin(matched["line"].dropna())]
+    return (matched.drop(columns=["line_ts", "line_revenue", "line"]), kept_lines.drop(columns=["line"]))
 
 
 def _by_request(frame: pd.DataFrame, shown: pd.DataFrame) -> pd.DataFrame:
     """Rows of ``frame`` (with ``unit`` and ``request_id``) joined to the exposure whose request_id they
-    carry. One ``/email_picks`` answer holds many units under one request_id: there the row's unit
-    must be the exposure's too; an answer to one unit takes the row whatever id it came with (a
-    click from a visitor who was not logged in). The unit of the result is the exposure's."""
+    carry, with ``row``, the index of the row in ``frame``. An answer to one unit takes the row
+    whatever ids it came with (a click from a visitor who was not logged in); an id logged for
+    several units (a client reusing ids, or a log from before each ``/email_picks`` customer got
+    an id of their own) takes only the rows of those units. The unit of the result is the
+    exposure's."""
+    frame = frame.assign(row=frame.index)
     if not frame["request_id"].notna().any():
         return frame.iloc[0:0].assign(exposed_at=pd.Series(dtype="datetime64[us, UTC]"), items=None)
     shared = shown.groupby("request_id")["unit"].transform("size").gt(1)
@@ -159,7 +191,7 @@ def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.
     """Attribute ``purchases`` (unit, ts, item_id, revenue, request_id) and ``outcomes`` (the outcome
     log's events that named an answer) to ``exposures`` and compare the variants."""
     exposures = exposures[exposures["experiment"] == experiment.name]
-    exposures = exposures.assign(ts=pd.to_datetime(exposures["ts"], utc=True))
+    exposures = exposures.assign(ts=_times(exposures["ts"]), unit=exposures["unit"].astype(str))
     variants_per_unit = exposures.groupby("unit")["variant"].nunique()
     mixed = set(variants_per_unit.index[variants_per_unit > 1])
     exposures = exposures[~exposures["unit"].isin(mixed)]
@@ -168,14 +200,14 @@ def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.
 
     if "request_id" not in purchases:  # none named an answer
         purchases = purchases.assign(request_id=None)
+    purchases = purchases.assign(ts=_times(purchases["ts"]), unit=purchases["unit"].astype(str))
     named = _by_request(purchases, shown)
-    rest = purchases.drop(index=purchases.index[purchases["request_id"].isin(named["request_id"])]
-                          if len(named) else [])
+    rest = purchases.drop(index=named["row"].unique())  # any other purchase: last touch, request_id or not
     rest = rest[rest["unit"].isin(unit_variant.index)].sort_values("ts")
     touched = pd.merge_asof(rest.drop(columns=["request_id"]), shown.drop(columns=["request_id"]).sort_values(
         "exposed_at"), left_on="ts", right_on="exposed_at", by="unit", direction="backward",
         tolerance=pd.Timedelta(hours=window_hours))
-    matched = pd.concat([named.drop(columns=["request_id"]), touched[touched["exposed_at"].notna()]],
+    matched = pd.concat([named.drop(columns=["request_id", "row"]), touched[touched["exposed_at"].notna()]],
                         ignore_index=True)
     matched = matched.assign(recommended=[item in (items if items is not None else ())
                                           for item, items in zip(matched["item_id"], matched["items"], strict=True)])
@@ -186,11 +218,11 @@ def build_report(experiment: Experiment, exposures: pd.DataFrame, purchases: pd.
     per_unit["recommended_bought"] = grouped["recommended"].sum().reindex(per_unit.index, fill_value=0).astype(float)
     per_unit["revenue"] = grouped["revenue"].sum(min_count=1).reindex(per_unit.index).fillna(0.0)
     per_unit["exposures"] = exposures.groupby("unit").size().reindex(per_unit.index, fill_value=0).astype(float)
-    has_clicks = outcomes is not None and len(outcomes) > 0
+    has_clicks = outcomes is not None and bool(outcomes["request_id"].isin(shown["request_id"]).any())
     clicked = pd.DataFrame(columns=["request_id", "unit"])
     if has_clicks:
         assert outcomes is not None
-        clicked = _by_request(outcomes.assign(unit=unit_column(experiment, outcomes)), shown)
+        clicked = _by_request(outcomes.assign(unit=unit_column(experiment, outcomes).astype(str)), shown)
     per_unit["clicks"] = (clicked.drop_duplicates(["request_id", "unit"]).groupby("unit").size()
                           .reindex(per_unit.index, fill_value=0).astype(float))
 

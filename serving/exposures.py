@@ -69,7 +69,7 @@ EXPOSURES_TABLE = LogTable("exposures", pa.schema([
     ("session_id", pa.string()),
     ("endpoint", pa.string()),
     ("items", pa.list_(pa.string())),
-]), "an exposure")
+]), "an exposure", wal="wal-exposures")
 """One row per answer; ``items`` in the order shown (rank 1 first); ``unit`` the id it was assigned by."""
 OUTCOMES_TABLE = LogTable("outcomes", pa.schema([
     ("ts", pa.timestamp("us", tz="UTC")),
@@ -124,29 +124,38 @@ def exposure_log_location(env: Mapping[str, str] | None = None) -> Path:
     return Path(location).expanduser() if location else shoprec_home() / "exposure-log"
 
 
-def open_exposure_log(env: Mapping[str, str] | None = None, table: LogTable = EXPOSURES_TABLE) -> FileEventLog:
-    """The exposure log (or, with ``table=OUTCOMES_TABLE``, the outcome log) at
-    :func:`exposure_log_location`, with the event log's segment bounds and the durability of
-    ``SHOPREC_EXPOSURE_DURABILITY``. Raises :class:`EventLogError` (one line) when it cannot be
-    written or the setting is not one of :data:`DURABILITY`."""
+def open_exposure_log(env: Mapping[str, str] | None = None) -> FileEventLog:
+    """The exposure log at :func:`exposure_log_location`, with the default segment bounds and the
+    durability of ``SHOPREC_EXPOSURE_DURABILITY``. Raises :class:`EventLogError` (one line) when it
+    cannot be written or the setting is not one of :data:`DURABILITY`."""
     env = os.environ if env is None else env
     durability = choice(env, DURABILITY_ENV, DURABILITY, EventLogError)
-    return FileEventLog(exposure_log_location(env), table=table, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
+    return FileEventLog(exposure_log_location(env), table=EXPOSURES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
                         segment_max_seconds=DEFAULT_SEGMENT_SECONDS, fsync=durability == "fsync")
 
 
+def open_outcome_log(env: Mapping[str, str] | None = None) -> FileEventLog:
+    """The outcome log beside the exposures, always fsynced: ``POST /events`` pays for an ``fsync``
+    of its events anyway, and an outcome is the link of a purchase to the answer it came from."""
+    return FileEventLog(exposure_log_location(env), table=OUTCOMES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
+                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS)
+
+
 class ExposureWriter:
-    """One thread that writes queued exposures in batches, one ``fsync`` each (module docstring)."""
+    """One thread that writes queued exposures in batches, one ``fsync`` each (module docstring);
+    at ``write`` durability no thread: each caller writes its own."""
 
     def __init__(self, log: FileEventLog) -> None:
         self.log = log
         self.description = log.description
         self._queue: queue.SimpleQueue[tuple[Sequence[Exposure], Future[None]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="shoprec-exposures", daemon=True)
+        self._thread: threading.Thread | None = None
         self._closed = False
-        self._thread.start()
+        if log.fsync:
+            self._thread = threading.Thread(target=self._run, name="shoprec-exposures", daemon=True)
+            self._thread.start()
 
-    def submit(self, exposures: Sequence[Exposure]) -> Future[None]:
+    def _submit(self, exposures: Sequence[Exposure]) -> Future[None]:
         """Queue ``exposures``; the future is done once they are durable (or holds the EventLogError)."""
         done: Future[None] = Future()
         if self._closed:
@@ -158,12 +167,12 @@ class ExposureWriter:
     async def record(self, exposures: Sequence[Exposure]) -> None:
         """Return once ``exposures`` are durable, without holding the event loop meanwhile."""
         if not self._written_here(exposures):
-            await asyncio.wrap_future(self.submit(exposures))
+            await asyncio.wrap_future(self._submit(exposures))
 
     def record_now(self, exposures: Sequence[Exposure]) -> None:
         """:meth:`record` for a caller in a worker thread (the batch endpoint)."""
         if not self._written_here(exposures):
-            self.submit(exposures).result()
+            self._submit(exposures).result()
 
     def _written_here(self, exposures: Sequence[Exposure]) -> bool:
         """At ``write`` durability, write in the caller and say so: there is no ``fsync`` to share,
@@ -190,14 +199,18 @@ class ExposureWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 waiting.append(following)
+            # A request cancelled meanwhile (its client left, the server's timeout) has cancelled its
+            # future: write its exposures all the same, but never set that future (it would raise
+            # and end this thread); the others cannot be cancelled from now on.
+            pending = [done for _, done in waiting if done.set_running_or_notify_cancel()]
             try:
                 self.log.append([e for exposures, _ in waiting for e in exposures])
             except Exception as error:  # noqa: BLE001 - every waiter hears why; the thread keeps serving
                 failure = error if isinstance(error, EventLogError) else EventLogError(f"exposure log: {error}")
-                for _, done in waiting:
+                for done in pending:
                     done.set_exception(failure)
             else:
-                for _, done in waiting:
+                for done in pending:
                     done.set_result(None)
 
     def close(self) -> None:
@@ -205,13 +218,14 @@ class ExposureWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
         while True:  # a submit that raced the close: tell it, never leave it waiting
             try:
                 left = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if left is not None:
+            if left is not None and left[1].set_running_or_notify_cancel():
                 left[1].set_exception(EventLogError(f"{self.description}: the exposure log is closed"))
         self.log.close()

@@ -40,7 +40,6 @@ def settle() -> None:
     gc.freeze()
 
 
-
 class FollowsRegistry:
     """The champion and the experiment's arms a worker serves, kept in step with the registry."""
 

@@ -215,11 +215,12 @@ class EmailPickOut(BaseModel):
     items: list[ItemOut]
     model_version: str = Field(description="The version that made these picks.")
     variant: str | None = Field(None, description="The experiment's variant the customer is in; null outside one.")
+    request_id: str = Field(description="This customer's picks' own id (in the exposure log, while an experiment "
+                                        "runs): the email's links send it back with the click (POST /events).")
 
 
 class EmailPicksResponse(BaseModel):
     model_version: str = Field(description="The champion's version; a pick in an experiment names its own.")
-    request_id: str = Field(description="This answer's id (in the exposure log, while an experiment runs).")
     experiment: str | None = Field(None, description="The running experiment, if any.")
     picks: list[EmailPickOut]
 

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from serving import schemas
 from serving.event_log import EventLogError, open_event_log
-from serving.exposures import OUTCOMES_TABLE, Exposure, ExposureWriter, Outcome, open_exposure_log
+from serving.exposures import Exposure, ExposureWriter, Outcome, open_exposure_log, open_outcome_log
 from serving.guard import HttpGuard, quiet_client_errors
 from serving.lifecycle import BundleCache, RegistryError
 from serving.live_events import LiveEvent, at_the_door
@@ -88,7 +88,7 @@ class ShoprecService(FollowsRegistry):
         self.sessions = open_session_store()  # Redis with SHOPREC_REDIS_URL, else in this worker's memory
         self.event_log = open_event_log()  # opened per worker: the log refuses to be shared across a fork
         self.exposures = ExposureWriter(open_exposure_log())
-        self.outcomes = open_exposure_log(table=OUTCOMES_TABLE)
+        self.outcomes = open_outcome_log()
         self._swap_lock = threading.Lock()
         try:
             self._follow_experiment()
@@ -185,19 +185,19 @@ class ShoprecService(FollowsRegistry):
             self.event_log.append(batch)
         except (EventLogError, OSError) as error:
             return self._unavailable(f"event log: {error}; nothing was acknowledged, retry")  # type: ignore[return-value]
-        if outcomes := [Outcome(e.request_id, event) for e, event in zip(events, batch, strict=True) if e.request_id]:
-            try:
-                self.outcomes.append(outcomes)
-            except EventLogError as error:
-                return self._unavailable(  # type: ignore[return-value]
-                    f"outcome log: {error} (the events are logged; retrying logs them again)")
-        # The log keeps the ids as sent (training merges aliases itself); the session store
-        # follows the canonical id, so a later request under either id finds the visit.
+        # The log keeps the ids as sent (training merges aliases itself); the session store and
+        # the outcomes follow the canonical id, as the exposures do, so either id finds the visit.
         canonical = self.recommender.bundle.canonical_ids([e.customer_id or "" for e in batch])
         stored = [dataclasses.replace(e, customer_id=str(c)) if e.customer_id is not None and c != e.customer_id
                   else e for e, c in zip(batch, canonical, strict=True)]
         if aliased := sum(s is not e for s, e in zip(stored, batch, strict=True)):
             ALIAS_IDS.labels(endpoint="events").inc(aliased)
+        if outcomes := [Outcome(e.request_id, event) for e, event in zip(events, stored, strict=True) if e.request_id]:
+            try:
+                self.outcomes.append(outcomes)
+            except EventLogError as error:
+                return self._unavailable(  # type: ignore[return-value]
+                    f"outcome log: {error} (the events are logged; retrying logs them again)")
         try:
             self.sessions.add(stored)
         except SessionStoreError as error:
@@ -247,7 +247,6 @@ class ShoprecService(FollowsRegistry):
         picks (one batch product per variant). In an experiment each customer's picks come from
         their variant, and the batch's exposures are logged before it is answered."""
         champion, arms = self.recommender, self.arms
-        request_id = _request_id()
         answered: list[tuple[EmailPick, ShopRecommender, Variant | None]] = [None] * len(customer_ids)  # type: ignore[list-item]
         for rec, variant, positions in arms.batches(champion, customer_ids):
             for position, pick in zip(positions, rec.email_picks([customer_ids[i] for i in positions], k),
@@ -257,23 +256,24 @@ class ShoprecService(FollowsRegistry):
             _count_fallbacks("email_picks", pick.customer_known, pick.items)
         if aliases := sum(p.canonical_id != p.customer_id for p, _, _ in answered):
             ALIAS_IDS.labels(endpoint="email_picks").inc(aliases)
+        request_ids = [_request_id() for _ in answered]  # one per email: its links name the picks they came from
         if arms.experiment is not None and (exposures := [
                 Exposure(request_id, arms.experiment.name, variant.name, rec.model_version, pick.canonical_id,
                          "email_picks", [p.item_id for p in pick.items], pick.canonical_id)
-                for pick, rec, variant in answered if variant is not None]):
+                for (pick, rec, variant), request_id in zip(answered, request_ids, strict=True) if variant is not None]):
             try:
                 self.exposures.record_now(exposures)
             except EventLogError as error:
                 return self._unavailable(f"exposure log: {error}; retry")  # type: ignore[return-value]
         return schemas.EmailPicksResponse(
-            model_version=champion.model_version, request_id=request_id,
-            experiment=arms.experiment and arms.experiment.name, picks=[
+            model_version=champion.model_version, experiment=arms.experiment and arms.experiment.name, picks=[
                 schemas.EmailPickOut(customer_id=p.customer_id, canonical_id=p.canonical_id,
                                      customer_known=p.customer_known, send=p.send, send_reason=p.send_reason,
                                      send_hour=p.send_hour, trigger=p.trigger, trigger_detail=p.trigger_detail,
                                      open_propensity=p.open_propensity, items=_items(p.items),
-                                     model_version=rec.model_version, variant=variant and variant.name)
-                for p, rec, variant in answered])
+                                     model_version=rec.model_version, variant=variant and variant.name,
+                                     request_id=request_id)
+                for (p, rec, variant), request_id in zip(answered, request_ids, strict=True)])
 
     @bentoml.api(route="/offers", input_spec=schemas.OffersRequest)
     async def offers(self, customer_id: str, session_id: str | None = None, k: int = 5,

@@ -91,6 +91,42 @@ def test_outcomes_that_name_their_answer_give_click_through_and_attribute_purcha
     assert without.metrics == ("converted", "recommended_bought") and without.attributed == 0
 
 
+def test_a_purchase_naming_a_batch_it_was_not_in_falls_back_to_last_touch() -> None:
+    """c3 buys with the id of an email batch sent to c1 and c2 (a forwarded email): not that
+    answer's, but c3's own exposure an hour before still takes it."""
+    exposures = pd.DataFrame([_exposure("c1", "champion", 0, ["i1"], request_id="batch"),
+                              _exposure("c2", "challenger", 0, ["i2"], request_id="batch"),
+                              _exposure("c3", "challenger", 1, ["i1"])])
+    purchases = pd.DataFrame([{**_purchase("c1", 2, "i1"), "request_id": "batch"},
+                              {**_purchase("c3", 2, "i1"), "request_id": "batch"}])
+    report = build_report(_experiment(), exposures, purchases)
+    assert (report.attributed, report.named) == (2, 1)
+    assert report.per_unit.loc["c3", "recommended_bought"] == 1.0
+
+
+def test_orders_and_purchase_events_of_one_purchase_count_once() -> None:
+    """A shop that sends purchase events and loads its orders: the event keeps the answer it named
+    and takes the order line's revenue; lines without an event, and events without a line, stay."""
+    events = pd.DataFrame({"session_id": ["s1", "s2"], "event_type": ["purchase", "purchase"],
+                           "ts": [T0, T0 + pd.Timedelta(hours=3)], "customer_id": ["c1", "c2"],
+                           "item_id": ["i1", "i2"]})
+    outcomes = pd.DataFrame([_outcome("r1", "purchase", "i1", "s1", "c1", hours=0)])
+    orders = pd.DataFrame({"customer_id": ["c1", "c1", "c3"], "item_id": ["i1", "i5", "i1"],
+                           "ts": [T0 + pd.Timedelta(minutes=2), T0, T0], "unit_price": [2.0, 1.0, 4.0],
+                           "quantity": [3, 1, 1]})
+    bought = purchases_from(events, orders, _experiment(), outcomes).sort_values(["unit", "item_id"])
+    assert list(zip(bought["unit"], bought["item_id"], bought["revenue"].fillna(-1), bought["request_id"].fillna("-"),
+                    strict=True)) == [("c1", "i1", 6.0, "r1"), ("c1", "i5", 1.0, "-"), ("c2", "i2", -1, "-"),
+                                      ("c3", "i1", 4.0, "-")]
+
+
+def test_times_and_ids_of_any_resolution_are_joined() -> None:
+    """A database gives times in seconds and ids as objects; the report joins them all the same."""
+    exposures = pd.DataFrame([_exposure("a", "champion", 0, ["i1"]), _exposure("b", "challenger", 0, ["i1"])])
+    purchases = pd.DataFrame([_purchase("a", 1, "i1")]).astype({"ts": "datetime64[s, UTC]", "unit": object})
+    assert build_report(_experiment(), exposures, purchases).attributed == 1
+
+
 def test_purchases_come_from_events_and_orders_by_the_unit_rule() -> None:
     events = pd.DataFrame({"session_id": ["s1", "s2", "s3"], "event_type": ["purchase", "view", "purchase"],
                            "ts": [T0, T0, T0], "customer_id": ["c1", "c2", None], "item_id": ["i1", "i2", "i3"]})

@@ -116,13 +116,13 @@ def test_an_experiment_end_to_end(home: TrainedHome, tmp_path: Path) -> None:
         assert found.significant and found.low is not None and found.low > 0, report.table().to_dict("records")
 
     rows = _exposures(exposure_log)
-    logged = {row["request_id"]: row for row in rows}  # one row per answer, but one per customer of a batch
-    for answer in [*answers, offers, visitor]:
+    logged = {row["request_id"]: row for row in rows}  # one row per answer (per customer of an email batch)
+    assert len(logged) == len(rows)
+    for answer in [*answers, offers, visitor, *picks["picks"]]:
         row = logged[answer["request_id"]]
         assert (row["variant"], row["model_version"]) == (answer["variant"], answer["model_version"])
         assert row["items"] == [i["item_id"] for i in answer["items"]]
-    email_rows = [r for r in rows if r["request_id"] == picks["request_id"]]
-    assert sorted(r["unit"] for r in email_rows) == sorted(customers[:10])
+    assert [logged[p["request_id"]]["unit"] for p in picks["picks"]] == customers[:10]
     assert anonymous["request_id"] not in logged  # outside the experiment: nothing to count
     assert logged[answers[0]["request_id"]]["endpoint"] == "cross_sell"
 
@@ -146,4 +146,4 @@ def test_an_experiment_end_to_end(home: TrainedHome, tmp_path: Path) -> None:
             time.sleep(0.05)
         assert seen[-20:] == [(None, None, "shoprec/v1")] * 20, seen[-5:]
     assert "now running experiment ab-1" in log.read_text()
-    assert os.path.isdir(exposure_log / "wal")
+    assert os.path.isdir(exposure_log / "wal-exposures")

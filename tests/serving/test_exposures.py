@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from serving.exposures import (
     ExposureWriter,
     Outcome,
     open_exposure_log,
+    open_outcome_log,
 )
 from serving.live_events import LiveEvent
 
@@ -75,6 +77,33 @@ def test_concurrent_requests_share_flushes_and_every_exposure_lands(tmp_path: Pa
     assert CountingLog.batches < 250  # requests queued while a batch was written joined the next one
 
 
+class SlowLog(FileEventLog):
+    """The real log, holding each batch for a moment, as a stalled disk would."""
+
+    def append(self, events) -> None:  # noqa: ANN001
+        time.sleep(0.2)
+        super().append(events)
+
+
+def test_a_cancelled_request_neither_loses_its_exposure_nor_stops_the_writer(tmp_path: Path) -> None:
+    """A request cancelled while its batch is written (a client that left, the server's timeout)
+    must not end the writer thread: every later request would wait forever."""
+    writer = ExposureWriter(SlowLog(tmp_path, table=EXPOSURES_TABLE))
+
+    async def requests() -> None:
+        first = asyncio.ensure_future(writer.record([_exposure(1)]))
+        await asyncio.sleep(0.05)  # the writer holds the first batch
+        cancelled = asyncio.ensure_future(writer.record([_exposure(2)]))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await first
+        await asyncio.wait_for(writer.record([_exposure(3)]), timeout=5)
+
+    asyncio.run(requests())
+    writer.close()
+    assert sorted(r["request_id"] for r in _rows(tmp_path)) == ["req-1", "req-2", "req-3"]
+
+
 @pytest.mark.parametrize("fsync", [True, False])
 def test_a_failed_write_reaches_every_waiter(tmp_path: Path, fsync: bool) -> None:
     log = FileEventLog(tmp_path, table=EXPOSURES_TABLE, fsync=fsync)
@@ -109,9 +138,10 @@ def test_the_location_comes_from_the_environment(tmp_path: Path) -> None:
         log.close()
 
 
-def test_outcomes_live_beside_the_exposures_in_their_own_segments(tmp_path: Path) -> None:
+def test_outcomes_and_events_live_beside_the_exposures_in_their_own_segments(tmp_path: Path) -> None:
     env = {EXPOSURE_LOG_ENV: str(tmp_path)}
-    exposures, outcomes = open_exposure_log(env), open_exposure_log(env, table=OUTCOMES_TABLE)
+    exposures, outcomes = open_exposure_log(env), open_outcome_log(env)
+    assert outcomes.fsync  # whatever the exposures' durability: /events pays for an fsync anyway
     exposures.append([_exposure(1)])
     view = LiveEvent("s1", "view", datetime(2026, 12, 1, 10, tzinfo=UTC), None, "i1")
     outcomes.append([Outcome("req-1", view)])
@@ -122,6 +152,9 @@ def test_outcomes_live_beside_the_exposures_in_their_own_segments(tmp_path: Path
     exposures.close()
     outcomes.close()
     assert (tmp_path / "outcomes").is_dir() and (tmp_path / "wal-outcomes").is_dir()
+    with FileEventLog(tmp_path) as events:  # the live events may share the folder: each table has its own segments
+        events.append([view])
+    assert len(read_log(tmp_path, OUTCOMES_TABLE)) == 1 and len(read_log(tmp_path, EXPOSURES_TABLE)) == 1
     assert len(read_log(tmp_path, OUTCOMES_TABLE)) == 1  # compacted into its own parts, read once
 
 
