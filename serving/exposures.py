@@ -45,8 +45,6 @@ from typing import Any
 import pyarrow as pa
 
 from serving.event_log.common import (
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_SECONDS,
     EventLogError,
     LogTable,
 )
@@ -105,6 +103,8 @@ class Exposure:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """A live event and the ``request_id`` of the answer it came from: one row of :data:`OUTCOMES_TABLE`."""
+
     request_id: str
     event: LiveEvent
 
@@ -125,20 +125,18 @@ def exposure_log_location(env: Mapping[str, str] | None = None) -> Path:
 
 
 def open_exposure_log(env: Mapping[str, str] | None = None) -> FileEventLog:
-    """The exposure log at :func:`exposure_log_location`, with the default segment bounds and the
+    """The exposure log at :func:`exposure_log_location`, with the log's default segment bounds and the
     durability of ``SHOPREC_EXPOSURE_DURABILITY``. Raises :class:`EventLogError` (one line) when it
     cannot be written or the setting is not one of :data:`DURABILITY`."""
     env = os.environ if env is None else env
     durability = choice(env, DURABILITY_ENV, DURABILITY, EventLogError)
-    return FileEventLog(exposure_log_location(env), table=EXPOSURES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
-                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS, fsync=durability == "fsync")
+    return FileEventLog(exposure_log_location(env), table=EXPOSURES_TABLE, fsync=durability == "fsync")
 
 
 def open_outcome_log(env: Mapping[str, str] | None = None) -> FileEventLog:
     """The outcome log beside the exposures, always fsynced: ``POST /events`` pays for an ``fsync``
     of its events anyway, and an outcome is the link of a purchase to the answer it came from."""
-    return FileEventLog(exposure_log_location(env), table=OUTCOMES_TABLE, segment_max_bytes=DEFAULT_SEGMENT_BYTES,
-                        segment_max_seconds=DEFAULT_SEGMENT_SECONDS)
+    return FileEventLog(exposure_log_location(env), table=OUTCOMES_TABLE)
 
 
 class ExposureWriter:
