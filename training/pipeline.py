@@ -30,6 +30,7 @@ from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_h
 from training.bundle_profiles import build_profiles
 from training.evaluate import SplitConfig, Window
 from training.models import build_model
+from training.models.base import FitBudget
 from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
 from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
@@ -56,6 +57,8 @@ class TrainConfig(BaseModel):
                                 description="Explore families evaluated alone and under the ranker (bpr is "
                                             "available but not default: it trailed every other family).")
     ranking: RankingConfig = Field(default_factory=RankingConfig)
+    budget: FitBudget = Field(default_factory=FitBudget, description="Families whose estimated fit is over it "
+                              "at the shop's size are skipped, with the reason.")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     primary_metric: str = "ndcg"
     gate_tolerance: float = Field(0.02, ge=0, le=1)
@@ -115,7 +118,7 @@ def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None
         return tuned
 
     selection = select(shop, config.families, config.params, config.split, config.ranking, config.interactions,
-                       config.metric_key, tune_on if config.tune.trials else None, progress)
+                       config.metric_key, config.budget, tune_on if config.tune.trials else None, progress)
     if tuned:
         config = config.model_copy(update={"params": tuned})
     return selection, config

@@ -24,7 +24,7 @@ from training.evaluate import (SplitConfig, TimeSplit, Window, customer_metrics,
                                model_lists, pooled_metrics, prepare_window, ranking_metrics, relative_gains, time_split,
                                validation_splits)
 from training.models import build_model
-from training.models.base import Recommender
+from training.models.base import FitBudget, MatrixSize, Recommender
 from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Personal, Ranker, explore_scale,
                              fit_tower, gather, new_pairs, own_pairs)
 from training.ranking import DIVERSITY_CANDIDATES, DIVERSITY_TOLERANCE, Candidates, RankingConfig, Rules, make_lists
@@ -199,14 +199,16 @@ def prepare_windows(shop: ShopData, test_split: TimeSplit, split: SplitConfig, r
 
 
 def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]], split: SplitConfig,
-           ranking: RankingConfig, interactions: Any, metric: str,
+           ranking: RankingConfig, interactions: Any, metric: str, budget: FitBudget | None = None,
            tune: Callable[[Window, list[str], dict[str, dict[str, Any]]], dict[str, dict[str, Any]]] | None = None,
            progress: Progress | None = None) -> Selection:
-    """Everything in the module docstring; ``metric`` (``ndcg_at_10``) decides."""
+    """Everything in the module docstring; ``metric`` (``ndcg_at_10``) decides; a family over
+    ``budget`` at the shop's size is skipped with its reason."""
     say = progress or (lambda _text: None)
     test_split = time_split(shop, split, interactions)
+    size, budget = MatrixSize.of(test_split.train), budget or FitBudget()
     skipped = {family: reason for family in families
-               if (reason := build_model(family, params.get(family)).cannot_fit(*test_split.train.shape))}
+               if (reason := build_model(family, params.get(family)).over_budget(size, budget))}
     for family, reason in skipped.items():
         say(f"skipped {family}: {reason}")
     families = [family for family in families if family not in skipped]

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from app.render import selection_lines
 from features.sources import write_tables
 from serving.recommender import ShopRecommender
 from training import registry, tracking
+from training.models.base import FitBudget
 from training.pipeline import TrainConfig, run_training
 from training.selection import BASELINES
 
@@ -83,18 +85,30 @@ def test_no_model_beats_popularity_and_the_first_run_still_leaves_a_champion(tmp
     assert second.gate is not None and not second.gate.passed and "serves a baseline" in second.gate.reason
 
 
-def test_a_family_too_big_for_the_catalogue_is_skipped_with_its_reason_not_a_failed_run(
-        tmp_path: Path, mlflow_home: Path) -> None:
-    """EASE's dense Gram matrix has a catalogue limit; a shop above it still trains, promotes and
-    serves, with EASE skipped and the reason in the selection, the terminal lines and MLflow."""
-    config = CONFIG.model_copy(update={"params": {"ease": {"max_items": 100}}})
+@pytest.mark.parametrize(("update", "skipped", "reason"), [
+    ({"params": {"ease": {"max_items": 100}}}, "ease",
+     "needs a dense 150 x 150 matrix (0.0 GB); fitted up to max_items=100"),
+    ({"budget": FitBudget(fit_minutes=1e-6)}, "als", "an estimated 0 min a fit on 900 x 150 ("),
+    ({"budget": FitBudget(memory_gib=1e-4)}, "ease", "an estimated 0.0 GiB to fit on 900 x 150 ("),
+], ids=["ease-catalogue-limit", "fit-minutes", "memory"])
+def test_a_family_over_its_limit_or_the_budget_is_skipped_with_its_reason_not_a_failed_run(
+        tmp_path: Path, mlflow_home: Path, update: dict, skipped: str, reason: str) -> None:
+    """A family that cannot run at a shop's size (EASE's dense Gram matrix) or whose estimated
+    fit is over the budget is skipped; the shop still trains, promotes and serves, with the
+    reason in the selection, the terminal lines and MLflow. With every family over the budget,
+    the run serves the strongest baseline."""
+    config = CONFIG.model_copy(update=update)
     result = _trained(_log(3, 900, 150, 8, taste=True), tmp_path, config)
-    reason = "needs a dense 150 x 150 matrix (0.0 GB); fitted up to max_items=100"
-    assert result.selection.skipped == {"ease": reason}
-    assert not [row for row in result.selection.test.index if "ease" in row]
-    assert "ranker_als" in result.selection.test.index and result.gate is not None and result.gate.passed
+    assert set(result.selection.skipped) == ({"als", "ease"} if "budget" in update else {skipped})
+    assert result.selection.skipped[skipped].startswith(reason), result.selection.skipped
+    assert not [row for row in result.selection.test.index if skipped in row]
     run = tracking.configure().get_run(result.run_id)
-    assert run.data.tags["shoprec.skipped.ease"] == reason
-    assert f"skipped ease: {reason}" in selection_lines(result.selection, config.metric_key)
+    assert run.data.tags[f"shoprec.skipped.{skipped}"] == result.selection.skipped[skipped]
+    assert f"skipped {skipped}: {result.selection.skipped[skipped]}" in selection_lines(result.selection,
+                                                                                        config.metric_key)
+    assert result.gate is not None and result.gate.passed
+    assert ("ranker_als" in result.selection.test.index) == ("budget" not in update)
+    if "budget" in update:
+        assert result.chosen in BASELINES
     answer = ShopRecommender(result.bundle, "shoprec/v1").email_picks(["c0001"], 5)
     assert len(answer[0].items) == 5

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Self, TypeVar
+from typing import Generic, NamedTuple, Self, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.dataset import Dataset
 
@@ -26,6 +27,50 @@ class ModelConfig(BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+
+
+class MatrixSize(NamedTuple):
+    """What one fit costs depends on: the interaction matrix's shape and its stored entries."""
+
+    customers: int
+    items: int
+    entries: int
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> MatrixSize:
+        return cls(*dataset.shape, int(dataset.interactions.nnz))
+
+    def __str__(self) -> str:
+        return f"{self.customers:,} x {self.items:,} ({self.entries:,} entries)"
+
+
+@dataclass(frozen=True)
+class FitCost:
+    """One fit's estimate: wall seconds on one core and the working memory it adds at its peak.
+
+    The constants behind each family's estimate were measured on the 2-core VM of
+    docs/benchmarks.md ("Scale"); they are meant to tell a fit of minutes from one of hours,
+    not to time it to the second.
+    """
+
+    seconds: float = 0.0
+    gib: float = 0.0
+
+
+def factor_memory(size: MatrixSize, factors: int) -> float:
+    """GiB of a factor model's fit (ALS, BPR, LightFM): factors and their copies for every row,
+    and the matrix with the transposed copy its library makes."""
+    return ((size.customers + size.items) * factors * 4 * 4 + size.entries * 12 * 3) / 2**30
+
+
+class FitBudget(ModelConfig):
+    """The most one fit of a family may cost before training skips that family (with the reason
+    in the terminal, the selection and MLflow): a default that ran for hours or ran out of
+    memory on a large shop would be a defect. Per fit, because a run fits each family once per
+    validation window, once on the test split and once more for the bundle."""
+
+    fit_minutes: float = Field(20.0, gt=0, description="Most estimated minutes of one fit.")
+    memory_gib: float = Field(12.0, gt=0, description="Most estimated GiB of working memory of one fit.")
 
 
 class Recommender(ABC, Generic[ConfigT]):
@@ -58,6 +103,25 @@ class Recommender(ABC, Generic[ConfigT]):
         Training skips a family that cannot run at a shop's size and records the reason (a
         default that crashed on a normal catalogue would be a defect); ``fit`` refuses it too.
         """
+        return None
+
+    def fit_cost(self, size: MatrixSize) -> FitCost:
+        """One fit's estimated cost at ``size``; nothing for a family linear in the entries
+        with a small constant (the baselines, co-occurrence)."""
+        return FitCost()
+
+    def over_budget(self, size: MatrixSize, budget: FitBudget) -> str | None:
+        """Why training skips this family at ``size``: a hard limit (:meth:`cannot_fit`) or an
+        estimated fit over ``budget``; None when it is fitted."""
+        if (reason := self.cannot_fit(size.customers, size.items)) is not None:
+            return reason
+        cost = self.fit_cost(size)
+        if cost.seconds > budget.fit_minutes * 60:
+            return (f"an estimated {cost.seconds / 60:,.0f} min a fit on {size}, over the budget's "
+                    f"fit_minutes={budget.fit_minutes:g}")
+        if cost.gib > budget.memory_gib:
+            return (f"an estimated {cost.gib:,.1f} GiB to fit on {size}, over the budget's "
+                    f"memory_gib={budget.memory_gib:g}")
         return None
 
     def score_history(self, history: sp.csr_matrix) -> np.ndarray | None:

@@ -27,12 +27,15 @@ from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
 from features.errors import UserError
-from training.models.base import ModelConfig, Recommender
+from training.models.base import FitCost, MatrixSize, ModelConfig, Recommender, factor_memory
 
 if TYPE_CHECKING:
     from lightfm import LightFM
 
 ItemFeature = Literal["identity", "category", "brand", "price_tier"]
+ENTRY_S = 4.6e-8
+"""LightFM (WARP, four item features) seconds per entry, epoch and component; measured on sample
+shops of 47k and 208k entries: 2.2 microseconds an entry an epoch at 48 components."""
 
 
 class LightFMConfig(ModelConfig):
@@ -129,6 +132,10 @@ class LightFMModel(Recommender[LightFMConfig]):
 
     family = "lightfm"
     config_class = LightFMConfig
+
+    def fit_cost(self, size: MatrixSize) -> FitCost:
+        c = self.config
+        return FitCost(c.epochs * c.no_components * size.entries * ENTRY_S, factor_memory(size, c.no_components))
 
     def fit(self, dataset: Dataset) -> Self:
         from lightfm import LightFM
