@@ -48,8 +48,11 @@ def render_metrics(selection: Selection, served: str, k: int) -> Table:
 
     ``*`` marks the row the bundle serves, ``(b)`` the strongest baseline the gate compares with.
     """
-    table = selection.test
-    view = Table(title=f"Held-out evaluation (test window, {int(table['evaluated_customers'].iloc[0]):,} customers); "
+    table, split = selection.test, selection.test_split
+    scored = f"{int(table['evaluated_customers'].iloc[0]):,}"
+    if len(split.customers) < split.window_customers:
+        scored += f" of its {split.window_customers:,}"
+    view = Table(title=f"Held-out evaluation (test window, {scored} customers); "
                        f"chosen on validation: {selection.chosen}", title_justify="left")
     columns = [c.format(k=k) for c in TABLE_COLUMNS]
     view.add_column("model")

@@ -48,6 +48,11 @@ class SplitConfig(BaseModel):
         500, ge=1, description="Choices need this many evaluated customers: validation windows of test_days are "
                                "added further back until they hold as many (or max_validation_windows is reached).")
     max_validation_windows: int = Field(3, ge=1, le=12)
+    max_test_customers: int = Field(
+        50_000, ge=100, description="The test window's figures are computed on at most this many of its customers "
+                                    "(a seeded random subset; the run says how many of how many): every model is "
+                                    "scored over the whole catalogue for each, and the gains' intervals already "
+                                    "say how precise the sample is.")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class TimeSplit:
     repeat: sp.csr_matrix
     cold_buyers: int
     test_orders: int
+    window_customers: int
+    """Warm buyers in the window: ``len(customers)`` unless this is a subsample of them."""
 
     def subsample(self, limit: int, seed: int = 0) -> TimeSplit:
         """The same split on at most ``limit`` of its customers (a seeded random subset, in order)."""
@@ -72,7 +79,7 @@ class TimeSplit:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self.customers), limit, replace=False))
         return TimeSplit(self.train, self.cutoff, self.customers[keep], self.relevant[keep], self.repeat[keep],
-                         self.cold_buyers, self.test_orders)
+                         self.cold_buyers, self.test_orders, self.window_customers)
 
 
 def time_split(shop: ShopData, config: SplitConfig | None = None,
@@ -106,7 +113,7 @@ def time_split(shop: ShopData, config: SplitConfig | None = None,
     bought = train.purchases[customers].astype(bool).astype(np.float32)
     repeat = sp.csr_matrix(relevant.multiply(bought))
     repeat.eliminate_zeros()
-    return TimeSplit(train, cutoff, customers, relevant, repeat, cold_buyers, len(test))
+    return TimeSplit(train, cutoff, customers, relevant, repeat, cold_buyers, len(test), len(customers))
 
 
 def validation_splits(shop: ShopData, test_cutoff: pd.Timestamp, config: SplitConfig,

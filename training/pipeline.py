@@ -177,6 +177,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         mlflow.log_params(flatten("", config.model_dump()))
         mlflow.log_params({"split.cutoff": split.cutoff.isoformat(), "split.cold_buyers": split.cold_buyers,
                            "split.evaluated_customers": len(split.customers),
+                           "split.window_customers": split.window_customers,
                            "validation.windows": len(selection.windows),
                            "validation.customers": sum(w["customers"] for w in selection.windows)})
         for stage, table in (("test", test), ("validation", validation)):

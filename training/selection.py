@@ -205,7 +205,10 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     """Everything in the module docstring; ``metric`` (``ndcg_at_10``) decides; a family over
     ``budget`` at the shop's size is skipped with its reason."""
     say = progress or (lambda _text: None)
-    test_split = time_split(shop, split, interactions)
+    test_split = time_split(shop, split, interactions).subsample(split.max_test_customers)
+    if len(test_split.customers) < test_split.window_customers:
+        say(f"test window: {len(test_split.customers):,} of its {test_split.window_customers:,} customers scored "
+            f"(split.max_test_customers)")
     size, budget = MatrixSize.of(test_split.train), budget or FitBudget()
     skipped = {family: reason for family in families
                if (reason := build_model(family, params.get(family)).over_budget(size, budget))}

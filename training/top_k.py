@@ -163,7 +163,72 @@ def best_columns(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.
             negated[excluded] = np.inf
         items = np.argsort(negated, axis=1, kind="stable")[:, :depth]
         return _finite_prefix(items, -np.take_along_axis(negated, items, axis=1))
+    if m >= SAMPLED_FROM:
+        return _best_above_sampled_floor(scores, depth, excluded)
     return _best_by_partition(scores, depth, excluded)
+
+
+SAMPLED_FROM = 4096
+"""From this many columns, :func:`best_columns` takes :func:`_best_above_sampled_floor`: below it
+(the demo's 1,000 items) a whole-row partition is faster on distinct scores (2.9 against 6.2 ms
+for 400 x 1,000 at depth 30), above it the sampled floor is faster on every kind of row (at
+40,000 columns: 2.3x on distinct scores, 40x on mostly zeros or mostly -inf)."""
+SAMPLE_STRIDE = 8
+SAMPLE_DEPTHS = 4
+""":func:`_best_above_sampled_floor` samples every :data:`SAMPLE_STRIDE`-th column (fewer apart
+where that would leave a row less than ``SAMPLE_DEPTHS * depth`` of them): about ``stride *
+depth`` columns of a row then lie above the floor."""
+
+
+def _best_above_sampled_floor(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_columns` of a matrix of many columns (a large catalogue), without a
+    partition of whole rows.
+
+    A sort of a sample of each row's columns (every ``stride``-th) gives a floor: the
+    sample's ``depth``-th best score, which the row's own ``depth``-th best is at least. The
+    columns strictly above the floor are then the row's best when there are ``depth`` of them,
+    and otherwise the row's ``depth``-th best is the floor itself, so its best are those above it
+    and, of the columns equal to it, the lowest (a row of zeros ties across the whole catalogue,
+    so ties must be cut, and cut the same way always). Sorting a sample rather than partitioning
+    rows also keeps off numpy's partition on long runs of equal scores (zeros, excluded cells),
+    where it is ten times slower than on distinct ones (80 against 7 ns a cell at 40,000
+    columns). The few columns kept are packed a row each, in column order, and sorted stably.
+    """
+    n, m = scores.shape
+    stride = max(1, min(SAMPLE_STRIDE, m // (SAMPLE_DEPTHS * depth)))
+    sample = np.array(scores[:, ::stride], copy=True)
+    if excluded is not None:
+        on_sample = excluded[1] % stride == 0
+        sample[excluded[0][on_sample], excluded[1][on_sample] // stride] = -np.inf
+    width = sample.shape[1]
+    if width > depth:
+        sample.sort(axis=1)  # numpy's sort, unlike its partition, is as fast on ties as on distinct values
+        floor = sample[:, width - depth]
+    else:
+        floor = np.full(n, -np.inf, dtype=scores.dtype)  # fewer sampled than wanted: no floor
+    above = scores > floor[:, None]
+    if excluded is not None:
+        above[excluded] = False
+    rows, cols = np.divmod(np.flatnonzero(above), m)  # each row's columns ascending
+    counts = np.bincount(rows, minlength=n)
+    short = np.flatnonzero((counts < depth) & (floor > -np.inf))
+    if len(short):  # the floor is these rows' depth-th best: add its lowest columns
+        tie = scores[short] == floor[short, None]
+        if excluded is not None:
+            position = np.full(n, -1, dtype=np.int64)
+            position[short] = np.arange(len(short))
+            hit = position[excluded[0]] >= 0
+            tie[position[excluded[0][hit]], excluded[1][hit]] = False
+        tie_rows, tie_cols = np.divmod(np.flatnonzero(tie), m)
+        tie_rows = short[tie_rows]
+        keep = _place_in_row(np.bincount(tie_rows, minlength=n)) < (depth - counts)[tie_rows]
+        rows, cols = np.concatenate([rows, tie_rows[keep]]), np.concatenate([cols, tie_cols[keep]])
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+        counts = np.bincount(rows, minlength=n)
+    items, top = _sorted_rows(n, rows, cols, scores[rows, cols], counts, scores.dtype)
+    return _finite_prefix(items[:, :depth], top[:, :depth])
 
 
 def _best_by_partition(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray] | None

@@ -16,6 +16,7 @@ from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
 from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense
 from training.tiers import Tier, rank_tiers
+from training import top_k
 from training.top_k import CANDIDATE_DEPTH, best_columns, capped_top_k
 
 
@@ -76,6 +77,39 @@ def test_best_columns_cut_ties_by_column_whatever_the_block() -> None:
             assert (top[row, len(got):] == -np.inf).all()
         alone = best_columns(masked[-1:], depth)[0][0]
         assert alone[alone >= 0].tolist() == expected[-1]
+
+
+@pytest.mark.parametrize("sampled_from", [0, top_k.SAMPLED_FROM])
+def test_best_columns_above_a_sampled_floor_still_give_a_full_sorts_answer(
+        sampled_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of a large catalogue go through a floor taken from a sample of their columns: the
+    answer is still a full sort's, whatever the scores hold: distinct values, runs of ties,
+    mostly zeros (a baseline's sparse scores), mostly -inf (rules), excluded cells, and rows
+    whose sample holds fewer finite scores than the depth. Narrow rows take that path too
+    here (``sampled_from`` 0), so that many shapes are tried in little time."""
+    monkeypatch.setattr(top_k, "SAMPLED_FROM", sampled_from)
+    rng = np.random.default_rng(5)
+    for trial in range(200 if sampled_from == 0 else 12):
+        n, depth = int(rng.integers(1, 12)), int(rng.integers(1, 25))
+        m = int(rng.integers(200, 900)) if sampled_from == 0 else int(rng.integers(sampled_from, 2 * sampled_from))
+        kind = trial % 4
+        if kind == 0:
+            scores = rng.random((n, m)).astype(np.float32)
+        elif kind == 1:
+            scores = rng.integers(0, 4, size=(n, m)).astype(np.float32)
+        else:
+            scores = np.where(rng.random((n, m)) < rng.random() * 0.1, rng.random((n, m)),
+                              0.0 if kind == 2 else -np.inf).astype(np.float32)
+        excluded = np.nonzero(rng.random((n, m)) < 0.3) if trial % 3 == 0 else None
+        masked = scores.copy()
+        if excluded is not None:
+            masked[excluded] = -np.inf
+        items, top = best_columns(scores, depth, excluded)
+        expected = _best_by_sorting(masked, depth)
+        for row in range(n):
+            got = items[row][items[row] >= 0].tolist()
+            assert got == expected[row], (trial, kind, row)
+            np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
 
 
 def _capped_by_walking(scores: np.ndarray, group: np.ndarray, cap: int, k: int) -> list[list[int]]:

@@ -112,3 +112,25 @@ def test_a_family_over_its_limit_or_the_budget_is_skipped_with_its_reason_not_a_
         assert result.chosen in BASELINES
     answer = ShopRecommender(result.bundle, "shoprec/v1").email_picks(["c0001"], 5)
     assert len(answer[0].items) == 5
+
+
+def test_a_large_test_window_is_scored_on_a_seeded_sample_and_the_run_says_of_how_many(
+        tmp_path: Path, mlflow_home: Path) -> None:
+    """Every model scores every test customer over the whole catalogue; on a large shop the test
+    window's figures come from ``max_test_customers`` of them, the same ones for every row, and
+    the table, the terminal and MLflow say how many of how many."""
+    from app.render import render_metrics
+    from rich.console import Console
+
+    config = CONFIG.model_copy(update={"split": CONFIG.split.model_copy(update={"max_test_customers": 100})})
+    result = _trained(_log(3, 900, 150, 8, taste=True), tmp_path, config)
+    split = result.selection.test_split
+    assert len(split.customers) == 100 < split.window_customers
+    assert (result.selection.test["evaluated_customers"] == 100).all()
+    params = tracking.configure().get_run(result.run_id).data.params
+    assert params["split.evaluated_customers"] == "100"
+    assert params["split.window_customers"] == str(split.window_customers)
+    console = Console(width=200, record=True)
+    console.print(render_metrics(result.selection, result.chosen, 10))
+    assert f"test window, 100 of its {split.window_customers:,} customers" in console.export_text()
+    assert result.gate is not None and result.gate.passed
