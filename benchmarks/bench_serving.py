@@ -207,9 +207,13 @@ def running_server(home: Path, log_path: Path) -> Iterator[tuple[str, list[int]]
                                  "serving.service:ShoprecService", "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
+            started = time.perf_counter()
             _wait_ready(url, proc, log_path)
             root = psutil.Process(proc.pid)
-            yield url, [proc.pid, *(child.pid for child in root.children(recursive=True))]
+            tree = [root, *root.children(recursive=True)]
+            print(f"server ready {time.perf_counter() - started:.1f} s after start; RSS of its {len(tree)} "
+                  f"processes {sum(p.memory_info().rss for p in tree) / 2**30:.2f} GiB", flush=True)
+            yield url, [p.pid for p in tree]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -322,7 +326,14 @@ def main() -> None:
     parser.add_argument("--warmup-requests", type=int, default=100)
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--endpoints", help="Comma-separated labels to run (default: all), e.g. /noop,/cross_sell.")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                        help="Comma-separated client counts.")
     args = parser.parse_args()
+    endpoints = [e for e in ENDPOINTS if not args.endpoints or e.label in args.endpoints.split(",")]
+    if not endpoints:
+        parser.error(f"--endpoints {args.endpoints}: choose from {', '.join(e.label for e in ENDPOINTS)}")
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
     # A SIGTERM to the script should stop the server too: turn it into SystemExit so `finally` runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the home's own SQLite registry, never a shared server
@@ -339,17 +350,17 @@ def main() -> None:
         rng = random.Random(args.seed)
         # Warm-up bodies first, then the measured ones: within a cell no body is sent twice.
         pools = {e.label: [json.dumps(e.body(rng, ids)).encode() for _ in range(args.warmup_requests + args.requests)]
-                 for e in ENDPOINTS}
+                 for e in endpoints}
         alone = {e.label: in_process_ms(e, recommender, pools[e.label][args.warmup_requests:][:IN_PROCESS_CALLS])
-                 for e in ENDPOINTS}
+                 for e in endpoints}
         del recommender  # the server holds its own copy; this one would only take memory from it
         rows: list[Row] = []
         with running_server(home, root / "server.log") as (url, server_pids), \
                 ProcessPoolExecutor(1, mp_context=get_context("spawn")) as load:
             print(f"server ready at {url} (pids {server_pids}); server and load process share this machine's "
                   f"{os.cpu_count()} CPUs; load average {os.getloadavg()}", flush=True)
-            for concurrency in CONCURRENCY:
-                for endpoint in ENDPOINTS:
+            for concurrency in concurrencies:
+                for endpoint in endpoints:
                     pool = pools[endpoint.label]
                     cell = load.submit(drive, url, endpoint.path, pool[:args.warmup_requests],
                                        pool[args.warmup_requests:], concurrency, server_pids,
