@@ -226,9 +226,9 @@ def _train(data: str, config_file: Path | None, experiment: str | None, register
     out.print(render_metrics(result.selection, result.chosen, config.split.k))
     for line in selection_lines(result.selection, config.metric_key):
         out.print(line, highlight=False)
-    evaluated = int(result.metrics["evaluated_customers"].iloc[0])
-    out.print(f"evaluated on {evaluated:,} customers who bought in the test window and had history; "
-              f"MLflow run {result.run_id} at {tracking_uri()}", highlight=False)
+    evaluated, window = int(result.metrics["evaluated_customers"].iloc[0]), result.selection.test_split.window_customers
+    out.print(f"evaluated on {evaluated:,}{f' of {window:,}' if window > evaluated else ''} customers who bought in the "
+              f"test window and had history; MLflow run {result.run_id} at {tracking_uri()}", highlight=False)
     if result.model_version is not None and result.gate is not None:
         verdict = "promoted to @champion" if result.gate.passed else "kept as @challenger (champion unchanged)"
         out.print(f"registered {config.model_name} v{result.model_version}: {verdict}: {result.gate.reason}",

@@ -114,7 +114,7 @@ def run(args: list[str], env: dict[str, str], timeout_s: float) -> Command:
 
 
 STAGES = ((re.compile(r"^(reading|validating) "), "load + validate"),
-          (re.compile(r"^skipped "), "load + validate"),
+          (re.compile(r"^(test window:|skipped )"), "split, budget, windows"),
           (re.compile(r"^fitting (\w+) on"), "fit + evaluate {0}"),
           (re.compile(r"^tuning (\w+)"), "tune {0}"),
           (re.compile(r"^(chosen on validation|diversity cap)"), "choose the cap"),
@@ -123,11 +123,15 @@ STAGES = ((re.compile(r"^(reading|validating) "), "load + validate"),
 
 
 def stage_seconds(command: Command) -> dict[str, float]:
-    """Wall seconds per stage: each progress line lasts until the next one (or the exit)."""
+    """Wall seconds per stage: each progress line lasts until the next one (or the exit), and
+    what comes before the first line is the start (imports, MLflow). A stage is approximate
+    where a line is printed after its work (a tuning trial) or a line's work runs on past
+    what it names (the last "fitting" line also holds the test table's bootstrap)."""
     out: dict[str, float] = defaultdict(float)
+    out["start (imports, MLflow)"] = command.lines[0][0] if command.lines else command.seconds
     ends = [t for t, _ in command.lines[1:]] + [command.seconds]
-    current = "start"
-    for (at, text), end in zip(command.lines, ends, strict=True):
+    current = "start (imports, MLflow)"
+    for (at, text), end in zip(command.lines, ends[:len(command.lines)], strict=True):
         for pattern, name in STAGES:
             if match := pattern.match(text.strip()):
                 current = name.format(*match.groups())
@@ -142,7 +146,7 @@ def run_figures(home: Path) -> dict[str, str]:
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              "tags.`shoprec.chosen` != ''", order_by=["attributes.start_time DESC"], max_results=1)
+                              "tags.`shoprec.chosen` != '' and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return {}
     tags, metrics, params = runs[0].data.tags, runs[0].data.metrics, runs[0].data.params
@@ -196,7 +200,7 @@ def main() -> None:
                 column.update({f"  {stage} (s)": f"{seconds:.0f}" for stage, seconds in stage_seconds(command).items()})
                 column.update(run_figures(home))
             if step == "picks" and command.ok:
-                column["picks: customers a second"] = f"{_customers(root / 'picks.parquet') / command.seconds:,.0f}"
+                column["picks: customers, scoring rate"] = f"{_customers(root / 'picks.parquet'):,}, {_rate(command)}"
             if not command.ok:
                 column[f"{step}: outcome"] = command.outcome()
                 failed = True
@@ -219,6 +223,12 @@ def _customers(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return int(pc.count_distinct(pq.read_table(path, columns=["customer_id"])["customer_id"]).as_py())
+
+
+def _rate(command: Command) -> str:
+    """The picks job's own scoring rate (its last progress line), load time excluded."""
+    rates = [m.group(1) for _, text in command.lines if (m := re.search(r"\(([\d,]+ customers/s)\)", text))]
+    return rates[-1] if rates else "?"
 
 
 def _print_table(table: dict[str, dict[str, str]]) -> None:

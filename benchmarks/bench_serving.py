@@ -330,10 +330,15 @@ def main() -> None:
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                         help="Comma-separated client counts.")
     args = parser.parse_args()
-    endpoints = [e for e in ENDPOINTS if not args.endpoints or e.label in args.endpoints.split(",")]
-    if not endpoints:
-        parser.error(f"--endpoints {args.endpoints}: choose from {', '.join(e.label for e in ENDPOINTS)}")
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    labels = [e.label for e in ENDPOINTS]
+    wanted = [label for label in (args.endpoints or "").split(",") if label] or labels
+    if unknown := [label for label in wanted if label not in labels]:
+        parser.error(f"--endpoints: unknown {unknown}; choose from {', '.join(labels)}")
+    endpoints = [e for e in ENDPOINTS if e.label in wanted]
+    try:
+        concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--concurrency {args.concurrency}: comma-separated whole numbers")
     # A SIGTERM to the script should stop the server too: turn it into SystemExit so `finally` runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the home's own SQLite registry, never a shared server

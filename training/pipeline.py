@@ -111,16 +111,13 @@ def evaluate_shop(shop: ShopData, config: TrainConfig, progress: Progress | None
 
     Returns the selection and the config with the tuned hyper-parameters in ``params``.
     """
-    tuned: dict[str, dict[str, Any]] = {}
-
     def tune_on(window: Window, families: list[str], params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        tuned.update(tune(window, families, params, config.metric_key, config.split.k, config.tune, progress))
-        return tuned
+        return tune(window, families, params, config.metric_key, config.split.k, config.tune, progress)
 
     selection = select(shop, config.families, config.params, config.split, config.ranking, config.interactions,
                        config.metric_key, config.budget, tune_on if config.tune.trials else None, progress)
-    if tuned:
-        config = config.model_copy(update={"params": tuned})
+    if config.tune.trials:  # what the selection fitted with: tuned, or kept where the tuned one was over budget
+        config = config.model_copy(update={"params": selection.params})
     return selection, config
 
 

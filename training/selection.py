@@ -217,7 +217,11 @@ def select(shop: ShopData, families: list[str], params: dict[str, dict[str, Any]
     families = [family for family in families if family not in skipped]
     windows, test = prepare_windows(shop, test_split, split, ranking, interactions)
     if tune is not None:
-        params = tune(windows[0], families, params)
+        untuned, params = params, tune(windows[0], families, params)
+        for family in families:  # a tuned setting can cost more than the one the budget passed
+            if (reason := build_model(family, params.get(family)).over_budget(size, budget)) is not None:
+                say(f"tuned {family} kept at its untuned setting: the tuned one is {reason}")
+                params = {**params, family: untuned.get(family, {})}
 
     def fit(family: str, window: Window) -> Recommender:
         say(f"fitting {family} on {window.split.train.shape[0]:,} x {window.split.train.shape[1]:,}")

@@ -49,7 +49,7 @@ def test_one_row_is_walked_to_the_answer_of_the_block_path() -> None:
 
 def _best_by_sorting(scores: np.ndarray, depth: int) -> list[list[int]]:
     """The reference: each row's finite columns sorted by score, best first, then by column."""
-    return [sorted(np.flatnonzero(np.isfinite(row)).tolist(), key=lambda c: (-row[c], c))[:depth] for row in scores]
+    return [sorted(np.flatnonzero(row > -np.inf).tolist(), key=lambda c: (-row[c], c))[:depth] for row in scores]
 
 
 def test_best_columns_cut_ties_by_column_whatever_the_block() -> None:
@@ -89,27 +89,39 @@ def test_best_columns_above_a_sampled_floor_still_give_a_full_sorts_answer(
     here (``sampled_from`` 0), so that many shapes are tried in little time."""
     monkeypatch.setattr(top_k, "SAMPLED_FROM", sampled_from)
     rng = np.random.default_rng(5)
-    for trial in range(200 if sampled_from == 0 else 12):
-        n, depth = int(rng.integers(1, 12)), int(rng.integers(1, 25))
+    for trial in range(240 if sampled_from == 0 else 12):
+        n, depth = int(rng.integers(0 if trial == 7 else 1, 12)), int(rng.integers(1, 25))
         m = int(rng.integers(200, 900)) if sampled_from == 0 else int(rng.integers(sampled_from, 2 * sampled_from))
+        dtype = np.float64 if trial % 5 == 4 else np.float32
         kind = trial % 4
         if kind == 0:
-            scores = rng.random((n, m)).astype(np.float32)
+            scores = rng.random((n, m))
         elif kind == 1:
-            scores = rng.integers(0, 4, size=(n, m)).astype(np.float32)
+            scores = rng.integers(0, 4, size=(n, m)).astype(np.float64)
         else:
             scores = np.where(rng.random((n, m)) < rng.random() * 0.1, rng.random((n, m)),
-                              0.0 if kind == 2 else -np.inf).astype(np.float32)
-        excluded = np.nonzero(rng.random((n, m)) < 0.3) if trial % 3 == 0 else None
+                              0.0 if kind == 2 else -np.inf)
+        scores = scores.astype(dtype)
+        if trial % 7 == 3 and n:
+            scores[0, rng.integers(0, m, 3)] = np.inf
+        excluded = None
+        if trial % 3 == 0:  # random cells
+            excluded = np.nonzero(rng.random((n, m)) < 0.3)
+        elif trial % 3 == 1:  # each row's best cells, as new_pairs leaves out what was bought
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :int(rng.integers(1, 3 * depth))]
+            excluded = (np.repeat(np.arange(n), best.shape[1]), best.ravel())
         masked = scores.copy()
         if excluded is not None:
             masked[excluded] = -np.inf
         items, top = best_columns(scores, depth, excluded)
         expected = _best_by_sorting(masked, depth)
+        assert items.shape == top.shape and items.shape[0] == n and top.dtype == dtype
+        assert items.shape[1] == max((len(e) for e in expected), default=0)
         for row in range(n):
             got = items[row][items[row] >= 0].tolist()
             assert got == expected[row], (trial, kind, row)
             np.testing.assert_array_equal(top[row, :len(got)], scores[row, got])
+            assert (items[row, len(got):] == -1).all() and (top[row, len(got):] == -np.inf).all()
 
 
 def _capped_by_walking(scores: np.ndarray, group: np.ndarray, cap: int, k: int) -> list[list[int]]:

@@ -88,9 +88,8 @@ def test_no_model_beats_popularity_and_the_first_run_still_leaves_a_champion(tmp
 @pytest.mark.parametrize(("update", "skipped", "reason"), [
     ({"params": {"ease": {"max_items": 100}}}, "ease",
      "needs a dense 150 x 150 matrix (0.0 GB); fitted up to max_items=100"),
-    ({"budget": FitBudget(fit_minutes=1e-6)}, "als", "an estimated 0 min a fit on 900 x 150 ("),
-    ({"budget": FitBudget(memory_gib=1e-4)}, "ease", "an estimated 0.0 GiB to fit on 900 x 150 ("),
-], ids=["ease-catalogue-limit", "fit-minutes", "memory"])
+    ({"budget": FitBudget(fit_minutes=1e-6)}, "als", "an estimated 0.0 min a fit on 900 x 150 ("),
+], ids=["ease-catalogue-limit", "fit-minutes"])
 def test_a_family_over_its_limit_or_the_budget_is_skipped_with_its_reason_not_a_failed_run(
         tmp_path: Path, mlflow_home: Path, update: dict, skipped: str, reason: str) -> None:
     """A family that cannot run at a shop's size (EASE's dense Gram matrix) or whose estimated
@@ -134,3 +133,25 @@ def test_a_large_test_window_is_scored_on_a_seeded_sample_and_the_run_says_of_ho
     console.print(render_metrics(result.selection, result.chosen, 10))
     assert f"test window, 100 of its {split.window_customers:,} customers" in console.export_text()
     assert result.gate is not None and result.gate.passed
+
+
+def test_a_tuned_setting_over_the_budget_is_not_fitted_the_untuned_one_is(tmp_path: Path) -> None:
+    """Tuning can raise a family's cost past the budget its untuned setting passed (ALS at 200
+    iterations instead of 15): the run keeps the untuned setting and says so."""
+    from features.dataset import build_dataset
+    from features.loading import load_shop
+    from training.models import build_model
+    from training.models.base import MatrixSize
+    from training.selection import select
+
+    write_tables(_log(3, 900, 150, 8, taste=True), tmp_path / "shop", "parquet")
+    shop = load_shop(tmp_path / "shop")
+    default_cost = build_model("als").fit_cost(MatrixSize.of(build_dataset(shop))).seconds
+    budget = FitBudget(fit_minutes=3 * default_cost / 60)  # the untuned passes, 200 iterations would not
+    said: list[str] = []
+    selection = select(shop, ["als"], {}, CONFIG.split, CONFIG.ranking, CONFIG.interactions, CONFIG.metric_key,
+                       budget, lambda window, families, params: {"als": {"iterations": 200}}, said.append)
+    assert selection.params == {"als": {}} and not selection.skipped
+    assert [line for line in said if line.startswith("tuned als kept at its untuned setting: the tuned one is "
+                                                     "an estimated ")], said
+    assert "ranker_als" in selection.test.index

@@ -38,6 +38,7 @@ class MatrixSize(NamedTuple):
 
     @classmethod
     def of(cls, dataset: Dataset) -> MatrixSize:
+        """The size of ``dataset``'s interaction matrix, which every explore family fits on."""
         return cls(*dataset.shape, int(dataset.interactions.nnz))
 
     def __str__(self) -> str:
@@ -63,11 +64,13 @@ def factor_memory(size: MatrixSize, factors: int) -> float:
     return ((size.customers + size.items) * factors * 4 * 4 + size.entries * 12 * 3) / 2**30
 
 
-class FitBudget(ModelConfig):
+class FitBudget(BaseModel):
     """The most one fit of a family may cost before training skips that family (with the reason
     in the terminal, the selection and MLflow): a default that ran for hours or ran out of
     memory on a large shop would be a defect. Per fit, because a run fits each family once per
     validation window, once on the test split and once more for the bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     fit_minutes: float = Field(20.0, gt=0, description="Most estimated minutes of one fit.")
     memory_gib: float = Field(12.0, gt=0, description="Most estimated GiB of working memory of one fit.")
@@ -117,7 +120,7 @@ class Recommender(ABC, Generic[ConfigT]):
             return reason
         cost = self.fit_cost(size)
         if cost.seconds > budget.fit_minutes * 60:
-            return (f"an estimated {cost.seconds / 60:,.0f} min a fit on {size}, over the budget's "
+            return (f"an estimated {cost.seconds / 60:,.1f} min a fit on {size}, over the budget's "
                     f"fit_minutes={budget.fit_minutes:g}")
         if cost.gib > budget.memory_gib:
             return (f"an estimated {cost.gib:,.1f} GiB to fit on {size}, over the budget's "

@@ -16,7 +16,9 @@ from features.errors import UserError
 from training.models.base import FitCost, MatrixSize, ModelConfig, Recommender
 
 MAX_ITEMS = 30_000
-"""Default largest catalogue for EASE: the Gram matrix is dense, items^2 float64 (7.2 GB at 30,000)."""
+"""Default largest catalogue for EASE: the Gram matrix is dense, items^2 float64 (7.2 GB at 30,000).
+With everything else a fit holds (:data:`BYTES_PER_CELL`), the default memory budget of
+:class:`training.models.base.FitBudget` (12 GiB) skips EASE first, from about 25,000 items."""
 
 
 CUBE_S = 3.9e-11

@@ -47,7 +47,6 @@ BPR_ENTRY_S = 4e-9
 """BPR seconds per iteration, entry and factor (one sampled triple per entry)."""
 
 
-
 class _FactorModel(Recommender[FactorConfigT]):
     """Shared scoring: customer factors dot item factors, one matrix product per block."""
 
