@@ -31,7 +31,8 @@ from training.bundle_profiles import build_profiles
 from training.evaluate import SplitConfig, Window
 from training.models import build_model
 from training.models.base import FitBudget
-from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from training.propensity import (PropensityConfig, PropensityReport, Snapshots, evaluate_propensity,
+                                 fit_propensity)
 from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
 from training.ranker import Ranker
@@ -187,9 +188,10 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         _log_report_artifacts(shop, test, validation, Path(tmp), key)
         propensity = None
         if config.propensity.enabled:
-            report = evaluate_propensity(shop, config.propensity, progress)
+            snapshots: Snapshots = {}  # the bundle's fit reuses evaluation's feature snapshots
+            report = evaluate_propensity(shop, config.propensity, progress, snapshots)
             _log_propensity(report, Path(tmp))
-            propensity = fit_propensity(shop, config.propensity, progress)
+            propensity = fit_propensity(shop, config.propensity, progress, snapshots)
             propensity.beats_baseline = {target: report.beats_baseline(target) for target in propensity.models}
         if progress:
             progress(f"refitting {selection.family} on the full history and building the bundle")

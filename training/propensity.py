@@ -77,6 +77,13 @@ class Rows:
                     {name: np.concatenate([p.baselines[name] for p in parts]) for name in parts[0].baselines})
 
 
+Snapshots = dict[tuple[str, pd.Timestamp, float], Rows]
+"""Customer and email rows already built, by (target, cut-off, horizon days). The bundle's fit
+uses the cut-offs evaluation used, one horizon later (its test, calibration and fitting
+snapshots are all among evaluation's), so a run that passes one dict to both builds each
+snapshot once: features over the whole history per cut-off are most of propensity's time."""
+
+
 @dataclass
 class Periods:
     fit: Rows
@@ -170,8 +177,10 @@ def session_rows(table: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame,
     return Rows(X, y, {"base_rate": np.zeros(len(X))})
 
 
-def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: bool) -> Periods:
-    """Fit / calibration / test rows; ``evaluate=False`` shifts forward and has no test rows."""
+def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: bool,
+            snapshots: Snapshots | None = None) -> Periods:
+    """Fit / calibration / test rows; ``evaluate=False`` shifts forward and has no test rows.
+    Customer and email rows are read from and added to ``snapshots`` when given."""
     end = data_end(shop)
     if target == "session":
         return _session_periods(shop, config, end, evaluate)
@@ -179,7 +188,15 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     if target == "email":  # the last mails' opens may still come: no window holds them
         end -= pd.Timedelta(days=OPEN_WINDOW_DAYS)
     H = pd.Timedelta(days=days)
-    build = customer_rows if target == "customer" else email_rows
+    rows_of = customer_rows if target == "customer" else email_rows
+    cache: Snapshots = {} if snapshots is None else snapshots
+
+    def build(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
+        key = (target, cutoff, float(horizon))
+        if key not in cache:
+            cache[key] = rows_of(shop, cutoff, horizon)
+        return cache[key]
+
     start = shop["orders"]["ts"].min()
     t0 = end - H if evaluate else end
     n_cal = config.calibration_snapshots
@@ -290,8 +307,9 @@ class TargetResult:
     """The strongest baseline on the test window (by ROC-AUC), the one ``baseline.*`` describes."""
 
 
-def evaluate_target(target: str, shop: ShopData, config: PropensityConfig) -> TargetResult:
-    rows = periods(shop, target, config, evaluate=True)
+def evaluate_target(target: str, shop: ShopData, config: PropensityConfig,
+                    snapshots: Snapshots | None = None) -> TargetResult:
+    rows = periods(shop, target, config, evaluate=True, snapshots=snapshots)
     model = fit_target(target, rows, config)
     test = rows.test
     assert test is not None, "periods(evaluate=True) always holds a test window"
@@ -325,9 +343,10 @@ def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: Propensity
     return float(roc_auc_score(y, model.predict_proba(X))) if len(np.unique(y)) == 2 else None
 
 
-def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None
-                        ) -> PropensityReport:
-    """Every target on its later test window, next to its baseline; skipped targets say why."""
+def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None,
+                        snapshots: Snapshots | None = None) -> PropensityReport:
+    """Every target on its later test window, next to its baseline; skipped targets say why.
+    ``snapshots`` (filled here) lets :func:`fit_propensity` reuse the rows built."""
     report = PropensityReport()
     for target in TARGETS:
         reason = skip_reason(shop, target)
@@ -335,7 +354,7 @@ def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Prog
             if progress:
                 progress(f"propensity: evaluating {target}")
             try:
-                result = evaluate_target(target, shop, config)
+                result = evaluate_target(target, shop, config, snapshots)
                 report.metrics[target], report.deciles[target] = result.metrics, result.deciles
                 report.chosen[target], report.baseline[target] = result.model.kind, result.baseline
                 reason = "ok"
@@ -347,8 +366,10 @@ def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Prog
     return report
 
 
-def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None) -> PropensitySet:
-    """The bundle's propensity part: models refitted up to the end of history, with serving features."""
+def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress | None = None,
+                   snapshots: Snapshots | None = None) -> PropensitySet:
+    """The bundle's propensity part: models refitted up to the end of history, with serving
+    features; rows already in ``snapshots`` (from :func:`evaluate_propensity`) are not rebuilt."""
     end = data_end(shop)
     models, status = {}, {}
     for target in TARGETS:
@@ -357,7 +378,8 @@ def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress 
             if progress:
                 progress(f"propensity: fitting {target} for the bundle")
             try:
-                models[target] = fit_target(target, periods(shop, target, config, evaluate=False), config)
+                models[target] = fit_target(target, periods(shop, target, config, evaluate=False, snapshots=snapshots),
+                                            config)
                 reason = "ok"
             except NotTrainable as error:
                 reason = f"skipped: {error}"

@@ -11,7 +11,7 @@ import pytest
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
-from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from training.propensity import PropensityConfig, PropensityReport, Snapshots, evaluate_propensity, fit_propensity
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import PropensityModel
 from training.propensity_set import PropensitySet, PropensityUnavailable
@@ -29,8 +29,42 @@ def default_shop() -> ShopData:
 
 
 @pytest.fixture(scope="module")
-def report(default_shop: ShopData) -> PropensityReport:
-    return evaluate_propensity(default_shop, PropensityConfig(seed=0))
+def evaluated(default_shop: ShopData) -> tuple[PropensityReport, Snapshots]:
+    """The default shop evaluated as a training run does, keeping the snapshots it built."""
+    snapshots: Snapshots = {}
+    return evaluate_propensity(default_shop, PropensityConfig(seed=0), snapshots=snapshots), snapshots
+
+
+@pytest.fixture(scope="module")
+def report(evaluated: tuple[PropensityReport, Snapshots]) -> PropensityReport:
+    return evaluated[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(default_shop: ShopData) -> PropensitySet:
+    """The bundle's part fitted from scratch (read, never changed, by the tests that take it)."""
+    return fit_propensity(default_shop, PropensityConfig(seed=0))
+
+
+def test_the_bundle_fit_reuses_evaluations_snapshots_and_fits_the_same_models(
+        default_shop: ShopData, evaluated: tuple[PropensityReport, Snapshots], fitted: PropensitySet,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every customer and email snapshot the bundle's fit needs was built by evaluation (one
+    horizon later, the same cut-offs): none is built again, and the models are those a fit from
+    scratch gives."""
+    from training import propensity
+
+    fresh = fitted
+    built: list[str] = []
+    for name in ("customer_rows", "email_rows"):
+        original = getattr(propensity, name)
+        monkeypatch.setattr(propensity, name, lambda *args, _f=original, _n=name: built.append(_n) or _f(*args))
+    shared = fit_propensity(default_shop, PropensityConfig(seed=0), snapshots=dict(evaluated[1]))
+    assert built == []
+    assert {"customer", "email"} <= set(shared.models) and set(shared.models) == set(fresh.models)
+    ids = list(shared.customer_features.index[:500])
+    for target in ("customer", "email"):
+        pd.testing.assert_frame_equal(shared.customers(target, ids), fresh.customers(target, ids), check_exact=True)
 
 
 @pytest.mark.parametrize("kind", ["logistic", "boosting"])
@@ -67,8 +101,9 @@ def test_session_model_scores_partial_and_complete_sessions(report: PropensityRe
     assert report.metrics["session"]["roc_auc_full_prefix"] > report.metrics["session"]["roc_auc"]
 
 
-def test_bundle_part_scores_customers_and_live_sessions(default_shop: ShopData, tmp_path: Path) -> None:
-    part = fit_propensity(default_shop, PropensityConfig())
+def test_bundle_part_scores_customers_and_live_sessions(default_shop: ShopData, fitted: PropensitySet,
+                                                       tmp_path: Path) -> None:
+    part = fitted
     part.save(tmp_path / "p")
     again = PropensitySet.load(tmp_path / "p")
     ids = [*part.customer_features.index[:50], "never-seen"]
