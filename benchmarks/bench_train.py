@@ -3,7 +3,8 @@
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train.py [--sizes 10k,100k,1M]
 Prints one table (a column per size, a row per stage) and the figure to watch: our ALS
 wrapper's fit time over a raw ``implicit`` ALS fit on the very same matrix with the same
-hyper-parameters. Figures are recorded in docs/benchmarks.md with the machine they came from.
+hyper-parameters. Each family's fit is shown next to the estimate the train job's size budget
+makes for it (``Recommender.fit_cost``), which is how those constants are checked. Figures are recorded in docs/benchmarks.md with the machine they came from.
 
 Each size runs in fresh spawned processes, one that generates and writes the shop and
 one that trains on it, so the training process's peak RSS is its own and neither the
@@ -39,6 +40,7 @@ from features.sample import SampleConfig, generate_shop
 from features.sources import write_tables
 from training.bundle_profiles import build_profiles
 from training.models import build_model
+from training.models.base import MatrixSize
 from training.models.ease import MAX_ITEMS as EASE_MAX_ITEMS
 from training.models.factorization import ALSConfig
 from training.pipeline import TrainConfig, build_bundle, evaluate_shop
@@ -74,6 +76,8 @@ class SizeResult:
     shape: tuple[int, int] = (0, 0)
     stages: dict[str, Timing] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    estimates: dict[str, float] = field(default_factory=dict)
+    """Per ``fit <family>`` stage: the seconds :meth:`Recommender.fit_cost` estimates for it."""
     rss_start_mib: float = 0.0
     peak_rss_mib: float = 0.0
 
@@ -158,7 +162,9 @@ def train(size: str, folder: str) -> dict[str, Any]:
         if "ease" not in families:
             result.skipped["fit ease"] = (f"{dataset.shape[1]:,} items > EASE limit {EASE_MAX_ITEMS:,} "
                                           f"(dense items x items inverse)")
-        for family in families:
+        size = MatrixSize.of(dataset)
+        for family in families:  # what the train job's budget would estimate, next to each fit
+            result.estimates[f"fit {family}"] = build_model(family).fit_cost(size).seconds
             if family == "als":
                 continue
             _, timing = timed(lambda: build_model(family).fit(dataset))
@@ -219,6 +225,9 @@ def table(results: list[SizeResult]) -> str:
     ]
     stages = list(dict.fromkeys(s for r in results for s in [*r.stages, *r.skipped]))
     rows += [(f"{stage} (s)", lambda r, s=stage: cell(r, s)) for stage in stages]
+    estimated = list(dict.fromkeys(s for r in results for s in r.estimates))
+    rows += [(f"{stage}, budget's estimate (s)", lambda r, s=stage: f"{r.estimates[s]:.3f}" if s in r.estimates else "")
+             for stage in estimated]
     rows += [("ALS wrapper / raw implicit", ratio),
              ("RSS after imports", lambda r: f"{r.rss_start_mib:,.0f} MiB"),
              ("peak RSS", lambda r: f"{r.peak_rss_mib:,.0f} MiB")]
