@@ -192,6 +192,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
             report = evaluate_propensity(shop, config.propensity, progress, snapshots)
             _log_propensity(report, Path(tmp))
             propensity = fit_propensity(shop, config.propensity, progress, snapshots)
+            del snapshots  # a frame per cut-off: not held through the refit and the bundle
             propensity.beats_baseline = {target: report.beats_baseline(target) for target in propensity.models}
         if progress:
             progress(f"refitting {selection.family} on the full history and building the bundle")

@@ -78,10 +78,11 @@ class Rows:
 
 
 Snapshots = dict[tuple[str, pd.Timestamp, float], Rows]
-"""Customer and email rows already built, by (target, cut-off, horizon days). The bundle's fit
-uses the cut-offs evaluation used, one horizon later (its test, calibration and fitting
+"""Customer and email rows already built for one shop, by (target, cut-off, horizon days). The
+bundle's fit uses the cut-offs evaluation used, one horizon later (its calibration and fitting
 snapshots are all among evaluation's), so a run that passes one dict to both builds each
-snapshot once: features over the whole history per cut-off are most of propensity's time."""
+snapshot once: features over the whole history per cut-off are most of propensity's time.
+Never share one between shops: the key does not name the shop."""
 
 
 @dataclass
@@ -191,7 +192,7 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     rows_of = customer_rows if target == "customer" else email_rows
     cache: Snapshots = {} if snapshots is None else snapshots
 
-    def build(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
+    def build(cutoff: pd.Timestamp, horizon: float) -> Rows:
         key = (target, cutoff, float(horizon))
         if key not in cache:
             cache[key] = rows_of(shop, cutoff, horizon)
@@ -208,9 +209,9 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     if evaluate and config.check_leakage:
         labels = purchase_labels if target == "customer" else email_labels
         check_time_cut(customer_features, labels, shop, t0, days)
-    fit = Rows.concat([build(shop, t, days) for t in fit_cutoffs])
-    calibration = Rows.concat([build(shop, t, days) for t in cal_cutoffs])
-    test = build(shop, t0, days) if evaluate else None
+    fit = Rows.concat([build(t, days) for t in fit_cutoffs])
+    calibration = Rows.concat([build(t, days) for t in cal_cutoffs])
+    test = build(t0, days) if evaluate else None
     return Periods(fit, calibration, test, {"fit": f"{min(fit_cutoffs)}..{max(fit_cutoffs)}",
                                             "calibration": f"{min(cal_cutoffs)}..{max(cal_cutoffs)}",
                                             "test": str(t0) if evaluate else ""})

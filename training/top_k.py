@@ -172,9 +172,10 @@ def best_columns(scores: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.
 
 SAMPLED_FROM = 4096
 """From this many columns, :func:`best_columns` takes :func:`_best_above_sampled_floor`: below it
-(the demo's 1,000 items) a whole-row partition is faster on distinct scores (2.9 against 6.2 ms
+(the demo's 1,000 items) a whole-row partition is faster on distinct scores (3.4 against 6.5 ms
 for 400 x 1,000 at depth 30), above it the sampled floor is faster on every kind of row (at
-40,000 columns: 2.3x on distinct scores, 40x on mostly zeros or mostly -inf)."""
+40,000 columns: 2.5x on distinct scores, 43-47x on mostly zeros or mostly -inf;
+``benchmarks/bench_top_k.py``)."""
 SAMPLE_STRIDE = 8
 """Columns apart in the sample: the sort costs an eighth of a row, and about 8 x depth columns
 of a row then lie above the floor."""

@@ -122,11 +122,12 @@ class TifuKNNModel(Recommender[TifuKNNConfig]):
         nearly every pair of customers similar.
         """
         n_customers = self.unit_.shape[0]
+        others = self.unit_.T.tocsr()  # once a call, not once a few rows
         step = block_rows(n_customers, len(customers))
         rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
         for start in range(0, len(customers), step):
             part = customers[start:start + step]
-            similarity = (self.unit_[part] @ self.unit_.T).toarray()
+            similarity = (self.unit_[part] @ others).toarray()
             similarity[similarity <= 0] = -np.inf  # no item in common: not a neighbour
             similarity[np.arange(len(part)), part] = -np.inf  # nor oneself
             nearest, _ = best_columns(similarity, k)

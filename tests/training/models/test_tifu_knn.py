@@ -46,3 +46,4 @@ def test_neighbours_are_the_k_most_similar_others_whatever_the_block(
             assert sorted(chosen) == sorted(expected[row]), (k, row)
             np.testing.assert_allclose(got[row].data, 1.0 / k)
         assert got[1].nnz == 0 and got[2].nnz == 0  # no items; an item of one's own only
+    assert model._neighbours(np.zeros(0, dtype=np.int64), 5).shape == (0, 60)
