@@ -42,3 +42,19 @@ def test_ease_at_complete_journeys_catalogue_stays_inside_the_default_budget() -
     assert build_model("ease").over_budget(size, FitBudget()) is None
     memory = build_model("ease").over_budget(size, FitBudget(memory_gib=4))
     assert memory == "an estimated 8.1 GiB to fit on 2,379 x 20,819 (60,000 entries), over the budget's memory_gib=4"
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ({"budget": {"fit_minutes": 0}}, ("budget", "fit_minutes")),
+    ({"budget": {"fit_mins": 5}}, ("budget", "fit_mins")),
+    ({"split": {"max_test_customers": 5}}, ("split", "max_test_customers")),
+], ids=["not-positive", "unknown-key", "too-few-test-customers"])
+def test_a_bad_budget_or_test_sample_setting_is_refused_naming_its_field(config: dict, field: tuple[str, ...]) -> None:
+    """What ``--config`` turns into one line (``error: invalid TrainConfig: budget.fit_minutes: ...``)."""
+    from pydantic import ValidationError
+
+    from training.pipeline import TrainConfig
+
+    with pytest.raises(ValidationError) as error:
+        TrainConfig.model_validate(config)
+    assert [e["loc"] for e in error.value.errors()] == [field]
