@@ -4,7 +4,7 @@ Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale.py [--sizes 
      [--out DIR] [--timeout-min 60] [--serve]
 
 For each size, in fresh processes one after the other (so each peak RSS is that command's
-own, read from ``wait4``): ``shoprec sample`` writes the shop as Parquet, ``shoprec train``
+own, read from ``wait4``; the tree's RSS is also sampled to give each train stage its highest): ``shoprec sample`` writes the shop as Parquet, ``shoprec train``
 trains it with the default config into its own SHOPREC_HOME (SQLite registry), and
 ``shoprec picks`` writes every customer's email picks from the champion. ``train``'s
 progress lines are timestamped as they arrive, so each stage's wall time is the time from
@@ -42,6 +42,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+RSS_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,15 @@ is about 0.2 events a customer a day, so a year of 1M customers is about
 
 @dataclass
 class Command:
-    """One CLI command as it ran: wall seconds, peak RSS, exit code and timestamped output lines."""
+    """One CLI command as it ran: wall seconds, peak RSS, exit code, timestamped output lines and
+    the RSS of its process tree sampled as it ran (to place the peak in a stage)."""
 
     seconds: float
     peak_rss_gib: float
     returncode: int
     timed_out: bool
     lines: list[tuple[float, str]] = field(default_factory=list)
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,17 +103,39 @@ def run(args: list[str], env: dict[str, str], timeout_s: float) -> Command:
             lines.append((time.perf_counter() - started, line.rstrip()))
             print(f"    {lines[-1][0]:8.1f} s  {lines[-1][1]}", flush=True)
 
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        """The tree's resident GiB every RSS_EVERY_S; a brief peak between samples is missed,
+        which wait4's peak (the whole command's) does not."""
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.wait(RSS_EVERY_S):
+            try:
+                tree = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree)
+            except psutil.NoSuchProcess:
+                continue
+            samples.append((time.perf_counter() - started, rss / 2**30))
+
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     timer = threading.Timer(timeout_s, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
     _, status, usage = os.wait4(proc.pid, 0)
     timer.cancel()
+    done.set()
     seconds = time.perf_counter() - started
     reader.join(timeout=5)
+    sampler.join(timeout=5)
     proc.returncode = os.waitstatus_to_exitcode(status)
     timed_out = seconds >= timeout_s
-    return Command(seconds, usage.ru_maxrss / 2**20, proc.returncode, timed_out, lines)
+    return Command(seconds, usage.ru_maxrss / 2**20, proc.returncode, timed_out, lines, samples)
 
 
 STAGES = ((re.compile(r"^(reading|validating) "), "load + validate"),
@@ -122,22 +147,30 @@ STAGES = ((re.compile(r"^(reading|validating) "), "load + validate"),
           (re.compile(r"^refitting "), "refit, bundle, log, register"))
 
 
-def stage_seconds(command: Command) -> dict[str, float]:
-    """Wall seconds per stage: each progress line lasts until the next one (or the exit), and
-    what comes before the first line is the start (imports, MLflow). A stage is approximate
-    where a line is printed after its work (a tuning trial) or a line's work runs on past
-    what it names (the last "fitting" line also holds the test table's bootstrap)."""
-    out: dict[str, float] = defaultdict(float)
-    out["start (imports, MLflow)"] = command.lines[0][0] if command.lines else command.seconds
+def stage_figures(command: Command) -> dict[str, tuple[float, float | None]]:
+    """Wall seconds and highest sampled RSS (GiB) per stage: each progress line lasts until the
+    next one (or the exit), and what comes before the first line is the start (imports,
+    MLflow). A stage is approximate where a line is printed after its work (a tuning trial)
+    or a line's work runs on past what it names (the last "fitting" line also holds the test
+    table's bootstrap)."""
+    first = "start (imports, MLflow)"
+    spans: list[tuple[str, float, float]] = [(first, 0.0, command.lines[0][0] if command.lines else command.seconds)]
     ends = [t for t, _ in command.lines[1:]] + [command.seconds]
-    current = "start (imports, MLflow)"
+    current = first
     for (at, text), end in zip(command.lines, ends[:len(command.lines)], strict=True):
         for pattern, name in STAGES:
             if match := pattern.match(text.strip()):
                 current = name.format(*match.groups())
                 break
-        out[current] += end - at
-    return dict(out)
+        spans.append((current, at, end))
+    seconds: dict[str, float] = defaultdict(float)
+    peak: dict[str, float | None] = {}
+    for stage, start, end in spans:
+        seconds[stage] += end - start
+        in_span = [rss for at, rss in command.rss_samples if start <= at < end]
+        if in_span:  # a stage shorter than the sampling interval has none
+            peak[stage] = max(in_span + [peak.get(stage) or 0.0])
+    return {stage: (seconds[stage], peak.get(stage)) for stage in seconds}
 
 
 def run_figures(home: Path) -> dict[str, str]:
@@ -197,7 +230,8 @@ def main() -> None:
             command = run(command_args, size_env, timeout_s)
             column[f"{step}: wall, peak RSS"] = f"{command.seconds / 60:.1f} min, {command.peak_rss_gib:.1f} GiB"
             if step == "train":
-                column.update({f"  {stage} (s)": f"{seconds:.0f}" for stage, seconds in stage_seconds(command).items()})
+                column.update({f"  {stage} (s, GiB)": f"{seconds:.0f}, {'-' if rss is None else f'{rss:.1f}'}"
+                               for stage, (seconds, rss) in stage_figures(command).items()})
                 column.update(run_figures(home))
             if step == "picks" and command.ok:
                 column["picks: customers, scoring rate"] = f"{_customers(root / 'picks.parquet'):,}, {_rate(command)}"

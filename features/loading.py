@@ -136,33 +136,38 @@ def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = No
             f"{', '.join(repr(m) for m in missing)} not found "
             f"(expected <table>.csv, .csv.gz or .parquet, or a SQL table of that name)"
         )
-    raw: dict[str, RawTable] = {}
-    for name in TABLES:
-        if name in present:
-            if progress:
-                progress(f"reading {name}")
-            raw[name] = source.read(TABLES[name])
+    raw = {name: source.read(TABLES[name]) for name in TABLES if name in present}  # columns checked, rows not read
     return validate_tables(raw, source=source.description, now=now, progress=progress, config=config)
 
 
 def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timestamp | None = None,
                     progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
     """Validate raw tables (from a source or an importer) into :class:`ShopData`: row rules (with
-    the shop's ``config`` bounds), cross-table rules, aliases merged, then returns applied."""
-    for name in REQUIRED_TABLES:
-        if name in raw and not len(raw[name].frame):
-            raise ContractError(f"{raw[name].location}: required table '{name}' has no rows "
-                                f"(a header only, or an empty table)")
+    the shop's ``config`` bounds), cross-table rules, aliases merged, then returns applied.
+
+    Row rules run a chunk at a time (:meth:`RawTable.batches`), so a table read from a source
+    is never held whole as text: only its kept rows, in their canonical types, and its
+    quarantined rows stay."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
     report = LoadReport(source=source)
     clean: dict[str, pd.DataFrame] = {}
     quarantine: dict[str, list[pd.DataFrame]] = {}
     for name, table in raw.items():
         if progress:
-            progress(f"validating {name} ({len(table.frame):,} rows)")
-        validated = validate_table(TABLES[name], table.frame, table.location, now=now, config=config)
-        report.tables[name] = TableReport(source=table.location, rows_in=len(table.frame))
-        clean[name] = validated.clean
-        quarantine[name] = [validated.quarantine]
+            progress(f"validating {name}")
+        report.tables[name] = TableReport(source=table.location, rows_in=0)
+        kept, claimed = [], set[str]()
+        quarantine[name] = []
+        for chunk in table.batches():
+            validated = validate_table(TABLES[name], chunk, table.location, now=now, config=config, claimed=claimed)
+            report.tables[name].rows_in += len(chunk)
+            kept.append(validated.clean)
+            quarantine[name].append(validated.quarantine)
+        if name in REQUIRED_TABLES and not report.tables[name].rows_in:
+            raise ContractError(f"{table.location}: required table '{name}' has no rows "
+                                f"(a header only, or an empty table)")
+        clean[name] = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+        del kept, claimed
 
     def split(name: str, mask: np.ndarray, column: str, reason: str) -> None:
         kept, bad = quarantine_rows(clean[name], mask, column, reason, name, report.tables[name].source)

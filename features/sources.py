@@ -9,7 +9,7 @@ every source gets the same rules and the same error messages. Reads are columnar
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,16 +26,39 @@ from features.schema import BAD_ENCODING_COLUMN, ROW_COLUMN, TABLES, ContractErr
 
 FileFormat = Literal["csv", "csv.gz", "parquet"]
 FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
+CHUNK_ROWS = 1_000_000
+"""Rows read and validated at a time: validation's working copies of a chunk (text stripped,
+parsed, flagged) are a few hundred bytes a row, so a chunk costs a few hundred MB whatever the
+table's length."""
 SQL_CHUNK_ROWS = 200_000
 INVALID_UTF8_MARK = "\ufffd"
+"""What a byte that is not UTF-8 becomes (importers flag the rows that hold one)."""
 
 
 @dataclass(frozen=True)
 class RawTable:
-    """Source values of one table as read, and where they came from (for error messages)."""
+    """Source values of one table as read, and where they came from (for error messages).
 
-    frame: pd.DataFrame
+    ``data`` is one frame (an importer's, a test's) or the frames a reader yields one chunk
+    at a time, so that a large table is validated a chunk at a time and never held whole as
+    text (:func:`features.loading.validate_tables`).
+    """
+
+    data: pd.DataFrame | Iterable[pd.DataFrame]
     location: str
+
+    def batches(self) -> Iterator[pd.DataFrame]:
+        """The rows in order, at most :data:`CHUNK_ROWS` a frame, each with :data:`ROW_COLUMN`
+        (1-based, counted across the chunks where the reader did not number them)."""
+        frames = [self.data] if isinstance(self.data, pd.DataFrame) else self.data
+        first_row = 1
+        for frame in frames:
+            for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+                chunk = frame.iloc[start:start + CHUNK_ROWS]
+                if ROW_COLUMN not in chunk.columns:
+                    chunk = chunk.assign(**{ROW_COLUMN: np.arange(first_row, first_row + len(chunk), dtype=np.int64)})
+                first_row += len(chunk)
+                yield chunk
 
 
 class Source(Protocol):
@@ -115,11 +138,11 @@ class FolderSource:
         return set(self._files)
 
     def read(self, spec: TableSpec) -> RawTable:
+        """The table's chunks, read as they are validated; the columns are checked now."""
         path = self._files[spec.name]
         if path.is_dir():
-            return RawTable(_with_row_numbers(read_parquet_parts(path, spec)), f"{path}/")
-        frame = read_parquet(path, spec) if path.suffix == ".parquet" else read_csv(path, spec)
-        return RawTable(_with_row_numbers(frame), str(path))
+            return RawTable(read_parquet_parts(path, spec), f"{path}/")
+        return RawTable(read_parquet(path, spec) if path.suffix == ".parquet" else read_csv(path, spec), str(path))
 
 
 def table_parts(folder: Path) -> list[Path]:
@@ -140,11 +163,6 @@ def table_parts(folder: Path) -> list[Path]:
     return parts
 
 
-def _with_row_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    frame[ROW_COLUMN] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return frame
-
-
 def csv_header(path: Path) -> list[str]:
     """Column names of a (possibly gzipped) CSV file, read without loading it."""
     try:
@@ -156,71 +174,99 @@ def csv_header(path: Path) -> list[str]:
     return [str(c).strip() for c in header.columns]
 
 
-def read_csv(path: Path, spec: TableSpec) -> pd.DataFrame:
-    """Read the contract columns of a CSV as text.
+def read_csv(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
+    """The contract columns of a CSV as text, :data:`CHUNK_ROWS` rows at a time (columns checked first).
 
-    pyarrow parses in parallel and keeps strings in Arrow memory. A file that is not valid
-    UTF-8 is re-read with the bad bytes replaced by U+FFFD; the schema then quarantines
-    those rows ("not valid UTF-8") instead of failing the whole load or guessing.
+    pyarrow parses in parallel and keeps strings in Arrow memory. The columns are read as
+    bytes and decoded a chunk at a time: a value that is not valid UTF-8 gets U+FFFD for its
+    bad bytes and its row is flagged, so the schema quarantines it ("not valid UTF-8")
+    instead of failing the whole load or guessing.
     """
     present = csv_header(path)
     check_columns(spec, present, str(path))
     wanted = [c for c in spec.column_names if c in present]
     convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in wanted},
+        column_types={c: pa.binary() for c in wanted},
         include_columns=wanted,
         strings_can_be_null=True,
         null_values=[""],
         quoted_strings_can_be_null=True,
     )
+    return _csv_chunks(path, convert)
+
+
+def _csv_chunks(path: Path, convert: pacsv.ConvertOptions) -> Iterator[pd.DataFrame]:
     try:
-        table = pacsv.read_csv(path, convert_options=convert)
-        return table.to_pandas()
-    except pa.ArrowInvalid as error:
-        if "UTF8" not in str(error).upper().replace("-", ""):
-            raise ContractError(f"{path}: cannot parse CSV: {first_line(error)}") from None
-    # No usecols: with it pandas silently truncates a line that has too many fields.
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                            encoding_errors="replace")[wanted]
-    except pd.errors.ParserError as error:
+        reader = pacsv.open_csv(path, convert_options=convert)
+        pending: list[pa.RecordBatch] = []
+        yielded = False
+        for batch in reader:
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= CHUNK_ROWS:
+                yield _decoded(pa.Table.from_batches(pending))
+                pending, yielded = [], True
+        if pending or not yielded:
+            yield _decoded(pa.Table.from_batches(pending, schema=reader.schema))
+    except (pa.ArrowInvalid, OSError, EOFError) as error:
         raise ContractError(f"{path}: cannot parse CSV: {first_line(error)}") from None
-    frame[BAD_ENCODING_COLUMN] = np.zeros(len(frame), dtype=bool)
-    for name in wanted:
-        frame[BAD_ENCODING_COLUMN] |= frame[name].str.contains(INVALID_UTF8_MARK, regex=False).fillna(False)
+
+
+def _decoded(table: pa.Table) -> pd.DataFrame:
+    """Byte columns as text. In a column that is not valid UTF-8, each value that is not is decoded
+    with U+FFFD for its bad bytes and its row flagged in :data:`BAD_ENCODING_COLUMN`."""
+    frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            frame[name] = column.cast(pa.string()).to_pandas()
+        except pa.ArrowInvalid:  # not UTF-8 somewhere in this chunk's column: find the values
+            text: list[str | None] = []
+            for row, value in enumerate(column.to_pylist()):
+                try:
+                    text.append(None if value is None else value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    text.append(value.decode("utf-8", "replace"))
+                    bad[row] = True
+            frame[name] = pd.Series(text, dtype="str")
+    if bad.any():
+        frame[BAD_ENCODING_COLUMN] = bad
     return frame
 
 
-def read_parquet(path: Path, spec: TableSpec) -> pd.DataFrame:
+def read_parquet(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
+    """The contract columns of a Parquet file, :data:`CHUNK_ROWS` rows at a time (columns checked first)."""
+    file, columns = _parquet_file(path, spec)
+    return _parquet_chunks(path, file, columns)
+
+
+def read_parquet_parts(folder: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
+    """The parts of a table folder, in name order, as one table's chunks; row numbers then count
+    across the parts. Every part's columns are checked before any is read; parts may type a
+    column differently (validation gives every chunk the contract's types)."""
+    opened = [(part, *_parquet_file(part, spec)) for part in table_parts(folder)]
+    return (chunk for part, file, columns in opened for chunk in _parquet_chunks(part, file, columns))
+
+
+def _parquet_file(path: Path, spec: TableSpec) -> tuple[pq.ParquetFile, list[str]]:
     try:
-        present = pq.read_schema(path).names
+        file = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as error:
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
+    present = file.schema_arrow.names
     check_columns(spec, present, str(path))
+    return file, [c for c in spec.column_names if c in present]
+
+
+def _parquet_chunks(path: Path, file: pq.ParquetFile, columns: list[str]) -> Iterator[pd.DataFrame]:
     try:
-        return pd.read_parquet(path, columns=[c for c in spec.column_names if c in present])
+        yielded = False
+        for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+            yield batch.to_pandas()
+            yielded = True
+        if not yielded:
+            yield file.schema_arrow.empty_table().select(columns).to_pandas()
     except (pa.ArrowException, OSError) as error:  # a footer that reads over data that does not
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
-
-
-def read_parquet_parts(folder: Path, spec: TableSpec) -> pd.DataFrame:
-    """The parts of a table folder as one frame; row numbers then count across the parts in name order."""
-    tables = []
-    for part in table_parts(folder):
-        try:
-            present = pq.read_schema(part).names
-        except (pa.ArrowInvalid, OSError) as error:
-            raise ContractError(f"{part}: not a readable Parquet file: {first_line(error)}") from None
-        check_columns(spec, present, str(part))
-        try:
-            tables.append(pq.read_table(part, columns=[c for c in spec.column_names if c in present]))
-        except (pa.ArrowInvalid, OSError) as error:
-            raise ContractError(f"{part}: not a readable Parquet file: {first_line(error)}") from None
-    try:
-        table = pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise ContractError(f"{folder}/: parts disagree on column types: {first_line(error)}") from None
-    return table.to_pandas()
 
 
 class SqlSource:
@@ -239,17 +285,26 @@ class SqlSource:
         return {name for name in TABLES if name in self._tables}
 
     def read(self, spec: TableSpec) -> RawTable:
+        """The table's chunks, fetched by a server-side cursor as they are validated; the
+        columns are checked now."""
         location = f"{self.description} table {spec.name}"
         with self.engine.connect() as conn:
             present = [c["name"] for c in sa.inspect(conn).get_columns(spec.name)]
-            check_columns(spec, present, location)
-            wanted = [c for c in spec.column_names if c in present]
-            columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in wanted]
-            query = sa.select(*columns).select_from(sa.table(spec.name))
+        check_columns(spec, present, location)
+        wanted = [c for c in spec.column_names if c in present]
+        return RawTable(self._chunks(spec.name, wanted), location)
+
+    def _chunks(self, table: str, wanted: list[str]) -> Iterator[pd.DataFrame]:
+        columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in wanted]
+        query = sa.select(*columns).select_from(sa.table(table))
+        with self.engine.connect() as conn:
             streaming = conn.execution_options(stream_results=True)
-            chunks = list(pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS))
-        frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)
-        return RawTable(_with_row_numbers(frame), location)
+            yielded = False
+            for chunk in pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS):
+                yield chunk
+                yielded = True
+            if not yielded:
+                yield pd.DataFrame(columns=wanted)
 
 
 def safe_url(url: str) -> str:

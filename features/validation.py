@@ -156,7 +156,7 @@ def _check_column(col: Column, raw: pd.Series, reasons: _Reasons, now: pd.Timest
     return parsed
 
 
-def _check_rows(spec: TableSpec, clean: pd.DataFrame, reasons: _Reasons) -> None:
+def _check_rows(spec: TableSpec, clean: pd.DataFrame, reasons: _Reasons, claimed: set[str]) -> None:
     """Rules that involve more than one column or more than one row."""
     if spec.name == "events":
         needs_item = clean["event_type"].isin(ITEM_EVENT_TYPES).to_numpy(dtype=bool)
@@ -171,10 +171,11 @@ def _check_rows(spec: TableSpec, clean: pd.DataFrame, reasons: _Reasons) -> None
         reasons.flag((clean["alias_id"] == clean["customer_id"]).to_numpy(dtype=bool), "customer_id",
                      "alias_id equals customer_id")
     if spec.unique_key:
-        # Only an otherwise good row can claim a key first; later claimants are duplicates.
+        # Only an otherwise good row can claim a key first (here or in an earlier chunk); later
+        # claimants are duplicates.
         key = clean[spec.unique_key].where(~reasons.bad)
-        dup = (key.duplicated(keep="first") & key.notna()).to_numpy(dtype=bool)
-        reasons.flag(dup, spec.unique_key, f"duplicate {spec.unique_key}")
+        dup = key.duplicated(keep="first") | key.isin(claimed) if claimed else key.duplicated(keep="first")
+        reasons.flag((dup & key.notna()).to_numpy(dtype=bool), spec.unique_key, f"duplicate {spec.unique_key}")
 
 
 def _quarantine_frame(raw: pd.DataFrame, reasons: _Reasons, table: str, location: str) -> pd.DataFrame:
@@ -194,7 +195,7 @@ def _quarantine_frame(raw: pd.DataFrame, reasons: _Reasons, table: str, location
 
 def validate_table(
     spec: TableSpec, raw: pd.DataFrame, location: str, now: pd.Timestamp | None = None,
-    config: ContractConfig | None = None,
+    config: ContractConfig | None = None, claimed: set[str] | None = None,
 ) -> Validated:
     """Check every row of ``raw`` against ``spec``.
 
@@ -203,6 +204,9 @@ def validate_table(
     booleans bool, timestamps UTC) plus :data:`ROW_COLUMN` (so later cross-table rules
     can still name the source row), and the quarantined rows with their reasons.
     Extra columns are ignored; missing optional columns get their default.
+
+    ``raw`` may be one chunk of a table: ``claimed`` then holds the unique keys that kept rows
+    of the earlier chunks hold, and this chunk's kept keys are added to it.
     """
     check_columns(spec, list(raw.columns), location)
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
@@ -218,12 +222,14 @@ def validate_table(
             clean[col.name] = _check_column(col, raw[col.name], reasons, now, config or ContractConfig())
         else:
             clean[col.name] = _missing_column(col, len(raw))
-    _check_rows(spec, clean, reasons)
+    _check_rows(spec, clean, reasons, set() if claimed is None else claimed)
     quarantine = _quarantine_frame(raw[[c for c in raw.columns if c in spec.column_names or c == ROW_COLUMN]],
                                    reasons, spec.name, location)
     clean[ROW_COLUMN] = raw[ROW_COLUMN].to_numpy()
-    kept = clean.loc[~reasons.bad].reset_index(drop=True)
-    return Validated(_finalise_dtypes(spec, kept), quarantine)
+    kept = _finalise_dtypes(spec, clean.loc[~reasons.bad].reset_index(drop=True))
+    if claimed is not None and spec.unique_key:
+        claimed.update(kept[spec.unique_key].dropna())
+    return Validated(kept, quarantine)
 
 
 def _missing_column(col: Column, n_rows: int) -> pd.Series:

@@ -286,7 +286,7 @@ def test_rees46_result_does_not_depend_on_chunk_size(rees46_file: Path, tmp_path
     chunked, chunked_notes = import_rees46(gz, progress=messages.append, chunk_rows=4)
     assert messages[-1] == "read 15 rows from 2019-Oct.csv.gz" and len(messages) == 4
     for name in whole:
-        pd.testing.assert_frame_equal(whole[name].frame, chunked[name].frame)
+        pd.testing.assert_frame_equal(whole[name].data, chunked[name].data)
     assert chunked_notes.counts == whole_notes.counts
     assert _load(chunked, "gz").report.to_dict()["tables"]["events"]["reasons"] == \
         _load(whole, "csv").report.to_dict()["tables"]["events"]["reasons"]

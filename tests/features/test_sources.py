@@ -9,6 +9,7 @@ import pytest
 
 from features.loading import ShopData, load_shop
 from features.schema import ContractError
+from features import sources
 from features.sources import is_database_url, write_sql, write_tables
 from tests.features.shop_fixtures import RAW_TABLES
 
@@ -78,6 +79,45 @@ def test_integer_ids_become_strings_without_decimals(tmp_path: Path) -> None:
     assert shop.report.tables["orders"].reasons == {"order_id is empty": 1}
 
 
+@pytest.mark.parametrize("target", ["csv", "csv.gz", "parquet", "parts", "sqlite"])
+def test_the_chunk_size_changes_nothing(target: str, csv_shop: ShopData, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read and validated two rows at a time, the shop, its quarantine (rows numbered as in the
+    file, a duplicate key claimed in an earlier chunk) and its report are those of one chunk."""
+    if target == "sqlite":
+        location = f"sqlite:///{tmp_path / 'shop.db'}"
+        write_sql(RAW_TABLES, location)
+    elif target == "parts":
+        location = str(tmp_path / "parts")
+        write_tables({k: v for k, v in RAW_TABLES.items() if k != "events"}, location, "parquet")
+        _write_parts(tmp_path / "parts", "events", RAW_TABLES["events"], [3])
+    else:
+        location = str(tmp_path / target)
+        write_tables(RAW_TABLES, location, target)  # type: ignore[arg-type]
+    whole = load_shop(location, now=NOW)
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
+    chunked = load_shop(location, now=NOW)
+    _assert_same_shop(whole, chunked)
+    _assert_same_shop(csv_shop, chunked)
+    for name in whole.quarantine:
+        pd.testing.assert_frame_equal(whole.quarantine[name], chunked.quarantine[name], obj=name)
+    assert whole.report.to_dict() == chunked.report.to_dict()
+    assert ("items", 7) in {(t, int(r)) for t, q in chunked.quarantine.items() for r in q["_row"]}
+
+
+def test_only_rows_that_are_not_utf8_are_quarantined_in_any_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tables({"items": RAW_TABLES["items"].iloc[:5], "orders": RAW_TABLES["orders"].iloc[:5]}, tmp_path, "csv")
+    with open(tmp_path / "orders.csv", "ab") as f:
+        f.write(b"o9,c\xff\xfe9,beans,1,12,2024-03-01T10:00:00Z\n")
+        f.write("o10,c\ufffd10,beans,1,12,2024-03-01T10:00:00Z\n".encode())  # a valid U+FFFD next to it
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
+    shop = load_shop(tmp_path, now=NOW)
+    quarantined = shop.quarantine["orders"]
+    assert list(zip(quarantined["_row"], quarantined["_reason"], strict=True)) == [(6, "row is not valid UTF-8")]
+    assert quarantined["customer_id"].iloc[0] == "c\ufffd\ufffd9"
+    assert shop.report.tables["orders"].rows_loaded == 6
+
+
 def test_unreachable_database_is_a_one_line_error() -> None:
     with pytest.raises(ContractError, match="cannot open database"):
         load_shop("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
@@ -129,6 +169,18 @@ def test_parts_are_read_in_name_order_and_hidden_files_are_skipped(tmp_path: Pat
     assert list(shop["events"]["ts"].dt.strftime("%d %H:%M")) == ["01 09:50", "01 09:55", "01 10:00",
                                                                   "03 10:00", "03 10:01"]
     assert shop.report.tables["events"].rows_quarantined == 0
+
+
+def test_parts_may_type_a_column_differently(tmp_path: Path) -> None:
+    """Each part is validated on its own, so a part that wrote integer ids next to one that
+    wrote text (two writers, two versions) loads as one table of text ids."""
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    (tmp_path / "events").mkdir()
+    events = RAW_TABLES["events"].iloc[:2][["session_id", "event_type", "ts"]].assign(event_type="search")
+    events.assign(session_id=[11, 12]).to_parquet(tmp_path / "events" / "part-0.parquet", index=False)
+    events.to_parquet(tmp_path / "events" / "part-1.parquet", index=False)
+    shop = load_shop(tmp_path, now=NOW)
+    assert list(shop["events"]["session_id"]) == ["11", "12", *events["session_id"]]
 
 
 def test_a_part_missing_a_column_or_unreadable_is_named(tmp_path: Path) -> None:
