@@ -153,9 +153,8 @@ def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
                         "sessions_all": events.groupby("customer_id")["session_id"].nunique().astype(np.float64)})
     for window in RECENT_WINDOWS:
         recent = events[age < window]
-        counts = pd.crosstab(recent["customer_id"], recent["event_type"])
-        for kind in ("view", "cart"):
-            out[f"{kind}s_{window}d"] = counts[kind] if kind in counts else 0.0
+        for kind in ("view", "cart"):  # not pd.crosstab: on Arrow strings it aggregates group by group in Python
+            out[f"{kind}s_{window}d"] = recent.loc[recent["event_type"] == kind, "customer_id"].value_counts()
         out[f"sessions_{window}d"] = recent.groupby("customer_id")["session_id"].nunique()
     recent = events[age < RECENT_WINDOWS[-1]]
     per_session = recent.assign(carted=recent["event_type"] == "cart", bought=recent["event_type"] == "purchase") \
