@@ -43,7 +43,10 @@ def population(shop: ShopData, cutoff: pd.Timestamp) -> pd.Index:
     Customers who first appear inside a label window are not scorable at the cut-off (the
     service answers them from the "no history" row), so they are left out of the rows.
     """
-    past = shop.before(cutoff)
+    return _population(shop.before(cutoff), cutoff)
+
+
+def _population(past: ShopData, cutoff: pd.Timestamp) -> pd.Index:
     columns = [past["orders"]["customer_id"]]
     if past.has("events"):
         columns.append(past["events"]["customer_id"].dropna())
@@ -68,7 +71,7 @@ def customer_features(shop: ShopData, cutoff: pd.Timestamp, ids: pd.Index | None
     three mails and the recent-vs-overall open-rate trend.
     """
     past = shop.before(cutoff)
-    ids = population(shop, cutoff) if ids is None else ids
+    ids = _population(past, cutoff) if ids is None else ids
     frame = pd.DataFrame(index=ids)
     frame = frame.join(_order_features(past, cutoff))
     frame = frame.join(_seen_days(past, cutoff).rename("seen_days"))

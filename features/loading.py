@@ -101,17 +101,24 @@ class ShopData:
 
     def before(self, cutoff: pd.Timestamp) -> ShopData:
         """The same shop as it stood just before ``cutoff`` (timed tables filtered)."""
-        return self._cut(lambda ts: ts < cutoff)
+        return self._cut(cutoff, keep_before=True)
 
     def since(self, start: pd.Timestamp) -> ShopData:
         """The same shop with every timed row before ``start`` removed."""
-        return self._cut(lambda ts: ts >= start)
+        return self._cut(start, keep_before=False)
 
-    def _cut(self, keep: Callable[[pd.Series], pd.Series]) -> ShopData:
+    def _cut(self, at: pd.Timestamp, keep_before: bool) -> ShopData:
+        """A table already in time order (an event log as written) is cut by position, which
+        shares its rows instead of copying them; any other is filtered row by row."""
         tables = dict(self.tables)
         for name, column in TIMED_TABLES.items():
             if name in tables:
-                tables[name] = tables[name][keep(tables[name][column])].reset_index(drop=True)
+                frame, ts = tables[name], tables[name][column]
+                if ts.is_monotonic_increasing:
+                    split = int(ts.searchsorted(at, side="left"))
+                    tables[name] = frame.iloc[:split] if keep_before else frame.iloc[split:].reset_index(drop=True)
+                else:
+                    tables[name] = frame[(ts < at) if keep_before else (ts >= at)].reset_index(drop=True)
         return ShopData(tables=tables, report=self.report, quarantine=self.quarantine)
 
     def write_quarantine(self, out_dir: str | os.PathLike[str]) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.loading import load_shop
+from features.loading import ShopData, load_shop
 from features.schema import ContractError
 from features.sources import write_tables
 from tests.features.shop_fixtures import PLANTED_REASONS, RAW_TABLES
@@ -145,3 +145,24 @@ def test_open_times_must_follow_the_send_and_an_open(tmp_path: Path) -> None:
                                                           "opened_ts is set on a mail that was not opened": 1}
     kept = shop["email_events"]
     assert kept["campaign_id"].tolist() == ["m1", "m4"] and kept["opened_ts"].isna().tolist() == [False, True]
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_a_time_cut_keeps_the_rows_a_filter_keeps(shop_dir: Path, in_time_order: bool) -> None:
+    """A table in time order is cut by position: the same rows, index and types as the row
+    filter that cuts any other table, at cut-offs on, between and outside its timestamps."""
+    shop = load_shop(shop_dir, now=NOW)
+    tables = dict(shop.tables)
+    for name in ("events", "orders"):
+        ordered = tables[name].sort_values("ts", kind="stable").reset_index(drop=True)
+        tables[name] = ordered if in_time_order else ordered.iloc[::-1].reset_index(drop=True)
+        assert tables[name]["ts"].is_monotonic_increasing == in_time_order
+    shop = ShopData(tables=tables, report=shop.report, quarantine=shop.quarantine)
+    stamps = sorted(tables["events"]["ts"])
+    middle = stamps[len(stamps) // 2]
+    for cutoff in (stamps[0] - pd.Timedelta(days=1), stamps[0], middle, middle + pd.Timedelta(seconds=1),
+                   stamps[-1], stamps[-1] + pd.Timedelta(days=1)):
+        for cut, keeps in ((shop.before(cutoff), lambda ts: ts < cutoff), (shop.since(cutoff), lambda ts: ts >= cutoff)):
+            for name in ("events", "orders"):
+                whole = shop[name]
+                pd.testing.assert_frame_equal(cut[name], whole[keeps(whole["ts"])].reset_index(drop=True))
