@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.dataset import positions
+
 COUNTED = ("view", "cart", "remove_from_cart", "wishlist", "search")
 FEATURES = (
     "events", *(f"n_{kind}" for kind in COUNTED), "distinct_items", "distinct_categories", "duration_s",
@@ -95,15 +97,20 @@ def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFra
     """
     frame = ordered(events)
     keep = frame["eligible"].to_numpy()
-    if prefix is not None:
-        limit = frame["session_id"].map(prefix).to_numpy(dtype=np.float64)
-        keep = keep & (frame["position"].to_numpy() < np.nan_to_num(limit, nan=0.0))
+    if prefix is not None:  # positions, not Series.map: on Arrow strings map goes value by value
+        at = positions(prefix.index, frame["session_id"])
+        limit = np.where(at >= 0, prefix.to_numpy()[at], 0)
+        keep = keep & (frame["position"].to_numpy() < limit)
     frame = frame[keep]
-    lookup = items.set_index("item_id")
-    frame = frame.assign(price=frame["item_id"].map(lookup["price"]).fillna(0.0).to_numpy(dtype=np.float64),
-                         category=frame["item_id"].map(lookup["category"]))
+    item = positions(pd.Index(items["item_id"]), frame["item_id"])
+    known = item >= 0
+    category_codes = pd.factorize(items["category"])[0]
+    frame = frame.assign(price=np.where(known, items["price"].to_numpy(dtype=np.float64)[item], 0.0),
+                         category=np.where(known, category_codes[item], np.nan))
     grouped = frame.groupby("session_id", sort=True)
-    counts = pd.crosstab(frame["session_id"], frame["event_type"]).reindex(columns=list(COUNTED), fill_value=0)
+    # not pd.crosstab: on Arrow strings it aggregates session by session in Python
+    counts = frame.groupby(["session_id", "event_type"]).size().unstack(fill_value=0) \
+        .reindex(index=grouped.size().index, columns=list(COUNTED), fill_value=0)
     start = grouped["ts"].min()
     sign = frame["event_type"].map({"cart": 1.0, "remove_from_cart": -1.0}).fillna(0.0)
     out = pd.DataFrame({"events": grouped.size().astype(np.float64)})
