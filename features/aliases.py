@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.ids import positions
 from features.schema import ROW_COLUMN
 from features.validation import quarantine_rows
 
@@ -55,17 +56,18 @@ def merge_aliases(tables: dict[str, pd.DataFrame], aliases: pd.DataFrame, locati
                                                 "customer_aliases", location)
     out["customer_aliases"] = kept_aliases
     remapped: dict[str, int] = {}
+    aliases_index, canonical = pd.Index(resolved.index), resolved.to_numpy()
     for name in CUSTOMER_TABLES:
         if name not in out:
             continue
         frame = out[name]
-        mapped = frame["customer_id"].map(resolved)
-        hit = mapped.notna().to_numpy()
+        at = positions(aliases_index, frame["customer_id"])  # not Series.map: value by value on Arrow strings
+        hit = at >= 0
         remapped[name] = int(hit.sum())
         if remapped[name]:
-            frame = frame.copy()
-            frame["customer_id"] = mapped.where(hit, frame["customer_id"])
-            out[name] = frame
+            ids = frame["customer_id"].copy()
+            ids[hit] = canonical[at[hit]]
+            out[name] = frame.assign(customer_id=ids)
     merged = 0
     if "customers" in out:
         before = len(out["customers"])

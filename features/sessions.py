@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.dataset import positions
+from features.ids import positions
 
 COUNTED = ("view", "cart", "remove_from_cart", "wishlist", "search")
 FEATURES = (

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.dataset import Dataset, IdMap, positions
+from features.dataset import Dataset, IdMap
+from features.ids import positions
 from features.errors import UserError
 from training.bundle_profiles import ALIASES, ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
 from training.models import load_model

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features import sessions as sess
-from features.dataset import positions
+from features.ids import positions
 from features.customer_features import CAP_DAYS
 from training.propensity_model import PropensityModel
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from features import dataset
-from features.dataset import FEW_IDS, IdMap, InteractionConfig, build_dataset, positions
+from features.dataset import IdMap, InteractionConfig, build_dataset
 from features.loading import ShopData, validate_tables
 from features.sources import RawTable
 
@@ -35,31 +33,6 @@ def test_id_maps_are_sorted_and_round_trip() -> None:
     assert ids.to_index(["a", "nope"], unknown="mark").tolist() == [0, -1]
     with pytest.raises(KeyError, match="nope"):
         ids.to_index(["nope"])
-
-
-def test_a_few_ids_are_looked_up_as_many_are() -> None:
-    """A request's few ids go one by one, many in one pass: the same positions either way,
-    unknown ids and values that are not ids at all included."""
-    index = pd.Index([f"c{n:03d}" for n in range(200)], dtype=object)
-    rng = np.random.default_rng(0)
-    pool = np.array([*index, "ghost", "", "c1", None, 3, float("nan")], dtype=object)
-    for size in (0, 1, 2, FEW_IDS, FEW_IDS + 1, 60):
-        ids = list(rng.choice(pool, size=size))
-        expected = index.get_indexer(pd.Index(ids, dtype=object))
-        np.testing.assert_array_equal(positions(index, ids), expected)
-        np.testing.assert_array_equal(positions(index, np.asarray(ids, dtype=object)), expected)
-
-
-def test_a_table_column_of_ids_is_looked_up_as_a_list_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A column of many ids goes through pyarrow: the same positions, missing and unknown ids -1."""
-    monkeypatch.setattr(dataset, "COLUMN_IDS", 50)
-    index = pd.Index([f"c{n:03d}" for n in range(200)], dtype=object)
-    rng = np.random.default_rng(1)
-    values = rng.choice(np.array([*index, "ghost", "", "c1 "], dtype=object), size=500)
-    column = pd.Series(values, dtype="str").where(rng.random(500) > 0.1, None)
-    expected = index.get_indexer(pd.Index(column.astype(object).where(column.notna(), None), dtype=object))
-    assert (expected == -1).sum() > 50
-    np.testing.assert_array_equal(positions(index, column), expected)
 
 
 def test_weights_decay_and_cut_off() -> None:
