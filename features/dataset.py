@@ -148,10 +148,11 @@ def build_dataset(shop: ShopData, config: InteractionConfig | None = None,
     weights = [config.purchase_weight * _quantity_weight(orders["quantity"], config)
                * _decay(orders["ts"], as_of, config.half_life_days)]
     if events is not None:
-        known = events.dropna(subset=["customer_id", "item_id"])
-        type_weight = known["event_type"].map(config.event_weights).fillna(0.0).to_numpy(dtype=np.float32)
-        keep = type_weight > 0
-        known = known[keep]
+        type_weight = np.zeros(len(events), dtype=np.float32)
+        for kind, weight in config.event_weights.items():  # not Series.map: value by value on Arrow strings
+            type_weight[(events["event_type"] == kind).to_numpy(dtype=bool)] = weight
+        keep = (type_weight > 0) & events["customer_id"].notna().to_numpy() & events["item_id"].notna().to_numpy()
+        known = events.loc[keep, ["customer_id", "item_id", "ts"]]  # only the columns the matrix needs
         rows.append(customers.to_index(known["customer_id"]))
         cols.append(items.to_index(known["item_id"]))
         weights.append(type_weight[keep] * _decay(known["ts"], as_of, config.half_life_days))
