@@ -41,9 +41,35 @@ def ordered(events: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class SessionLog:
+    """A shop's events in session order (:func:`ordered`) and its session table, sorted once.
+
+    Training reads the sessions many times (fitting, calibration and test rows, the
+    full-prefix check, the serving history); sorting millions of events by session and time
+    was most of each read, and each sort held another copy of the events.
+    """
+
+    events: pd.DataFrame
+    table: pd.DataFrame
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> SessionLog:
+        frame = ordered(events)
+        return cls(frame, _table(frame))
+
+    def features(self, session_ids: pd.Index, items: pd.DataFrame, past: pd.DataFrame,
+                 prefix: pd.Series | None = None) -> pd.DataFrame:
+        """:func:`session_features` of these sessions (whole sessions, so the order holds)."""
+        return _features(self.events[self.events["session_id"].isin(session_ids)], items, past, prefix)
+
+
 def sessions(events: pd.DataFrame) -> pd.DataFrame:
     """One row per session: customer, start, end, converted, and how many events are eligible."""
-    frame = ordered(events)
+    return _table(ordered(events))
+
+
+def _table(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("session_id", sort=True)
     return pd.DataFrame({
         "customer_id": grouped["customer_id"].first(),
@@ -95,7 +121,11 @@ def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFra
     ``past_sessions`` and ``past_converted`` per session id. Sessions with no eligible event
     get no row: before the first event there is nothing to score.
     """
-    frame = ordered(events)
+    return _features(ordered(events), items, past, prefix)
+
+
+def _features(frame: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame, prefix: pd.Series | None) -> pd.DataFrame:
+    """:func:`session_features` of events already in :func:`ordered` form."""
     keep = frame["eligible"].to_numpy()
     if prefix is not None:  # positions, not Series.map: on Arrow strings map goes value by value
         at = positions(prefix.index, frame["session_id"])
@@ -112,7 +142,8 @@ def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFra
     counts = frame.groupby(["session_id", "event_type"]).size().unstack(fill_value=0) \
         .reindex(index=grouped.size().index, columns=list(COUNTED), fill_value=0)
     start = grouped["ts"].min()
-    sign = frame["event_type"].map({"cart": 1.0, "remove_from_cart": -1.0}).fillna(0.0)
+    sign = pd.Series(np.where(frame["event_type"] == "cart", 1.0, 0.0)
+                     - np.where(frame["event_type"] == "remove_from_cart", 1.0, 0.0), index=frame.index)
     out = pd.DataFrame({"events": grouped.size().astype(np.float64)})
     for kind in COUNTED:
         out[f"n_{kind}"] = counts[kind].astype(np.float64)

@@ -188,7 +188,7 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
         _log_report_artifacts(shop, test, validation, Path(tmp), key)
         propensity = None
         if config.propensity.enabled:
-            snapshots: Snapshots = {}  # the bundle's fit reuses evaluation's feature snapshots
+            snapshots = Snapshots()  # the bundle's fit reuses evaluation's feature snapshots
             report = evaluate_propensity(shop, config.propensity, progress, snapshots)
             _log_propensity(report, Path(tmp))
             propensity = fit_propensity(shop, config.propensity, progress, snapshots)

@@ -77,12 +77,20 @@ class Rows:
                     {name: np.concatenate([p.baselines[name] for p in parts]) for name in parts[0].baselines})
 
 
-Snapshots = dict[tuple[str, pd.Timestamp, float], Rows]
-"""Customer and email rows already built for one shop, by (target, cut-off, horizon days). The
-bundle's fit uses the cut-offs evaluation used, one horizon later (its calibration and fitting
-snapshots are all among evaluation's), so a run that passes one dict to both builds each
-snapshot once: features over the whole history per cut-off are most of propensity's time.
-Never share one between shops: the key does not name the shop."""
+@dataclass
+class Snapshots:
+    """What one shop's propensity evaluation built that the bundle's fit reuses (never share one
+    between shops: nothing in it names the shop): customer and email ``rows`` by (target,
+    cut-off, horizon days), as the fit's cut-offs are all among evaluation's, and the events
+    sorted into sessions once for every session read."""
+
+    rows: dict[tuple[str, pd.Timestamp, float], Rows] = field(default_factory=dict)
+    _session_log: sess.SessionLog | None = None
+
+    def session_log(self, shop: ShopData) -> sess.SessionLog:
+        if self._session_log is None:
+            self._session_log = sess.SessionLog.of(shop["events"])
+        return self._session_log
 
 
 @dataclass
@@ -167,13 +175,14 @@ def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
     return Rows.concat(parts)
 
 
-def session_rows(table: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame,
+def session_rows(log: sess.SessionLog, items: pd.DataFrame, past: pd.DataFrame,
                  lo: pd.Timestamp | None, hi: pd.Timestamp | None, rng: np.random.Generator) -> Rows:
     """Sessions starting in ``[lo, hi)``, each cut at a random prefix of its pre-purchase events."""
+    table = log.table
     chosen = table[((table["start"] >= lo) if lo is not None else True) & ((table["start"] < hi) if hi is not None
                                                                             else True)]
     prefix = sess.random_prefixes(chosen, rng)
-    X = sess.session_features(events[events["session_id"].isin(prefix.index)], items, past, prefix)
+    X = log.features(prefix.index, items, past, prefix)
     y = chosen.loc[X.index, "converted"].to_numpy()
     return Rows(X, y, {"base_rate": np.zeros(len(X))})
 
@@ -183,20 +192,20 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     """Fit / calibration / test rows; ``evaluate=False`` shifts forward and has no test rows.
     Customer and email rows are read from and added to ``snapshots`` when given."""
     end = data_end(shop)
+    cache = Snapshots() if snapshots is None else snapshots
     if target == "session":
-        return _session_periods(shop, config, end, evaluate)
+        return _session_periods(shop, config, end, evaluate, cache.session_log(shop))
     days = config.horizon_days if target == "customer" else (config.email_horizon_days or config.horizon_days)
     if target == "email":  # the last mails' opens may still come: no window holds them
         end -= pd.Timedelta(days=OPEN_WINDOW_DAYS)
     H = pd.Timedelta(days=days)
     rows_of = customer_rows if target == "customer" else email_rows
-    cache: Snapshots = {} if snapshots is None else snapshots
 
     def build(cutoff: pd.Timestamp, horizon: float) -> Rows:
         key = (target, cutoff, float(horizon))
-        if key not in cache:
-            cache[key] = rows_of(shop, cutoff, horizon)
-        return cache[key]
+        if key not in cache.rows:
+            cache.rows[key] = rows_of(shop, cutoff, horizon)
+        return cache.rows[key]
 
     start = shop["orders"]["ts"].min()
     t0 = end - H if evaluate else end
@@ -217,16 +226,16 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
                                             "test": str(t0) if evaluate else ""})
 
 
-def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool) -> Periods:
-    events, items = shop["events"], shop["items"]
-    table = sess.sessions(events)
-    past = sess.past_as_of_start(table)
+def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool,
+                     log: sess.SessionLog) -> Periods:
+    items = shop["items"]
+    past = sess.past_as_of_start(log.table)
     D = pd.Timedelta(days=config.session_window_days)
     cal_end = end - D if evaluate else end
     rng = np.random.default_rng(config.seed)
-    fit = session_rows(table, events, items, past, None, cal_end - D, rng)
-    calibration = session_rows(table, events, items, past, cal_end - D, cal_end, rng)
-    test = session_rows(table, events, items, past, cal_end, end, rng) if evaluate else None
+    fit = session_rows(log, items, past, None, cal_end - D, rng)
+    calibration = session_rows(log, items, past, cal_end - D, cal_end, rng)
+    test = session_rows(log, items, past, cal_end, end, rng) if evaluate else None
     return Periods(fit, calibration, test, {"fit": f"..{cal_end - D}", "calibration": f"{cal_end - D}..{cal_end}",
                                             "test": f"{cal_end}..{end}" if evaluate else ""})
 
@@ -310,6 +319,7 @@ class TargetResult:
 
 def evaluate_target(target: str, shop: ShopData, config: PropensityConfig,
                     snapshots: Snapshots | None = None) -> TargetResult:
+    snapshots = Snapshots() if snapshots is None else snapshots
     rows = periods(shop, target, config, evaluate=True, snapshots=snapshots)
     model = fit_target(target, rows, config)
     test = rows.test
@@ -327,19 +337,19 @@ def evaluate_target(target: str, shop: ShopData, config: PropensityConfig,
     out["base_rate_brier"] = float(brier_score_loss(test.y, np.full(len(test.y), prior)))
     out.update({f"validation_roc_auc.{k}": v for k, v in model.metadata["validation_roc_auc"].items()})
     if target == "session":
-        full = _full_prefix_auc(shop, config, model)
+        full = _full_prefix_auc(shop, config, model, snapshots.session_log(shop))
         if full is not None:
             out["roc_auc_full_prefix"] = full
     return TargetResult(out, deciles(test.y, p), model, strongest)
 
 
-def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: PropensityModel) -> float | None:
+def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: PropensityModel,
+                     log: sess.SessionLog) -> float | None:
     """The session model on every pre-purchase event of each test session (the last live call)."""
-    events, table = shop["events"], sess.sessions(shop["events"])
+    table = log.table
     test_ids = table[(table["start"] >= data_end(shop) - pd.Timedelta(days=config.session_window_days))
                      & (table["eligible_events"] > 0)].index
-    X = sess.session_features(events[events["session_id"].isin(test_ids)], shop["items"],
-                              sess.past_as_of_start(table))
+    X = log.features(test_ids, shop["items"], sess.past_as_of_start(table))
     y = table.loc[X.index, "converted"].to_numpy()
     return float(roc_auc_score(y, model.predict_proba(X))) if len(np.unique(y)) == 2 else None
 
@@ -372,6 +382,7 @@ def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress 
     """The bundle's propensity part: models refitted up to the end of history, with serving
     features; rows already in ``snapshots`` (from :func:`evaluate_propensity`) are not rebuilt."""
     end = data_end(shop)
+    snapshots = Snapshots() if snapshots is None else snapshots
     models, status = {}, {}
     for target in TARGETS:
         reason = skip_reason(shop, target)
@@ -385,5 +396,5 @@ def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress 
             except NotTrainable as error:
                 reason = f"skipped: {error}"
         status[target] = reason
-    history = sess.customer_history(sess.sessions(shop["events"])) if "session" in models else None
+    history = sess.customer_history(snapshots.session_log(shop).table) if "session" in models else None
     return PropensitySet(models, status, customer_features(shop, end), history, end)

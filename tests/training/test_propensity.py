@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ def default_shop() -> ShopData:
 @pytest.fixture(scope="module")
 def evaluated(default_shop: ShopData) -> tuple[PropensityReport, Snapshots]:
     """The default shop evaluated as a training run does, keeping the snapshots it built."""
-    snapshots: Snapshots = {}
+    snapshots = Snapshots()
     return evaluate_propensity(default_shop, PropensityConfig(seed=0), snapshots=snapshots), snapshots
 
 
@@ -50,16 +52,17 @@ def test_the_bundle_fit_reuses_evaluations_snapshots_and_fits_the_same_models(
         default_shop: ShopData, evaluated: tuple[PropensityReport, Snapshots], fitted: PropensitySet,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Every customer and email snapshot the bundle's fit needs was built by evaluation (one
-    horizon later, the same cut-offs): none is built again, and the models are those a fit from
-    scratch gives."""
+    horizon later, the same cut-offs), and the events were sorted into sessions once: nothing
+    is built again, and the models are those a fit from scratch gives."""
+    from features import sessions
     from training import propensity
 
     fresh = fitted
     built: list[str] = []
-    for name in ("customer_rows", "email_rows"):
-        original = getattr(propensity, name)
-        monkeypatch.setattr(propensity, name, lambda *args, _f=original, _n=name: built.append(_n) or _f(*args))
-    shared = fit_propensity(default_shop, PropensityConfig(seed=0), snapshots=dict(evaluated[1]))
+    for module, name in ((propensity, "customer_rows"), (propensity, "email_rows"), (sessions, "ordered")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, _f=original, _n=name: built.append(_n) or _f(*args))
+    shared = fit_propensity(default_shop, PropensityConfig(seed=0), snapshots=replace(evaluated[1], rows=dict(evaluated[1].rows)))
     assert built == []
     assert {"customer", "email"} <= set(shared.models) and set(shared.models) == set(fresh.models)
     ids = list(shared.customer_features.index[:500])
