@@ -107,8 +107,9 @@ def run(args: list[str], env: dict[str, str], timeout_s: float) -> Command:
     done = threading.Event()
 
     def sample_rss() -> None:
-        """The tree's resident GiB every RSS_EVERY_S; a brief peak between samples is missed,
-        which wait4's peak (the whole command's) does not."""
+        """The tree's resident GiB every RSS_EVERY_S. Not wait4's figure: a brief peak between
+        samples is missed, and pages two processes share count twice (``train`` runs as one
+        process, so its stages' peaks and wait4's are the same measure)."""
         try:
             root = psutil.Process(proc.pid)
         except psutil.NoSuchProcess:
@@ -117,7 +118,7 @@ def run(args: list[str], env: dict[str, str], timeout_s: float) -> Command:
             try:
                 tree = [root, *root.children(recursive=True)]
                 rss = sum(p.memory_info().rss for p in tree)
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, psutil.AccessDenied):  # a child that ended as it was read
                 continue
             samples.append((time.perf_counter() - started, rss / 2**30))
 
@@ -138,7 +139,7 @@ def run(args: list[str], env: dict[str, str], timeout_s: float) -> Command:
     return Command(seconds, usage.ru_maxrss / 2**20, proc.returncode, timed_out, lines, samples)
 
 
-STAGES = ((re.compile(r"^(reading|validating) "), "load + validate"),
+STAGES = ((re.compile(r"^validating "), "load + validate"),
           (re.compile(r"^(test window:|skipped )"), "split, budget, windows"),
           (re.compile(r"^fitting (\w+) on"), "fit + evaluate {0}"),
           (re.compile(r"^tuning (\w+)"), "tune {0}"),

@@ -116,7 +116,7 @@ class ShopData:
                 frame, ts = tables[name], tables[name][column]
                 if ts.is_monotonic_increasing:
                     split = int(ts.searchsorted(at, side="left"))
-                    tables[name] = frame.iloc[:split] if keep_before else frame.iloc[split:].reset_index(drop=True)
+                    tables[name] = (frame.iloc[:split] if keep_before else frame.iloc[split:]).reset_index(drop=True)
                 else:
                     tables[name] = frame[(ts < at) if keep_before else (ts >= at)].reset_index(drop=True)
         return ShopData(tables=tables, report=self.report, quarantine=self.quarantine)
@@ -170,6 +170,10 @@ def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timesta
             report.tables[name].rows_in += len(chunk)
             kept.append(validated.clean)
             quarantine[name].append(validated.quarantine)
+        if not kept:  # a reader that gave no chunk at all: an empty table of the contract's columns
+            empty = validate_table(TABLES[name], pd.DataFrame(columns=TABLES[name].column_names), table.location,
+                                   now=now, config=config)
+            kept, quarantine[name] = [empty.clean], [empty.quarantine]
         if name in REQUIRED_TABLES and not report.tables[name].rows_in:
             raise ContractError(f"{table.location}: required table '{name}' has no rows "
                                 f"(a header only, or an empty table)")

@@ -127,16 +127,16 @@ def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFra
 def _features(frame: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame, prefix: pd.Series | None) -> pd.DataFrame:
     """:func:`session_features` of events already in :func:`ordered` form."""
     keep = frame["eligible"].to_numpy()
-    if prefix is not None:  # positions, not Series.map: on Arrow strings map goes value by value
-        at = positions(prefix.index, frame["session_id"])
-        limit = np.where(at >= 0, prefix.to_numpy()[at], 0)
-        keep = keep & (frame["position"].to_numpy() < limit)
+    # By position, not Series.map (which goes value by value on Arrow strings); each array ends
+    # in the value for an absent id, which position -1 picks.
+    if prefix is not None:
+        limits = np.append(prefix.to_numpy(dtype=np.float64), 0.0)
+        keep = keep & (frame["position"].to_numpy() < limits[positions(prefix.index, frame["session_id"])])
     frame = frame[keep]
     item = positions(pd.Index(items["item_id"]), frame["item_id"])
-    known = item >= 0
-    category_codes = pd.factorize(items["category"])[0]
-    frame = frame.assign(price=np.where(known, items["price"].to_numpy(dtype=np.float64)[item], 0.0),
-                         category=np.where(known, category_codes[item], np.nan))
+    prices = np.append(items["price"].to_numpy(dtype=np.float64), 0.0)
+    categories = np.append(pd.factorize(items["category"])[0].astype(np.float64), np.nan)
+    frame = frame.assign(price=prices[item], category=categories[item])
     grouped = frame.groupby("session_id", sort=True)
     # not pd.crosstab: on Arrow strings it aggregates session by session in Python
     counts = frame.groupby(["session_id", "event_type"]).size().unstack(fill_value=0) \

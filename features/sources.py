@@ -1,9 +1,10 @@
 """Where shop tables come from and go to: a folder of CSV/Parquet files or a SQL database.
 
-Readers return the source values untouched (text from CSV, typed columns from Parquet
-and SQL) plus a 1-based row number; :mod:`features.schema` does all the checking, so
-every source gets the same rules and the same error messages. Reads are columnar
-(pyarrow) or chunked (SQL server-side cursors) and only fetch contract columns.
+Readers check a table's columns at once and then give its source values untouched (text
+from CSV, typed columns from Parquet and SQL) a chunk at a time, as they are validated
+(pyarrow's streaming CSV reader, Parquet record batches, SQL server-side cursors; only the
+contract columns). :mod:`features.schema` does all the checking, so every source gets the
+same rules and the same error messages.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ CHUNK_ROWS = 1_000_000
 parsed, flagged) are a few hundred bytes a row, so a chunk costs a few hundred MB whatever the
 table's length."""
 SQL_CHUNK_ROWS = 200_000
-INVALID_UTF8_MARK = "\ufffd"
+CSV_BLOCK_BYTES = 16 << 20
+"""Bytes pyarrow's streaming CSV reader parses at a time (its default is 1 MiB)."""
 """What a byte that is not UTF-8 becomes (importers flag the rows that hold one)."""
 
 
@@ -41,7 +43,7 @@ class RawTable:
 
     ``data`` is one frame (an importer's, a test's) or the frames a reader yields one chunk
     at a time, so that a large table is validated a chunk at a time and never held whole as
-    text (:func:`features.loading.validate_tables`).
+    text (:func:`features.loading.validate_tables`). A reader's chunks can be read once.
     """
 
     data: pd.DataFrame | Iterable[pd.DataFrame]
@@ -49,16 +51,23 @@ class RawTable:
 
     def batches(self) -> Iterator[pd.DataFrame]:
         """The rows in order, at most :data:`CHUNK_ROWS` a frame, each with :data:`ROW_COLUMN`
-        (1-based, counted across the chunks where the reader did not number them)."""
+        (1-based, counted across the chunks where the reader did not number them). A reader
+        left part-way (validation failed) is closed at once: its file or cursor with it."""
         frames = [self.data] if isinstance(self.data, pd.DataFrame) else self.data
         first_row = 1
-        for frame in frames:
-            for start in range(0, max(len(frame), 1), CHUNK_ROWS):
-                chunk = frame.iloc[start:start + CHUNK_ROWS]
-                if ROW_COLUMN not in chunk.columns:
-                    chunk = chunk.assign(**{ROW_COLUMN: np.arange(first_row, first_row + len(chunk), dtype=np.int64)})
-                first_row += len(chunk)
-                yield chunk
+        try:
+            for frame in frames:
+                for start in range(0, max(len(frame), 1), CHUNK_ROWS):
+                    chunk = frame.iloc[start:start + CHUNK_ROWS]
+                    if ROW_COLUMN not in chunk.columns:
+                        chunk = chunk.assign(**{ROW_COLUMN: np.arange(first_row, first_row + len(chunk),
+                                                                      dtype=np.int64)})
+                    first_row += len(chunk)
+                    yield chunk
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
 
 
 class Source(Protocol):
@@ -177,10 +186,11 @@ def csv_header(path: Path) -> list[str]:
 def read_csv(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
     """The contract columns of a CSV as text, :data:`CHUNK_ROWS` rows at a time (columns checked first).
 
-    pyarrow parses in parallel and keeps strings in Arrow memory. The columns are read as
-    bytes and decoded a chunk at a time: a value that is not valid UTF-8 gets U+FFFD for its
-    bad bytes and its row is flagged, so the schema quarantines it ("not valid UTF-8")
-    instead of failing the whole load or guessing.
+    pyarrow's streaming reader parses it (one thread: validation, not parsing, is most of a
+    load's time) and keeps strings in Arrow memory. The columns are read as bytes and
+    decoded a chunk at a time: a value that is not valid UTF-8 gets U+FFFD for its bad bytes
+    and its row is flagged, so the schema quarantines it ("not valid UTF-8") instead of
+    failing the whole load or guessing.
     """
     present = csv_header(path)
     check_columns(spec, present, str(path))
@@ -196,19 +206,22 @@ def read_csv(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
 
 
 def _csv_chunks(path: Path, convert: pacsv.ConvertOptions) -> Iterator[pd.DataFrame]:
+    """Exactly :data:`CHUNK_ROWS` rows a chunk (the last holds the rest; an empty file one empty chunk)."""
+    parsed, yielded = 0, False
     try:
-        reader = pacsv.open_csv(path, convert_options=convert)
-        pending: list[pa.RecordBatch] = []
-        yielded = False
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                convert_options=convert)
+        pending = reader.schema.empty_table()
         for batch in reader:
-            pending.append(batch)
-            if sum(b.num_rows for b in pending) >= CHUNK_ROWS:
-                yield _decoded(pa.Table.from_batches(pending))
-                pending, yielded = [], True
-        if pending or not yielded:
-            yield _decoded(pa.Table.from_batches(pending, schema=reader.schema))
+            parsed += batch.num_rows
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+            while pending.num_rows >= CHUNK_ROWS:
+                yield _decoded(pending.slice(0, CHUNK_ROWS))
+                pending, yielded = pending.slice(CHUNK_ROWS), True
+        if pending.num_rows or not yielded:
+            yield _decoded(pending)
     except (pa.ArrowInvalid, OSError, EOFError) as error:
-        raise ContractError(f"{path}: cannot parse CSV: {first_line(error)}") from None
+        raise ContractError(f"{path}: cannot parse CSV after data row {parsed:,}: {first_line(error)}") from None
 
 
 def _decoded(table: pa.Table) -> pd.DataFrame:
@@ -235,36 +248,37 @@ def _decoded(table: pa.Table) -> pd.DataFrame:
 
 def read_parquet(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
     """The contract columns of a Parquet file, :data:`CHUNK_ROWS` rows at a time (columns checked first)."""
-    file, columns = _parquet_file(path, spec)
-    return _parquet_chunks(path, file, columns)
+    return _parquet_chunks(path, _parquet_columns(path, spec))
 
 
 def read_parquet_parts(folder: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
     """The parts of a table folder, in name order, as one table's chunks; row numbers then count
-    across the parts. Every part's columns are checked before any is read; parts may type a
-    column differently (validation gives every chunk the contract's types)."""
-    opened = [(part, *_parquet_file(part, spec)) for part in table_parts(folder)]
-    return (chunk for part, file, columns in opened for chunk in _parquet_chunks(part, file, columns))
+    across the parts. Every part's columns are checked before any is read, and each part is
+    open only while it is read (a live event log has thousands); parts may type a column
+    differently (validation gives every chunk the contract's types)."""
+    checked = [(part, _parquet_columns(part, spec)) for part in table_parts(folder)]
+    return (chunk for part, columns in checked for chunk in _parquet_chunks(part, columns))
 
 
-def _parquet_file(path: Path, spec: TableSpec) -> tuple[pq.ParquetFile, list[str]]:
+def _parquet_columns(path: Path, spec: TableSpec) -> list[str]:
+    """The contract columns the file holds (its schema read, the file not kept open)."""
     try:
-        file = pq.ParquetFile(path)
+        present = pq.read_schema(path).names
     except (pa.ArrowInvalid, OSError) as error:
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
-    present = file.schema_arrow.names
     check_columns(spec, present, str(path))
-    return file, [c for c in spec.column_names if c in present]
+    return [c for c in spec.column_names if c in present]
 
 
-def _parquet_chunks(path: Path, file: pq.ParquetFile, columns: list[str]) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     try:
-        yielded = False
-        for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
-            yield batch.to_pandas()
-            yielded = True
-        if not yielded:
-            yield file.schema_arrow.empty_table().select(columns).to_pandas()
+        with pq.ParquetFile(path) as file:
+            yielded = False
+            for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+                yield batch.to_pandas()
+                yielded = True
+            if not yielded:
+                yield file.schema_arrow.empty_table().select(columns).to_pandas()
     except (pa.ArrowException, OSError) as error:  # a footer that reads over data that does not
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
 
@@ -297,14 +311,18 @@ class SqlSource:
     def _chunks(self, table: str, wanted: list[str]) -> Iterator[pd.DataFrame]:
         columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in wanted]
         query = sa.select(*columns).select_from(sa.table(table))
-        with self.engine.connect() as conn:
-            streaming = conn.execution_options(stream_results=True)
-            yielded = False
-            for chunk in pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS):
-                yield chunk
-                yielded = True
-            if not yielded:
-                yield pd.DataFrame(columns=wanted)
+        rows = 0
+        try:
+            with self.engine.connect() as conn:
+                streaming = conn.execution_options(stream_results=True)
+                for chunk in pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS):
+                    yield chunk
+                    rows += len(chunk)
+                if not rows:
+                    yield pd.DataFrame(columns=wanted)
+        except sa.exc.SQLAlchemyError as error:
+            raise ContractError(f"{self.description} table {table}: reading failed after row {rows:,}: "
+                                f"{first_line(error)}") from None
 
 
 def safe_url(url: str) -> str:

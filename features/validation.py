@@ -62,11 +62,14 @@ def _is_blank(values: pd.Series) -> np.ndarray:
 
 
 def _as_id(values: pd.Series) -> pd.Series:
-    """Ids are strings. Integral floats (an id column with gaps read from SQL/Parquet) lose the '.0'."""
+    """Ids are strings. An integral float (an id column with gaps read from SQL/Parquet) loses
+    its '.0', value by value, so an id reads the same whichever chunk it came in."""
     if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if (finite == np.floor(finite)).all():
-            values = values.astype("Int64")
+        integral = (values == np.floor(values)).to_numpy(dtype=bool, na_value=False) \
+            & (values.abs() < 2**53).to_numpy(dtype=bool, na_value=False)
+        out = values.astype("str")
+        out[integral] = values[integral].astype("int64").astype("str")
+        return out.where(~values.isna(), None)
     out = values.astype("str").str.strip()
     return out.where(~values.isna(), None)
 
@@ -174,7 +177,7 @@ def _check_rows(spec: TableSpec, clean: pd.DataFrame, reasons: _Reasons, claimed
         # Only an otherwise good row can claim a key first (here or in an earlier chunk); later
         # claimants are duplicates.
         key = clean[spec.unique_key].where(~reasons.bad)
-        dup = key.duplicated(keep="first") | key.isin(claimed) if claimed else key.duplicated(keep="first")
+        dup = (key.duplicated(keep="first") | key.isin(claimed)) if claimed else key.duplicated(keep="first")
         reasons.flag((dup & key.notna()).to_numpy(dtype=bool), spec.unique_key, f"duplicate {spec.unique_key}")
 
 

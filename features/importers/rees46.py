@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.importers.common import ImportNotes, Progress, blank_to_na, require_columns
 from features.schema import BAD_ENCODING_COLUMN, ROW_COLUMN, ContractError
-from features.sources import INVALID_UTF8_MARK, RawTable, csv_header
+from features.sources import RawTable, csv_header
 
 COLUMNS = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
            "user_id", "user_session"]
@@ -31,6 +31,8 @@ NO_SESSION_PREFIX = "nosession"
 """Order ids of purchases without a session start with this, so they cannot collide with session ids."""
 GOOD = "_good"
 """Marks a product row fit to describe the item: a usable price and valid UTF-8."""
+INVALID_UTF8_MARK = "\ufffd"
+"""What pandas makes of a byte that is not UTF-8 (``encoding_errors="replace"``)."""
 
 
 def import_rees46(path: Path, progress: Progress | None = None, *, chunk_rows: int = DEFAULT_CHUNK_ROWS

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from features.loading import ShopData, load_shop
-from features.schema import ContractError
+from features.schema import TABLES, ContractError
 from features import sources
 from features.sources import is_database_url, write_sql, write_tables
 from tests.features.shop_fixtures import RAW_TABLES
@@ -96,6 +97,8 @@ def test_the_chunk_size_changes_nothing(target: str, csv_shop: ShopData, tmp_pat
         write_tables(RAW_TABLES, location, target)  # type: ignore[arg-type]
     whole = load_shop(location, now=NOW)
     monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)  # several parsed blocks gathered into a chunk
+    monkeypatch.setattr(sources, "SQL_CHUNK_ROWS", 3)  # fetches that do not fall on chunk bounds
     chunked = load_shop(location, now=NOW)
     _assert_same_shop(whole, chunked)
     _assert_same_shop(csv_shop, chunked)
@@ -111,11 +114,46 @@ def test_only_rows_that_are_not_utf8_are_quarantined_in_any_chunk(tmp_path: Path
         f.write(b"o9,c\xff\xfe9,beans,1,12,2024-03-01T10:00:00Z\n")
         f.write("o10,c\ufffd10,beans,1,12,2024-03-01T10:00:00Z\n".encode())  # a valid U+FFFD next to it
     monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)
     shop = load_shop(tmp_path, now=NOW)
     quarantined = shop.quarantine["orders"]
     assert list(zip(quarantined["_row"], quarantined["_reason"], strict=True)) == [(6, "row is not valid UTF-8")]
     assert quarantined["customer_id"].iloc[0] == "c\ufffd\ufffd9"
     assert shop.report.tables["orders"].rows_loaded == 6
+
+
+def test_a_csv_that_breaks_part_way_names_the_rows_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tables({"items": RAW_TABLES["items"].iloc[:5], "orders": RAW_TABLES["orders"].iloc[:5]}, tmp_path, "csv")
+    with open(tmp_path / "orders.csv", "a") as f:
+        f.write("o9,c9,beans,1,12,2024-03-01T10:00:00Z,one field too many\n")
+    monkeypatch.setattr(sources, "CSV_BLOCK_BYTES", 64)
+    with pytest.raises(ContractError, match=r"orders\.csv: cannot parse CSV after data row [1-5]: .*Expected 6 columns"):
+        load_shop(tmp_path, now=NOW)
+
+
+def test_float_ids_read_the_same_in_any_chunk(tmp_path: Path) -> None:
+    """An integral float id loses its '.0' value by value: 2.0 is '2' next to 2.5 or not."""
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    (tmp_path / "events").mkdir()
+    events = RAW_TABLES["events"].iloc[:4][["event_type", "ts"]].assign(event_type="search")
+    events.iloc[:2].assign(session_id=[1.0, 2.0]).to_parquet(tmp_path / "events" / "part-0.parquet", index=False)
+    events.iloc[2:].assign(session_id=[2.0, 2.5]).to_parquet(tmp_path / "events" / "part-1.parquet", index=False)
+    assert list(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "2", "2.5"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc (Linux)")
+def test_a_folder_of_parts_holds_one_part_open_at_a_time(tmp_path: Path) -> None:
+    """A live event log has thousands of parts: checking them opens none for good, and reading
+    holds one at a time, so the open-file limit is never reached."""
+    write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
+    events = RAW_TABLES["events"]
+    _write_parts(tmp_path, "events", events, list(range(1, len(events))))
+    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_files()
+    table = sources.FolderSource(tmp_path).read(TABLES["events"])
+    assert open_files() == before
+    counts = [open_files() for _ in table.batches()]
+    assert max(counts) <= before + 1 and open_files() == before
 
 
 def test_unreachable_database_is_a_one_line_error() -> None:
