@@ -1,8 +1,11 @@
 """Data throughput: sample generation, writing, and loading (read + validate + alias merge).
 
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data.py [--sizes small,large]
-Prints one row per (size, step) with seconds, rows and rows/second, and peak RSS.
-Figures are recorded in docs/benchmarks.md with the machine they came from.
+     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data.py --load SHOP_FOLDER
+Prints one row per (size, step) with seconds, rows and rows/second, and peak RSS (the
+process's high-water mark, so cumulative across steps). ``--load`` loads one shop folder and
+nothing else, so its peak RSS is the load's own (run it in a fresh process per version to
+compare two). Figures are recorded in docs/benchmarks.md with the machine they came from.
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ def timed(label: str, rows: int | None, func) -> object:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="small,large")
+    parser.add_argument("--load", help="Only load this shop folder (or database URL) and report.")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    if args.load:
+        timed(f"load+validate {args.load}", None, lambda: load_shop(args.load))
+        return
     for size in args.sizes.split(","):
         config = SIZES[size]
         shop = timed(f"{size}: generate", None, lambda: generate_shop(config))

@@ -80,9 +80,9 @@ class Rows:
 @dataclass
 class Snapshots:
     """What one shop's propensity evaluation built that the bundle's fit reuses (never share one
-    between shops: nothing in it names the shop): customer and email ``rows`` by (target,
-    cut-off, horizon days), as the fit's cut-offs are all among evaluation's, and the events
-    sorted into sessions once for every session read."""
+    between shops): customer and email ``rows`` by (target, cut-off, horizon days), as the fit's
+    cut-offs are all among evaluation's, and the events sorted into sessions once (a copy of the
+    events, held until the run drops this after the bundle's fit) for every session read."""
 
     rows: dict[tuple[str, pd.Timestamp, float], Rows] = field(default_factory=dict)
     _session_log: sess.SessionLog | None = None
