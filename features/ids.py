@@ -35,8 +35,8 @@ def positions(index: pd.Index, ids: pd.Series | np.ndarray | list[str]) -> np.nd
     if len(ids) >= COLUMN_IDS and isinstance(ids, pd.Series) and pd.api.types.is_string_dtype(ids):
         try:
             value_set = pa.array(index.to_numpy(), type=pa.string())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # an index of other than strings: no id can be in it
-            return np.full(len(ids), -1, dtype=np.intp)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # an index that is not all strings: pandas' look-up
+            return index.get_indexer(pd.Index(ids, dtype=object))
         found = pc.index_in(pa.array(ids, type=pa.string(), from_pandas=True), value_set=value_set)
         return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
     return index.get_indexer(pd.Index(ids, dtype=object))

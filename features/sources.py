@@ -34,7 +34,6 @@ table's length."""
 SQL_CHUNK_ROWS = 200_000
 CSV_BLOCK_BYTES = 16 << 20
 """Bytes pyarrow's streaming CSV reader parses at a time (its default is 1 MiB)."""
-"""What a byte that is not UTF-8 becomes (importers flag the rows that hold one)."""
 
 
 @dataclass(frozen=True)
@@ -311,14 +310,14 @@ class SqlSource:
     def _chunks(self, table: str, wanted: list[str]) -> Iterator[pd.DataFrame]:
         columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in wanted]
         query = sa.select(*columns).select_from(sa.table(table))
-        rows = 0
+        rows, yielded = 0, False
         try:
             with self.engine.connect() as conn:
                 streaming = conn.execution_options(stream_results=True)
                 for chunk in pd.read_sql(query, streaming, chunksize=SQL_CHUNK_ROWS):
                     yield chunk
-                    rows += len(chunk)
-                if not rows:
+                    rows, yielded = rows + len(chunk), True
+                if not yielded:
                     yield pd.DataFrame(columns=wanted)
         except sa.exc.SQLAlchemyError as error:
             raise ContractError(f"{self.description} table {table}: reading failed after row {rows:,}: "

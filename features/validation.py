@@ -66,7 +66,7 @@ def _as_id(values: pd.Series) -> pd.Series:
     its '.0', value by value, so an id reads the same whichever chunk it came in."""
     if pd.api.types.is_float_dtype(values):
         integral = (values == np.floor(values)).to_numpy(dtype=bool, na_value=False) \
-            & (values.abs() < 2**53).to_numpy(dtype=bool, na_value=False)
+            & (values.abs() < 2**63).to_numpy(dtype=bool, na_value=False)  # finite, and fits int64
         out = values.astype("str")
         out[integral] = values[integral].astype("int64").astype("str")
         return out.where(~values.isna(), None)

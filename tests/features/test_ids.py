@@ -34,3 +34,10 @@ def test_a_table_column_of_ids_is_looked_up_as_a_list_is(monkeypatch: pytest.Mon
     expected = index.get_indexer(pd.Index(column.astype(object).where(column.notna(), None), dtype=object))
     assert (expected == -1).sum() > 50
     np.testing.assert_array_equal(positions(index, column), expected)
+
+
+def test_an_index_that_is_not_all_strings_is_looked_up_by_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ids_module, "COLUMN_IDS", 2)
+    index = pd.Index(["a", np.nan, "b", 7], dtype=object)
+    column = pd.Series(["b", "a", "c", "7"], dtype="str")
+    np.testing.assert_array_equal(positions(index, column), [2, 0, -1, -1])

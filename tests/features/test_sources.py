@@ -139,6 +139,10 @@ def test_float_ids_read_the_same_in_any_chunk(tmp_path: Path) -> None:
     events.iloc[:2].assign(session_id=[1.0, 2.0]).to_parquet(tmp_path / "events" / "part-0.parquet", index=False)
     events.iloc[2:].assign(session_id=[2.0, 2.5]).to_parquet(tmp_path / "events" / "part-1.parquet", index=False)
     assert list(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "2", "2.5"]
+    events.iloc[:2].assign(session_id=[float(2**53 + 2), 1.5e18]).to_parquet(tmp_path / "events" / "part-1.parquet",
+                                                                            index=False)
+    assert list(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "9007199254740994",
+                                                                          "1500000000000000000"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc (Linux)")
