@@ -47,16 +47,20 @@ class SessionLog:
 
     Training reads the sessions many times (fitting, calibration and test rows, the
     full-prefix check, the serving history); sorting millions of events by session and time
-    was most of each read, and each sort held another copy of the events.
+    was most of each read, and each sort held another copy of the events. Each session's past
+    (the customer's earlier sessions) is found once too.
     """
 
     events: pd.DataFrame
     table: pd.DataFrame
+    past: pd.DataFrame
+    """:func:`past_as_of_start` of ``table``."""
 
     @classmethod
     def of(cls, events: pd.DataFrame) -> SessionLog:
         frame = ordered(events)
-        return cls(frame, _table(frame))
+        table = _table(frame)
+        return cls(frame, table, past_as_of_start(table))
 
     def features(self, session_ids: pd.Index, items: pd.DataFrame, past: pd.DataFrame,
                  prefix: pd.Series | None = None) -> pd.DataFrame:
@@ -138,13 +142,14 @@ def _features(frame: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame, pref
     categories = np.append(pd.factorize(items["category"])[0].astype(np.float64), np.nan)
     frame = frame.assign(price=prices[item], category=categories[item])
     grouped = frame.groupby("session_id", sort=True)
+    sizes = grouped.size()
     # not pd.crosstab: on Arrow strings it aggregates session by session in Python
     counts = frame.groupby(["session_id", "event_type"]).size().unstack(fill_value=0) \
-        .reindex(index=grouped.size().index, columns=list(COUNTED), fill_value=0)
+        .reindex(index=sizes.index, columns=list(COUNTED), fill_value=0)
     start = grouped["ts"].min()
     sign = pd.Series(np.where(frame["event_type"] == "cart", 1.0, 0.0)
                      - np.where(frame["event_type"] == "remove_from_cart", 1.0, 0.0), index=frame.index)
-    out = pd.DataFrame({"events": grouped.size().astype(np.float64)})
+    out = pd.DataFrame({"events": sizes.astype(np.float64)})
     for kind in COUNTED:
         out[f"n_{kind}"] = counts[kind].astype(np.float64)
     viewed = frame[frame["item_id"].notna()].groupby("session_id", sort=True)

@@ -228,8 +228,7 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
 
 def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool,
                      log: sess.SessionLog) -> Periods:
-    items = shop["items"]
-    past = sess.past_as_of_start(log.table)
+    items, past = shop["items"], log.past
     D = pd.Timedelta(days=config.session_window_days)
     cal_end = end - D if evaluate else end
     rng = np.random.default_rng(config.seed)
@@ -349,7 +348,7 @@ def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: Propensity
     table = log.table
     test_ids = table[(table["start"] >= data_end(shop) - pd.Timedelta(days=config.session_window_days))
                      & (table["eligible_events"] > 0)].index
-    X = log.features(test_ids, shop["items"], sess.past_as_of_start(table))
+    X = log.features(test_ids, shop["items"], log.past)
     y = table.loc[X.index, "converted"].to_numpy()
     return float(roc_auc_score(y, model.predict_proba(X))) if len(np.unique(y)) == 2 else None
 
