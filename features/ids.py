@@ -19,7 +19,7 @@ the look-ups themselves."""
 COLUMN_IDS = 100_000
 """From this many ids on (a table's column, not a request's list), pyarrow looks them up in their
 own Arrow strings: ``get_indexer`` would first make a Python string of every one (tens of bytes
-each, millions of them), and is 7x slower on 3.6M event rows."""
+each, millions of them)."""
 
 
 def positions(index: pd.Index, ids: pd.Series | np.ndarray | list[str]) -> np.ndarray:
