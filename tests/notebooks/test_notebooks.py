@@ -79,7 +79,7 @@ def check_online_experiment(notebook: nbformat.NotebookNode) -> None:
     for low_lift_high in summary["lifts"].values():
         assert low_lift_high[1] < low_lift_high[0] < low_lift_high[2], "every lift has its interval"
     assert summary["aa_deciding_flags"] <= 5, "a correct interval flags more than 5 of 20 A/A splits 3 times in 10,000"
-    assert summary["broken_split_flagged"], "a variant that loses 30% of its customers is a sample-ratio mismatch"
+    assert summary["broken_split_flagged"], "a variant that loses half its customers is a sample-ratio mismatch"
     promoted = summary["versions"]["challenger"] if summary["promoted"] else summary["versions"]["champion"]
     assert summary["champion"] == promoted
     assert summary["units_needed"] > 0
