@@ -1,8 +1,9 @@
 """The bundle's propensity part: the fitted models, why any was skipped, and what scoring needs.
 
-Customer and email scores are computed from a stored feature frame (as of the end of
-history), so the service and the batch job score with no data loading. Session scores take
-the session's events as they arrive. A skipped model raises :class:`PropensityUnavailable`
+Customer and email scores are made once, when the bundle is saved, from the customer features
+as of the end of history: they cannot change while the bundle serves, so the bundle stores the
+scores rather than the features, and the service and the batch job only look them up. Session
+scores take the session's events as they arrive. A skipped model raises :class:`PropensityUnavailable`
 with its reason (e.g. "skipped: no events table") for the service to answer 503 with,
 rather than a number the shop never trained for.
 """
@@ -23,6 +24,7 @@ from features.customer_features import CAP_DAYS
 from training.propensity_model import PropensityModel
 
 STATUS_FILE = "status.json"
+SCORES_FILE = "customer_scores.parquet"
 
 
 class PropensityUnavailable(LookupError):
@@ -39,30 +41,51 @@ CUSTOMER_TARGETS = ("customer", "email")
 
 @dataclass(frozen=True)
 class Scored:
-    """One customer-level model's answers for every stored customer (:meth:`PropensitySet.warm`)."""
+    """One customer-level model's answers for every customer of the feature frame."""
 
     index: pd.Index
-    """The feature frame's customer ids as plain objects (its own index may hold Arrow strings,
-    which every look-up would convert)."""
+    """Customer ids as plain objects (an index of Arrow strings would convert on every look-up)."""
     probability: np.ndarray
-    """Per row of the feature frame; the newcomer's for a row with a missing feature."""
+    """Per customer; the newcomer's for a customer with a missing feature."""
     known: np.ndarray
-    """Per row: every feature present (else the row is scored, and reported, as a newcomer)."""
+    """Per customer: every feature present (else scored, and reported, as a newcomer)."""
     newcomer: float
+
+
+def newcomer(columns: pd.Index) -> pd.Series:
+    """The features of a customer seen for the first time now: no orders, no visits, no mail."""
+    row = pd.Series(0.0, index=columns)
+    row[[c for c in columns if c.startswith("days_since") or c in ("recency_days", "tenure_days")]] = CAP_DAYS
+    row["never_ordered"] = 1.0
+    return row
+
+
+def score_customers(model: PropensityModel, features: pd.DataFrame) -> Scored:
+    """Score every customer of ``features`` in one call; a row with a missing feature, like a
+    customer not in the frame, gets the newcomer's score (a row's score does not depend on its
+    batch: tests/training/test_propensity.py)."""
+    known = features.notna().all(axis=1).to_numpy()
+    newcomer_probability = float(model.predict_proba(newcomer(features.columns).to_frame().T)[0])
+    probability = np.full(len(features), newcomer_probability)
+    probability[known] = model.predict_proba(features[known])
+    return Scored(pd.Index(np.asarray(features.index, dtype=object), dtype=object), probability, known,
+                  newcomer_probability)
 
 
 @dataclass
 class PropensitySet:
     models: dict[str, PropensityModel]
     status: dict[str, str]
-    customer_features: pd.DataFrame
+    customer_features: pd.DataFrame | None
+    """As of the end of history, while training; None in a loaded bundle, which holds ``scored``."""
     session_history: pd.DataFrame | None
     as_of: pd.Timestamp
     beats_baseline: dict[str, bool] = field(default_factory=dict)
     """Per target, whether its model beat its strongest baseline on the test window
     (:meth:`training.propensity.PropensityReport.beats_baseline`); empty when not evaluated."""
+    scored: dict[str, Scored] = field(default_factory=dict, repr=False)
+    """Per customer-level target with a model, every customer's score (:meth:`scores`)."""
     _live: sess.LiveSessionFeatures | None = field(default=None, repr=False)
-    _scored: dict[str, Scored] = field(default_factory=dict, repr=False)
 
     def model(self, target: str) -> PropensityModel:
         if target not in self.models:
@@ -76,45 +99,30 @@ class PropensitySet:
         Unknown customers are scored as newcomers: no orders, no visits, no mail yet, first
         seen now; ``known`` is False for them.
         """
-        model = self.model(target)
+        scored = self.scores(target)
         ids = pd.Index([str(c) for c in customer_ids], dtype=object)
-        scored = self._scored.get(target)
-        if scored is not None:  # warmed: look-ups only
-            position = positions(scored.index, ids)  # a request's one customer: no Index built
-            found = position >= 0
-            known = found & scored.known[np.maximum(position, 0)]
-            probability = np.where(found, scored.probability[np.maximum(position, 0)], scored.newcomer)
-            return pd.DataFrame({"customer_id": ids.to_numpy(), "probability": probability, "known": known})
-        rows = self.customer_features.reindex(ids)
-        known = rows.notna().all(axis=1).to_numpy()
-        if not known.all():
-            rows.loc[~known] = self.newcomer().to_numpy()
-        return pd.DataFrame({"customer_id": ids.to_numpy(), "probability": model.predict_proba(rows),
-                             "known": known})
+        position = positions(scored.index, ids)  # a request's one customer: no Index built
+        found = position >= 0
+        known = found & scored.known[np.maximum(position, 0)]
+        probability = np.where(found, scored.probability[np.maximum(position, 0)], scored.newcomer)
+        return pd.DataFrame({"customer_id": ids.to_numpy(), "probability": probability, "known": known})
+
+    def scores(self, target: str) -> Scored:
+        """Every customer's score from ``target``'s model: made on first use while training, read
+        from the bundle once saved. Raises PropensityUnavailable for a model that was skipped."""
+        model = self.model(target)
+        if target not in self.scored:
+            if self.customer_features is None:
+                raise PropensityUnavailable(target, "the bundle holds no scores for it")
+            self.scored[target] = score_customers(model, self.customer_features)
+        return self.scored[target]
 
     def warm(self) -> None:
-        """Score every stored customer with each customer-level model, once: their features are
-        as of the end of history, so the answers cannot change while this bundle serves, and a
-        request then pays for look-ups only (a purchase propensity took 1.4 ms in process on the
-        demo bundle, an email pick for one customer 1.3 ms of its 3.1). The service warms each
-        bundle before it swaps it in; the batch job, which may score a few customers of a large
-        base, scores what it is asked for."""
+        """Make every customer-level score now (a no-op for a saved bundle, which holds them), so
+        no request pays for it."""
         for target in CUSTOMER_TARGETS:
-            if target in self.models and target not in self._scored:
-                model, rows = self.models[target], self.customer_features
-                known = rows.notna().all(axis=1).to_numpy()
-                newcomer = float(model.predict_proba(self.newcomer().to_frame().T)[0])
-                probability = np.full(len(rows), newcomer)
-                probability[known] = model.predict_proba(rows[known])
-                index = pd.Index(np.asarray(rows.index, dtype=object), dtype=object)
-                self._scored[target] = Scored(index, probability, known, newcomer)
-
-    def newcomer(self) -> pd.Series:
-        columns = self.customer_features.columns
-        row = pd.Series(0.0, index=columns)
-        row[[c for c in columns if c.startswith("days_since") or c in ("recency_days", "tenure_days")]] = CAP_DAYS
-        row["never_ordered"] = 1.0
-        return row
+            if target in self.models:
+                self.scores(target)
 
     def sessions(self, events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
         """``session_id, probability, events_used`` per session in an events frame (batch path)."""
@@ -138,16 +146,23 @@ class PropensitySet:
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:
+        """The models, every customer's scores (``customer_scores.parquet``: ``customer_id``,
+        ``known`` and one probability column per customer-level model), the session history."""
         folder.mkdir(parents=True, exist_ok=True)
         for target, model in self.models.items():
             model.save(folder / target)
-        self.customer_features.rename_axis("customer_id").reset_index().to_parquet(
-            folder / "customer_features.parquet", index=False)
+        scored = {target: self.scores(target) for target in CUSTOMER_TARGETS if target in self.models}
+        if scored:
+            first = next(iter(scored.values()))
+            pd.DataFrame({"customer_id": first.index.to_numpy(), "known": first.known,
+                          **{target: s.probability for target, s in scored.items()}}).to_parquet(
+                folder / SCORES_FILE, index=False)
         if self.session_history is not None:
             self.session_history.rename_axis("customer_id").reset_index().to_parquet(
                 folder / "session_history.parquet", index=False)
-        (folder / STATUS_FILE).write_text(json.dumps({"status": self.status, "as_of": self.as_of.isoformat(),
-                                                      "beats_baseline": self.beats_baseline}, indent=2))
+        (folder / STATUS_FILE).write_text(json.dumps({
+            "status": self.status, "as_of": self.as_of.isoformat(), "beats_baseline": self.beats_baseline,
+            "newcomer": {target: s.newcomer for target, s in scored.items()}}, indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> PropensitySet:
@@ -155,6 +170,14 @@ class PropensitySet:
         models = {t: PropensityModel.load(folder / t) for t, s in spec["status"].items() if s == "ok"}
         history_path = folder / "session_history.parquet"
         history = pd.read_parquet(history_path).set_index("customer_id") if history_path.is_file() else None
-        features = pd.read_parquet(folder / "customer_features.parquet").set_index("customer_id")
+        scored = {}
+        if (folder / SCORES_FILE).is_file():
+            table = pd.read_parquet(folder / SCORES_FILE)
+            index = pd.Index(table["customer_id"].to_numpy(dtype=object), dtype=object)
+            known = table["known"].to_numpy(dtype=bool)
+            scored = {target: Scored(index, table[target].to_numpy(dtype=np.float64), known, float(newcomer))
+                      for target, newcomer in spec["newcomer"].items()}
+        features_path = folder / "customer_features.parquet"  # a bundle saved before scores were stored
+        features = pd.read_parquet(features_path).set_index("customer_id") if features_path.is_file() else None
         return cls(models, spec["status"], features, history, pd.Timestamp(spec["as_of"]),
-                   dict(spec.get("beats_baseline", {})))
+                   dict(spec.get("beats_baseline", {})), scored)

@@ -16,7 +16,7 @@ from features.sources import RawTable
 from training.propensity import PropensityConfig, PropensityReport, Snapshots, evaluate_propensity, fit_propensity
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import PropensityModel
-from training.propensity_set import PropensitySet, PropensityUnavailable
+from training.propensity_set import SCORES_FILE, PropensitySet, PropensityUnavailable, newcomer
 
 
 def load(config: SampleConfig, drop: tuple[str, ...] = ()) -> ShopData:
@@ -109,9 +109,11 @@ def test_bundle_part_scores_customers_and_live_sessions(default_shop: ShopData, 
     part = fitted
     part.save(tmp_path / "p")
     again = PropensitySet.load(tmp_path / "p")
+    assert again.customer_features is None and not (tmp_path / "p" / "customer_features.parquet").exists()
     ids = [*part.customer_features.index[:50], "never-seen"]
+    for target in ("customer", "email"):
+        pd.testing.assert_frame_equal(again.customers(target, ids), part.customers(target, ids), check_exact=True)
     scored = again.customers("customer", ids)
-    np.testing.assert_allclose(scored["probability"][:50], part.customers("customer", ids)["probability"][:50])
     assert scored["known"].tolist() == [True] * 50 + [False]
     assert scored["probability"].between(0, 1).all()
     events = default_shop["events"]
@@ -139,24 +141,42 @@ def test_a_row_scores_the_same_alone_or_in_any_batch() -> None:
     assert np.array_equal(together, alone)
 
 
-def test_a_warmed_set_answers_exactly_as_a_fresh_one(default_shop: ShopData) -> None:
-    """The service scores every customer once per bundle (warm) and then only looks up; the
-    answers must be the very numbers a fresh scoring gives, for known customers, strangers and a
-    customer with a missing feature (scored as a newcomer), in any batch (a row's score does not
-    depend on its batch: test_a_row_scores_the_same_alone_or_in_any_batch)."""
+def test_stored_scores_are_each_customers_own_score(default_shop: ShopData, tmp_path: Path) -> None:
+    """The bundle stores every customer's score, made in one batch at save; each is the number
+    the model gives that customer's features alone (a row's score does not depend on its batch:
+    test_a_row_scores_the_same_alone_or_in_any_batch), a stranger and a customer with a missing
+    feature get the newcomer's, and a loaded bundle answers the same, one customer at a time too."""
     part = fit_propensity(default_shop, PropensityConfig())
-    gap = str(part.customer_features.index[len(part.customer_features) // 2])
-    part.customer_features.loc[gap, part.customer_features.columns[0]] = np.nan
-    ids = [*part.customer_features.index[:40], "never-seen", gap, *part.customer_features.index[-7:]]
+    features = part.customer_features
+    gap = str(features.index[len(features) // 2])
+    features.loc[gap, features.columns[0]] = np.nan
+    ids = [*features.index[:40], "never-seen", gap, *features.index[-7:]]
     targets = [t for t in ("customer", "email") if t in part.models]
     assert targets
-    fresh = {t: part.customers(t, ids) for t in targets}
-    part.warm()
+    part.save(tmp_path / "p")
+    loaded = PropensitySet.load(tmp_path / "p")
+    newcomer_row = newcomer(features.columns).to_frame().T
     for target in targets:
-        pd.testing.assert_frame_equal(part.customers(target, ids), fresh[target], check_exact=True)
-        alone = part.customers(target, [ids[5]])  # one at a time, as the endpoint asks
-        assert alone["probability"].iloc[0] == fresh[target]["probability"].iloc[5]
-    assert fresh[targets[0]].set_index("customer_id").loc[[gap, "never-seen"], "known"].tolist() == [False, False]
+        model = part.models[target]
+        expected = [model.predict_proba(features.loc[[c]])[0] if c in features.index and c != gap
+                    else model.predict_proba(newcomer_row)[0] for c in ids]
+        answered = loaded.customers(target, ids)
+        assert answered["probability"].tolist() == expected
+        assert answered["known"].tolist() == [c in features.index and c != gap for c in ids]
+        alone = loaded.customers(target, [ids[5]])  # one at a time, as the endpoint asks
+        assert alone["probability"].iloc[0] == expected[5]
+
+
+def test_a_bundle_saved_before_scores_were_stored_scores_from_its_features(fitted: PropensitySet,
+                                                                          tmp_path: Path) -> None:
+    fitted.save(tmp_path / "p")
+    (tmp_path / "p" / SCORES_FILE).unlink()
+    fitted.customer_features.rename_axis("customer_id").reset_index().to_parquet(
+        tmp_path / "p" / "customer_features.parquet", index=False)
+    older = PropensitySet.load(tmp_path / "p")
+    ids = [*fitted.customer_features.index[:30], "never-seen"]
+    older.warm()
+    pd.testing.assert_frame_equal(older.customers("email", ids), fitted.customers("email", ids), check_exact=True)
 
 
 def test_absent_tables_skip_their_models_with_a_reason() -> None:
