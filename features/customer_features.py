@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from features.ids import members
 from features.loading import ShopData
 from features.profiles import email_open_rates
 
@@ -214,7 +215,7 @@ def email_labels(shop: ShopData, cutoff: pd.Timestamp, horizon_days: float, ids:
     """
     emails = shop["email_events"]
     end = cutoff + pd.Timedelta(days=horizon_days)
-    window = emails[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end) & emails["customer_id"].isin(ids)]
+    window = emails[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end) & members(emails["customer_id"], ids)]
     opened = window["opened"]
     if "opened_ts" in window:
         opened = opened & ~(window["opened_ts"] - window["sent_ts"] >= pd.Timedelta(days=OPEN_WINDOW_DAYS))

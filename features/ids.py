@@ -40,3 +40,17 @@ def positions(index: pd.Index, ids: pd.Series | np.ndarray | list[str]) -> np.nd
         found = pc.index_in(pa.array(ids, type=pa.string(), from_pandas=True), value_set=value_set)
         return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
     return index.get_indexer(pd.Index(ids, dtype=object))
+
+
+def members(column: pd.Series, values: pd.Index | pd.Series | np.ndarray) -> np.ndarray:
+    """``column.isin(values)`` as a bool array. For a column of strings pyarrow finds them in one
+    call: pandas' ``isin`` on Arrow strings first makes a Python scalar of every value looked for
+    (a second of the propensity run's per cut-off work at 50,000 customers)."""
+    if pd.api.types.is_string_dtype(column):
+        try:
+            value_set = pa.array(values, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # values that are not all strings: pandas' look-up
+            return column.isin(values).to_numpy(dtype=bool)
+        found = pc.is_in(pa.array(column, type=pa.string(), from_pandas=True), value_set=value_set)
+        return found.to_numpy(zero_copy_only=False).astype(bool)
+    return column.isin(values).to_numpy(dtype=bool)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.ids import positions
+from features.ids import members, positions
 
 COUNTED = ("view", "cart", "remove_from_cart", "wishlist", "search")
 FEATURES = (
@@ -65,7 +65,7 @@ class SessionLog:
     def features(self, session_ids: pd.Index, items: pd.DataFrame, past: pd.DataFrame,
                  prefix: pd.Series | None = None) -> pd.DataFrame:
         """:func:`session_features` of these sessions (whole sessions, so the order holds)."""
-        return _features(self.events[self.events["session_id"].isin(session_ids)], items, past, prefix)
+        return _features(self.events[members(self.events["session_id"], session_ids)], items, past, prefix)
 
 
 def sessions(events: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features import ids as ids_module
-from features.ids import FEW_IDS, positions
+from features.ids import FEW_IDS, members, positions
 
 
 def test_a_few_ids_are_looked_up_as_many_are() -> None:
@@ -41,3 +41,21 @@ def test_an_index_that_is_not_all_strings_is_looked_up_by_pandas(monkeypatch: py
     index = pd.Index(["a", np.nan, "b", 7], dtype=object)
     column = pd.Series(["b", "a", "c", "7"], dtype="str")
     np.testing.assert_array_equal(positions(index, column), [2, 0, -1, -1])
+
+
+@pytest.mark.parametrize("values", [
+    pd.Index(["c001", "c007", "ghost", ""], dtype=object),
+    pd.Series(["c001", "c150"], dtype="str"),
+    np.array(["c002", None, "c003"], dtype=object),  # a missing value finds the missing ids
+    np.array(["c004", 4, 1.5], dtype=object),  # not all strings: pandas' own look-up
+    np.array([], dtype=object),
+])
+def test_members_is_pandas_isin(values: pd.Index | pd.Series | np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    column = pd.Series(rng.choice([f"c{n:03d}" for n in range(200)] + ["", "c1 "], size=400), dtype="str")
+    column = column.where(rng.random(400) > 0.1, None)
+    expected = column.isin(values).to_numpy(dtype=bool)
+    assert expected.any() or len(values) == 0
+    np.testing.assert_array_equal(members(column, values), expected)
+    numbers = pd.Series([1, 2, 3])
+    np.testing.assert_array_equal(members(numbers, [2, 5]), [False, True, False])
