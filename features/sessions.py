@@ -11,13 +11,15 @@ live calls); a test holds them equal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from features.ids import members, positions
+from features.ids import positions
+from features.schema import EVENT_TYPES
 
 COUNTED = ("view", "cart", "remove_from_cart", "wishlist", "search")
 FEATURES = (
@@ -25,63 +27,171 @@ FEATURES = (
     "cart_value", "net_cart_items", "identified", "returning", "past_sessions", "past_conversion",
     "hour_sin", "hour_cos", "weekend",
 )
+CART, REMOVE, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("cart", "remove_from_cart", "purchase"))
 
 
-def ordered(events: pd.DataFrame) -> pd.DataFrame:
-    """Events sorted by session then time, with ``position`` (0-based) and ``eligible``.
+def ordered(events: pd.DataFrame, items: pd.DataFrame | None = None) -> SessionLog:
+    """The events sorted by session then time, as a :class:`SessionLog` (prices and categories
+    from ``items`` when given). Events without a session are left out, as a group-by would."""
+    codes, session_ids = pd.factorize(events["session_id"], sort=True)
+    stamps = events["ts"].array
+    order = np.lexsort((stamps.asi8, codes))
+    order = order[codes[order] >= 0]
+    session = codes[order].astype(np.int32)
+    starts = _starts(session)
+    kind = pd.Categorical(events["event_type"], categories=EVENT_TYPES).codes[order].astype(np.int8)
+    purchases = np.cumsum(kind == PURCHASE)
+    before_session = np.repeat(purchases[starts] - (kind[starts] == PURCHASE), np.diff(np.append(starts, len(order))))
+    customer_codes, customer_ids = pd.factorize(events["customer_id"])
+    listed = pd.Index(items["item_id"]) if items is not None else pd.Index([], dtype=object)
+    item = positions(listed, events["item_id"]).astype(np.int64)
+    unlisted = (item < 0) & events["item_id"].notna().to_numpy()
+    extra, _ = pd.factorize(events["item_id"][unlisted])
+    item[unlisted] = len(listed) + extra
+    n_unlisted = int(extra.max()) + 1 if len(extra) else 0
+    prices = items["price"].to_numpy(dtype=np.float64) if items is not None else np.zeros(0)
+    categories = pd.factorize(items["category"])[0].astype(np.float64) if items is not None else np.zeros(0)
+    return SessionLog(
+        session_ids=pd.Index(session_ids, name="session_id"), session=session, ts=stamps.take(order),
+        kind=kind, customer=customer_codes[order].astype(np.int32), customer_ids=pd.Index(customer_ids),
+        item=item[order].astype(np.int32),
+        price=np.concatenate([prices, np.zeros(n_unlisted + 1)]),
+        category=np.concatenate([categories, np.full(n_unlisted + 1, np.nan)]),
+        position=(np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))).astype(np.int32),
+        eligible=(purchases - before_session) == 0)
 
-    ``eligible`` marks events before the session's first purchase: the only ones a feature
-    may use.
-    """
-    frame = events.sort_values(["session_id", "ts"], kind="stable").reset_index(drop=True)
-    frame["position"] = frame.groupby("session_id", sort=False).cumcount()
-    is_purchase = (frame["event_type"] == "purchase").to_numpy()
-    seen_purchase = pd.Series(is_purchase).groupby(frame["session_id"].to_numpy(), sort=False).cumsum()
-    frame["eligible"] = seen_purchase.to_numpy() == 0
-    return frame
+
+def _starts(codes: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in sorted ``codes``."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def _distinct(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """Per group (0..groups-1), how many distinct non-negative ``values`` it holds."""
+    if not len(values):
+        return np.zeros(groups, dtype=np.float64)
+    width = int(values.max()) + 1
+    pairs = np.unique(group.astype(np.int64) * width + values)
+    return np.bincount(pairs // width, minlength=groups).astype(np.float64)
 
 
 @dataclass(frozen=True)
 class SessionLog:
-    """A shop's events in session order (:func:`ordered`) and its session table, sorted once.
+    """Events sorted by session then time, held as integer codes, with their session table.
 
-    Training reads the sessions many times (fitting, calibration and test rows, the
-    full-prefix check, the serving history); sorting millions of events by session and time
-    was most of each read, and each sort held another copy of the events. Each session's past
-    (the customer's earlier sessions) is found once too.
+    Training reads the sessions many times (fitting, calibration and test rows, the full-prefix
+    check, the serving history): the log sorts them once (:func:`ordered`). It keeps each event
+    as codes into its session, event type, customer and item, about 26 bytes an event where the
+    sorted frame of strings took about 75, and groups them by code, where grouping Arrow strings
+    factorizes them again for every feature.
     """
 
-    events: pd.DataFrame
-    table: pd.DataFrame
-    past: pd.DataFrame
-    """:func:`past_as_of_start` of ``table``."""
+    session_ids: pd.Index
+    """Each session code's id, sorted, so that code order is id order."""
+    session: np.ndarray
+    """Per event (in session, then time order): its session's code."""
+    ts: pd.api.extensions.ExtensionArray
+    kind: np.ndarray
+    """The event type's place in :data:`EVENT_TYPES`; -1 for any other."""
+    customer: np.ndarray
+    """The customer's code into ``customer_ids``; -1 for an anonymous event."""
+    customer_ids: pd.Index
+    item: np.ndarray
+    """The item's row in the items given, past them for an item they do not list; -1 for none."""
+    price: np.ndarray
+    """Per item code: the item's price, 0 for an item not listed; its last entry is for code -1."""
+    category: np.ndarray
+    """Per item code: a code of its category, NaN for an item not listed; its last entry is for -1."""
+    position: np.ndarray
+    """Per event: its place in its session, from 0."""
+    eligible: np.ndarray
+    """Per event: before the session's first purchase, the only events a feature may read."""
 
-    @classmethod
-    def of(cls, events: pd.DataFrame) -> SessionLog:
-        frame = ordered(events)
-        table = _table(frame)
-        return cls(frame, table, past_as_of_start(table))
+    @functools.cached_property
+    def table(self) -> pd.DataFrame:
+        """One row per session: customer (its first identified event's), start, end, converted,
+        and how many events are eligible."""
+        starts = _starts(self.session)
+        identified = np.flatnonzero(self.customer >= 0)
+        first = identified[_starts(self.session[identified])]
+        customer = np.full(len(self.session_ids), -1, dtype=np.int64)
+        customer[self.session[first]] = self.customer[first]
+        empty = not len(starts)
+        return pd.DataFrame({
+            "customer_id": self.customer_ids.array.take(customer, allow_fill=True),
+            "start": self.ts.take(starts),
+            "end": self.ts.take(_ends(starts, len(self.session)) - 1),
+            "converted": np.zeros(0, dtype=np.int64) if empty else
+            np.logical_or.reduceat(self.kind == PURCHASE, starts).astype(np.int64),
+            "eligible_events": np.zeros(0, dtype=np.int64) if empty else
+            np.add.reduceat(self.eligible.astype(np.int64), starts),
+        }, index=self.session_ids)
 
-    def features(self, session_ids: pd.Index, items: pd.DataFrame, past: pd.DataFrame,
+    @functools.cached_property
+    def past(self) -> pd.DataFrame:
+        """:func:`past_as_of_start` of :attr:`table`."""
+        return past_as_of_start(self.table)
+
+    def features(self, session_ids: pd.Index | None, past: pd.DataFrame,
                  prefix: pd.Series | None = None) -> pd.DataFrame:
-        """:func:`session_features` of these sessions (whole sessions, so the order holds)."""
-        return _features(self.events[members(self.events["session_id"], session_ids)], items, past, prefix)
+        """:func:`session_features` of these sessions (every session for ``None``)."""
+        keep = self.eligible
+        if session_ids is not None:
+            keep = keep & self._per_session(session_ids, np.ones(len(session_ids), dtype=bool), False)
+        if prefix is not None:
+            keep = keep & (self.position < self._per_session(prefix.index, prefix.to_numpy(dtype=np.float64), 0.0))
+        return self._features(np.flatnonzero(keep), past)
+
+    def _per_session(self, session_ids: pd.Index, values: np.ndarray, absent: float | bool) -> np.ndarray:
+        """Per event, the value given for its session (``absent`` for a session not given)."""
+        found = positions(self.session_ids, pd.Series(session_ids, dtype=self.session_ids.dtype))
+        per_session = np.full(len(self.session_ids), absent, dtype=values.dtype)
+        per_session[found[found >= 0]] = values[found >= 0]
+        return per_session[self.session]
+
+    def _features(self, rows: np.ndarray, past: pd.DataFrame) -> pd.DataFrame:
+        session, kind, item = self.session[rows], self.kind[rows], self.item[rows]
+        starts = _starts(session)
+        n = len(starts)
+        first = np.zeros(len(rows), dtype=bool)
+        first[starts] = True
+        group = np.cumsum(first) - 1
+        start = pd.Series(self.ts.take(rows[starts]))
+        end = pd.Series(self.ts.take(rows[_ends(starts, len(rows)) - 1]))
+        sign = (kind == CART).astype(np.float64) - (kind == REMOVE).astype(np.float64)
+        out = pd.DataFrame({"events": np.diff(np.append(starts, len(rows))).astype(np.float64)},
+                           index=self.session_ids[session[starts]])
+        for counted in COUNTED:
+            out[f"n_{counted}"] = np.bincount(group[kind == EVENT_TYPES.index(counted)], minlength=n).astype(np.float64)
+        listed = item >= 0
+        out["distinct_items"] = _distinct(group[listed], item[listed], n)
+        category = self.category[item]
+        known = listed & np.isfinite(category)
+        out["distinct_categories"] = _distinct(group[known], category[known].astype(np.int64) + 1, n)
+        out["duration_s"] = (end - start).dt.total_seconds().to_numpy()
+        # pandas' group sums (compensated, in row order): the figures of a sum over the strings' groups
+        out["cart_value"] = pd.Series(sign * self.price[item]).groupby(group).sum().clip(lower=0.0).to_numpy()
+        out["net_cart_items"] = pd.Series(sign).groupby(group).sum().clip(lower=0.0).to_numpy()
+        out["identified"] = np.zeros(0) if not n else \
+            np.logical_or.reduceat(self.customer[rows] >= 0, starts).astype(np.float64)
+        aligned = past.reindex(out.index).fillna(0.0)
+        out["past_sessions"] = aligned["past_sessions"]
+        out["returning"] = (aligned["past_sessions"] > 0).astype(np.float64)
+        out["past_conversion"] = (aligned["past_converted"] + 0.5) / (aligned["past_sessions"] + 1.0)
+        hour = (start.dt.hour + start.dt.minute / 60.0).to_numpy()
+        out["hour_sin"], out["hour_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
+        out["weekend"] = (start.dt.day_of_week >= 5).to_numpy(dtype=np.float64)
+        return out[list(FEATURES)].fillna(0.0).astype(np.float64)
+
+
+def _ends(starts: np.ndarray, length: int) -> np.ndarray:
+    """Where each run that starts at ``starts`` ends (exclusive), in an array of ``length``."""
+    return np.append(starts[1:], length).astype(np.int64)
 
 
 def sessions(events: pd.DataFrame) -> pd.DataFrame:
     """One row per session: customer, start, end, converted, and how many events are eligible."""
-    return _table(ordered(events))
-
-
-def _table(frame: pd.DataFrame) -> pd.DataFrame:
-    grouped = frame.groupby("session_id", sort=True)
-    return pd.DataFrame({
-        "customer_id": grouped["customer_id"].first(),
-        "start": grouped["ts"].min(),
-        "end": grouped["ts"].max(),
-        "converted": (frame["event_type"] == "purchase").groupby(frame["session_id"]).any().astype(np.int64),
-        "eligible_events": grouped["eligible"].sum().astype(np.int64),
-    })
+    return ordered(events).table
 
 
 def random_prefixes(table: pd.DataFrame, rng: np.random.Generator) -> pd.Series:
@@ -125,48 +235,7 @@ def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFra
     ``past_sessions`` and ``past_converted`` per session id. Sessions with no eligible event
     get no row: before the first event there is nothing to score.
     """
-    return _features(ordered(events), items, past, prefix)
-
-
-def _features(frame: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame, prefix: pd.Series | None) -> pd.DataFrame:
-    """:func:`session_features` of events already in :func:`ordered` form."""
-    keep = frame["eligible"].to_numpy()
-    # By position, not Series.map (which goes value by value on Arrow strings); each array ends
-    # in the value for an absent id, which position -1 picks.
-    if prefix is not None:
-        limits = np.append(prefix.to_numpy(dtype=np.float64), 0.0)
-        keep = keep & (frame["position"].to_numpy() < limits[positions(prefix.index, frame["session_id"])])
-    frame = frame[keep]
-    item = positions(pd.Index(items["item_id"]), frame["item_id"])
-    prices = np.append(items["price"].to_numpy(dtype=np.float64), 0.0)
-    categories = np.append(pd.factorize(items["category"])[0].astype(np.float64), np.nan)
-    frame = frame.assign(price=prices[item], category=categories[item])
-    grouped = frame.groupby("session_id", sort=True)
-    sizes = grouped.size()
-    # not pd.crosstab: on Arrow strings it aggregates session by session in Python
-    counts = frame.groupby(["session_id", "event_type"]).size().unstack(fill_value=0) \
-        .reindex(index=sizes.index, columns=list(COUNTED), fill_value=0)
-    start = grouped["ts"].min()
-    sign = pd.Series(np.where(frame["event_type"] == "cart", 1.0, 0.0)
-                     - np.where(frame["event_type"] == "remove_from_cart", 1.0, 0.0), index=frame.index)
-    out = pd.DataFrame({"events": sizes.astype(np.float64)})
-    for kind in COUNTED:
-        out[f"n_{kind}"] = counts[kind].astype(np.float64)
-    viewed = frame[frame["item_id"].notna()].groupby("session_id", sort=True)
-    out["distinct_items"] = viewed["item_id"].nunique()
-    out["distinct_categories"] = viewed["category"].nunique()
-    out["duration_s"] = (grouped["ts"].max() - start).dt.total_seconds()
-    out["cart_value"] = (sign * frame["price"]).groupby(frame["session_id"]).sum().clip(lower=0.0)
-    out["net_cart_items"] = sign.groupby(frame["session_id"]).sum().clip(lower=0.0)
-    out["identified"] = grouped["customer_id"].first().notna().astype(np.float64)
-    aligned = past.reindex(out.index).fillna(0.0)
-    out["past_sessions"] = aligned["past_sessions"]
-    out["returning"] = (aligned["past_sessions"] > 0).astype(np.float64)
-    out["past_conversion"] = (aligned["past_converted"] + 0.5) / (aligned["past_sessions"] + 1.0)
-    hour = start.dt.hour + start.dt.minute / 60.0
-    out["hour_sin"], out["hour_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
-    out["weekend"] = (start.dt.day_of_week >= 5).astype(np.float64)
-    return out[list(FEATURES)].fillna(0.0).astype(np.float64)
+    return ordered(events, items).features(None, past, prefix)
 
 
 @dataclass

@@ -89,7 +89,7 @@ class Snapshots:
 
     def session_log(self, shop: ShopData) -> sess.SessionLog:
         if self._session_log is None:
-            self._session_log = sess.SessionLog.of(shop["events"])
+            self._session_log = sess.ordered(shop["events"], shop["items"])
         return self._session_log
 
 
@@ -175,14 +175,14 @@ def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
     return Rows.concat(parts)
 
 
-def session_rows(log: sess.SessionLog, items: pd.DataFrame, past: pd.DataFrame,
-                 lo: pd.Timestamp | None, hi: pd.Timestamp | None, rng: np.random.Generator) -> Rows:
+def session_rows(log: sess.SessionLog, past: pd.DataFrame, lo: pd.Timestamp | None, hi: pd.Timestamp | None,
+                 rng: np.random.Generator) -> Rows:
     """Sessions starting in ``[lo, hi)``, each cut at a random prefix of its pre-purchase events."""
     table = log.table
     chosen = table[((table["start"] >= lo) if lo is not None else True) & ((table["start"] < hi) if hi is not None
                                                                             else True)]
     prefix = sess.random_prefixes(chosen, rng)
-    X = log.features(prefix.index, items, past, prefix)
+    X = log.features(prefix.index, past, prefix)
     y = chosen.loc[X.index, "converted"].to_numpy()
     return Rows(X, y, {"base_rate": np.zeros(len(X))})
 
@@ -228,13 +228,13 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
 
 def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool,
                      log: sess.SessionLog) -> Periods:
-    items, past = shop["items"], log.past
+    past = log.past
     D = pd.Timedelta(days=config.session_window_days)
     cal_end = end - D if evaluate else end
     rng = np.random.default_rng(config.seed)
-    fit = session_rows(log, items, past, None, cal_end - D, rng)
-    calibration = session_rows(log, items, past, cal_end - D, cal_end, rng)
-    test = session_rows(log, items, past, cal_end, end, rng) if evaluate else None
+    fit = session_rows(log, past, None, cal_end - D, rng)
+    calibration = session_rows(log, past, cal_end - D, cal_end, rng)
+    test = session_rows(log, past, cal_end, end, rng) if evaluate else None
     return Periods(fit, calibration, test, {"fit": f"..{cal_end - D}", "calibration": f"{cal_end - D}..{cal_end}",
                                             "test": f"{cal_end}..{end}" if evaluate else ""})
 
@@ -348,7 +348,7 @@ def _full_prefix_auc(shop: ShopData, config: PropensityConfig, model: Propensity
     table = log.table
     test_ids = table[(table["start"] >= data_end(shop) - pd.Timedelta(days=config.session_window_days))
                      & (table["eligible_events"] > 0)].index
-    X = log.features(test_ids, shop["items"], log.past)
+    X = log.features(test_ids, log.past)
     y = table.loc[X.index, "converted"].to_numpy()
     return float(roc_auc_score(y, model.predict_proba(X))) if len(np.unique(y)) == 2 else None
 

@@ -127,8 +127,8 @@ class PropensitySet:
     def sessions(self, events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
         """``session_id, probability, events_used`` per session in an events frame (batch path)."""
         model = self.model("session")
-        table = sess.sessions(events)
-        X = sess.session_features(events, items, sess.past_from_history(table, self._history()))
+        log = sess.ordered(events, items)
+        X = log.features(None, sess.past_from_history(log.table, self._history()))
         return pd.DataFrame({"session_id": X.index.to_numpy(), "probability": model.predict_proba(X),
                              "events_used": X["events"].to_numpy().astype(np.int64)})
 

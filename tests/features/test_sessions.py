@@ -70,3 +70,32 @@ def test_live_features_equal_batch_features(shop: ShopData) -> None:
         records = [{**r, "customer_id": None if pd.isna(r["customer_id"]) else r["customer_id"],
                     "item_id": None if pd.isna(r["item_id"]) else r["item_id"]} for r in records]
         np.testing.assert_allclose(live.vector(records), batch.loc[sid].to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_the_coded_log_reads_edge_cases_as_the_live_path_does() -> None:
+    """Sessions given out of order, an anonymous start identified later, an item the catalogue
+    does not list (price 0, no category, still a distinct item), a search with no item, two
+    items of one category, a session that starts with its purchase: the sorted, coded log gives
+    what the plain-Python live path gives, and its table names each session's first identified
+    customer."""
+    rows = [("s2", "cart", "2024-06-01 12:05", None, "ghost"), ("s2", "view", "2024-06-01 12:00", None, "x"),
+            ("s2", "search", "2024-06-01 12:07", "c2", None), ("s2", "cart", "2024-06-01 12:09", "c2", "y"),
+            ("s2", "remove_from_cart", "2024-06-01 12:10", "c2", "y"), ("s2", "view", "2024-06-01 12:11", "c9", "z"),
+            ("s3", "purchase", "2024-06-02 08:00", "c3", "x"), ("s3", "view", "2024-06-02 08:01", "c3", "y"),
+            *SESSION]
+    log = events(rows)
+    items = pd.concat([ITEMS, pd.DataFrame({"item_id": ["z"], "category": ["k1"], "price": [5.0]})], ignore_index=True)
+    history = pd.DataFrame({"past_sessions": [2.0], "past_converted": [1.0]}, index=pd.Index(["c2"]))
+    table = sess.sessions(log)
+    assert table.loc["s2", "customer_id"] == "c2" and table.loc["s3", ["converted", "eligible_events"]].tolist() == [1, 0]
+    assert table.index.tolist() == ["s1", "s2", "s3"]
+    batch = sess.session_features(log, items, sess.past_from_history(table, history))
+    assert batch.index.tolist() == ["s1", "s2"], "a session that starts with its purchase has nothing to score"
+    live = sess.LiveSessionFeatures.build(items, history)
+    for sid in batch.index:
+        records = [{k: None if pd.isna(v) else v for k, v in r.items()}
+                   for r in log[log["session_id"] == sid].to_dict("records")]
+        np.testing.assert_allclose(live.vector(records), batch.loc[sid].to_numpy(), rtol=1e-12)
+    assert batch.loc["s2", ["distinct_items", "distinct_categories", "cart_value", "n_search"]].tolist() == [4, 2, 0, 1]
+    prefix = sess.session_features(log, items, sess.past_from_history(table, history), pd.Series({"s2": 2}))
+    assert prefix.index.tolist() == ["s2"] and prefix.loc["s2", ["events", "n_cart", "cart_value"]].tolist() == [2, 1, 0]
