@@ -4,7 +4,7 @@ A session's label is whether it holds a ``purchase`` event; its features only ev
 events *before* the first purchase, so the model never learns "a purchase event means a
 purchase". Training scores random prefixes (:func:`random_prefixes`) because the service
 scores sessions in flight, after 1, 2, ... events. Two implementations compute the same
-features: :func:`session_features` (vectorised, for training and batch) and
+features: :meth:`SessionLog.features` (vectorised, for training and batch) and
 :class:`LiveSessionFeatures` (plain Python over one session's events, for sub-millisecond
 live calls); a test holds them equal.
 """
@@ -31,39 +31,58 @@ CART, REMOVE, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("cart", "remove_f
 
 
 def ordered(events: pd.DataFrame, items: pd.DataFrame | None = None) -> SessionLog:
-    """The events sorted by session then time, as a :class:`SessionLog` (prices and categories
-    from ``items`` when given). Events without a session are left out, as a group-by would."""
+    """The events sorted by session then time, as a :class:`SessionLog`; item prices and
+    categories from ``items`` (without them, only the session table is meaningful). Events
+    without a session or a time are left out: neither can be placed in a session."""
     codes, session_ids = pd.factorize(events["session_id"], sort=True)
     stamps = events["ts"].array
     order = np.lexsort((stamps.asi8, codes))
-    order = order[codes[order] >= 0]
+    order = order[(codes[order] >= 0) & ~stamps.isna()[order]]
     session = codes[order].astype(np.int32)
     starts = _starts(session)
+    sizes = _sizes(starts, len(order))
     kind = pd.Categorical(events["event_type"], categories=EVENT_TYPES).codes[order].astype(np.int8)
     purchases = np.cumsum(kind == PURCHASE)
-    before_session = np.repeat(purchases[starts] - (kind[starts] == PURCHASE), np.diff(np.append(starts, len(order))))
+    before_session = np.repeat(purchases[starts] - (kind[starts] == PURCHASE), sizes)
     customer_codes, customer_ids = pd.factorize(events["customer_id"])
-    listed = pd.Index(items["item_id"]) if items is not None else pd.Index([], dtype=object)
-    item = positions(listed, events["item_id"]).astype(np.int64)
-    unlisted = (item < 0) & events["item_id"].notna().to_numpy()
-    extra, _ = pd.factorize(events["item_id"][unlisted])
-    item[unlisted] = len(listed) + extra
-    n_unlisted = int(extra.max()) + 1 if len(extra) else 0
-    prices = items["price"].to_numpy(dtype=np.float64) if items is not None else np.zeros(0)
-    categories = pd.factorize(items["category"])[0].astype(np.float64) if items is not None else np.zeros(0)
+    item, prices, categories = _item_codes(events["item_id"], items)
     return SessionLog(
         session_ids=pd.Index(session_ids, name="session_id"), session=session, ts=stamps.take(order),
         kind=kind, customer=customer_codes[order].astype(np.int32), customer_ids=pd.Index(customer_ids),
-        item=item[order].astype(np.int32),
-        price=np.concatenate([prices, np.zeros(n_unlisted + 1)]),
-        category=np.concatenate([categories, np.full(n_unlisted + 1, np.nan)]),
-        position=(np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))).astype(np.int32),
+        item=item[order].astype(np.int32), price=prices, category=categories,
+        position=(np.arange(len(order)) - np.repeat(starts, sizes)).astype(np.int32),
         eligible=(purchases - before_session) == 0)
+
+
+def _item_codes(item_ids: pd.Series, items: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per event, its item's row in ``items`` (an item they do not list gets a code past them,
+    no item -1); per code, its price (0 when not listed) and a category code (NaN when not
+    listed), each with a last entry for -1."""
+    if items is None:
+        return np.full(len(item_ids), -1, dtype=np.int64), np.zeros(1), np.full(1, np.nan)
+    item = positions(pd.Index(items["item_id"]), item_ids).astype(np.int64)
+    unlisted = (item < 0) & item_ids.notna().to_numpy()
+    extra, _ = pd.factorize(item_ids[unlisted])
+    item[unlisted] = len(items) + extra
+    padding = (int(extra.max()) + 1 if len(extra) else 0) + 1
+    prices = np.concatenate([items["price"].to_numpy(dtype=np.float64), np.zeros(padding)])
+    categories = np.concatenate([pd.factorize(items["category"])[0].astype(np.float64), np.full(padding, np.nan)])
+    return item, prices, categories
 
 
 def _starts(codes: np.ndarray) -> np.ndarray:
     """Where each run of equal values starts in sorted ``codes``."""
     return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def _sizes(starts: np.ndarray, length: int) -> np.ndarray:
+    """How long each run that starts at ``starts`` is, in an array of ``length``."""
+    return np.diff(np.append(starts, length)) if len(starts) else np.zeros(0, dtype=np.int64)
+
+
+def _ends(starts: np.ndarray, length: int) -> np.ndarray:
+    """Where each run that starts at ``starts`` ends (exclusive), in an array of ``length``."""
+    return starts + _sizes(starts, length)
 
 
 def _distinct(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
@@ -75,7 +94,7 @@ def _distinct(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
     return np.bincount(pairs // width, minlength=groups).astype(np.float64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SessionLog:
     """Events sorted by session then time, held as integer codes, with their session table.
 
@@ -134,7 +153,11 @@ class SessionLog:
 
     def features(self, session_ids: pd.Index | None, past: pd.DataFrame,
                  prefix: pd.Series | None = None) -> pd.DataFrame:
-        """:func:`session_features` of these sessions (every session for ``None``)."""
+        """Feature rows (columns :data:`FEATURES`) of these sessions (every session for ``None``)
+        from the first ``prefix`` eligible events of each (every eligible event without it, a
+        live session as it stands). ``past`` gives ``past_sessions`` and ``past_converted`` per
+        session id. A session with no eligible event gets no row: before the first event there is
+        nothing to score."""
         keep = self.eligible
         if session_ids is not None:
             keep = keep & self._per_session(session_ids, np.ones(len(session_ids), dtype=bool), False)
@@ -150,6 +173,7 @@ class SessionLog:
         return per_session[self.session]
 
     def _features(self, rows: np.ndarray, past: pd.DataFrame) -> pd.DataFrame:
+        """The features of the events at ``rows`` (in log order), grouped by session code."""
         session, kind, item = self.session[rows], self.kind[rows], self.item[rows]
         starts = _starts(session)
         n = len(starts)
@@ -159,7 +183,7 @@ class SessionLog:
         start = pd.Series(self.ts.take(rows[starts]))
         end = pd.Series(self.ts.take(rows[_ends(starts, len(rows)) - 1]))
         sign = (kind == CART).astype(np.float64) - (kind == REMOVE).astype(np.float64)
-        out = pd.DataFrame({"events": np.diff(np.append(starts, len(rows))).astype(np.float64)},
+        out = pd.DataFrame({"events": _sizes(starts, len(rows)).astype(np.float64)},
                            index=self.session_ids[session[starts]])
         for counted in COUNTED:
             out[f"n_{counted}"] = np.bincount(group[kind == EVENT_TYPES.index(counted)], minlength=n).astype(np.float64)
@@ -182,16 +206,6 @@ class SessionLog:
         out["hour_sin"], out["hour_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
         out["weekend"] = (start.dt.day_of_week >= 5).to_numpy(dtype=np.float64)
         return out[list(FEATURES)].fillna(0.0).astype(np.float64)
-
-
-def _ends(starts: np.ndarray, length: int) -> np.ndarray:
-    """Where each run that starts at ``starts`` ends (exclusive), in an array of ``length``."""
-    return np.append(starts[1:], length).astype(np.int64)
-
-
-def sessions(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per session: customer, start, end, converted, and how many events are eligible."""
-    return ordered(events).table
 
 
 def random_prefixes(table: pd.DataFrame, rng: np.random.Generator) -> pd.Series:
@@ -225,17 +239,6 @@ def customer_history(table: pd.DataFrame) -> pd.DataFrame:
 def past_from_history(table: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """Per session: the stored history of its customer (zeros for anonymous or new customers)."""
     return history.reindex(table["customer_id"].astype(object).to_numpy()).set_axis(table.index).fillna(0.0)
-
-
-def session_features(events: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame,
-                     prefix: pd.Series | None = None) -> pd.DataFrame:
-    """Feature rows (columns :data:`FEATURES`) per session from its first ``prefix`` eligible events.
-
-    ``prefix=None`` uses every eligible event (a live session as it stands). ``past`` gives
-    ``past_sessions`` and ``past_converted`` per session id. Sessions with no eligible event
-    get no row: before the first event there is nothing to score.
-    """
-    return ordered(events, items).features(None, past, prefix)
 
 
 @dataclass

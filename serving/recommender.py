@@ -97,8 +97,9 @@ class ShopRecommender:
         """Compute now what every request would otherwise compute again and again from this
         bundle alone: each stored customer's personal row and what the rules keep from them
         (:class:`serving.candidates.CustomerRows`, each within its memory budget), and the
-        propensity scores of a bundle saved before they were stored. The service warms a bundle
-        before it serves it; a batch job that scores a few customers of a large base need not."""
+        propensity scores of a bundle saved before they were stored (any first look-up would
+        score the whole base). The service warms a bundle before it serves it; a batch job that
+        scores a few customers of a large base need not."""
         if self.bundle.propensity is not None:
             self.bundle.propensity.warm()
         known = np.flatnonzero(self.has_history)

@@ -112,7 +112,7 @@ class PropensitySet:
         from the bundle once saved. Raises PropensityUnavailable for a model that was skipped."""
         model = self.model(target)
         if target not in self.scored:
-            if self.customer_features is None:
+            if self.customer_features is None:  # not made by training (load says so in the status)
                 raise PropensityUnavailable(target, "the bundle holds no scores for it")
             self.scored[target] = score_customers(model, self.customer_features)
         return self.scored[target]
@@ -166,18 +166,25 @@ class PropensitySet:
 
     @classmethod
     def load(cls, folder: Path) -> PropensitySet:
+        """The saved part; a bundle saved before scores were stored keeps its features instead
+        (scored on first use), and a customer-level model with neither is reported unavailable."""
         spec = json.loads((folder / STATUS_FILE).read_text())
-        models = {t: PropensityModel.load(folder / t) for t, s in spec["status"].items() if s == "ok"}
+        status = dict(spec["status"])
         history_path = folder / "session_history.parquet"
         history = pd.read_parquet(history_path).set_index("customer_id") if history_path.is_file() else None
-        scored = {}
+        scored: dict[str, Scored] = {}
+        features = None
         if (folder / SCORES_FILE).is_file():
             table = pd.read_parquet(folder / SCORES_FILE)
             index = pd.Index(table["customer_id"].to_numpy(dtype=object), dtype=object)
             known = table["known"].to_numpy(dtype=bool)
             scored = {target: Scored(index, table[target].to_numpy(dtype=np.float64), known, float(newcomer))
                       for target, newcomer in spec["newcomer"].items()}
-        features_path = folder / "customer_features.parquet"  # a bundle saved before scores were stored
-        features = pd.read_parquet(features_path).set_index("customer_id") if features_path.is_file() else None
-        return cls(models, spec["status"], features, history, pd.Timestamp(spec["as_of"]),
+        elif (folder / "customer_features.parquet").is_file():
+            features = pd.read_parquet(folder / "customer_features.parquet").set_index("customer_id")
+        for target in CUSTOMER_TARGETS:
+            if status.get(target) == "ok" and target not in scored and features is None:
+                status[target] = "unavailable: the bundle holds no scores for it"
+        models = {t: PropensityModel.load(folder / t) for t, s in status.items() if s == "ok"}
+        return cls(models, status, features, history, pd.Timestamp(spec["as_of"]),
                    dict(spec.get("beats_baseline", {})), scored)

@@ -20,6 +20,15 @@ def events(rows: list[tuple[str, str, str, str | None, str | None]]) -> pd.DataF
     return frame
 
 
+def features_of(log: pd.DataFrame, items: pd.DataFrame, past: pd.DataFrame,
+                prefix: pd.Series | None = None) -> pd.DataFrame:
+    return sess.ordered(log, items).features(None, past, prefix)
+
+
+def table_of(log: pd.DataFrame) -> pd.DataFrame:
+    return sess.ordered(log).table
+
+
 SESSION = [("s1", "view", "2024-06-01 10:00", "c", "x"), ("s1", "cart", "2024-06-01 10:02", "c", "x"),
            ("s1", "view", "2024-06-01 10:03", "c", "y")]
 AFTER = [("s1", "purchase", "2024-06-01 10:05", "c", "x"), ("s1", "cart", "2024-06-01 10:06", "c", "y")]
@@ -33,10 +42,10 @@ def shop() -> ShopData:
 
 def test_purchase_and_later_events_never_reach_the_features() -> None:
     past = pd.DataFrame({"past_sessions": [0.0], "past_converted": [0.0]}, index=["s1"])
-    before = sess.session_features(events(SESSION), ITEMS, past)
+    before = features_of(events(SESSION), ITEMS, past)
     with_purchase = events(SESSION + AFTER)
-    assert sess.session_features(with_purchase, ITEMS, past).equals(before)
-    assert sess.sessions(with_purchase).loc["s1", ["converted", "eligible_events"]].tolist() == [1, 3]
+    assert features_of(with_purchase, ITEMS, past).equals(before)
+    assert table_of(with_purchase).loc["s1", ["converted", "eligible_events"]].tolist() == [1, 3]
     row = before.loc["s1"]
     assert row["events"] == 3 and row["n_cart"] == 1 and row["cart_value"] == 10.0
     assert row["distinct_items"] == 2 and row["duration_s"] == 180.0
@@ -44,7 +53,7 @@ def test_purchase_and_later_events_never_reach_the_features() -> None:
 
 def test_prefix_uses_the_first_n_events() -> None:
     past = pd.DataFrame({"past_sessions": [0.0], "past_converted": [0.0]}, index=["s1"])
-    first = sess.session_features(events(SESSION + AFTER), ITEMS, past, pd.Series({"s1": 1}))
+    first = features_of(events(SESSION + AFTER), ITEMS, past, pd.Series({"s1": 1}))
     assert first.loc["s1", "events"] == 1 and first.loc["s1", "n_cart"] == 0
 
 
@@ -52,16 +61,16 @@ def test_history_counts_only_sessions_that_ended_before_the_start() -> None:
     log = events([("a", "view", "2024-06-01 10:00", "c", "x"), ("a", "purchase", "2024-06-01 10:10", "c", "x"),
                   ("b", "view", "2024-06-01 10:05", "c", "y"),  # starts while "a" is still open
                   ("d", "view", "2024-06-02 09:00", "c", "y")])
-    past = sess.past_as_of_start(sess.sessions(log))
+    past = sess.past_as_of_start(table_of(log))
     assert past.loc["b"].tolist() == [0.0, 0.0]
     assert past.loc["d"].tolist() == [2.0, 1.0]
 
 
 def test_live_features_equal_batch_features(shop: ShopData) -> None:
     log = shop["events"]
-    table = sess.sessions(log)
+    table = table_of(log)
     history = sess.customer_history(table)
-    batch = sess.session_features(log, shop["items"], sess.past_from_history(table, history))
+    batch = features_of(log, shop["items"], sess.past_from_history(table, history))
     live = sess.LiveSessionFeatures.build(shop["items"], history)
     sample = batch.index[np.random.default_rng(0).choice(len(batch), 200, replace=False)]
     grouped = {sid: group for sid, group in log[log["session_id"].isin(sample)].groupby("session_id")}
@@ -86,10 +95,10 @@ def test_the_coded_log_reads_edge_cases_as_the_live_path_does() -> None:
     log = events(rows)
     items = pd.concat([ITEMS, pd.DataFrame({"item_id": ["z"], "category": ["k1"], "price": [5.0]})], ignore_index=True)
     history = pd.DataFrame({"past_sessions": [2.0], "past_converted": [1.0]}, index=pd.Index(["c2"]))
-    table = sess.sessions(log)
+    table = table_of(log)
     assert table.loc["s2", "customer_id"] == "c2" and table.loc["s3", ["converted", "eligible_events"]].tolist() == [1, 0]
     assert table.index.tolist() == ["s1", "s2", "s3"]
-    batch = sess.session_features(log, items, sess.past_from_history(table, history))
+    batch = features_of(log, items, sess.past_from_history(table, history))
     assert batch.index.tolist() == ["s1", "s2"], "a session that starts with its purchase has nothing to score"
     live = sess.LiveSessionFeatures.build(items, history)
     for sid in batch.index:
@@ -97,5 +106,26 @@ def test_the_coded_log_reads_edge_cases_as_the_live_path_does() -> None:
                    for r in log[log["session_id"] == sid].to_dict("records")]
         np.testing.assert_allclose(live.vector(records), batch.loc[sid].to_numpy(), rtol=1e-12)
     assert batch.loc["s2", ["distinct_items", "distinct_categories", "cart_value", "n_search"]].tolist() == [4, 2, 0, 1]
-    prefix = sess.session_features(log, items, sess.past_from_history(table, history), pd.Series({"s2": 2}))
+    prefix = features_of(log, items, sess.past_from_history(table, history), pd.Series({"s2": 2}))
     assert prefix.index.tolist() == ["s2"] and prefix.loc["s2", ["events", "n_cart", "cart_value"]].tolist() == [2, 1, 0]
+
+
+def test_nothing_to_score_is_an_empty_frame_not_an_error() -> None:
+    """No events, sessions that start with their purchase, ids that match no session: empty
+    frames with every column, as a training window with no session must give to be skipped."""
+    past = pd.DataFrame({"past_sessions": [], "past_converted": []})
+    only_purchases = events([("p", "purchase", "2024-06-01 10:00", "c", "x")])
+    for log in (events([]), only_purchases):
+        assert list(features_of(log, ITEMS, past).columns) == list(sess.FEATURES)
+        assert features_of(log, ITEMS, past).empty
+    assert list(table_of(events([])).columns) == ["customer_id", "start", "end", "converted", "eligible_events"]
+    assert table_of(only_purchases)["eligible_events"].tolist() == [0]
+    coded = sess.ordered(events(SESSION), ITEMS)
+    assert coded.features(pd.Index(["nobody"]), past).empty
+    assert len(coded.features(pd.Index(["s1", "nobody"]), past)) == 1
+
+
+def test_an_event_without_a_time_is_left_out() -> None:
+    log = events(SESSION + [("s1", "cart", None, "c", "y")])
+    past = pd.DataFrame({"past_sessions": [0.0], "past_converted": [0.0]}, index=["s1"])
+    assert features_of(log, ITEMS, past).equals(features_of(events(SESSION), ITEMS, past))

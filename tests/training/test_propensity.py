@@ -190,3 +190,14 @@ def test_absent_tables_skip_their_models_with_a_reason() -> None:
     with pytest.raises(PropensityUnavailable, match="no events table") as caught:
         part.live_session([{"event_type": "view", "ts": "2025-01-01T00:00:00Z", "item_id": "x"}], shop["items"])
     assert caught.value.reason == "skipped: no events table"
+
+
+def test_a_bundle_with_neither_scores_nor_features_reports_the_models_unavailable(fitted: PropensitySet,
+                                                                                 tmp_path: Path) -> None:
+    fitted.save(tmp_path / "p")
+    (tmp_path / "p" / SCORES_FILE).unlink()
+    broken = PropensitySet.load(tmp_path / "p")
+    broken.warm()  # what a worker does before it serves: no error
+    with pytest.raises(PropensityUnavailable, match="holds no scores"):
+        broken.customers("email", ["anyone"])
+    assert "session" in broken.models
