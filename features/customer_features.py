@@ -140,27 +140,33 @@ def _order_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 def _seen_days(past: ShopData, cutoff: pd.Timestamp) -> pd.Series:
     """Days since the customer was first seen: sign-up when known, else the first activity."""
-    parts = [past["orders"][["customer_id", "ts"]]]
+    # each table's first time per customer, then the earliest: no copy of the events' rows
+    # (a group-by leaves out the anonymous ones)
+    parts = [past["orders"].groupby("customer_id")["ts"].min()]
     if past.has("events"):
-        parts.append(past["events"][["customer_id", "ts"]].dropna(subset=["customer_id"]))
+        parts.append(past["events"].groupby("customer_id")["ts"].min())
     if past.has("customers") and "created_at" in past["customers"]:
-        parts.append(past["customers"][["customer_id", "created_at"]].rename(columns={"created_at": "ts"})
-                     .dropna(subset=["ts"]).query("ts < @cutoff"))
-    first = pd.concat(parts, ignore_index=True).groupby("customer_id")["ts"].min()
+        customers = past["customers"]
+        signed_up = (customers["created_at"] < cutoff).to_numpy()
+        parts.append(customers.loc[signed_up].groupby("customer_id")["created_at"].min())
+    first = pd.concat(parts).rename("ts").groupby(level=0).min()
     return _days(cutoff, first)
 
 
 def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
-    events = past["events"].dropna(subset=["customer_id"])
+    # Anonymous events fall out of every group-by by customer; only the recent windows, which are
+    # grouped by session too, are cut to the identified ones. No copy of the whole log per cut-off.
+    events = past["events"]
     age = _days(cutoff, events["ts"])
+    identified = events["customer_id"].notna().to_numpy()
     out = pd.DataFrame({"days_since_event": age.groupby(events["customer_id"]).min(),
                         "sessions_all": events.groupby("customer_id")["session_id"].nunique().astype(np.float64)})
     for window in RECENT_WINDOWS:
-        recent = events[age < window]
+        recent = events[(age < window).to_numpy() & identified]
         for kind in ("view", "cart"):  # not pd.crosstab: on Arrow strings it aggregates group by group in Python
             out[f"{kind}s_{window}d"] = recent.loc[recent["event_type"] == kind, "customer_id"].value_counts()
         out[f"sessions_{window}d"] = recent.groupby("customer_id")["session_id"].nunique()
-    recent = events[age < RECENT_WINDOWS[-1]]
+    recent = events[(age < RECENT_WINDOWS[-1]).to_numpy() & identified]
     per_session = recent.assign(carted=recent["event_type"] == "cart", bought=recent["event_type"] == "purchase") \
         .groupby("session_id").agg(customer_id=("customer_id", "first"), carted=("carted", "any"),
                                    bought=("bought", "any"))
