@@ -44,8 +44,7 @@ def positions(index: pd.Index, ids: pd.Series | np.ndarray | list[str]) -> np.nd
 
 def members(column: pd.Series, values: pd.Index | pd.Series | np.ndarray) -> np.ndarray:
     """``column.isin(values)`` as a bool array. For a column of strings pyarrow finds them in one
-    call: pandas' ``isin`` on Arrow strings first makes a Python scalar of every value looked for
-    (a second of the propensity run's per cut-off work at 50,000 customers)."""
+    call: pandas' ``isin`` on Arrow strings first makes a Python scalar of every value looked for."""
     if pd.api.types.is_string_dtype(column):
         try:
             value_set = pa.array(values, type=pa.string(), from_pandas=True)

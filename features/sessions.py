@@ -176,14 +176,12 @@ class SessionLog:
         """The features of the events at ``rows`` (in log order), grouped by session code."""
         session, kind, item = self.session[rows], self.kind[rows], self.item[rows]
         starts = _starts(session)
-        n = len(starts)
-        first = np.zeros(len(rows), dtype=bool)
-        first[starts] = True
-        group = np.cumsum(first) - 1
+        n, sizes = len(starts), _sizes(starts, len(rows))
+        group = np.repeat(np.arange(n), sizes)
         start = pd.Series(self.ts.take(rows[starts]))
         end = pd.Series(self.ts.take(rows[_ends(starts, len(rows)) - 1]))
         sign = (kind == CART).astype(np.float64) - (kind == REMOVE).astype(np.float64)
-        out = pd.DataFrame({"events": _sizes(starts, len(rows)).astype(np.float64)},
+        out = pd.DataFrame({"events": sizes.astype(np.float64)},
                            index=self.session_ids[session[starts]])
         for counted in COUNTED:
             out[f"n_{counted}"] = np.bincount(group[kind == EVENT_TYPES.index(counted)], minlength=n).astype(np.float64)
@@ -243,7 +241,7 @@ def past_from_history(table: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
 
 @dataclass
 class LiveSessionFeatures:
-    """The features of :func:`session_features` for one session, in plain Python.
+    """The features of :meth:`SessionLog.features` for one session, in plain Python.
 
     A pandas group-by costs milliseconds even for five events; a live call must cost
     microseconds, so this walks the events once with dict look-ups.

@@ -81,8 +81,9 @@ class Rows:
 class Snapshots:
     """What one shop's propensity evaluation built that the bundle's fit reuses (never share one
     between shops): customer and email ``rows`` by (target, cut-off, horizon days), as the fit's
-    cut-offs are all among evaluation's, and the events sorted into sessions once (a copy of the
-    events, held until the run drops this after the bundle's fit) for every session read."""
+    cut-offs are all among evaluation's, and the events sorted into sessions once (as codes,
+    :class:`features.sessions.SessionLog`, held until the run drops this after the bundle's fit)
+    for every session read."""
 
     rows: dict[tuple[str, pd.Timestamp, float], Rows] = field(default_factory=dict)
     _session_log: sess.SessionLog | None = None
