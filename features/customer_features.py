@@ -17,6 +17,8 @@ import pandas as pd
 from features.ids import members
 from features.loading import ShopData
 from features.profiles import email_open_rates
+from features.schema import EVENT_TYPES
+from features.sessions import SessionLog, ordered
 
 CAP_DAYS = 365.0
 """Recency-like features of customers with no such event take this value (and a flag says so),
@@ -38,19 +40,15 @@ def _days(cutoff: pd.Timestamp, ts: pd.Series) -> pd.Series:
     return (cutoff - ts).dt.total_seconds() / 86_400.0
 
 
-def population(shop: ShopData, cutoff: pd.Timestamp) -> pd.Index:
+def _population(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None) -> pd.Index:
     """Customers the shop knew before ``cutoff``: any order, identified event or email, or a sign-up.
 
     Customers who first appear inside a label window are not scorable at the cut-off (the
     service answers them from the "no history" row), so they are left out of the rows.
     """
-    return _population(shop.before(cutoff), cutoff)
-
-
-def _population(past: ShopData, cutoff: pd.Timestamp) -> pd.Index:
     columns = [past["orders"]["customer_id"]]
-    if past.has("events"):
-        columns.append(past["events"]["customer_id"].dropna())
+    if seen is not None:
+        columns.append(pd.Series(seen.ids))
     if past.has("email_events"):
         columns.append(past["email_events"]["customer_id"])
     if past.has("customers"):
@@ -62,22 +60,28 @@ def _population(past: ShopData, cutoff: pd.Timestamp) -> pd.Index:
     return pd.Index(np.sort(ids.astype(object)), name="customer_id")
 
 
-def customer_features(shop: ShopData, cutoff: pd.Timestamp, ids: pd.Index | None = None) -> pd.DataFrame:
-    """One row per customer (``ids``, default :func:`population`), every column numeric and finite.
+def customer_features(shop: ShopData, cutoff: pd.Timestamp, log: SessionLog | None = None) -> pd.DataFrame:
+    """One row per customer the shop knew before ``cutoff`` (any order, identified event or email,
+    or a sign-up), every column numeric and finite.
 
     Orders: RFM, order rate, spend trend, category breadth. Events (when present): views,
     cart adds, sessions in recent windows, abandoned carts, days since last visit. Email (when
     present): sends, the shrunk open rate of :func:`features.profiles.email_open_rates`, days
     since the last open and send, sends in the last 7 and 30 days (fatigue), opens of the last
     three mails and the recent-vs-overall open-rate trend.
+
+    ``log``: the shop's events as a session log (:func:`features.sessions.ordered` of
+    ``shop["events"]`` and ``shop["items"]``), for a caller that reads many cut-offs: the event
+    features group its integer codes, read before ``cutoff`` only. Without it, one is made of
+    the events before the cut-off.
     """
     past = shop.before(cutoff)
-    ids = _population(past, cutoff) if ids is None else ids
-    frame = pd.DataFrame(index=ids)
+    seen = _seen_events(past, cutoff, log)
+    frame = pd.DataFrame(index=_population(past, cutoff, seen))
     frame = frame.join(_order_features(past, cutoff))
-    frame = frame.join(_seen_days(past, cutoff).rename("seen_days"))
-    if past.has("events"):
-        frame = frame.join(_event_features(past, cutoff))
+    frame = frame.join(_seen_days(past, cutoff, seen).rename("seen_days"))
+    if seen is not None:
+        frame = frame.join(_event_features(seen))
     if past.has("email_events"):
         frame = frame.join(_email_features(past["email_events"], cutoff))
     frame = _fill(frame)
@@ -138,13 +142,12 @@ def _order_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
     return out
 
 
-def _seen_days(past: ShopData, cutoff: pd.Timestamp) -> pd.Series:
+def _seen_days(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None) -> pd.Series:
     """Days since the customer was first seen: sign-up when known, else the first activity."""
-    # each table's first time per customer, then the earliest: no copy of the events' rows
-    # (a group-by leaves out the anonymous ones)
+    # each table's first time per customer, then the earliest
     parts = [past["orders"].groupby("customer_id")["ts"].min()]
-    if past.has("events"):
-        parts.append(past["events"].groupby("customer_id")["ts"].min())
+    if seen is not None:
+        parts.append(seen.first_ts())
     if past.has("customers") and "created_at" in past["customers"]:
         customers = past["customers"]
         signed_up = (customers["created_at"] < cutoff).to_numpy()
@@ -153,27 +156,91 @@ def _seen_days(past: ShopData, cutoff: pd.Timestamp) -> pd.Series:
     return _days(cutoff, first)
 
 
-def _event_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
-    # Anonymous events fall out of every group-by by customer; only the recent windows, which are
-    # grouped by session too, are cut to the identified ones. No copy of the whole log per cut-off.
-    events = past["events"]
-    age = _days(cutoff, events["ts"])
-    identified = events["customer_id"].notna().to_numpy()
-    out = pd.DataFrame({"days_since_event": age.groupby(events["customer_id"]).min(),
-                        "sessions_all": events.groupby("customer_id")["session_id"].nunique().astype(np.float64)})
+VIEW, CART, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("view", "cart", "purchase"))
+
+
+class SeenEvents:
+    """The identified events before a cut-off, read from a session log (events sorted by session,
+    then time, as integer codes): grouping those codes costs a fraction of grouping the events'
+    Arrow strings, which pandas factorizes again for every group-by at every cut-off. Anonymous
+    events and those at or after the cut-off are left out here, once."""
+
+    def __init__(self, log: SessionLog, cutoff: pd.Timestamp) -> None:
+        self.log = log
+        self.at = np.flatnonzero((log.customer >= 0) & np.asarray(log.ts < cutoff))
+        self.customer = log.customer[self.at].astype(np.int64)
+        self.session = log.session[self.at]
+        self.kind = log.kind[self.at]
+        self.age = _days(cutoff, pd.Series(log.ts.take(self.at))).to_numpy()
+        present = np.bincount(self.customer, minlength=len(log.customer_ids)) > 0
+        self.codes = np.flatnonzero(present)
+        """The customers seen (codes into the log's ``customer_ids``), in code order."""
+        self.ids = log.customer_ids[self.codes]
+
+    def per_customer(self, values: np.ndarray) -> pd.Series:
+        """Per customer seen, one value of an array over every customer code."""
+        return pd.Series(values[self.codes], index=self.ids)
+
+    def first_ts(self) -> pd.Series:
+        """Per customer seen, the time of their first event."""
+        first = pd.Series(self.log.ts.take(self.at)).groupby(self.customer).min()
+        return pd.Series(first.to_numpy(), index=self.log.customer_ids[first.index.to_numpy()])
+
+    def counts(self, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self.customer[mask], minlength=len(self.log.customer_ids)).astype(np.float64)
+
+    def distinct(self, mask: np.ndarray, values: np.ndarray, runs: bool = False) -> np.ndarray:
+        """Per customer code, how many distinct non-negative ``values`` its events under ``mask``
+        hold. ``runs``: equal values lie next to each other in the log (sessions do), so a
+        customer repeats a value only inside that value's run, and only runs that hold more than
+        one customer need sorting."""
+        customer, values = self.customer[mask], values[mask].astype(np.int64)
+        keep = values >= 0
+        customer, values = customer[keep], values[keep]
+        if len(values):
+            fresh = np.r_[True, (customer[1:] != customer[:-1]) | (values[1:] != values[:-1])]
+            customer, values = customer[fresh], values[fresh]
+            if runs:  # a pair can repeat only in a value's run that holds more than one customer
+                crowded = np.r_[False, values[1:] == values[:-1]]
+                crowded |= np.r_[crowded[1:], False]
+            else:
+                crowded = np.ones(len(values), dtype=bool)
+            width = int(values.max()) + 1
+            customer = np.concatenate([customer[~crowded],
+                                       np.unique(customer[crowded] * width + values[crowded]) // width])
+        return np.bincount(customer, minlength=len(self.log.customer_ids)).astype(np.float64)
+
+
+def _seen_events(past: ShopData, cutoff: pd.Timestamp, log: SessionLog | None) -> SeenEvents | None:
+    if not past.has("events"):
+        return None
+    return SeenEvents(log if log is not None else ordered(past["events"], past["items"]), cutoff)
+
+
+def _event_features(seen: SeenEvents) -> pd.DataFrame:
+    last = np.full(len(seen.log.customer_ids), np.inf)
+    np.minimum.at(last, seen.customer, seen.age)
+    every = np.ones(len(seen.at), dtype=bool)
+    out = pd.DataFrame({"days_since_event": seen.per_customer(last),
+                        "sessions_all": seen.per_customer(seen.distinct(every, seen.session, runs=True))})
     for window in RECENT_WINDOWS:
-        recent = events[(age < window).to_numpy() & identified]
-        for kind in ("view", "cart"):  # not pd.crosstab: on Arrow strings it aggregates group by group in Python
-            out[f"{kind}s_{window}d"] = recent.loc[recent["event_type"] == kind, "customer_id"].value_counts()
-        out[f"sessions_{window}d"] = recent.groupby("customer_id")["session_id"].nunique()
-    recent = events[(age < RECENT_WINDOWS[-1]).to_numpy() & identified]
-    per_session = recent.assign(carted=recent["event_type"] == "cart", bought=recent["event_type"] == "purchase") \
-        .groupby("session_id").agg(customer_id=("customer_id", "first"), carted=("carted", "any"),
-                                   bought=("bought", "any"))
-    abandoned = per_session[per_session["carted"] & ~per_session["bought"]]
-    out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = abandoned.groupby("customer_id").size()
-    viewed = recent[recent["event_type"] == "view"].merge(past["items"][["item_id", "category"]], on="item_id")
-    out[f"categories_viewed_{RECENT_WINDOWS[-1]}d"] = viewed.groupby("customer_id")["category"].nunique()
+        recent = seen.age < window
+        out[f"views_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == VIEW)))
+        out[f"carts_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == CART)))
+        out[f"sessions_{window}d"] = seen.per_customer(seen.distinct(recent, seen.session, runs=True))
+    recent = np.flatnonzero(seen.age < RECENT_WINDOWS[-1])
+    starts = np.flatnonzero(np.r_[True, seen.session[recent][1:] != seen.session[recent][:-1]]) \
+        if len(recent) else np.zeros(0, dtype=np.int64)
+    kind = seen.kind[recent]
+    carted = np.logical_or.reduceat(kind == CART, starts) if len(starts) else np.zeros(0, dtype=bool)
+    bought = np.logical_or.reduceat(kind == PURCHASE, starts) if len(starts) else np.zeros(0, dtype=bool)
+    abandoned = seen.customer[recent][starts][carted & ~bought]  # a session's customer: its first event's
+    out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(
+        np.bincount(abandoned, minlength=len(seen.log.customer_ids)).astype(np.float64))
+    category = seen.log.category[seen.log.item[seen.at]]
+    views = (seen.age < RECENT_WINDOWS[-1]) & (seen.kind == VIEW) & np.isfinite(category)
+    out[f"categories_viewed_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(
+        seen.distinct(views, np.nan_to_num(category, nan=-1.0)))
     return out
 
 

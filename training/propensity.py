@@ -27,7 +27,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 
 from features import sessions as sess
 from features.customer_features import (OPEN_WINDOW_DAYS, check_time_cut, customer_features, email_labels,
-                                        population, purchase_labels)
+                                        purchase_labels)
 from features.loading import ShopData
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import Kind, PropensityModel
@@ -83,7 +83,7 @@ class Snapshots:
     between shops): customer and email ``rows`` by (target, cut-off, horizon days), as the fit's
     cut-offs are all among evaluation's, and the events sorted into sessions once (as codes,
     :class:`features.sessions.SessionLog`, held until the run drops this after the bundle's fit)
-    for every session read."""
+    for every session read and every customer-feature snapshot's events."""
 
     rows: dict[tuple[str, pd.Timestamp, float], Rows] = field(default_factory=dict)
     _session_log: sess.SessionLog | None = None
@@ -92,6 +92,10 @@ class Snapshots:
         if self._session_log is None:
             self._session_log = sess.ordered(shop["events"], shop["items"])
         return self._session_log
+
+    def event_log(self, shop: ShopData) -> sess.SessionLog | None:
+        """The session log for the customer features' events; None for a shop without events."""
+        return self.session_log(shop) if shop.has("events") else None
 
 
 @dataclass
@@ -145,19 +149,20 @@ def skip_reason(shop: ShopData, target: str) -> str | None:
 
 
 # ---- rows per target ------------------------------------------------------------------------
-def customer_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
-    X = customer_features(shop, cutoff)
+def customer_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float, log: sess.SessionLog | None) -> Rows:
+    X = customer_features(shop, cutoff, log=log)
     y = purchase_labels(shop, cutoff, horizon, X.index).to_numpy()
     return Rows(X, y, {"recency": -X["recency_days"].to_numpy()})
 
 
-def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
+def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float, log: sess.SessionLog | None) -> Rows:
     """One row per mail sent in ``[cutoff, cutoff + horizon)``, with its customer's features as of
     the start of the (UTC) day it was sent.
 
     The email builder decides just before a campaign whom to mail, so a mail's features are as
     fresh as that: how often the customer was mailed lately (fatigue) and how recently they
-    bought change within a window. One feature snapshot per day that holds a send.
+    bought change within a window. One feature snapshot per day that holds a send. ``log``: the
+    shop's events as a session log, read at every snapshot (:func:`customer_features`).
     """
     emails = shop["email_events"]
     end = cutoff + pd.Timedelta(days=horizon)
@@ -166,9 +171,9 @@ def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float) -> Rows:
     bounds = [*starts[1:], end]
     parts = []
     for start, stop in zip(starts, bounds, strict=True):
-        ids = population(shop, start)
-        labels = email_labels(shop, start, (stop - start).total_seconds() / 86_400.0, ids)
-        X = customer_features(shop, start, ids).loc[labels.index]
+        everyone = customer_features(shop, start, log)
+        labels = email_labels(shop, start, (stop - start).total_seconds() / 86_400.0, everyone.index)
+        X = everyone.loc[labels.index]
         parts.append(Rows(X, labels.to_numpy(), {"open_rate": X["open_rate"].to_numpy(),
                                                  "recency": -X["days_since_open"].to_numpy()}))
     if not parts:
@@ -205,7 +210,7 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
     def build(cutoff: pd.Timestamp, horizon: float) -> Rows:
         key = (target, cutoff, float(horizon))
         if key not in cache.rows:
-            cache.rows[key] = rows_of(shop, cutoff, horizon)
+            cache.rows[key] = rows_of(shop, cutoff, horizon, cache.event_log(shop))
         return cache.rows[key]
 
     start = shop["orders"]["ts"].min()
@@ -218,7 +223,14 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
         raise NotTrainable(f"history too short for {n_cal + config.fit_snapshots} snapshots {days} days apart")
     if evaluate and config.check_leakage:
         labels = purchase_labels if target == "customer" else email_labels
-        check_time_cut(customer_features, labels, shop, t0, days)
+        log = cache.event_log(shop)
+
+        def features(data: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
+            # the whole shop reads the shared log, the shop cut at the cut-off a log of its own
+            # events: so the check also proves that the log is read before the cut-off only
+            return customer_features(data, cutoff, log=log if data is shop else None)
+
+        check_time_cut(features, labels, shop, t0, days)
     fit = Rows.concat([build(t, days) for t in fit_cutoffs])
     calibration = Rows.concat([build(t, days) for t in cal_cutoffs])
     test = build(t0, days) if evaluate else None
@@ -397,4 +409,4 @@ def fit_propensity(shop: ShopData, config: PropensityConfig, progress: Progress 
                 reason = f"skipped: {error}"
         status[target] = reason
     history = sess.customer_history(snapshots.session_log(shop).table) if "session" in models else None
-    return PropensitySet(models, status, customer_features(shop, end), history, end)
+    return PropensitySet(models, status, customer_features(shop, end, log=snapshots.event_log(shop)), history, end)

@@ -10,6 +10,7 @@ from features.customer_features import (CAP_DAYS, LeakageError, check_time_cut, 
                                         purchase_labels)
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
+from features.sessions import ordered
 from features.sources import RawTable
 
 CUTOFF = pd.Timestamp("2024-06-01", tz="UTC")
@@ -49,6 +50,32 @@ def test_figures_on_a_hand_made_shop() -> None:
         {"a": 1, "c": 1}
     opened = email_labels(tiny_shop(), pd.Timestamp("2024-05-20", tz="UTC"), 14, pd.Index(["a", "b"]))
     assert list(opened.index) == ["a"] and opened.tolist() == [0]
+
+
+def test_event_features_on_hand_made_sessions() -> None:
+    """Sessions of one customer, one begun anonymously, one holding two customers (a's events
+    around c's cart), an item the catalogue does not list and an event after the cut-off; the
+    same figures from a log of the whole shop (read before the cut-off only) as without one."""
+    rows = [("s0", "a", "view", "x", "2024-04-20 10:00"), ("s1", "a", "view", "x", "2024-05-29 10:00"),
+            ("s1", "a", "cart", "x", "2024-05-29 10:05"), ("s2", None, "view", "y", "2024-05-30 09:00"),
+            ("s2", "a", "view", "y", "2024-05-30 09:01"), ("s2", "a", "view", "z", "2024-05-30 09:02"),
+            ("s3", "a", "view", "x", "2024-05-31 08:00"), ("s3", "c", "cart", "y", "2024-05-31 08:01"),
+            ("s3", "a", "view", "y", "2024-05-31 08:02"), ("s4", "c", "view", "x", "2024-05-20 12:00"),
+            ("s5", "a", "purchase", "x", "2024-06-03 10:00")]
+    events = pd.DataFrame(rows, columns=["session_id", "customer_id", "event_type", "item_id", "ts"])
+    events["ts"] = pd.to_datetime(events["ts"], utc=True)
+    base = tiny_shop()
+    shop = ShopData({**base.tables, "events": events}, report=None, quarantine={})  # type: ignore[arg-type]
+    frame = customer_features(shop, CUTOFF)
+    pd.testing.assert_frame_equal(frame, customer_features(shop, CUTOFF, ordered(events, shop["items"])),
+                                  check_exact=True)
+    a, c = frame.loc["a"], frame.loc["c"]
+    assert a["days_since_event"] == pytest.approx((15 * 60 + 58) / 1440)  # s3 at 08:02 the day before
+    assert (a["sessions_all"], a["sessions_7d"], a["views_7d"], a["carts_7d"], a["views_30d"]) == (4, 3, 5, 1, 5)
+    assert a["abandoned_carts_30d"] == 2  # s1, and s3 (whose first identified event is a's) with c's cart
+    assert a["categories_viewed_30d"] == 2  # x and y; z is not in the catalogue
+    assert (c["sessions_all"], c["sessions_7d"], c["sessions_30d"], c["views_7d"], c["views_30d"]) == (2, 1, 2, 0, 1)
+    assert (c["carts_7d"], c["abandoned_carts_30d"], c["categories_viewed_30d"]) == (1, 0, 1)
 
 
 def test_real_features_and_labels_pass_the_time_cut(shop: ShopData) -> None:
