@@ -57,7 +57,7 @@ def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.n
     row_of = np.repeat(np.arange(len(block.customer_ids)), per_customer)
 
     def per_row(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-        return _text(pa.array(values, pa.string()).take(row_of))
+        return _text(pa.array(values, pa.string(), from_pandas=True).take(row_of))
 
     return pd.DataFrame({
         "customer_id": per_row(block.customer_ids),
@@ -65,7 +65,7 @@ def score_block(recommender: ShopRecommender, customer_ids: Sequence[str] | np.n
         "rank": np.tile(np.arange(1, width + 1, dtype=np.int64), len(block.customer_ids))[flat],
         "item_id": _text(recommender.item_id_array.take(block.items.ravel()[flat])),
         "score": block.scores.ravel()[flat],
-        "reason": _text(pa.array(block.reasons.ravel()[flat], pa.string())),
+        "reason": _text(pa.array(block.reasons.ravel()[flat], pa.string(), from_pandas=True)),
         "send": block.send[row_of],
         "send_reason": per_row(block.send_reason),
         "send_hour": block.send_hour[row_of],

@@ -18,7 +18,8 @@ import time
 import psutil
 
 from features.loading import load_shop
-from training.propensity import TARGETS, PropensityConfig, Snapshots, evaluate_target, skip_reason
+from training.propensity import TARGETS, PropensityConfig, evaluate_target, skip_reason
+from training.propensity_rows import Snapshots
 
 SAMPLE_EVERY_S = 0.1
 

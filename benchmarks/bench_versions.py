@@ -16,7 +16,7 @@ shared machine hits both alike. Each measurement is a spawned interpreter:
   one in-stock item, a known customer) over ``--calls`` calls, and ``email_picks_block`` for
   1,000 customers (the endpoint's batch and the picks job's scoring step), per customer;
 - **picks job**: ``run_picks`` over every customer of the bundle into a Parquet file, customers/s:
-  the median of five runs after one that warms up (a single run of the demo's 5,000 customers
+  the median of ``JOB_RUNS`` runs after one that warms up (a single run of the demo's 5,000 customers
   lasts a tenth of a second, and a first one pays for imports and caches).
 
 Without ``--data`` the shop is the demo's (``SampleConfig()`` defaults, written once as Parquet).
@@ -70,7 +70,7 @@ t = time.perf_counter(); rec.email_picks_block(block, 10); picks_block_s = time.
 everyone = np.asarray([str(c) for c in bundle.customers.external_ids], dtype=object)
 job_times = []
 with tempfile.TemporaryDirectory() as tmp:
-    for run in range(JOB_RUNS + 1):  # the first run warms up (imports, caches): not counted
+    for _ in range(JOB_RUNS + 1):  # the first run warms up (imports, caches): not counted
         with FileSink(Path(tmp) / "picks.parquet") as sink:
             t = time.perf_counter(); run_picks(rec, everyone, 10, sink); job_times.append(time.perf_counter() - t)
 job_s = float(np.median(job_times[1:]))

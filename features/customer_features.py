@@ -17,8 +17,7 @@ import pandas as pd
 from features.ids import members
 from features.loading import ShopData
 from features.profiles import email_open_rates
-from features.schema import EVENT_TYPES
-from features.sessions import SessionLog, ordered
+from features import sessions as sess
 
 CAP_DAYS = 365.0
 """Recency-like features of customers with no such event take this value (and a flag says so),
@@ -60,7 +59,7 @@ def _population(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None) -
     return pd.Index(np.sort(ids.astype(object)), name="customer_id")
 
 
-def customer_features(shop: ShopData, cutoff: pd.Timestamp, log: SessionLog | None = None) -> pd.DataFrame:
+def customer_features(shop: ShopData, cutoff: pd.Timestamp, log: sess.SessionLog | None = None) -> pd.DataFrame:
     """One row per customer the shop knew before ``cutoff`` (any order, identified event or email,
     or a sign-up), every column numeric and finite.
 
@@ -156,16 +155,13 @@ def _seen_days(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None) ->
     return _days(cutoff, first)
 
 
-VIEW, CART, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("view", "cart", "purchase"))
-
-
 class SeenEvents:
     """The identified events before a cut-off, read from a session log (events sorted by session,
     then time, as integer codes): grouping those codes costs a fraction of grouping the events'
     Arrow strings, which pandas factorizes again for every group-by at every cut-off. Anonymous
     events and those at or after the cut-off are left out here, once."""
 
-    def __init__(self, log: SessionLog, cutoff: pd.Timestamp) -> None:
+    def __init__(self, log: sess.SessionLog, cutoff: pd.Timestamp) -> None:
         self.log = log
         self.at = np.flatnonzero((log.customer >= 0) & np.asarray(log.ts < cutoff))
         self.customer = log.customer[self.at].astype(np.int64)
@@ -184,63 +180,56 @@ class SeenEvents:
     def first_ts(self) -> pd.Series:
         """Per customer seen, the time of their first event."""
         first = pd.Series(self.log.ts.take(self.at)).groupby(self.customer).min()
-        return pd.Series(first.to_numpy(), index=self.log.customer_ids[first.index.to_numpy()])
+        return first.set_axis(self.log.customer_ids[first.index.to_numpy()])
 
     def counts(self, mask: np.ndarray) -> np.ndarray:
+        """Per customer code, how many of its events ``mask`` holds."""
         return np.bincount(self.customer[mask], minlength=len(self.log.customer_ids)).astype(np.float64)
 
     def distinct(self, mask: np.ndarray, values: np.ndarray, runs: bool = False) -> np.ndarray:
         """Per customer code, how many distinct non-negative ``values`` its events under ``mask``
-        hold. ``runs``: equal values lie next to each other in the log (sessions do), so a
-        customer repeats a value only inside that value's run, and only runs that hold more than
-        one customer need sorting."""
-        customer, values = self.customer[mask], values[mask].astype(np.int64)
-        keep = values >= 0
-        customer, values = customer[keep], values[keep]
-        if len(values):
-            fresh = np.r_[True, (customer[1:] != customer[:-1]) | (values[1:] != values[:-1])]
-            customer, values = customer[fresh], values[fresh]
-            if runs:  # a pair can repeat only in a value's run that holds more than one customer
-                crowded = np.r_[False, values[1:] == values[:-1]]
-                crowded |= np.r_[crowded[1:], False]
-            else:
-                crowded = np.ones(len(values), dtype=bool)
-            width = int(values.max()) + 1
-            customer = np.concatenate([customer[~crowded],
-                                       np.unique(customer[crowded] * width + values[crowded]) // width])
-        return np.bincount(customer, minlength=len(self.log.customer_ids)).astype(np.float64)
+        hold (``runs``: as :func:`features.sessions.distinct`, for values that lie together in
+        the log, such as sessions)."""
+        keep = mask & (values >= 0)
+        return sess.distinct(self.customer[keep], values[keep], len(self.log.customer_ids), runs)
 
 
-def _seen_events(past: ShopData, cutoff: pd.Timestamp, log: SessionLog | None) -> SeenEvents | None:
+def _seen_events(past: ShopData, cutoff: pd.Timestamp, log: sess.SessionLog | None) -> SeenEvents | None:
+    """The identified events before ``cutoff`` from ``log``, or from a log of ``past``'s own events;
+    None for a shop without events."""
     if not past.has("events"):
         return None
-    return SeenEvents(log if log is not None else ordered(past["events"], past["items"]), cutoff)
+    return SeenEvents(log if log is not None else sess.ordered(past["events"], past["items"]), cutoff)
 
 
 def _event_features(seen: SeenEvents) -> pd.DataFrame:
-    last = np.full(len(seen.log.customer_ids), np.inf)
+    """Browsing features per customer seen: every group-by over integer codes. A session's
+    customer (for its abandoned cart) is its first identified event's in time order, as in the
+    log's session table."""
+    n = len(seen.log.customer_ids)
+    last = np.full(n, np.inf)
     np.minimum.at(last, seen.customer, seen.age)
     every = np.ones(len(seen.at), dtype=bool)
     out = pd.DataFrame({"days_since_event": seen.per_customer(last),
                         "sessions_all": seen.per_customer(seen.distinct(every, seen.session, runs=True))})
     for window in RECENT_WINDOWS:
         recent = seen.age < window
-        out[f"views_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == VIEW)))
-        out[f"carts_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == CART)))
+        out[f"views_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == sess.VIEW)))
+        out[f"carts_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == sess.CART)))
         out[f"sessions_{window}d"] = seen.per_customer(seen.distinct(recent, seen.session, runs=True))
     recent = np.flatnonzero(seen.age < RECENT_WINDOWS[-1])
-    starts = np.flatnonzero(np.r_[True, seen.session[recent][1:] != seen.session[recent][:-1]]) \
-        if len(recent) else np.zeros(0, dtype=np.int64)
-    kind = seen.kind[recent]
-    carted = np.logical_or.reduceat(kind == CART, starts) if len(starts) else np.zeros(0, dtype=bool)
-    bought = np.logical_or.reduceat(kind == PURCHASE, starts) if len(starts) else np.zeros(0, dtype=bool)
-    abandoned = seen.customer[recent][starts][carted & ~bought]  # a session's customer: its first event's
-    out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(
-        np.bincount(abandoned, minlength=len(seen.log.customer_ids)).astype(np.float64))
+    starts = sess.run_starts(seen.session[recent])
+    abandoned = np.zeros(n)
+    if len(starts):
+        kind = seen.kind[recent]
+        carted = np.logical_or.reduceat(kind == sess.CART, starts)
+        bought = np.logical_or.reduceat(kind == sess.PURCHASE, starts)
+        np.add.at(abandoned, seen.customer[recent][starts][carted & ~bought], 1.0)
+    out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(abandoned)
     category = seen.log.category[seen.log.item[seen.at]]
-    views = (seen.age < RECENT_WINDOWS[-1]) & (seen.kind == VIEW) & np.isfinite(category)
+    views = (seen.age < RECENT_WINDOWS[-1]) & (seen.kind == sess.VIEW)
     out[f"categories_viewed_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(
-        seen.distinct(views, np.nan_to_num(category, nan=-1.0)))
+        seen.distinct(views, np.nan_to_num(category, nan=-1.0).astype(np.int64)))
     return out
 
 

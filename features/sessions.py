@@ -27,7 +27,7 @@ FEATURES = (
     "cart_value", "net_cart_items", "identified", "returning", "past_sessions", "past_conversion",
     "hour_sin", "hour_cos", "weekend",
 )
-CART, REMOVE, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("cart", "remove_from_cart", "purchase"))
+VIEW, CART, REMOVE, PURCHASE = (EVENT_TYPES.index(kind) for kind in ("view", "cart", "remove_from_cart", "purchase"))
 
 
 def ordered(events: pd.DataFrame, items: pd.DataFrame | None = None) -> SessionLog:
@@ -39,7 +39,7 @@ def ordered(events: pd.DataFrame, items: pd.DataFrame | None = None) -> SessionL
     order = np.lexsort((stamps.asi8, codes))
     order = order[(codes[order] >= 0) & ~stamps.isna()[order]]
     session = codes[order].astype(np.int32)
-    starts = _starts(session)
+    starts = run_starts(session)
     sizes = _sizes(starts, len(order))
     kind = pd.Categorical(events["event_type"], categories=EVENT_TYPES).codes[order].astype(np.int8)
     purchases = np.cumsum(kind == PURCHASE)
@@ -70,7 +70,7 @@ def _item_codes(item_ids: pd.Series, items: pd.DataFrame | None) -> tuple[np.nda
     return item, prices, categories
 
 
-def _starts(codes: np.ndarray) -> np.ndarray:
+def run_starts(codes: np.ndarray) -> np.ndarray:
     """Where each run of equal values starts in sorted ``codes``."""
     return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
 
@@ -85,13 +85,26 @@ def _ends(starts: np.ndarray, length: int) -> np.ndarray:
     return starts + _sizes(starts, length)
 
 
-def _distinct(group: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
-    """Per group (0..groups-1), how many distinct non-negative ``values`` it holds."""
+def distinct(group: np.ndarray, values: np.ndarray, groups: int, runs: bool = False) -> np.ndarray:
+    """Per group (0..groups-1), how many distinct non-negative ``values`` it holds.
+
+    Pairs that repeat next to each other (a session's events lie together) are dropped before
+    the sort. ``runs``: equal values lie next to each other (sessions in a log), so a group can
+    repeat a value only inside that value's run, and only the runs that hold more than one group
+    need sorting at all."""
     if not len(values):
         return np.zeros(groups, dtype=np.float64)
+    group, values = group.astype(np.int64), values.astype(np.int64)
+    fresh = np.r_[True, (group[1:] != group[:-1]) | (values[1:] != values[:-1])]
+    group, values = group[fresh], values[fresh]
+    if runs:
+        crowded = np.r_[False, values[1:] == values[:-1]]
+        crowded |= np.r_[crowded[1:], False]
+    else:
+        crowded = np.ones(len(values), dtype=bool)
     width = int(values.max()) + 1
-    pairs = np.unique(group.astype(np.int64) * width + values)
-    return np.bincount(pairs // width, minlength=groups).astype(np.float64)
+    firsts = np.concatenate([group[~crowded], np.unique(group[crowded] * width + values[crowded]) // width])
+    return np.bincount(firsts, minlength=groups).astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,9 +143,9 @@ class SessionLog:
     def table(self) -> pd.DataFrame:
         """One row per session: customer (its first identified event's), start, end, converted,
         and how many events are eligible."""
-        starts = _starts(self.session)
+        starts = run_starts(self.session)
         identified = np.flatnonzero(self.customer >= 0)
-        first = identified[_starts(self.session[identified])]
+        first = identified[run_starts(self.session[identified])]
         customer = np.full(len(self.session_ids), -1, dtype=np.int64)
         customer[self.session[first]] = self.customer[first]
         empty = not len(starts)
@@ -175,7 +188,7 @@ class SessionLog:
     def _features(self, rows: np.ndarray, past: pd.DataFrame) -> pd.DataFrame:
         """The features of the events at ``rows`` (in log order), grouped by session code."""
         session, kind, item = self.session[rows], self.kind[rows], self.item[rows]
-        starts = _starts(session)
+        starts = run_starts(session)
         n, sizes = len(starts), _sizes(starts, len(rows))
         group = np.repeat(np.arange(n), sizes)
         start = pd.Series(self.ts.take(rows[starts]))
@@ -186,10 +199,10 @@ class SessionLog:
         for counted in COUNTED:
             out[f"n_{counted}"] = np.bincount(group[kind == EVENT_TYPES.index(counted)], minlength=n).astype(np.float64)
         listed = item >= 0
-        out["distinct_items"] = _distinct(group[listed], item[listed], n)
+        out["distinct_items"] = distinct(group[listed], item[listed], n)
         category = self.category[item]
         known = listed & np.isfinite(category)
-        out["distinct_categories"] = _distinct(group[known], category[known].astype(np.int64) + 1, n)
+        out["distinct_categories"] = distinct(group[known], category[known].astype(np.int64) + 1, n)
         out["duration_s"] = (end - start).dt.total_seconds().to_numpy()
         # pandas' group sums (compensated, in row order): the figures of a sum over the strings' groups
         out["cart_value"] = pd.Series(sign * self.price[item]).groupby(group).sum().clip(lower=0.0).to_numpy()

@@ -31,8 +31,8 @@ from training.bundle_profiles import build_profiles
 from training.evaluate import SplitConfig, Window
 from training.models import build_model
 from training.models.base import FitBudget
-from training.propensity import (PropensityConfig, PropensityReport, Snapshots, evaluate_propensity,
-                                 fit_propensity)
+from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from training.propensity_rows import Snapshots
 from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
 from training.ranker import Ranker

@@ -78,6 +78,23 @@ def test_event_features_on_hand_made_sessions() -> None:
     assert (c["carts_7d"], c["abandoned_carts_30d"], c["categories_viewed_30d"]) == (1, 0, 1)
 
 
+def test_no_identified_event_or_order_before_the_cut_off() -> None:
+    """A customer known only by their mails (every event before the cut-off anonymous, every
+    order after it), and a cut-off before everything: their rows, or none, with or without a log."""
+    events = pd.DataFrame({"session_id": ["s1", "s1", "s2"], "customer_id": [None, None, "a"],
+                           "event_type": ["view", "cart", "view"], "item_id": ["x", "x", "y"],
+                           "ts": pd.to_datetime(["2024-05-20", "2024-05-21", "2024-06-10"], utc=True)})
+    base = tiny_shop()
+    orders = base["orders"].assign(ts=pd.to_datetime(["2024-06-05"] * 4, utc=True))
+    shop = ShopData({**base.tables, "orders": orders, "events": events}, report=None, quarantine={})  # type: ignore[arg-type]
+    for cutoff, known in ((CUTOFF, ["a"]), (pd.Timestamp("2024-01-01", tz="UTC"), [])):
+        frame = customer_features(shop, cutoff)
+        assert list(frame.index) == known and np.isfinite(frame.to_numpy()).all()
+        pd.testing.assert_frame_equal(frame, customer_features(shop, cutoff, ordered(events, shop["items"])),
+                                      check_exact=True)
+    assert customer_features(shop, CUTOFF).loc["a", "days_since_event"] == CAP_DAYS
+
+
 def test_real_features_and_labels_pass_the_time_cut(shop: ShopData) -> None:
     cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=30)
     check_time_cut(customer_features, purchase_labels, shop, cutoff, 14)

@@ -13,7 +13,8 @@ import pytest
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
-from training.propensity import PropensityConfig, PropensityReport, Snapshots, evaluate_propensity, fit_propensity
+from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from training.propensity_rows import Snapshots
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import PropensityModel
 from training.propensity_set import SCORES_FILE, PropensitySet, PropensityUnavailable, newcomer
