@@ -29,6 +29,9 @@ OPEN_WINDOW_DAYS = 3
 """A mail counts as opened when the open comes within this many days of the send; the mails of the
 data's last days are too recent to tell (training.propensity leaves them out of every window)."""
 ORDER_WINDOWS = (30, 90)
+AGE_BLOCK = 1 << 20
+"""Events whose age (days before a cut-off) is computed at a time: pandas' day arithmetic makes
+a few temporaries the size of its input."""
 
 
 class LeakageError(ValueError):
@@ -159,17 +162,24 @@ class SeenEvents:
     """The identified events before a cut-off, read from a session log (events sorted by session,
     then time, as integer codes): grouping those codes costs a fraction of grouping the events'
     Arrow strings, which pandas factorizes again for every group-by at every cut-off. Anonymous
-    events and those at or after the cut-off are left out here, once."""
+    events and those at or after the cut-off are left out here, once; what is kept takes about
+    21 bytes an event (codes, and the age a feature compares with its window)."""
 
     def __init__(self, log: sess.SessionLog, cutoff: pd.Timestamp) -> None:
         self.log = log
-        self.at = np.flatnonzero((log.customer >= 0) & np.asarray(log.ts < cutoff))
-        self.customer = log.customer[self.at].astype(np.int64)
-        self.session = log.session[self.at]
-        self.kind = log.kind[self.at]
-        self.age = _days(cutoff, pd.Series(log.ts.take(self.at))).to_numpy()
-        present = np.bincount(self.customer, minlength=len(log.customer_ids)) > 0
-        self.codes = np.flatnonzero(present)
+        keep = log.customer >= 0
+        keep &= np.asarray(log.ts < cutoff)
+        at = np.flatnonzero(keep)
+        del keep
+        self.customer, self.session, self.kind, self.item = log.customer[at], log.session[at], log.kind[at], log.item[at]
+        self.age = np.empty(len(at))
+        for start in range(0, len(at), AGE_BLOCK):  # pandas' own day arithmetic, a block of events at a time
+            part = at[start:start + AGE_BLOCK]
+            self.age[start:start + len(part)] = _days(cutoff, pd.Series(log.ts.take(part))).to_numpy()
+        self.first = np.full(len(log.customer_ids), np.iinfo(np.int64).max)
+        """Per customer code, their first event's time in the log's timestamp units."""
+        np.minimum.at(self.first, self.customer, log.ts.asi8[at])
+        self.codes = np.flatnonzero(self.first < np.iinfo(np.int64).max)
         """The customers seen (codes into the log's ``customer_ids``), in code order."""
         self.ids = log.customer_ids[self.codes]
 
@@ -178,9 +188,10 @@ class SeenEvents:
         return pd.Series(values[self.codes], index=self.ids)
 
     def first_ts(self) -> pd.Series:
-        """Per customer seen, the time of their first event."""
-        first = pd.Series(self.log.ts.take(self.at)).groupby(self.customer).min()
-        return first.set_axis(self.log.customer_ids[first.index.to_numpy()])
+        """Per customer seen, the time of their first event (the log's timestamp type)."""
+        stamps = self.log.ts
+        utc = pd.Series(self.first[self.codes].view(f"M8[{stamps.unit}]"), index=self.ids).dt.tz_localize("UTC")
+        return utc.dt.tz_convert(stamps.tz)  # None: back to naive UTC
 
     def counts(self, mask: np.ndarray) -> np.ndarray:
         """Per customer code, how many of its events ``mask`` holds."""
@@ -209,7 +220,7 @@ def _event_features(seen: SeenEvents) -> pd.DataFrame:
     n = len(seen.log.customer_ids)
     last = np.full(n, np.inf)
     np.minimum.at(last, seen.customer, seen.age)
-    every = np.ones(len(seen.at), dtype=bool)
+    every = np.ones(len(seen.customer), dtype=bool)
     out = pd.DataFrame({"days_since_event": seen.per_customer(last),
                         "sessions_all": seen.per_customer(seen.distinct(every, seen.session, runs=True))})
     for window in RECENT_WINDOWS:
@@ -217,19 +228,20 @@ def _event_features(seen: SeenEvents) -> pd.DataFrame:
         out[f"views_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == sess.VIEW)))
         out[f"carts_{window}d"] = seen.per_customer(seen.counts(recent & (seen.kind == sess.CART)))
         out[f"sessions_{window}d"] = seen.per_customer(seen.distinct(recent, seen.session, runs=True))
-    recent = np.flatnonzero(seen.age < RECENT_WINDOWS[-1])
-    starts = sess.run_starts(seen.session[recent])
+    month = np.flatnonzero(seen.age < RECENT_WINDOWS[-1])  # the longest window's events
+    starts = sess.run_starts(seen.session[month])
     abandoned = np.zeros(n)
     if len(starts):
-        kind = seen.kind[recent]
+        kind = seen.kind[month]
         carted = np.logical_or.reduceat(kind == sess.CART, starts)
         bought = np.logical_or.reduceat(kind == sess.PURCHASE, starts)
-        np.add.at(abandoned, seen.customer[recent][starts][carted & ~bought], 1.0)
+        np.add.at(abandoned, seen.customer[month][starts][carted & ~bought], 1.0)
     out[f"abandoned_carts_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(abandoned)
-    category = seen.log.category[seen.log.item[seen.at]]
-    views = (seen.age < RECENT_WINDOWS[-1]) & (seen.kind == sess.VIEW)
+    views = month[seen.kind[month] == sess.VIEW]
+    category = np.nan_to_num(seen.log.category[seen.item[views]], nan=-1.0).astype(np.int64)
+    listed = category >= 0  # an item the catalogue lists, in a category
     out[f"categories_viewed_{RECENT_WINDOWS[-1]}d"] = seen.per_customer(
-        seen.distinct(views, np.nan_to_num(category, nan=-1.0).astype(np.int64)))
+        sess.distinct(seen.customer[views][listed], category[listed], n))
     return out
 
 
