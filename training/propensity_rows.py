@@ -73,16 +73,15 @@ def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float, log: sess.S
     end = cutoff + pd.Timedelta(days=horizon)
     sent = emails.loc[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end), "sent_ts"]
     starts = sorted({max(cutoff, day) for day in sent.dt.floor("D")})
-    bounds = [*starts[1:], end]
+    if not starts:
+        raise NotTrainable(f"no mails sent in [{cutoff}, {end})")
     parts = []
-    for start, stop in zip(starts, bounds, strict=True):
+    for start, stop in zip(starts, [*starts[1:], end], strict=True):
         everyone = customer_features(shop, start, log)
         labels = email_labels(shop, start, (stop - start).total_seconds() / 86_400.0, everyone.index)
         X = everyone.loc[labels.index]
         parts.append(Rows(X, labels.to_numpy(), {"open_rate": X["open_rate"].to_numpy(),
                                                  "recency": -X["days_since_open"].to_numpy()}))
-    if not parts:
-        raise NotTrainable(f"no mails sent in [{cutoff}, {end})")
     return Rows.concat(parts)
 
 

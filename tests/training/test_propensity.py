@@ -193,6 +193,20 @@ def test_absent_tables_skip_their_models_with_a_reason() -> None:
     assert caught.value.reason == "skipped: no events table"
 
 
+def test_mails_that_stop_before_a_window_skip_the_email_model_with_a_reason_not_a_crash() -> None:
+    """A shop whose campaigns stopped (Complete Journey cut at an earlier month): a window without
+    a single send has no email rows, which is a reason to skip the email model, not an error."""
+    shop = load(SampleConfig(customers=800, items=200, days=150, seed=2, dirty_share=0))
+    emails = shop["email_events"]
+    stopped = emails[emails["sent_ts"] < emails["sent_ts"].max() - pd.Timedelta(days=60)]
+    shop = replace(shop, tables={**shop.tables, "email_events": stopped.reset_index(drop=True)})
+    report = evaluate_propensity(shop, PropensityConfig(fit_snapshots=2))
+    assert report.status["customer"] == "ok"
+    assert report.status["email"].startswith("skipped: no mails sent in [")
+    part = fit_propensity(shop, PropensityConfig(fit_snapshots=2))
+    assert "customer" in part.models and part.status["email"].startswith("skipped: no mails sent in [")
+
+
 def test_a_bundle_with_neither_scores_nor_features_reports_the_models_unavailable(fitted: PropensitySet,
                                                                                  tmp_path: Path) -> None:
     fitted.save(tmp_path / "p")
