@@ -1,0 +1,122 @@
+"""A version's ranking on earlier windows of one shop: more than one test window before a change
+is believed (a single 28-day window of a thin shop cannot tell a 5% gain from none).
+
+Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/study_windows.py DIR [--back 0 --back 1 --back 2]
+         [--config CONFIG.json]
+
+``DIR`` is a shop folder (``shoprec sample --out DIR``, ``shoprec import completejourney SRC
+DIR``). For each ``--back N`` the shop's orders and events are cut N test windows
+(``split.test_days``, 28 by default) before their end, and the cut shop is evaluated as a
+training run does (``training.pipeline.evaluate_shop``: validation windows sized by customers
+choose, the test window after them reports), so ``--back 1`` reports on the window that
+``--back 0`` validated on, and so on. The mails are cut likewise; they do not enter ranking.
+
+Printed per cut: the test window's end and customers, then per row (every ranker row, the
+chosen row and the strongest baseline) its NDCG@k on validation and on test; at the end, per
+cut, the chosen row's test NDCG@k against the strongest baseline's with the gain and its 95%
+interval, and both means over the cuts. The script reads only public
+entry points, so it can be run against an earlier version's code from a worktree (``cd
+WORKTREE && PYTHONPATH=. python /path/to/this/script.py``) to compare the two on the same
+windows. Figures are recorded in docs/evaluation.md with the command and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from features.loading import ShopData, load_shop
+from training.pipeline import TrainConfig, evaluate_shop
+
+TIME_COLUMNS = {"orders": "ts", "events": "ts", "email_events": "sent_ts"}
+"""The tables that hold history, by the column a cut reads."""
+
+
+def cut(shop: ShopData, end: pd.Timestamp) -> ShopData:
+    """``shop`` as it stood at ``end``: its history tables before it, the rest unchanged."""
+    tables = dict(shop.tables)
+    for name, column in TIME_COLUMNS.items():
+        if name in tables:
+            table = tables[name]
+            tables[name] = table[table[column] < end].reset_index(drop=True)
+    return dataclasses.replace(shop, tables=tables)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A frame of figures as a Markdown table (index first)."""
+    lines = ["| row | " + " | ".join(frame.columns) + " |", "| --- |" + " ---: |" * len(frame.columns)]
+    lines += [f"| `{row}` | " + " | ".join(f"{value:.4f}" for value in values) + " |"
+              for row, values in zip(frame.index, frame.to_numpy(), strict=True)]
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """One cut's chosen row against its strongest baseline on the test window."""
+
+    back: int
+    end: str
+    customers: int
+    chosen: str
+    chosen_test: float
+    baseline: str
+    baseline_test: float
+    gain: tuple[float, float, float]
+    """Relative gain over the baseline, and its 95% interval."""
+
+
+def study(shop: ShopData, config: TrainConfig, back: int) -> Cut:
+    """One cut: prints its rows' validation and test NDCG@k (every ranker row, the chosen row and
+    the strongest baseline); returns the cut's summary (the chosen row against the baseline)."""
+    end = shop["orders"]["ts"].max() + pd.Timedelta(microseconds=1) - back * pd.Timedelta(days=config.split.test_days)
+    selection, _ = evaluate_shop(cut(shop, end) if back else shop, config)
+    metric, test = config.metric_key, selection.test
+    chosen, baseline = selection.chosen, selection.strongest_baseline
+    rows = [r for r in test.index if r.startswith("ranker_") and not r.endswith("_no_cap")]
+    rows += [r for r in (chosen, baseline) if r not in rows]
+    customers = selection.test_split.relevant.shape[0]
+    print(f"\n## back {back}: test window up to {end:%Y-%m-%d}, {customers:,} customers scored")
+    print(markdown(pd.DataFrame({"validation": selection.validation[metric].reindex(
+        [r.removesuffix("_no_cap") for r in rows]).to_numpy(), "test": test.loc[rows, metric].to_numpy()}, index=rows)))
+    gain = test.loc[chosen, ["gain_vs_baseline", "gain_low", "gain_high"]].to_numpy(dtype=float) \
+        if "gain_vs_baseline" in test else [float("nan")] * 3
+    return Cut(back, f"{end:%Y-%m-%d}", customers, chosen, float(test.loc[chosen, metric]), baseline,
+               float(test.loc[baseline, metric]), (float(gain[0]), float(gain[1]), float(gain[2])))
+
+
+def summary(cuts: list[Cut]) -> str:
+    """The chosen row against the strongest baseline on every cut's test window, and their means."""
+    lines = ["| back | test window to | customers | chosen | its test NDCG | strongest baseline | its test NDCG "
+             "| gain [95% interval] |", "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: |"]
+    for c in cuts:
+        lines.append(f"| {c.back} | {c.end} | {c.customers:,} | `{c.chosen}` | {c.chosen_test:.4f} | `{c.baseline}` "
+                     f"| {c.baseline_test:.4f} | {c.gain[0]:+.1%} [{c.gain[1]:+.1%}, {c.gain[2]:+.1%}] |")
+    chosen = sum(c.chosen_test for c in cuts) / len(cuts)
+    baseline = sum(c.baseline_test for c in cuts) / len(cuts)
+    lines.append(f"| mean | | | | {chosen:.4f} | | {baseline:.4f} | {chosen / baseline - 1:+.1%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="A shop folder or database URL.")
+    parser.add_argument("--back", type=int, action="append", help="Test windows to cut off the end (repeatable; "
+                                                                      "default 0, 1 and 2).")
+    parser.add_argument("--config", type=Path, help="A TrainConfig as JSON (default: the default config).")
+    args = parser.parse_args()
+    config = TrainConfig(**json.loads(args.config.read_text())) if args.config else TrainConfig()
+    shop = load_shop(args.data)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; shop {args.data}; "
+          f"families {config.families}")
+    cuts = [study(shop, config, back) for back in (args.back or [0, 1, 2])]
+    print("\n## the chosen row against the strongest baseline\n" + summary(cuts))
+
+
+if __name__ == "__main__":
+    main()
