@@ -223,7 +223,8 @@ class Bundle:
         rebuy = self.profiles[REBUY_ITEMS].set_index("item_id").reindex(self.items.external_ids)
         sales = self.profiles[ITEM_SALES].set_index("item_id").reindex(self.items.external_ids).fillna(0)
         return History.from_arrays(self.purchases, self._bought(), sales["sales"].to_numpy(),
-                                   sales["recent_sales"].to_numpy(), rebuy, self.rules.horizon_days)
+                                   sales["recent_sales"].to_numpy(), rebuy, self.rules.horizon_days,
+                                   self.rules.group)
 
     @functools.cached_property
     def cooccurrence(self) -> CooccurrenceModel:

@@ -8,9 +8,13 @@ makes them comparable, the probability of being bought in the next window:
 
 - **buy again** (``own`` tower): every item the customer bought, described by how often they
   bought it, how re-buyable it is (:mod:`features.repurchase`), how far into its re-buy
-  interval the last purchase is (due or not yet), its popularity and the explore model's score;
+  interval the last purchase is (due or not yet), its popularity, the explore model's score,
+  and how much of the customer's buying its product type takes and this item within that type
+  (a household that has switched brands of milk);
 - **explore** (``new`` tower): the best items the customer never bought by the explore model
-  (ALS, EASE, LightFM, item-item) and by popularity, described by their scores and ranks.
+  (ALS, EASE, LightFM, item-item) and by popularity, described by their scores and ranks and
+  by how much of the customer's buying the item's product type takes (a new variant of what
+  they buy every week against an item of a kind they never buy).
 
 Each tower is a standardised logistic regression fitted on the validation window's real
 purchases (every own pair, every candidate pair: no sampling, so the two are calibrated
@@ -21,6 +25,7 @@ coefficients are plain arrays in the bundle.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -30,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.errors import UserError
 from training.models.base import Recommender
 from training.ranking import Candidates
 from training.top_k import best_columns, rows_of
@@ -44,8 +50,12 @@ below 0.75 the item cannot be due before the next list; the towers learn how muc
 OWN_FEATURES = ("log_count", "rebuy_logit",
                 *(f"due_band_{lo:g}_{hi:g}" for lo, hi in pairwise(DUE_EDGES)), "due_band_lapsed",
                 *(f"reach_band_{lo:g}_{hi:g}" for lo, hi in pairwise(REACH_EDGES)), "reach_band_beyond",
-                "explore", "popularity", "recent_popularity", "activity")
-NEW_FEATURES = ("explore", "explore_rank", "popularity", "popularity_rank", "recent_popularity", "activity")
+                "explore", "popularity", "recent_popularity", "activity", "group_share", "share_of_group")
+NEW_FEATURES = ("explore", "explore_rank", "popularity", "popularity_rank", "recent_popularity", "activity",
+                "group_share")
+"""``group_share``: the customer's purchase lines in the item's group (its product type, else its
+category: :attr:`training.ranking.Rules.group`) over all their lines; ``share_of_group``: the
+customer's lines of the item over their lines in its group."""
 EXPLORE_DEPTH = 30
 """New-to-the-customer candidates per customer from each of the explore model and popularity."""
 MAX_FIT_CUSTOMERS = 20_000
@@ -91,15 +101,21 @@ class History:
     """Per item, log-scaled into [0, 1]: purchases in the last ``recent_days``."""
     rebuy_logit: np.ndarray
     interval_days: np.ndarray
+    lines: np.ndarray
+    """Per customer: purchase lines."""
     activity: np.ndarray
     """Per customer, log-scaled into [0, 1]: purchase lines."""
     horizon_days: float
     """The lists' horizon: "due" means a next purchase is expected within it."""
+    group: np.ndarray
+    """Per item: its group (:attr:`training.ranking.Rules.group`)."""
 
     @classmethod
     def from_arrays(cls, counts: sp.csr_matrix, bought: sp.csr_matrix, item_counts: np.ndarray,
-                    recent_counts: np.ndarray, rebuy: pd.DataFrame, horizon_days: float) -> History:
-        """``rebuy`` is the item re-buy profile (features/repurchase.py) in item-index order."""
+                    recent_counts: np.ndarray, rebuy: pd.DataFrame, horizon_days: float, group: np.ndarray
+                    ) -> History:
+        """``rebuy`` is the item re-buy profile (features/repurchase.py) in item-index order;
+        ``group`` each item's group code (0 to the number of groups - 1)."""
         rebuy_prob = rebuy["rebuy_prob"].to_numpy(dtype=np.float64)
         interval_days = rebuy["interval_days"].to_numpy(dtype=np.float64)
         prob = np.clip(np.nan_to_num(rebuy_prob, nan=0.0), 1e-4, 1 - 1e-4)
@@ -112,11 +128,29 @@ class History:
         order = np.argsort(-popularity, kind="stable")
         place = np.empty(len(order), dtype=np.int64)
         place[order] = np.arange(len(order))
+        group = np.asarray(group, dtype=np.int64)
+        lines = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
         return cls(counts=counts, bought=bought, popularity=popularity, popularity_order=order, popularity_place=place,
                    recent_popularity=_log_share(recent_counts.astype(np.float64)),
                    rebuy_logit=np.log(prob / (1 - prob)).astype(np.float32),
                    interval_days=np.nan_to_num(interval, nan=fill).astype(np.float32),
-                   activity=_log_share(np.asarray(counts.sum(axis=1)).ravel()), horizon_days=float(horizon_days))
+                   lines=lines, activity=_log_share(lines), horizon_days=float(horizon_days),
+                   group=group)
+
+    def group_share(self, rows: np.ndarray, own: tuple[np.ndarray, np.ndarray, np.ndarray], pair_rows: np.ndarray,
+                    items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For (row position, item) pairs of customers ``rows``: the customer's lines in the item's
+        group over all their lines, and those lines themselves. ``own``: the customers' purchase
+        lines, ``rows_of(self.counts, rows)``; summed per (row, group) here, a block at a time, so
+        that one customer's request costs a few numpy calls, not a sparse look-up."""
+        own_rows, own_items, count = own
+        width = int(self.group.max(initial=0)) + 1
+        keys, inverse = np.unique(own_rows.astype(np.int64) * width + self.group[own_items], return_inverse=True)
+        sums = np.bincount(inverse, weights=count.astype(np.float64), minlength=len(keys))
+        wanted = pair_rows.astype(np.int64) * width + self.group[items]
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        lines = np.where(keys[at] == wanted, sums[at], 0.0) if len(keys) else np.zeros(len(wanted))
+        return lines / np.maximum(self.lines[rows][pair_rows], 1.0), lines
 
 
 @dataclass(frozen=True)
@@ -145,12 +179,14 @@ def own_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
         days = gather(history.bought, rows[own_row], own_col) - 1.0
     since = np.maximum(days, 0.0) + 1.0
     interval = history.interval_days[own_col]
+    share, group_lines = history.group_share(rows, (own_row, own_col, count), own_row, own_col)
     bands = np.hstack([_bands(since / interval, DUE_EDGES), _bands((since + history.horizon_days) / interval,
                                                                  REACH_EDGES)])
     features = np.column_stack([
         np.log1p(count), history.rebuy_logit[own_col], bands,
         np.clip(explore[own_row, own_col], 0, None) * scale[own_row],
         history.popularity[own_col], history.recent_popularity[own_col], history.activity[rows][own_row],
+        share, count / np.maximum(group_lines, 1.0),
     ]).astype(np.float32)
     return Pairs(own_row.astype(np.int64), own_col.astype(np.int64), features)
 
@@ -167,7 +203,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
     """
     n, n_items = explore.shape
     depth = min(depth, n_items)
-    own_rows, own_cols, _ = rows_of(history.counts, rows)
+    own_rows, own_cols, own_counts = rows_of(history.counts, rows)
     top = best_columns(explore, depth, excluded=(own_rows, own_cols))[0]
     explore_ok = top >= 0
 
@@ -204,6 +240,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
         np.clip(explore[union_rows, union_items], 0, None) * scale[union_rows], scaled(explore_ranks),
         history.popularity[union_items], scaled(popular_ranks), history.recent_popularity[union_items],
         history.activity[rows][union_rows],
+        history.group_share(rows, (own_rows, own_cols, own_counts), union_rows, union_items)[0],
     ]).astype(np.float32)
     return Pairs(union_rows.astype(np.int64), union_items.astype(np.int64), features)
 
@@ -234,6 +271,20 @@ class Tower:
     def from_dict(cls, data: dict[str, Any]) -> Tower:
         return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64),
                    np.asarray(data["coef"], dtype=np.float64), float(data["intercept"]), data.get("constant"))
+
+    def aligned(self, saved: Sequence[str], names: tuple[str, ...]) -> Tower:
+        """This tower, fitted on features ``saved``, over features ``names``: a feature added since
+        it was fitted weighs nothing, so a bundle saved by an earlier version ranks as it did."""
+        if tuple(saved) == names:
+            return self
+        if unknown := sorted(set(saved) - set(names)):
+            raise UserError(f"bundle's ranker uses features this version does not compute ({', '.join(unknown)}): "
+                            "serve it with the version that trained it, or retrain")
+        place = [list(saved).index(name) if name in saved else -1 for name in names]
+
+        def take(values: np.ndarray, fill: float) -> np.ndarray:
+            return np.array([values[i] if i >= 0 else fill for i in place], dtype=np.float64)
+        return Tower(take(self.mean, 0.0), take(self.scale, 1.0), take(self.coef, 0.0), self.intercept, self.constant)
 
 
 def fit_tower(pairs: Pairs, labels: np.ndarray, names: tuple[str, ...]) -> Tower:
@@ -278,7 +329,8 @@ class Ranker:
     @classmethod
     def load(cls, folder: Path) -> Ranker:
         data = json.loads((folder / "ranker.json").read_text())
-        return cls(Tower.from_dict(data["own"]), Tower.from_dict(data["new"]), int(data["depth"]))
+        return cls(Tower.from_dict(data["own"]).aligned(data["own_features"], OWN_FEATURES),
+                   Tower.from_dict(data["new"]).aligned(data["new_features"], NEW_FEATURES), int(data["depth"]))
 
     def coefficients(self) -> dict[str, float]:
         """Named coefficients (standardised units), for MLflow and the docs."""
