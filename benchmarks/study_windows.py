@@ -5,16 +5,17 @@ Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/study_windows.py DIR [--
          [--config CONFIG.json]
 
 ``DIR`` is a shop folder (``shoprec sample --out DIR``, ``shoprec import completejourney SRC
-DIR``). For each ``--back N`` the shop's orders and events are cut N test windows
-(``split.test_days``, 28 by default) before their end, and the cut shop is evaluated as a
-training run does (``training.pipeline.evaluate_shop``: validation windows sized by customers
-choose, the test window after them reports), so ``--back 1`` reports on the window that
-``--back 0`` validated on, and so on. The mails are cut likewise; they do not enter ranking.
+DIR``). For each ``--back N`` the shop is cut N test windows back, as a training run cuts its
+validation windows (``ShopData.before`` the cut-off of the later window's test split,
+``split.test_days`` before its last order), and the cut shop is evaluated as a training run
+does (``training.pipeline.evaluate_shop``: validation windows sized by customers choose, the
+test window after them reports); so ``--back 1`` reports on the window that ``--back 0``
+validated on first, and so on.
 
-Printed per cut: the test window's end and customers, then per row (every ranker row, the
-chosen row and the strongest baseline) its NDCG@k on validation and on test; at the end, per
-cut, the chosen row's test NDCG@k against the strongest baseline's with the gain and its 95%
-interval, and both means over the cuts. The script reads only public
+Printed per cut: the test window's start and customers, then per row (every ranker row, the
+chosen row and every baseline, capped and not) its NDCG@k on validation (uncapped, as the choice is
+made) and on test; at the end, per cut, the chosen row's test NDCG@k against the strongest
+baseline's with the gain and its 95% interval, and both means over the cuts. The script reads only public
 entry points, so it can be run against an earlier version's code from a worktree (``cd
 WORKTREE && PYTHONPATH=. python /path/to/this/script.py``) to compare the two on the same
 windows. Figures are recorded in docs/evaluation.md with the command and machine.
@@ -27,25 +28,23 @@ import dataclasses
 import json
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from features.loading import ShopData, load_shop
 from training.pipeline import TrainConfig, evaluate_shop
+from training.selection import BASELINES
 
-TIME_COLUMNS = {"orders": "ts", "events": "ts", "email_events": "sent_ts"}
-"""The tables that hold history, by the column a cut reads."""
-
-
-def cut(shop: ShopData, end: pd.Timestamp) -> ShopData:
-    """``shop`` as it stood at ``end``: its history tables before it, the rest unchanged."""
-    tables = dict(shop.tables)
-    for name, column in TIME_COLUMNS.items():
-        if name in tables:
-            table = tables[name]
-            tables[name] = table[table[column] < end].reset_index(drop=True)
-    return dataclasses.replace(shop, tables=tables)
+def cuts(shop: ShopData, test_days: int, backs: list[int]) -> Iterator[tuple[int, ShopData]]:
+    """``shop`` cut back N test windows for each N of ``backs``, chained as a run's validation
+    windows are: each cut ends where the next-later cut's test window starts."""
+    current = shop
+    for back in range(max(backs) + 1):
+        if back in backs:
+            yield back, current
+        current = current.before(current["orders"]["ts"].max() - pd.Timedelta(days=test_days))
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -61,7 +60,7 @@ class Cut:
     """One cut's chosen row against its strongest baseline on the test window."""
 
     back: int
-    end: str
+    start: str
     customers: int
     chosen: str
     chosen_test: float
@@ -73,33 +72,34 @@ class Cut:
 
 def study(shop: ShopData, config: TrainConfig, back: int) -> Cut:
     """One cut: prints its rows' validation and test NDCG@k (every ranker row, the chosen row and
-    the strongest baseline); returns the cut's summary (the chosen row against the baseline)."""
-    end = shop["orders"]["ts"].max() + pd.Timedelta(microseconds=1) - back * pd.Timedelta(days=config.split.test_days)
-    selection, _ = evaluate_shop(cut(shop, end) if back else shop, config)
+    every baseline); returns the cut's summary (the chosen row against the baseline)."""
+    selection, _ = evaluate_shop(shop, config)
+    start = selection.test_split.cutoff
     metric, test = config.metric_key, selection.test
     chosen, baseline = selection.chosen, selection.strongest_baseline
     rows = [r for r in test.index if r.startswith("ranker_") and not r.endswith("_no_cap")]
-    rows += [r for r in (chosen, baseline) if r not in rows]
+    rows += [r for r in (chosen, *test.index[test.index.str.removesuffix("_no_cap").isin(BASELINES)]) if r not in rows]
     customers = selection.test_split.relevant.shape[0]
-    print(f"\n## back {back}: test window up to {end:%Y-%m-%d}, {customers:,} customers scored")
-    print(markdown(pd.DataFrame({"validation": selection.validation[metric].reindex(
+    print(f"\n## back {back}: test window from {start:%Y-%m-%d}, {customers:,} customers scored")
+    print(markdown(pd.DataFrame({"validation (uncapped)": selection.validation[metric].reindex(
         [r.removesuffix("_no_cap") for r in rows]).to_numpy(), "test": test.loc[rows, metric].to_numpy()}, index=rows)))
     gain = test.loc[chosen, ["gain_vs_baseline", "gain_low", "gain_high"]].to_numpy(dtype=float) \
         if "gain_vs_baseline" in test else [float("nan")] * 3
-    return Cut(back, f"{end:%Y-%m-%d}", customers, chosen, float(test.loc[chosen, metric]), baseline,
+    return Cut(back, f"{start:%Y-%m-%d}", customers, chosen, float(test.loc[chosen, metric]), baseline,
                float(test.loc[baseline, metric]), (float(gain[0]), float(gain[1]), float(gain[2])))
 
 
 def summary(cuts: list[Cut]) -> str:
     """The chosen row against the strongest baseline on every cut's test window, and their means."""
-    lines = ["| back | test window to | customers | chosen | its test NDCG | strongest baseline | its test NDCG "
+    lines = ["| back | test window from | customers | chosen | its test NDCG | strongest baseline | its test NDCG "
              "| gain [95% interval] |", "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: |"]
     for c in cuts:
-        lines.append(f"| {c.back} | {c.end} | {c.customers:,} | `{c.chosen}` | {c.chosen_test:.4f} | `{c.baseline}` "
+        lines.append(f"| {c.back} | {c.start} | {c.customers:,} | `{c.chosen}` | {c.chosen_test:.4f} | `{c.baseline}` "
                      f"| {c.baseline_test:.4f} | {c.gain[0]:+.1%} [{c.gain[1]:+.1%}, {c.gain[2]:+.1%}] |")
     chosen = sum(c.chosen_test for c in cuts) / len(cuts)
     baseline = sum(c.baseline_test for c in cuts) / len(cuts)
-    lines.append(f"| mean | | | | {chosen:.4f} | | {baseline:.4f} | {chosen / baseline - 1:+.1%} |")
+    gain = f"{chosen / baseline - 1:+.1%}" if baseline > 0 else "n/a"
+    lines.append(f"| mean | | | | {chosen:.4f} | | {baseline:.4f} | {gain} |")
     return "\n".join(lines)
 
 
@@ -114,8 +114,8 @@ def main() -> None:
     shop = load_shop(args.data)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; shop {args.data}; "
           f"families {config.families}")
-    cuts = [study(shop, config, back) for back in (args.back or [0, 1, 2])]
-    print("\n## the chosen row against the strongest baseline\n" + summary(cuts))
+    studied = [study(cut, config, back) for back, cut in cuts(shop, config.split.test_days, args.back or [0, 1, 2])]
+    print("\n## the chosen row against the strongest baseline\n" + summary(studied))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class Bundle:
             profiles={p.stem: pd.read_parquet(p) for p in sorted((folder / "profiles").glob("*.parquet"))},
             propensity=PropensitySet.load(folder / "propensity") if (folder / "propensity").is_dir() else None,
             bought=sp.load_npz(folder / "bought.npz").tocsr() if (folder / "bought.npz").is_file() else None,
-            ranker=Ranker.load(folder / "ranker") if (folder / "ranker").is_dir() else None,
+            ranker=_load_ranker(folder),
         )
 
     # ---- ids -------------------------------------------------------------------------------
@@ -353,6 +353,17 @@ class Bundle:
             "score": scores.ravel()[valid].astype(np.float64),
             "reason": reasons.ravel()[valid],
         })
+
+
+def _load_ranker(folder: Path) -> Ranker | None:
+    """The bundle's ranker (None without one); one this version cannot score refuses the bundle,
+    so that a service keeps what it serves (a rollback to a version before a feature)."""
+    if not (folder / "ranker").is_dir():
+        return None
+    try:
+        return Ranker.load(folder / "ranker")
+    except UserError as error:
+        raise BundleError(f"{folder}: {error}") from error
 
 
 def _sha256(path: Path) -> str:

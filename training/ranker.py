@@ -109,6 +109,8 @@ class History:
     """The lists' horizon: "due" means a next purchase is expected within it."""
     group: np.ndarray
     """Per item: its group (:attr:`training.ranking.Rules.group`)."""
+    groups: int
+    """How many groups (one more than the highest code)."""
 
     @classmethod
     def from_arrays(cls, counts: sp.csr_matrix, bought: sp.csr_matrix, item_counts: np.ndarray,
@@ -129,13 +131,15 @@ class History:
         place = np.empty(len(order), dtype=np.int64)
         place[order] = np.arange(len(order))
         group = np.asarray(group, dtype=np.int64)
-        lines = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+        if len(group) != counts.shape[1] or (len(group) and group.min() < 0):
+            raise ValueError(f"group: one code >= 0 per item expected ({len(group)} for {counts.shape[1]} items)")
+        per_customer = np.asarray(counts.sum(axis=1)).ravel()
         return cls(counts=counts, bought=bought, popularity=popularity, popularity_order=order, popularity_place=place,
                    recent_popularity=_log_share(recent_counts.astype(np.float64)),
                    rebuy_logit=np.log(prob / (1 - prob)).astype(np.float32),
                    interval_days=np.nan_to_num(interval, nan=fill).astype(np.float32),
-                   lines=lines, activity=_log_share(lines), horizon_days=float(horizon_days),
-                   group=group)
+                   lines=per_customer.astype(np.float64), activity=_log_share(per_customer),
+                   horizon_days=float(horizon_days), group=group, groups=int(group.max(initial=-1)) + 1)
 
     def group_share(self, rows: np.ndarray, own: tuple[np.ndarray, np.ndarray, np.ndarray], pair_rows: np.ndarray,
                     items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +148,7 @@ class History:
         lines, ``rows_of(self.counts, rows)``; summed per (row, group) here, a block at a time, so
         that one customer's request costs a few numpy calls, not a sparse look-up."""
         own_rows, own_items, count = own
-        width = int(self.group.max(initial=0)) + 1
+        width = max(self.groups, 1)
         keys, inverse = np.unique(own_rows.astype(np.int64) * width + self.group[own_items], return_inverse=True)
         sums = np.bincount(inverse, weights=count.astype(np.float64), minlength=len(keys))
         wanted = pair_rows.astype(np.int64) * width + self.group[items]
@@ -275,6 +279,8 @@ class Tower:
     def aligned(self, saved: Sequence[str], names: tuple[str, ...]) -> Tower:
         """This tower, fitted on features ``saved``, over features ``names``: a feature added since
         it was fitted weighs nothing, so a bundle saved by an earlier version ranks as it did."""
+        if len(saved) != len(self.coef):
+            raise UserError(f"bundle's ranker names {len(saved)} features for {len(self.coef)} weights: retrain it")
         if tuple(saved) == names:
             return self
         if unknown := sorted(set(saved) - set(names)):

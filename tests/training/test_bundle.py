@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +13,9 @@ import pytest
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
-from training.bundle import Bundle, BundleError
+from training.bundle import MANIFEST, Bundle, BundleError
 from training.pipeline import TrainConfig, build_bundle
+from training.ranker import NEW_FEATURES, OWN_FEATURES, Ranker, Tower
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +77,37 @@ def test_corrupted_or_incomplete_bundle_is_refused(bundle: Bundle, tmp_path: Pat
         Bundle.load(folder)
     with pytest.raises(BundleError, match="not a shoprec bundle"):
         Bundle.load(tmp_path)
+
+
+def with_ranker_json(bundle: Bundle, folder: Path, own_features: list[str], new_features: list[str]) -> Path:
+    """``bundle`` saved with a ranker whose ranker.json names these features (towers as wide), its
+    manifest made to match, as a bundle written by another version would be."""
+    widths = (len(own_features), len(new_features))
+    towers = [Tower(np.zeros(w), np.ones(w), np.full(w, 0.1), -2.0) for w in widths]
+    dataclasses.replace(bundle, ranker=Ranker(*towers)).save(folder)
+    (folder / "ranker" / "ranker.json").write_text(json.dumps({
+        "own": towers[0].to_dict(), "new": towers[1].to_dict(), "depth": 30,
+        "own_features": own_features, "new_features": new_features}))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["ranker/ranker.json"] = hashlib.sha256((folder / "ranker" / "ranker.json").read_bytes()).hexdigest()
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_bundle_whose_ranker_predates_a_feature_loads_and_answers(bundle: Bundle, tmp_path: Path) -> None:
+    earlier = [n for n in OWN_FEATURES if n not in ("group_share", "share_of_group")]
+    loaded = Bundle.load(with_ranker_json(bundle, tmp_path / "b", earlier, [n for n in NEW_FEATURES
+                                                                             if n != "group_share"]))
+    assert loaded.ranker is not None and len(loaded.ranker.own.coef) == len(OWN_FEATURES)
+    recs = loaded.recommend(bundle.customers.external_ids[:50].tolist(), 10)
+    assert (recs.groupby("customer_id").size() == 10).all()
+
+
+def test_a_bundle_whose_ranker_uses_an_unknown_feature_is_refused_as_a_bundle(bundle: Bundle, tmp_path: Path) -> None:
+    """Refused as a BundleError, which the service turns into "still serving" (a rollback)."""
+    folder = with_ranker_json(bundle, tmp_path / "b", [*OWN_FEATURES, "days_to_payday"], [*NEW_FEATURES])
+    with pytest.raises(BundleError, match="days_to_payday"):
+        Bundle.load(folder)
 
 
 def test_the_campaign_plan_is_as_of_the_latest_mail_even_after_the_latest_order(shop: ShopData) -> None:

@@ -77,13 +77,32 @@ def test_a_ranker_saved_before_the_group_features_ranks_as_it_did(tmp_path: Path
         np.testing.assert_allclose(new.probability(features), old.probability(features[:, kept]), rtol=1e-6)
 
 
-def test_a_ranker_that_uses_a_feature_this_version_lacks_is_refused_by_name(tmp_path: Path) -> None:
-    folder = tmp_path / "ranker"
-    folder.mkdir()
-    width = len(OWN_FEATURES) + 1
-    tower = Tower(np.zeros(width), np.ones(width), np.ones(width), 0.0)
-    (folder / "ranker.json").write_text(json.dumps({
-        "own": tower.to_dict(), "new": tower.to_dict(), "depth": 30,
-        "own_features": [*OWN_FEATURES, "days_to_payday"], "new_features": [*OWN_FEATURES, "days_to_payday"]}))
+def write_ranker(folder: Path, own_features: list[str], new_features: list[str], widths: tuple[int, int]) -> None:
+    """A ranker.json naming these features, with towers of these widths."""
+    towers = [Tower(np.zeros(w), np.ones(w), np.ones(w), 0.0).to_dict() for w in widths]
+    folder.mkdir(exist_ok=True)
+    (folder / "ranker.json").write_text(json.dumps({"own": towers[0], "new": towers[1], "depth": 30,
+                                                    "own_features": own_features, "new_features": new_features}))
+
+
+@pytest.mark.parametrize("tower", ["own", "new"])
+def test_a_ranker_that_uses_a_feature_this_version_lacks_is_refused_by_name(tower: str, tmp_path: Path) -> None:
+    own, new = [*OWN_FEATURES], [*NEW_FEATURES]
+    (own if tower == "own" else new).append("days_to_payday")
+    write_ranker(tmp_path / "ranker", own, new, (len(own), len(new)))
     with pytest.raises(UserError, match="days_to_payday"):
-        Ranker.load(folder)
+        Ranker.load(tmp_path / "ranker")
+
+
+def test_a_ranker_whose_names_and_weights_disagree_is_refused() -> None:
+    tower = Tower(np.zeros(3), np.ones(3), np.ones(3), 0.0)
+    with pytest.raises(UserError, match="names 2 features for 3 weights"):
+        tower.aligned(["log_count", "activity"], OWN_FEATURES)
+
+
+def test_group_codes_must_cover_every_item_and_be_non_negative() -> None:
+    counts = sp.csr_matrix(np.ones((1, 3), dtype=np.float32))
+    rebuy = pd.DataFrame({"rebuy_prob": [0.5] * 3, "interval_days": [14.0] * 3})
+    for group in (np.array([0, 1]), np.array([0, -1, 1])):
+        with pytest.raises(ValueError, match="one code >= 0 per item"):
+            History.from_arrays(counts, counts, np.ones(3), np.ones(3), rebuy, 28.0, group)
