@@ -37,6 +37,9 @@ from features.loading import ShopData, load_shop
 from training.pipeline import TrainConfig, evaluate_shop
 from training.selection import BASELINES
 
+from study_params import markdown  # benchmarks/study_params.py: the same table format
+
+
 def cuts(shop: ShopData, test_days: int, backs: list[int]) -> Iterator[tuple[int, ShopData]]:
     """``shop`` cut back N test windows for each N of ``backs``, chained as a run's validation
     windows are: each cut ends where the next-later cut's test window starts."""
@@ -45,14 +48,6 @@ def cuts(shop: ShopData, test_days: int, backs: list[int]) -> Iterator[tuple[int
         if back in backs:
             yield back, current
         current = current.before(current["orders"]["ts"].max() - pd.Timedelta(days=test_days))
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    """A frame of figures as a Markdown table (index first)."""
-    lines = ["| row | " + " | ".join(frame.columns) + " |", "| --- |" + " ---: |" * len(frame.columns)]
-    lines += [f"| `{row}` | " + " | ".join(f"{value:.4f}" for value in values) + " |"
-              for row, values in zip(frame.index, frame.to_numpy(), strict=True)]
-    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +76,8 @@ def study(shop: ShopData, config: TrainConfig, back: int) -> Cut:
     rows += [r for r in (chosen, *test.index[test.index.str.removesuffix("_no_cap").isin(BASELINES)]) if r not in rows]
     customers = selection.test_split.relevant.shape[0]
     print(f"\n## back {back}: test window from {start:%Y-%m-%d}, {customers:,} customers scored")
-    print(markdown(pd.DataFrame({"validation (uncapped)": selection.validation[metric].reindex(
-        [r.removesuffix("_no_cap") for r in rows]).to_numpy(), "test": test.loc[rows, metric].to_numpy()}, index=rows)))
+    print(markdown(pd.DataFrame({"row": rows, "validation (uncapped)": selection.validation[metric].reindex(
+        [r.removesuffix("_no_cap") for r in rows]).to_numpy(), "test": test.loc[rows, metric].to_numpy()})))
     gain = test.loc[chosen, ["gain_vs_baseline", "gain_low", "gain_high"]].to_numpy(dtype=float) \
         if "gain_vs_baseline" in test else [float("nan")] * 3
     return Cut(back, f"{start:%Y-%m-%d}", customers, chosen, float(test.loc[chosen, metric]), baseline,
