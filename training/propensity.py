@@ -31,7 +31,7 @@ from features.customer_features import (OPEN_WINDOW_DAYS, check_time_cut, custom
 from features.loading import ShopData
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import Kind, PropensityModel
-from training.propensity_rows import NotTrainable, Rows, Snapshots, customer_rows, email_rows, session_rows
+from training.propensity_rows import EmptyWindow, NotTrainable, Rows, Snapshots, customer_rows, email_rows, session_rows
 from training.propensity_set import PropensitySet
 
 Progress = Callable[[str], None]
@@ -66,6 +66,8 @@ class Periods:
     calibration: Rows
     test: Rows | None
     cutoffs: dict[str, str]
+    empty_windows: tuple[pd.Timestamp, ...] = ()
+    """Fitting and calibration cut-offs whose window held no rows (no mail sent), left out."""
 
 
 @dataclass
@@ -148,12 +150,28 @@ def periods(shop: ShopData, target: str, config: PropensityConfig, evaluate: boo
             return customer_features(data, cutoff, log=log if data is shop else None)
 
         check_time_cut(features, labels, shop, t0, days)
-    fit = Rows.concat([build(t, days) for t in fit_cutoffs])
-    calibration = Rows.concat([build(t, days) for t in cal_cutoffs])
-    test = build(t0, days) if evaluate else None
+    empty: list[pd.Timestamp] = []
+
+    def pooled(cutoffs: list[pd.Timestamp], name: str) -> Rows:
+        """The rows of every window that has some: a shop that pauses its campaigns leaves an
+        email window without a send, and the other windows still teach the model."""
+        parts = []
+        for cutoff in cutoffs:
+            try:
+                parts.append(build(cutoff, days))
+            except EmptyWindow:
+                empty.append(cutoff)
+        if not parts:
+            raise EmptyWindow(f"no mails sent in [{min(cutoffs)}, {max(cutoffs) + H}) (every {name} window)")
+        return Rows.concat(parts)
+
+    fit = pooled(fit_cutoffs, "fitting")
+    calibration = pooled(cal_cutoffs, "calibration")
+    test = build(t0, days) if evaluate else None  # the window that judges must hold rows itself
     return Periods(fit, calibration, test, {"fit": f"{min(fit_cutoffs)}..{max(fit_cutoffs)}",
                                             "calibration": f"{min(cal_cutoffs)}..{max(cal_cutoffs)}",
-                                            "test": str(t0) if evaluate else ""})
+                                            "test": str(t0) if evaluate else "",
+                                            "empty_windows": ", ".join(map(str, sorted(empty)))}, tuple(sorted(empty)))
 
 
 def _session_periods(shop: ShopData, config: PropensityConfig, end: pd.Timestamp, evaluate: bool,
@@ -264,6 +282,7 @@ def evaluate_target(target: str, shop: ShopData, config: PropensityConfig,
             out.update({f"baseline.{k}": v for k, v in shown.items()})
     prior = float(np.concatenate([rows.fit.y, rows.calibration.y]).mean())
     out["base_rate_brier"] = float(brier_score_loss(test.y, np.full(len(test.y), prior)))
+    out["empty_windows"] = float(len(rows.empty_windows))
     out.update({f"validation_roc_auc.{k}": v for k, v in model.metadata["validation_roc_auc"].items()})
     if target == "session":
         full = _full_prefix_auc(shop, config, model, snapshots.session_log(shop))
@@ -298,6 +317,9 @@ def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Prog
                 report.metrics[target], report.deciles[target] = result.metrics, result.deciles
                 report.chosen[target], report.baseline[target] = result.model.kind, result.baseline
                 reason = "ok"
+                if result.metrics["empty_windows"] and progress:
+                    progress(f"propensity: {target}: no mail sent in the windows from "
+                             f"{result.model.metadata['cutoffs']['empty_windows']}: left out, the others pooled")
             except NotTrainable as error:
                 reason = f"skipped: {error}"
         if reason != "ok" and progress:

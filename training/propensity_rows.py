@@ -18,6 +18,11 @@ class NotTrainable(ValueError):
     """The data cannot support a target (too little history, one class only): skip it, say why."""
 
 
+class EmptyWindow(NotTrainable):
+    """One window holds no rows of a target (no mail sent in it): the target's other windows may
+    still have some (:func:`training.propensity.periods` pools those)."""
+
+
 @dataclass
 class Rows:
     """Feature rows, labels and each trivial baseline's score (:data:`training.propensity.BASELINES`;
@@ -74,7 +79,7 @@ def email_rows(shop: ShopData, cutoff: pd.Timestamp, horizon: float, log: sess.S
     sent = emails.loc[(emails["sent_ts"] >= cutoff) & (emails["sent_ts"] < end), "sent_ts"]
     starts = sorted({max(cutoff, day) for day in sent.dt.floor("D")})
     if not starts:
-        raise NotTrainable(f"no mails sent in [{cutoff}, {end})")
+        raise EmptyWindow(f"no mails sent in [{cutoff}, {end})")
     parts = []
     for start, stop in zip(starts, [*starts[1:], end], strict=True):
         everyone = customer_features(shop, start, log)

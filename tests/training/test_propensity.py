@@ -13,7 +13,8 @@ import pytest
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
-from training.propensity import PropensityConfig, PropensityReport, evaluate_propensity, fit_propensity
+from features.customer_features import OPEN_WINDOW_DAYS
+from training.propensity import PropensityConfig, PropensityReport, data_end, evaluate_propensity, fit_propensity
 from training.propensity_rows import Snapshots
 from training.propensity_fit import calibrate, candidate, from_sklearn
 from training.propensity_model import PropensityModel
@@ -205,6 +206,28 @@ def test_mails_that_stop_before_a_window_skip_the_email_model_with_a_reason_not_
     assert report.status["email"].startswith("skipped: no mails sent in [")
     part = fit_propensity(shop, PropensityConfig(fit_snapshots=2))
     assert "customer" in part.models and part.status["email"].startswith("skipped: no mails sent in [")
+
+
+def test_a_campaign_pause_leaves_one_window_out_and_the_email_model_is_fitted_on_the_others() -> None:
+    """A shop that mails in bursts leaves some 14-day windows without a send: those windows are
+    left out (and said so), the email model is fitted on the rest, not skipped."""
+    shop = load(SampleConfig(customers=800, items=200, days=150, seed=2, dirty_share=0))
+    config = PropensityConfig(fit_snapshots=2)
+    end = data_end(shop) - pd.Timedelta(days=OPEN_WINDOW_DAYS)
+    # the first fitting window when evaluating (the test window is the last 14 days before end)
+    # and, when fitting the bundle (no test window), the second
+    pause_from, pause_to = end - pd.Timedelta(days=56), end - pd.Timedelta(days=42)
+    emails = shop["email_events"]
+    paused = emails[(emails["sent_ts"] < pause_from) | (emails["sent_ts"] >= pause_to)]
+    assert len(paused) < len(emails)
+    shop = replace(shop, tables={**shop.tables, "email_events": paused.reset_index(drop=True)})
+    lines: list[str] = []
+    report = evaluate_propensity(shop, config, progress=lines.append)
+    assert report.status["email"] == "ok" and report.metrics["email"]["empty_windows"] == 1
+    assert any(line.startswith(f"propensity: email: no mail sent in the windows from {pause_from}") for line in lines)
+    part = fit_propensity(shop, config)
+    assert part.status["email"] == "ok"
+    assert part.models["email"].metadata["cutoffs"]["empty_windows"] == str(pause_from)
 
 
 def test_a_bundle_with_neither_scores_nor_features_reports_the_models_unavailable(fitted: PropensitySet,
