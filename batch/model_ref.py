@@ -12,7 +12,8 @@ from pathlib import Path
 from features.errors import UserError
 from features.sources import safe_url
 from serving.lifecycle import BundleCache, Loaded
-from training.bundle import MANIFEST, Bundle
+from training.bundle import Bundle
+from training.bundle_files import MANIFEST
 
 
 @dataclass(frozen=True)

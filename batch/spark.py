@@ -51,7 +51,8 @@ from batch.summary import PicksSummary
 from features.errors import USER_ERRORS, UserError, one_line
 from serving.config import ServingConfig, serving_config
 from serving.recommender import ShopRecommender
-from training.bundle import FALLBACK, Bundle, verify
+from training.bundle import FALLBACK, Bundle
+from training.bundle_files import verify
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession

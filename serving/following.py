@@ -20,7 +20,7 @@ from serving.arms import Arms
 from serving.config import ServingConfig
 from serving.lifecycle import BundleCache, Loaded, RegistryError
 from serving.recommender import ShopRecommender
-from training.bundle import BundleError
+from training.bundle_files import BundleError
 
 logger = logging.getLogger("shoprec.serving")
 POLL_SECONDS = float(os.environ.get("SHOPREC_POLL_SECONDS", "60"))

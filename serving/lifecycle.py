@@ -40,7 +40,8 @@ from typing import Any
 from features.errors import ShoprecError, one_line
 from features.sources import safe_url
 from training import tracking
-from training.bundle import MANIFEST, Bundle, BundleError, content_hash, verify
+from training.bundle import Bundle
+from training.bundle_files import MANIFEST, BundleError, content_hash, verify
 from training.experiments import Experiment, running
 from training.registry import BUNDLE_HASH_TAG, CHAMPION
 

@@ -35,7 +35,7 @@ from serving.config import serving_config
 from serving.recommender import ShopRecommender
 from serving.session_store import REDIS_URL_ENV, SessionStoreError, open_session_store
 from serving.settings import workers
-from training.bundle import BundleError
+from training.bundle_files import BundleError
 from training.experiments import Experiment, Variant
 from training.propensity_set import PropensityUnavailable
 

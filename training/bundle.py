@@ -9,7 +9,6 @@ the same files the same way, through the MLflow pyfunc wrapper in :mod:`training
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import scipy.sparse as sp
 from features.dataset import Dataset, IdMap
 from features.ids import positions
 from features.errors import UserError
+from training.bundle_files import MANIFEST, BundleError, manifest, verify
 from training.bundle_profiles import ALIASES, ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
 from training.models import load_model
 from training.models.base import Recommender
@@ -42,7 +42,6 @@ from training.ranking import (
 )
 from training.top_k import block_rows
 
-MANIFEST = "manifest.json"
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
 RECOMMENDATION_COLUMNS = ["customer_id", "canonical_id", "rank", "item_id", "score", "reason"]
 SIMILAR, BUY_AGAIN = "similar_customers", "buy_again"
@@ -61,10 +60,6 @@ def is_fallback(reasons: np.ndarray) -> np.ndarray:
 BLOCK_ROWS = 512
 """Most customers per dense scores block when lists are made for many customers (fewer on a
 large catalogue: :attr:`Bundle.block_rows`), so memory is bounded whatever a caller passes."""
-
-
-class BundleError(UserError):
-    """A bundle folder that is incomplete or fails its checksums."""
 
 
 @dataclass
@@ -136,9 +131,7 @@ class Bundle:
         if self.propensity is not None:
             self.propensity.save(folder / "propensity")
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-        manifest = {str(p.relative_to(folder)): _sha256(p) for p in files}
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (folder / MANIFEST).write_text(json.dumps(manifest(folder), indent=2))
         return folder
 
     @classmethod
@@ -364,36 +357,3 @@ def _load_ranker(folder: Path) -> Ranker | None:
         return Ranker.load(folder / "ranker")
     except UserError as error:
         raise BundleError(f"{folder}: {error}") from error
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_hash(folder: Path) -> str:
-    """SHA-256 of the bundle's manifest: one value for the whole content, since the manifest
-    lists a SHA-256 per file. Training records it on the registered version; caches check it."""
-    return _sha256(folder / MANIFEST)
-
-
-def verify(folder: Path) -> None:
-    """Refuse a bundle whose files are missing or differ from the manifest."""
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{folder}: not a shoprec bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as error:  # a damaged manifest: bad JSON or bad UTF-8
-        raise BundleError(f"{folder}: {MANIFEST} is unreadable ({error})") from error
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{folder}: {MANIFEST} is not a file -> checksum map")
-    for name, expected in manifest.items():
-        path = folder / name
-        if not path.is_file():
-            raise BundleError(f"{folder}: bundle file {name} is missing")
-        if _sha256(path) != expected:
-            raise BundleError(f"{folder}: bundle file {name} fails its checksum (corrupted download?)")

@@ -26,7 +26,8 @@ from features.schema import ContractConfig
 from features.sources import is_database_url, safe_url
 from features.triggers import TriggerConfig
 from training import plots, registry, tracking
-from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle, content_hash
+from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
+from training.bundle_files import content_hash
 from training.bundle_profiles import build_profiles
 from training.evaluate import SplitConfig, Window
 from training.models import build_model

@@ -18,7 +18,7 @@ DESCRIPTION = "shoprec bundle: recommendations and propensity"
 METRIC_TAG, BASELINE_TAG, PRIMARY_METRIC_TAG = "shoprec.metric", "shoprec.baseline", "shoprec.primary_metric"
 BASELINE_NAME_TAG, SERVES_BASELINE_TAG = "shoprec.baseline_name", "shoprec.serves_baseline"
 BUNDLE_HASH_TAG = "shoprec.bundle_sha256"
-"""The registered bundle's content hash (:func:`training.bundle.content_hash`): what makes a
+"""The registered bundle's content hash (:func:`training.bundle_files.content_hash`): what makes a
 cached copy provably this version's, whatever its number (serving/lifecycle.py)."""
 
 

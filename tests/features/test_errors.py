@@ -7,7 +7,7 @@ from pydantic import BaseModel, ValidationError
 
 from features.errors import ShoprecError, UserError, first_line, one_line
 from features.schema import ContractError
-from training.bundle import BundleError
+from training.bundle_files import BundleError
 
 
 class Settings(BaseModel):

@@ -39,7 +39,8 @@ from serving.arms import Arms
 from serving.service import ShoprecService
 from tests.serving.live_server import free_port
 from training import registry, tracking
-from training.bundle import MANIFEST, Bundle, BundleError, verify
+from training.bundle import Bundle
+from training.bundle_files import MANIFEST, BundleError, verify
 from training.pipeline import TrainConfig, run_training
 from training.pyfunc import log_bundle
 

@@ -13,7 +13,8 @@ import pytest
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, generate_shop
 from features.sources import RawTable
-from training.bundle import MANIFEST, Bundle, BundleError
+from training.bundle import Bundle
+from training.bundle_files import MANIFEST, BundleError
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import NEW_FEATURES, OWN_FEATURES, Ranker, Tower
 
