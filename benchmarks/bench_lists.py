@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from training.bundle import BLOCK_ROWS, Bundle
-from training.ranker import explore_scale, new_pairs, own_pairs
+from training.ranker import new_pairs, own_pairs
+from training.retrieval import DenseExplore
 from training.ranking import Candidates, make_lists
 
 
@@ -72,9 +73,9 @@ def time_stages(bundle: Bundle, blocks: int, k: int = 10, seed: int = 0) -> dict
         idx = np.sort(rng.choice(warm, rows, replace=False))
         raw = timed("model product", lambda: np.asarray(personal.model.score(idx, personal.interactions[idx]),
                                                            dtype=np.float32))
-        scale = explore_scale(raw)
-        fresh = timed("new candidates", lambda: new_pairs(history, idx, raw, scale, ranker.depth))
-        owned = timed("own candidates", lambda: own_pairs(history, idx, raw, scale))
+        explore = DenseExplore(raw)
+        fresh = timed("new candidates", lambda: new_pairs(history, idx, explore, ranker.depth))
+        owned = timed("own candidates", lambda: own_pairs(history, idx, explore))
         probs = timed("towers", lambda: (ranker.new.probability(fresh.features), ranker.own.probability(owned.features)))
         candidates = timed("packing", lambda: Candidates.from_pairs(
             rows, np.concatenate([fresh.rows, owned.rows]), np.concatenate([fresh.items, owned.items]),

@@ -40,6 +40,7 @@ from training.ranking import (
     days_since_last,
     make_lists,
 )
+from training.retrieval import ItemIndex, item_index
 from training.top_k import block_rows
 
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
@@ -229,8 +230,15 @@ class Bundle:
 
     @functools.cached_property
     def personal(self) -> Personal:
-        """Personal scores: the primary model, through the ranker when the bundle has one."""
-        return Personal(self.models[PRIMARY], self.interactions, self.history, self.ranker)
+        """Personal scores: the primary model, through the ranker when the bundle has one (its
+        explore scores from an item index on a large catalogue)."""
+        model = self.models[PRIMARY]
+        return Personal(model, self.interactions, self.history, self.ranker,
+                        self.item_index(model) if self.ranker is not None else None)
+
+    def item_index(self, model: Recommender) -> ItemIndex | None:
+        """``model``'s item index where this bundle's catalogue calls for one (:func:`training.retrieval.item_index`)."""
+        return item_index(model, len(self.items), RankingConfig(**self.metadata.get("ranking", {})).index_from_items)
 
     def _bought(self) -> sp.csr_matrix:
         if self.bought is None:

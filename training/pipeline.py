@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,7 +39,9 @@ from training.propensity_set import PropensitySet
 from training.pyfunc import log_bundle
 from training.ranker import Ranker
 from training.ranking import RankingConfig
+from training.retrieval import DenseExplore, index_hits
 from training.selection import BASELINES, Selection, select
+from training.top_k import rows_of
 from training.tuning import TuneConfig, tune
 
 Progress = Callable[[str], None]
@@ -147,6 +150,28 @@ def build_bundle(shop: ShopData, config: TrainConfig, family: str, metadata: dic
                                ranker)
 
 
+INDEX_CHECK_CUSTOMERS = 2_000
+"""Customers the served bundle's item index is checked on against every item's score."""
+
+
+def _index_recall(bundle: Bundle) -> float | None:
+    """Share of the exact explore candidates the bundle's item index finds, on a seeded sample
+    of its customers; None when its explore scores are every item's."""
+    personal = bundle.personal
+    if personal.index is None or personal.ranker is None:
+        return None
+    warm = np.flatnonzero(bundle.has_history)
+    chosen = np.sort(np.random.default_rng(0).choice(warm, min(INDEX_CHECK_CUSTOMERS, len(warm)), replace=False))
+    hits = wanted = 0
+    for start in range(0, len(chosen), bundle.block_rows):
+        rows = chosen[start:start + bundle.block_rows]
+        exact = DenseExplore(np.asarray(personal.model.score(rows, personal.interactions[rows]), dtype=np.float32))
+        found, asked = index_hits(personal.index, exact, rows, rows_of(personal.history.counts, rows)[:2],
+                                  personal.ranker.depth)
+        hits, wanted = hits + found, wanted + asked
+    return hits / wanted if wanted else None
+
+
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
                  progress: Progress | None = None) -> TrainResult:
     """The whole job. With ``register=False`` it evaluates and logs but registers nothing.
@@ -203,6 +228,11 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
             "tables_present": shop.report.present, "run_id": run.info.run_id, "config": config.model_dump(),
             "validation_windows": selection.windows,
         }, propensity, selection.ranker, selection.cap)
+        if (recall := _index_recall(bundle)) is not None:
+            mlflow.log_metric("explore_index_recall", recall)
+            if progress:
+                progress(f"explore candidates from the item index: {recall:.2%} of the exact ones found for "
+                         f"{INDEX_CHECK_CUSTOMERS:,} customers or fewer")
         bundle_dir = bundle.save(Path(tmp) / "bundle")
         model_uri = log_bundle(bundle, bundle_dir, _requirements())
         result = TrainResult(run.info.run_id, served, test, validation, bundle, selection)

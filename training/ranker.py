@@ -38,7 +38,8 @@ import scipy.sparse as sp
 from features.errors import UserError
 from training.models.base import Recommender
 from training.ranking import Candidates
-from training.top_k import best_columns, rows_of
+from training.retrieval import DenseExplore, Explore, IndexedExplore, ItemIndex
+from training.top_k import rows_of
 
 DUE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 3.0)
 """Where a purchase stands in its item's re-buy interval (days since / interval): one indicator
@@ -61,13 +62,6 @@ EXPLORE_DEPTH = 30
 MAX_FIT_CUSTOMERS = 20_000
 """Validation customers the towers are fitted on at most (a random subset beyond, over all the
 windows): plenty for a handful of coefficients, and it bounds the fit on a base of millions."""
-
-
-def explore_scale(scores: np.ndarray) -> np.ndarray:
-    """Per row, what puts the explore model's scores into [0, 1]: one over the row's best
-    positive score (0 for a row without one), so that families of any scale read alike."""
-    top = np.max(scores, axis=1) if scores.shape[1] else np.zeros(len(scores))
-    return np.where(top > 0, 1.0 / np.where(top > 0, top, 1.0), 0.0).astype(np.float32)
 
 
 def gather(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -172,9 +166,9 @@ def _bands(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     return (band[:, None] == np.arange(1, len(edges) + 1)[None, :]).astype(np.float32)
 
 
-def own_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np.ndarray) -> Pairs:
-    """Every item each customer bought, with :data:`OWN_FEATURES` (``explore``: the model's raw
-    scores, rows x items; ``scale``: :func:`explore_scale` of them)."""
+def own_pairs(history: History, rows: np.ndarray, explore: Explore) -> Pairs:
+    """Every item each customer bought, with :data:`OWN_FEATURES` (``explore``: the explore
+    model's scores for customers ``rows``, :mod:`training.retrieval`)."""
     own_row, own_col, count = rows_of(history.counts, rows)
     bought_row, bought_col, bought_since = rows_of(history.bought, rows)
     if np.array_equal(bought_row, own_row) and np.array_equal(bought_col, own_col):  # same pairs, same order
@@ -188,32 +182,31 @@ def own_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
                                                                  REACH_EDGES)])
     features = np.column_stack([
         np.log1p(count), history.rebuy_logit[own_col], bands,
-        np.clip(explore[own_row, own_col], 0, None) * scale[own_row],
+        np.clip(explore.at(own_row, own_col), 0, None) * explore.scale()[own_row],
         history.popularity[own_col], history.recent_popularity[own_col], history.activity[rows][own_row],
         share, count / np.maximum(group_lines, 1.0),
     ]).astype(np.float32)
     return Pairs(own_row.astype(np.int64), own_col.astype(np.int64), features)
 
 
-def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np.ndarray,
-              depth: int = EXPLORE_DEPTH) -> Pairs:
+def new_pairs(history: History, rows: np.ndarray, explore: Explore, depth: int = EXPLORE_DEPTH) -> Pairs:
     """Per customer, the ``depth`` best items they never bought by the explore model and by
     popularity (the union), with :data:`NEW_FEATURES`.
 
-    One :func:`~training.top_k.best_columns` per block (the explore model's); popularity is one global order, of
+    The explore model's best per block (:meth:`training.retrieval.Explore.best_new`); popularity is one global order, of
     which each row takes its first ``depth`` items it does not own. An item both lists hold
     appears once, with both ranks. Pairs come as the explore list's, row by row, then the popular
     additions, row by row.
     """
-    n, n_items = explore.shape
+    n, n_items = len(rows), explore.n_items
     depth = min(depth, n_items)
     own_rows, own_cols, own_counts = rows_of(history.counts, rows)
-    top = best_columns(explore, depth, excluded=(own_rows, own_cols))[0]
+    top = explore.best_new(depth, (own_rows, own_cols))
     explore_ok = top >= 0
 
     width = min(n_items, depth + int(np.bincount(own_rows, minlength=n).max(initial=0)))
     head = history.popularity_order[:width]  # every row's popular candidates come from here
-    not_own = np.isfinite(explore[:, head])
+    not_own = np.isfinite(explore.columns(head))
     own_place = history.popularity_place[own_cols]
     in_head = own_place < width
     not_own[own_rows[in_head], own_place[in_head]] = False
@@ -241,7 +234,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: np.ndarray, scale: np
         return np.log(np.where(rank > 0, rank, depth + 1.0)) / np.log(depth + 1)
 
     features = np.column_stack([
-        np.clip(explore[union_rows, union_items], 0, None) * scale[union_rows], scaled(explore_ranks),
+        np.clip(explore.at(union_rows, union_items), 0, None) * explore.scale()[union_rows], scaled(explore_ranks),
         history.popularity[union_items], scaled(popular_ranks), history.recent_popularity[union_items],
         history.activity[rows][union_rows],
         history.group_share(rows, (own_rows, own_cols, own_counts), union_rows, union_items)[0],
@@ -314,13 +307,11 @@ class Ranker:
     new: Tower
     depth: int = EXPLORE_DEPTH
 
-    def score(self, history: History, rows: np.ndarray, explore: np.ndarray) -> Candidates:
+    def score(self, history: History, rows: np.ndarray, explore: Explore) -> Candidates:
         """Merged buy-again and explore probabilities for customers ``rows`` given the explore
-        model's raw scores for them (rows x items): each row's own items and new candidates."""
-        raw = np.asarray(explore, dtype=np.float32)
-        scale = explore_scale(raw)
-        fresh = new_pairs(history, rows, raw, scale, self.depth)
-        owned = own_pairs(history, rows, raw, scale)
+        model's scores for them: each row's own items and new candidates."""
+        fresh = new_pairs(history, rows, explore, self.depth)
+        owned = own_pairs(history, rows, explore)
         return Candidates.from_pairs(len(rows), np.concatenate([fresh.rows, owned.rows]),
                                      np.concatenate([fresh.items, owned.items]),
                                      np.concatenate([self.new.probability(fresh.features),
@@ -356,12 +347,24 @@ class Personal:
     interactions: sp.csr_matrix
     history: History
     ranker: Ranker | None = None
+    index: ItemIndex | None = None
+    """The explore model's item index on a large catalogue (:func:`training.retrieval.item_index`)."""
 
     def score(self, rows: np.ndarray) -> np.ndarray | Candidates:
         """What :func:`training.ranking.make_lists` takes: the ranker's candidates, or the model's
         own dense scores (rows x items) without a ranker."""
-        raw = np.asarray(self.model.score(rows, self.interactions[rows]), dtype=np.float32)
-        return raw if self.ranker is None else self.ranker.score(self.history, rows, raw)
+        if self.ranker is None:
+            return np.asarray(self.model.score(rows, self.interactions[rows]), dtype=np.float32)
+        return self.ranker.score(self.history, rows, self.explore(rows))
+
+    def explore(self, rows: np.ndarray) -> Explore:
+        """The explore model's scores for customers ``rows``: from the item index when there is
+        one, else every item's."""
+        if self.index is None:
+            return DenseExplore(np.asarray(self.model.score(rows, self.interactions[rows]), dtype=np.float32))
+        own_rows, own_items, _ = rows_of(self.history.counts, rows)
+        depth = self.ranker.depth if self.ranker is not None else EXPLORE_DEPTH
+        return IndexedExplore(self.index, rows, (own_rows, own_items), depth)
 
 
 def as_dense(scores: np.ndarray | Candidates, n_items: int) -> np.ndarray:

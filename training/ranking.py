@@ -52,6 +52,9 @@ class RankingConfig(BaseModel):
     horizon_days: float | None = Field(None, gt=0, description=(
         "Lists are for purchases within this many days (None: the training split's test_days); a bought "
         "consumable whose learned wait ends after it is left out."))
+    index_from_items: int | None = Field(50_000, ge=1, description=(
+        "From this many items, a factor model's (ALS, BPR, LightFM) best new items for the ranker come from an "
+        "approximate nearest-neighbour index (faiss HNSW) instead of every item's score; None: never."))
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from training.evaluate import (SplitConfig, TimeSplit, Window, customer_metrics,
                                validation_splits)
 from training.models import build_model
 from training.models.base import FitBudget, MatrixSize, Recommender
-from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Personal, Ranker, explore_scale,
-                             fit_tower, gather, new_pairs, own_pairs)
+from training.ranker import (MAX_FIT_CUSTOMERS, NEW_FEATURES, OWN_FEATURES, Pairs, Personal, Ranker, fit_tower, gather,
+                             new_pairs, own_pairs)
+from training.retrieval import DenseExplore
 from training.ranking import DIVERSITY_CANDIDATES, DIVERSITY_TOLERANCE, Candidates, RankingConfig, Rules, make_lists
 
 Progress = Callable[[str], None]
@@ -69,12 +70,14 @@ def collect(window: Window, model: Recommender, k: int) -> tuple[dict[str, float
     own_parts: list[Pairs] = []
     new_parts: list[Pairs] = []
     lists: list[np.ndarray] = []
+    # the towers learn from the candidates they will be served: an item index's on a large catalogue
+    personal = Personal(model, window.bundle.interactions, history, None, window.bundle.item_index(model))
     for start, customers in window.blocks():
         raw = np.asarray(model.score(customers, window.bundle.interactions[customers]), dtype=np.float32)
         lists.append(lists_for_block(window, customers, raw, k))
-        scale = explore_scale(raw)
-        for pairs, out in ((own_pairs(history, customers, raw, scale), own_parts),
-                           (new_pairs(history, customers, raw, scale), new_parts)):
+        explore = DenseExplore(raw) if personal.index is None else personal.explore(customers)
+        for pairs, out in ((own_pairs(history, customers, explore), own_parts),
+                           (new_pairs(history, customers, explore), new_parts)):
             out.append(Pairs(pairs.rows + start, pairs.items, pairs.features))
     own, new = _concat(own_parts), _concat(new_parts)
     metrics = ranking_metrics(np.vstack(lists), window.split)

@@ -1,5 +1,6 @@
 """One ranking path: the lists offline evaluation scores are the lists the pyfunc, the service
-and the batch job give, item for item, on the sample shop (a ranker over ALS, a diversity cap)."""
+and the batch job give, item for item, on the sample shop (a ranker over ALS, a diversity cap),
+with the explore candidates from every item's score and from the item index alike."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ from training.selection import collect, fit_final
 K = 10
 
 
-@pytest.fixture(scope="module")
-def window_and_bundle(sample_shop: SampleShop) -> tuple[Window, Bundle]:
+@pytest.fixture(scope="module", params=[None, 1], ids=["every item scored", "explore from the item index"])
+def window_and_bundle(sample_shop: SampleShop, request: pytest.FixtureRequest) -> tuple[Window, Bundle]:
+    """A ranker over ALS on the sample's test window; in the second run the explore candidates
+    come from the item index (training/retrieval.py), which each path builds for itself."""
     shop = validate_tables({k: RawTable(v, k) for k, v in sample_shop.tables.items()}, source="sample")
     test = time_split(shop, SplitConfig())
-    validation = prepare_window(shop, time_split(shop.before(test.cutoff), SplitConfig()), RankingConfig(), 28.0)
+    ranking = RankingConfig(index_from_items=request.param)
+    validation = prepare_window(shop, time_split(shop.before(test.cutoff), SplitConfig()), ranking, 28.0)
     ranker = fit_final([collect(validation, build_model("als").fit(validation.split.train), K)[1]])
-    window = prepare_window(shop, test, RankingConfig(diversity_cap=3), 28.0)
+    window = prepare_window(shop, test, ranking.model_copy(update={"diversity_cap": 3}), 28.0)
     model = build_model("als").fit(window.split.train)
     bundle = dataclasses.replace(window.bundle, models={**window.bundle.models, PRIMARY: model}, ranker=ranker)
     return window, bundle
@@ -42,6 +46,8 @@ def test_evaluation_pyfunc_service_and_batch_make_the_same_lists(window_and_bund
                                                                  tmp_path: Path) -> None:
     window, bundle = window_and_bundle
     personal = window.personal(bundle.models[PRIMARY], bundle.ranker)
+    assert (personal.index is None) == (window.bundle.metadata["ranking"]["index_from_items"] is None)
+    assert (bundle.personal.index is None) == (personal.index is None)
     evaluated = lists_for(window, lambda customers, _: personal.score(customers), K)
     ids = bundle.customers.external_ids[window.split.customers]
     expected = {c: [i for i in bundle.items.to_external(row[row >= 0])] for c, row in zip(ids, evaluated, strict=True)}

@@ -16,8 +16,12 @@ from features.schema import ContractError
 from features.sources import write_tables
 from training import registry, tracking
 from training.pipeline import TrainConfig, run_training
+from training.ranking import RankingConfig
 
 FAST = TrainConfig(families=["als", "ease", "cooccurrence"], params={"als": {"factors": 32, "iterations": 10}})
+INDEXED = TrainConfig(families=["als"], params={"als": {"factors": 32, "iterations": 10}},
+                      ranking=RankingConfig(index_from_items=1))
+"""The ranker's explore candidates from the item index (training/retrieval.py) even on a small catalogue."""
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,11 @@ def test_train_logs_registers_and_promotes(sample_dir: Path, mlflow_home: Path, 
 
 def test_champion_loaded_in_a_fresh_process_answers_like_the_trained_bundle(
         sample_dir: Path, mlflow_home: Path, tmp_path: Path) -> None:
-    result = run_training(str(sample_dir), FAST)
+    """With the explore candidates from the item index: the fresh process builds its own index,
+    and the run reports how many of the exact candidates the trained one finds."""
+    result = run_training(str(sample_dir), INDEXED)
+    assert result.chosen == "ranker_als" and result.bundle.personal.index is not None
+    assert tracking.configure().get_run(result.run_id).data.metrics["explore_index_recall"] >= 0.95
     customers = [*result.bundle.customers.external_ids[:20].tolist(), "never-seen-customer"]
     expected = result.bundle.recommend(customers, 10)
     script = (

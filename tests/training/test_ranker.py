@@ -12,7 +12,8 @@ import pytest
 import scipy.sparse as sp
 
 from features.errors import UserError
-from training.ranker import NEW_FEATURES, OWN_FEATURES, History, Ranker, Tower, explore_scale, new_pairs, own_pairs
+from training.ranker import NEW_FEATURES, OWN_FEATURES, History, Ranker, Tower, new_pairs, own_pairs
+from training.retrieval import DenseExplore
 
 ADDED = ("group_share", "share_of_group")
 """Features added after rankers were first saved: a bundle of that time lacks them."""
@@ -35,7 +36,7 @@ def column(names: tuple[str, ...], name: str) -> int:
 def test_own_items_carry_their_groups_share_of_the_customers_buying_and_their_share_within_it() -> None:
     hist = history()
     explore = np.zeros((2, 5), dtype=np.float32)
-    pairs = own_pairs(hist, np.array([0, 1]), explore, explore_scale(explore))
+    pairs = own_pairs(hist, np.array([0, 1]), DenseExplore(explore))
     share, within = column(OWN_FEATURES, "group_share"), column(OWN_FEATURES, "share_of_group")
     got = {(int(r), int(i)): f for r, i, f in zip(pairs.rows, pairs.items, pairs.features, strict=True)}
     assert {pair: float(f[share]) for pair, f in got.items()} == pytest.approx(
@@ -47,7 +48,7 @@ def test_own_items_carry_their_groups_share_of_the_customers_buying_and_their_sh
 def test_new_items_carry_their_groups_share_of_the_customers_buying() -> None:
     hist = history()
     explore = np.array([[0.0, 0.0, 0.9, 0.0, 0.5], [0.2, 0.3, 0.4, 0.6, 0.0]], dtype=np.float32)
-    pairs = new_pairs(hist, np.array([0, 1]), explore, explore_scale(explore), depth=5)
+    pairs = new_pairs(hist, np.array([0, 1]), DenseExplore(explore), depth=5)
     got = {(int(r), int(i)): float(f[column(NEW_FEATURES, "group_share")])
            for r, i, f in zip(pairs.rows, pairs.items, pairs.features, strict=True)}
     assert got == pytest.approx({(0, 2): 0.75, (0, 4): 0.25, (1, 0): 0.0, (1, 1): 0.0, (1, 2): 0.0, (1, 3): 1.0})

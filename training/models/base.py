@@ -29,6 +29,19 @@ class ModelConfig(BaseModel):
 ConfigT = TypeVar("ConfigT", bound=ModelConfig)
 
 
+@dataclass(frozen=True)
+class InnerProduct:
+    """A model whose score is ``user[c] @ item.T + offset[c]``: what an item index searches
+    (:mod:`training.retrieval`) instead of scoring every item."""
+
+    user: np.ndarray
+    """Customers x dimensions, float32."""
+    item: np.ndarray
+    """Items x dimensions, float32."""
+    offset: np.ndarray | None = None
+    """Per customer, added to every item's score (None: nothing)."""
+
+
 class MatrixSize(NamedTuple):
     """What one fit costs depends on: the interaction matrix's shape and its stored entries."""
 
@@ -134,6 +147,11 @@ class Recommender(ABC, Generic[ConfigT]):
         the fitted state, only the items they just touched. None where a family cannot
         fold a new row in; callers then use the item-item model.
         """
+        return None
+
+    def inner_product(self) -> InnerProduct | None:
+        """The model's scores as an inner product of customer and item vectors, where they are
+        one (factor models); None for every other family, whose scores are computed whole."""
         return None
 
     def state(self) -> dict[str, np.ndarray | sp.csr_matrix]:

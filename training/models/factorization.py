@@ -14,7 +14,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
-from training.models.base import FitCost, MatrixSize, ModelConfig, Recommender, factor_memory
+from training.models.base import FitCost, InnerProduct, MatrixSize, ModelConfig, Recommender, factor_memory
 
 if TYPE_CHECKING:
     from implicit.cpu.als import AlternatingLeastSquares
@@ -56,6 +56,9 @@ class _FactorModel(Recommender[FactorConfigT]):
 
     def score(self, customers: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         return self.user_factors_[customers] @ self.item_factors_.T
+
+    def inner_product(self) -> InnerProduct:
+        return InnerProduct(self.user_factors_, self.item_factors_)
 
 
 class ALSModel(_FactorModel[ALSConfig]):

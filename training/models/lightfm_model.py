@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from features.dataset import Dataset
 from features.errors import UserError
-from training.models.base import FitCost, MatrixSize, ModelConfig, Recommender, factor_memory
+from training.models.base import FitCost, InnerProduct, MatrixSize, ModelConfig, Recommender, factor_memory
 
 if TYPE_CHECKING:
     from lightfm import LightFM
@@ -170,3 +170,10 @@ class LightFMModel(Recommender[LightFMConfig]):
         scores += self.item_biases_
         scores += self.user_biases_[customers, None]
         return scores
+
+    def inner_product(self) -> InnerProduct:
+        """The item bias as one more dimension (the customer's is 1), the customer's as the offset."""
+        ones = np.ones((len(self.user_factors_), 1), dtype=np.float32)
+        return InnerProduct(np.hstack([self.user_factors_, ones]),
+                            np.hstack([self.item_factors_, self.item_biases_[:, None]]).astype(np.float32),
+                            self.user_biases_)

@@ -1,0 +1,193 @@
+"""Exact scoring against an approximate nearest-neighbour index for the ranker's explore
+candidates, on a shop's own ALS factors: does an index pay at this catalogue size, and at what recall?
+
+Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_retrieval.py DIR [--customers 2000] [--depth 30]
+     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_retrieval.py --bundle BUNDLE [--customers 2000]
+
+``DIR`` is a shop folder (``shoprec sample --out DIR``, ``shoprec import completejourney SRC DIR``).
+ALS is fitted on it with the default config, then for ``--customers`` random customers with
+history, each customer's ``--depth`` best items they never bought (what
+:func:`training.ranker.new_pairs` takes from the explore model) are found
+
+- **exactly**, as lists are made below ``index_from_items``: the customers' scores over the whole catalogue (one
+  matrix product per block of :data:`training.bundle.BLOCK_ROWS`, into a reused buffer) and
+  :func:`training.top_k.best_columns` with their own items excluded; per customer in blocks (the
+  picks job, evaluation) and for one customer at a time (a request);
+- **approximately**, with faiss's HNSW graph over the item factors by inner product (M=32,
+  efConstruction 80, one thread), at several ``efSearch`` (at least the number of items asked
+  for): the index's best ``depth`` plus as many as the customer owns (in a batch, as many as the
+  most any customer owns), their own items dropped; recall is the share of the exact candidates
+  found.
+
+With ``--bundle`` (a saved bundle folder whose ranker ranks over a factor model), the same
+bundle is served both ways, its explore scores from every item and from the item index
+(:mod:`training.retrieval`; the index regardless of ``index_from_items``), each loaded afresh:
+the lists of ``--customers`` customers in blocks (``Bundle.lists``, the picks job's path), the
+service's warm-up (every customer's personal row, made ahead), one cross-sell made per request
+(a base too large to make ahead), and how many of the exact lists' items the index's lists hold.
+Figures are recorded in docs/benchmarks.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.dataset import build_dataset
+from features.loading import load_shop
+from serving.recommender import ShopRecommender
+from training.bundle import BLOCK_ROWS, Bundle
+from training.models import build_model
+from training.top_k import best_columns, rows_of
+
+
+def exact_candidates(user: np.ndarray, items: np.ndarray, owned: sp.csr_matrix, depth: int,
+                     block: int) -> tuple[np.ndarray, float, float]:
+    """Each customer's best ``depth`` new items; µs per customer in blocks and for one alone."""
+    out = np.full((len(user), depth), -1, dtype=np.int64)
+    buffer = np.empty((min(block, len(user)), len(items)), dtype=np.float32)
+    started = time.perf_counter()
+    for start in range(0, len(user), block):
+        rows = slice(start, start + block)
+        scores = np.matmul(user[rows], items.T, out=buffer[:len(user[rows])])
+        own_rows, own_cols, _ = rows_of(owned, np.arange(start, min(start + block, len(user))))
+        top = best_columns(scores, depth, excluded=(own_rows, own_cols))[0]
+        out[rows, :top.shape[1]] = top
+    blocked = 1e6 * (time.perf_counter() - started) / len(user)
+    single = []
+    for row in range(min(200, len(user))):
+        started = time.perf_counter()
+        scores = user[row:row + 1] @ items.T
+        own_rows, own_cols, _ = rows_of(owned, np.array([row]))
+        best_columns(scores, depth, excluded=(own_rows, own_cols))
+        single.append(1e6 * (time.perf_counter() - started))
+    return out, blocked, statistics.median(single)
+
+
+def approximate(user: np.ndarray, items: np.ndarray, owned: sp.csr_matrix, depth: int, exact: np.ndarray,
+                efs: tuple[int, ...]) -> list[str]:
+    """Table rows for faiss HNSW at each ``efSearch``: build seconds, µs per customer in a batch
+    and alone, recall of the exact candidates."""
+    try:
+        import faiss
+    except ImportError:
+        return ["| HNSW (faiss) | not run: faiss-cpu is not installed | | | |"]
+    faiss.omp_set_num_threads(1)
+    started = time.perf_counter()
+    index = faiss.IndexHNSWFlat(items.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    index.add(np.ascontiguousarray(items))
+    built = time.perf_counter() - started
+    reach = depth + int(np.diff(owned.indptr).max(initial=0))
+    lines = []
+    for ef in efs:  # a search keeps at least as many candidates as it returns
+        index.hnsw.efSearch = max(ef, reach)
+        started = time.perf_counter()
+        _, found = index.search(np.ascontiguousarray(user), reach)
+        batch = 1e6 * (time.perf_counter() - started) / len(user)
+        single = []
+        for row in range(min(200, len(user))):  # a request asks for its own customer's reach
+            started = time.perf_counter()
+            asked = depth + int(owned.indptr[row + 1] - owned.indptr[row])
+            index.hnsw.efSearch = max(ef, asked)
+            index.search(np.ascontiguousarray(user[row:row + 1]), asked)
+            single.append(1e6 * (time.perf_counter() - started))
+        hits, wanted = 0, 0
+        for row in range(len(user)):
+            own = set(owned.indices[owned.indptr[row]:owned.indptr[row + 1]].tolist())
+            new = [i for i in found[row].tolist() if i >= 0 and i not in own][:depth]
+            truth = set(exact[row][exact[row] >= 0].tolist())
+            hits, wanted = hits + len(truth.intersection(new)), wanted + len(truth)
+        lines.append(f"| HNSW, efSearch {ef} (batch: {max(ef, reach)}) | {batch:.0f} | {statistics.median(single):.0f} | "
+                     f"{hits / max(wanted, 1):.4f} | {built:.1f} |")
+    return lines
+
+
+def served(folder: str, index_from_items: int | None, customers: np.ndarray, k: int = 10) -> dict[str, object]:
+    """One way of serving the bundle at ``folder``: µs per customer of its lists in blocks, the
+    warm-up's seconds, the median ms of a cross-sell made per request, and the lists."""
+    bundle = Bundle.load(Path(folder))
+    bundle.metadata["ranking"] = {**bundle.metadata.get("ranking", {}), "index_from_items": index_from_items}
+    started = time.perf_counter()
+    _ = bundle.personal  # builds the index, if any
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    lists = np.vstack([bundle.lists(customers[s:s + bundle.block_rows], k).items
+                       for s in range(0, len(customers), bundle.block_rows)])
+    blocked = 1e6 * (time.perf_counter() - started) / len(customers)
+    cold = ShopRecommender(bundle, "bench")  # not warmed: each request makes its customer's row
+    ids, carts = bundle.customers.external_ids, bundle.items.external_ids
+    rng = np.random.default_rng(1)
+    times = []
+    for customer in customers[:200]:
+        cart = [str(carts[rng.integers(len(carts))])]
+        started = time.perf_counter()
+        cold.cross_sell(cart, str(ids[customer]), 5)
+        times.append(1e3 * (time.perf_counter() - started))
+    started = time.perf_counter()
+    ShopRecommender(bundle, "bench").warm()
+    return {"build": built, "blocked": blocked, "request": statistics.median(times[20:]),
+            "warm": time.perf_counter() - started, "lists": lists}
+
+
+def compare_served(folder: str, n: int) -> None:
+    bundle = Bundle.load(Path(folder))
+    warm = np.flatnonzero(bundle.has_history)
+    customers = np.sort(np.random.default_rng(0).choice(warm, min(n, len(warm)), replace=False))
+    exact, indexed = served(folder, None, customers), served(folder, 1, customers)
+    a, b = exact["lists"], indexed["lists"]
+    assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+    kept = sum(int(np.isin(a[r][a[r] >= 0], b[r]).sum()) for r in range(len(a))) / max(int((a >= 0).sum()), 1)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; bundle {folder} "
+          f"({bundle.metadata.get('chosen')}, {len(bundle.customers):,} customers x {len(bundle.items):,} items); "
+          f"{len(customers):,} customers")
+    print("| explore scores from | index build s | lists, µs per customer in blocks | cross-sell made per request, "
+          "ms | service warm-up s |\n| --- | ---: | ---: | ---: | ---: |")
+    for name, row in (("every item", exact), ("the item index", indexed)):
+        print(f"| {name} | {row['build']:.1f} | {row['blocked']:.0f} | {row['request']:.2f} | {row['warm']:.1f} |")
+    print(f"items of the exact top-10 lists that the index's lists hold: {kept:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", help="A shop folder or database URL.")
+    parser.add_argument("--bundle", help="A saved bundle folder: serve it with and without the item index.")
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--depth", type=int, default=30)
+    parser.add_argument("--ef", type=int, action="append", help="efSearch values (default 64, 128, 256).")
+    args = parser.parse_args()
+    if args.bundle:
+        compare_served(args.bundle, args.customers)
+        return
+    if not args.data:
+        parser.error("a shop folder (DIR) or --bundle is needed")
+    dataset = build_dataset(load_shop(args.data))
+    started = time.perf_counter()
+    model = build_model("als").fit(dataset)
+    fitted = time.perf_counter() - started
+    warm = np.flatnonzero(np.diff(dataset.interactions.indptr) > 0)
+    chosen = np.sort(np.random.default_rng(0).choice(warm, min(args.customers, len(warm)), replace=False))
+    user = np.ascontiguousarray(model.user_factors_[chosen])
+    items = np.ascontiguousarray(model.item_factors_)
+    owned = dataset.purchases[chosen].tocsr()
+    exact, blocked, single = exact_candidates(user, items, owned, args.depth, BLOCK_ROWS)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; shop: {args.data} ({dataset.shape[0]:,} customers x {dataset.shape[1]:,} "
+          f"items, ALS {items.shape[1]} factors fitted in {fitted:.0f} s); {len(chosen):,} customers, depth "
+          f"{args.depth}")
+    print("| candidates by | µs per customer, in blocks | µs per request (one customer) | recall of exact | "
+          "index build s |\n| --- | ---: | ---: | ---: | ---: |")
+    print(f"| exact (product + best_columns) | {blocked:.0f} | {single:.0f} | 1 | |")
+    for line in approximate(user, items, owned, args.depth, exact, tuple(args.ef or (64, 128, 256))):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
