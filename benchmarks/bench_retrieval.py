@@ -13,11 +13,10 @@ history, each customer's ``--depth`` best items they never bought (what
   matrix product per block of :data:`training.bundle.BLOCK_ROWS`, into a reused buffer) and
   :func:`training.top_k.best_columns` with their own items excluded; per customer in blocks (the
   picks job, evaluation) and for one customer at a time (a request);
-- **approximately**, with faiss's HNSW graph over the item factors by inner product (M=32,
-  efConstruction 80, one thread), at several ``efSearch`` (at least the number of items asked
-  for): the index's best ``depth`` plus as many as the customer owns (in a batch, as many as the
-  most any customer owns), their own items dropped; recall is the share of the exact candidates
-  found.
+- **approximately**, by the ranker's own item index (:class:`training.retrieval.ItemIndex`, faiss's
+  HNSW graph over the item factors by inner product, one thread) at several ``efSearch``
+  (:data:`training.retrieval.HNSW_SEARCH_DEPTH` is the served one), in the same blocks and alone;
+  recall is the share of the exact candidates found.
 
 With ``--bundle`` (a saved bundle folder whose ranker ranks over a factor model), the same
 bundle is served both ways, its explore scores from every item and from the item index
@@ -45,6 +44,8 @@ from features.loading import load_shop
 from serving.recommender import ShopRecommender
 from training.bundle import BLOCK_ROWS, Bundle
 from training.models import build_model
+from training.models.base import Recommender
+from training.retrieval import IndexedExplore, ItemIndex
 from training.top_k import best_columns, rows_of
 
 
@@ -71,42 +72,38 @@ def exact_candidates(user: np.ndarray, items: np.ndarray, owned: sp.csr_matrix, 
     return out, blocked, statistics.median(single)
 
 
-def approximate(user: np.ndarray, items: np.ndarray, owned: sp.csr_matrix, depth: int, exact: np.ndarray,
-                efs: tuple[int, ...]) -> list[str]:
-    """Table rows for faiss HNSW at each ``efSearch``: build seconds, µs per customer in a batch
-    and alone, recall of the exact candidates."""
-    try:
-        import faiss
-    except ImportError:
-        return ["| HNSW (faiss) | not run: faiss-cpu is not installed | | | |"]
-    faiss.omp_set_num_threads(1)
+def approximate(model: Recommender, chosen: np.ndarray, owned: sp.csr_matrix, depth: int, exact: np.ndarray,
+                efs: tuple[int, ...], block: int) -> list[str]:
+    """Table rows for the item index (:class:`training.retrieval.ItemIndex`) searched at each
+    ``efSearch``, through the ranker's own :class:`~training.retrieval.IndexedExplore`: build
+    seconds, µs per customer in blocks and alone, recall of the exact candidates."""
+    product = model.inner_product()
+    if product is None:
+        return [f"| item index | not run: {model.family} is not an inner product | | | |"]
     started = time.perf_counter()
-    index = faiss.IndexHNSWFlat(items.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 80
-    index.add(np.ascontiguousarray(items))
+    index = ItemIndex(product)
     built = time.perf_counter() - started
-    reach = depth + int(np.diff(owned.indptr).max(initial=0))
     lines = []
-    for ef in efs:  # a search keeps at least as many candidates as it returns
-        index.hnsw.efSearch = max(ef, reach)
-        started = time.perf_counter()
-        _, found = index.search(np.ascontiguousarray(user), reach)
-        batch = 1e6 * (time.perf_counter() - started) / len(user)
+    for ef in efs:
+        index.search_depth = ef
+        found, started = [], time.perf_counter()
+        for start in range(0, len(chosen), block):
+            at = np.arange(start, min(start + block, len(chosen)))
+            own_rows, own_items, _ = rows_of(owned, at)
+            top = IndexedExplore(index, chosen[at], (own_rows, own_items), depth).best_new(depth, (own_rows, own_items))
+            found.append(np.pad(top, ((0, 0), (0, depth - top.shape[1])), constant_values=-1))
+        blocked = 1e6 * (time.perf_counter() - started) / len(chosen)
         single = []
-        for row in range(min(200, len(user))):  # a request asks for its own customer's reach
+        for row in range(min(200, len(chosen))):
             started = time.perf_counter()
-            asked = depth + int(owned.indptr[row + 1] - owned.indptr[row])
-            index.hnsw.efSearch = max(ef, asked)
-            index.search(np.ascontiguousarray(user[row:row + 1]), asked)
+            own_rows, own_items, _ = rows_of(owned, np.array([row]))
+            IndexedExplore(index, chosen[row:row + 1], (own_rows, own_items), depth).best_new(depth, (own_rows, own_items))
             single.append(1e6 * (time.perf_counter() - started))
-        hits, wanted = 0, 0
-        for row in range(len(user)):
-            own = set(owned.indices[owned.indptr[row]:owned.indptr[row + 1]].tolist())
-            new = [i for i in found[row].tolist() if i >= 0 and i not in own][:depth]
-            truth = set(exact[row][exact[row] >= 0].tolist())
-            hits, wanted = hits + len(truth.intersection(new)), wanted + len(truth)
-        lines.append(f"| HNSW, efSearch {ef} (batch: {max(ef, reach)}) | {batch:.0f} | {statistics.median(single):.0f} | "
-                     f"{hits / max(wanted, 1):.4f} | {built:.1f} |")
+        approx = np.vstack(found)
+        hits = sum(int(np.isin(exact[r][exact[r] >= 0], approx[r]).sum()) for r in range(len(chosen)))
+        recall = hits / max(int((exact >= 0).sum()), 1)
+        lines.append(f"| item index, efSearch {ef} | {blocked:.0f} | {statistics.median(single):.0f} | "
+                     f"{recall:.4f} | {built:.1f} |")
     return lines
 
 
@@ -185,7 +182,7 @@ def main() -> None:
     print("| candidates by | µs per customer, in blocks | µs per request (one customer) | recall of exact | "
           "index build s |\n| --- | ---: | ---: | ---: | ---: |")
     print(f"| exact (product + best_columns) | {blocked:.0f} | {single:.0f} | 1 | |")
-    for line in approximate(user, items, owned, args.depth, exact, tuple(args.ef or (64, 128, 256))):
+    for line in approximate(model, chosen, owned, args.depth, exact, tuple(args.ef or (64, 128, 256)), BLOCK_ROWS):
         print(line)
 
 

@@ -234,11 +234,12 @@ class Bundle:
         explore scores from an item index on a large catalogue)."""
         model = self.models[PRIMARY]
         return Personal(model, self.interactions, self.history, self.ranker,
-                        self.item_index(model) if self.ranker is not None else None)
+                        self.explore_index(model) if self.ranker is not None else None)
 
-    def item_index(self, model: Recommender) -> ItemIndex | None:
-        """``model``'s item index where this bundle's catalogue calls for one (:func:`training.retrieval.item_index`)."""
-        return item_index(model, len(self.items), RankingConfig(**self.metadata.get("ranking", {})).index_from_items)
+    def explore_index(self, model: Recommender) -> ItemIndex | None:
+        """``model``'s item index where this bundle's catalogue calls for one (:func:`training.retrieval.item_index`);
+        a bundle saved before the index existed was measured on every item's score and keeps it."""
+        return item_index(model, len(self.items), self.metadata.get("ranking", {}).get("index_from_items"))
 
     def _bought(self) -> sp.csr_matrix:
         if self.bought is None:

@@ -149,7 +149,7 @@ class Window:
         return self.bundle.rules
 
     def personal(self, model: Recommender, ranker: Ranker | None = None) -> Personal:
-        index = self.bundle.item_index(model) if ranker is not None else None
+        index = self.bundle.explore_index(model) if ranker is not None else None
         return Personal(model, self.bundle.interactions, self.bundle.history, ranker, index)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:

@@ -280,4 +280,5 @@ def _log_propensity(report: PropensityReport, tmp: Path) -> None:
 def _requirements() -> list[str]:
     """Pinned to what trained the bundle, so a pyfunc environment rebuild matches it."""
     return [f"{name}=={version(name)}" for name in ("mlflow", "pandas", "numpy", "scipy", "pyarrow",
-                                                     "implicit", "threadpoolctl", "pydantic", "scikit-learn")]
+                                                     "implicit", "threadpoolctl", "pydantic", "scikit-learn",
+                                                     "faiss-cpu")]

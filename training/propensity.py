@@ -282,7 +282,8 @@ def evaluate_target(target: str, shop: ShopData, config: PropensityConfig,
             out.update({f"baseline.{k}": v for k, v in shown.items()})
     prior = float(np.concatenate([rows.fit.y, rows.calibration.y]).mean())
     out["base_rate_brier"] = float(brier_score_loss(test.y, np.full(len(test.y), prior)))
-    out["empty_windows"] = float(len(rows.empty_windows))
+    if target == "email":  # the one target whose windows can be empty
+        out["empty_windows"] = float(len(rows.empty_windows))
     out.update({f"validation_roc_auc.{k}": v for k, v in model.metadata["validation_roc_auc"].items()})
     if target == "session":
         full = _full_prefix_auc(shop, config, model, snapshots.session_log(shop))
@@ -317,7 +318,7 @@ def evaluate_propensity(shop: ShopData, config: PropensityConfig, progress: Prog
                 report.metrics[target], report.deciles[target] = result.metrics, result.deciles
                 report.chosen[target], report.baseline[target] = result.model.kind, result.baseline
                 reason = "ok"
-                if result.metrics["empty_windows"] and progress:
+                if result.metrics.get("empty_windows") and progress:
                     progress(f"propensity: {target}: no mail sent in the windows from "
                              f"{result.model.metadata['cutoffs']['empty_windows']}: left out, the others pooled")
             except NotTrainable as error:

@@ -206,7 +206,7 @@ def new_pairs(history: History, rows: np.ndarray, explore: Explore, depth: int =
 
     width = min(n_items, depth + int(np.bincount(own_rows, minlength=n).max(initial=0)))
     head = history.popularity_order[:width]  # every row's popular candidates come from here
-    not_own = np.isfinite(explore.columns(head))
+    not_own = explore.finite(head)
     own_place = history.popularity_place[own_cols]
     in_head = own_place < width
     not_own[own_rows[in_head], own_place[in_head]] = False

@@ -17,6 +17,7 @@ job all take their explore scores from here, so what is measured is what is serv
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,8 +62,8 @@ class Explore(Protocol):
         """The scores of (row, item) pairs."""
         ...
 
-    def columns(self, items: np.ndarray) -> np.ndarray:
-        """Every row's scores of ``items`` (rows x len(items))."""
+    def finite(self, items: np.ndarray) -> np.ndarray:
+        """Per row, whether the model scores each of ``items`` at all (rows x len(items))."""
         ...
 
 
@@ -89,32 +90,50 @@ class DenseExplore:
     def at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.scores[rows, items]
 
-    def columns(self, items: np.ndarray) -> np.ndarray:
-        return self.scores[:, items]
+    def finite(self, items: np.ndarray) -> np.ndarray:
+        return np.isfinite(self.scores[:, items])
 
 
 class ItemIndex:
-    """An HNSW graph (faiss) over a model's item vectors by inner product. Built with one thread,
-    so every worker that builds it from the same bundle builds the same graph."""
+    """An HNSW graph (faiss) over a model's item vectors by inner product (an item's own offset
+    as one more dimension). Built with one thread, so every worker that builds it from the same
+    bundle with the same faiss on the same kind of CPU builds the same graph."""
 
-    def __init__(self, product: InnerProduct) -> None:
+    def __init__(self, product: InnerProduct, search_depth: int = HNSW_SEARCH_DEPTH) -> None:
         import faiss  # only a catalogue that large needs it
 
-        faiss.omp_set_num_threads(1)  # one core per worker, as every BLAS call here
         self.product = product
+        self.search_depth = search_depth
         self._faiss: Any = faiss
-        self._index = faiss.IndexHNSWFlat(product.item.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        vectors = product.item if product.item_offset is None else np.hstack([product.item,
+                                                                              product.item_offset[:, None]])
+        faiss.omp_set_num_threads(1)  # one core per worker, as every BLAS call here
+        self._index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         self._index.hnsw.efConstruction = HNSW_BUILD_DEPTH
-        self._index.add(np.ascontiguousarray(product.item, dtype=np.float32))
+        self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
-    def search(self, user: np.ndarray, k: int) -> np.ndarray:
-        """Each row's ``k`` items of highest inner product, as far as the graph finds them (-1 after)."""
-        k = min(k, len(self.product.item))
-        if not len(user) or k <= 0:
-            return np.full((len(user), max(k, 0)), -1, dtype=np.int64)
-        params = self._faiss.SearchParametersHNSW(efSearch=max(HNSW_SEARCH_DEPTH, k))  # per call: thread-safe
-        _, found = self._index.search(np.ascontiguousarray(user, dtype=np.float32), k, params=params)
+    @property
+    def n_items(self) -> int:
+        return len(self.product.item)
+
+    def search(self, customers: np.ndarray, k: int) -> np.ndarray:
+        """Each customer's ``k`` items of highest score, as far as the graph finds them (-1 after).
+        A search keeps ``max(search_depth, k)`` candidates, so a customer's answer depends on
+        their own vector and ``k`` alone, never on who else is searched with them."""
+        k = min(k, self.n_items)
+        if not len(customers) or k <= 0:
+            return np.full((len(customers), max(k, 0)), -1, dtype=np.int64)
+        query = self.product.user[customers]
+        if self.product.item_offset is not None:
+            query = np.hstack([query, np.ones((len(query), 1), dtype=query.dtype)])
+        self._faiss.omp_set_num_threads(1)  # OpenMP's setting is per thread: this one's too
+        params = self._faiss.SearchParametersHNSW(efSearch=max(self.search_depth, k))  # per call: thread-safe
+        _, found = self._index.search(np.ascontiguousarray(query, dtype=np.float32), k, params=params)
         return found.astype(np.int64)
+
+
+_BUILT: weakref.WeakKeyDictionary[Recommender, ItemIndex] = weakref.WeakKeyDictionary()
+"""Each fitted model's index, built once however many windows, rows and requests ask for it."""
 
 
 def item_index(model: Recommender, n_items: int, index_from_items: int | None) -> ItemIndex | None:
@@ -122,43 +141,60 @@ def item_index(model: Recommender, n_items: int, index_from_items: int | None) -
     scores are an inner product; None otherwise (every item is scored)."""
     if index_from_items is None or n_items < index_from_items:
         return None
-    product = model.inner_product()
-    return ItemIndex(product) if product is not None else None
+    if model not in _BUILT:
+        product = model.inner_product()
+        if product is None:
+            return None
+        _BUILT[model] = ItemIndex(product)
+    return _BUILT[model]
 
 
 class IndexedExplore:
     """Scores from an :class:`ItemIndex`: each customer's best items as far as the graph finds
-    them (their own items included, so that ``depth`` new ones remain), and exact scores of
-    any pair asked for."""
+    them (``depth`` beyond their own items, which it returns too), and exact scores of any
+    pair asked for. A customer's answer is the same in any block, alone or not."""
 
     def __init__(self, index: ItemIndex, customers: np.ndarray, owned: tuple[np.ndarray, np.ndarray],
                  depth: int) -> None:
         product = index.product
+        n = len(customers)
+        self._depth = depth
         self._user = product.user[customers]
         self._item = product.item
-        self._offset = (product.offset[customers].astype(np.float32) if product.offset is not None
-                        else np.zeros(len(customers), dtype=np.float32))
+        self._user_offset = (product.user_offset[customers] if product.user_offset is not None
+                             else np.zeros(n, dtype=np.float32))
+        self._item_offset = product.item_offset
         own_rows, own_items = owned
-        reach = depth + int(np.bincount(own_rows, minlength=len(customers)).max(initial=0))
-        found = index.search(self._user, reach)
-        rows, cols = np.nonzero(found >= 0)
-        self._rows, self._items = rows, found[rows, cols]
-        self._scores = self.at(rows, self._items)
-        top = np.full(len(customers), -np.inf, dtype=np.float32)
-        np.maximum.at(top, rows, self._scores)
+        # each customer asks for depth items more than they own; most ask for no more than the
+        # search keeps anyway, so one search answers them all, a heavy buyer's is their own
+        wanted = np.maximum(depth + np.bincount(own_rows, minlength=n), index.search_depth)
+        rows_found, items_found = [], []
+        for k in np.unique(wanted):
+            group = np.flatnonzero(wanted == k)
+            found = index.search(customers[group], int(k))
+            at_row, at_col = np.nonzero(found >= 0)
+            rows_found.append(group[at_row])
+            items_found.append(found[at_row, at_col])
+        self._rows = np.concatenate(rows_found) if rows_found else np.zeros(0, dtype=np.int64)
+        self._items = np.concatenate(items_found) if items_found else np.zeros(0, dtype=np.int64)
+        self._scores = self.at(self._rows, self._items)
+        top = np.full(n, -np.inf, dtype=np.float32)
+        np.maximum.at(top, self._rows, self._scores)
         if len(own_rows):  # the row's best may be an item the graph did not return
             np.maximum.at(top, own_rows, self.at(own_rows, own_items))
-        self._top = top
+        self._scale = explore_scale(top[:, None])
 
     @property
     def n_items(self) -> int:
         return len(self._item)
 
     def scale(self) -> np.ndarray:
-        return np.where(self._top > 0, 1.0 / np.where(self._top > 0, self._top, 1.0), 0.0).astype(np.float32)
+        return self._scale
 
     def best_new(self, depth: int, owned: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        n = len(self._top)
+        if depth > self._depth:
+            raise ValueError(f"searched for {self._depth} new items a customer, not {depth}")
+        n = len(self._scale)
         key = self._rows.astype(np.int64) * self.n_items + self._items
         new = ~np.isin(key, owned[0].astype(np.int64) * self.n_items + owned[1])
         rows, items, scores = self._rows[new], self._items[new], self._scores[new]
@@ -173,10 +209,13 @@ class IndexedExplore:
         return out[:, :width]
 
     def at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return (np.einsum("ij,ij->i", self._user[rows], self._item[items]) + self._offset[rows]).astype(np.float32)
+        scores = np.einsum("ij,ij->i", self._user[rows], self._item[items]) + self._user_offset[rows]
+        if self._item_offset is not None:
+            scores = scores + self._item_offset[items]
+        return scores.astype(np.float32)
 
-    def columns(self, items: np.ndarray) -> np.ndarray:
-        return (self._user @ self._item[items].T + self._offset[:, None]).astype(np.float32)
+    def finite(self, items: np.ndarray) -> np.ndarray:
+        return np.ones((len(self._scale), len(items)), dtype=bool)  # a factor model scores every item
 
 
 def index_hits(index: ItemIndex, exact: DenseExplore, customers: np.ndarray,

@@ -71,7 +71,7 @@ def collect(window: Window, model: Recommender, k: int) -> tuple[dict[str, float
     new_parts: list[Pairs] = []
     lists: list[np.ndarray] = []
     # the towers learn from the candidates they will be served: an item index's on a large catalogue
-    personal = Personal(model, window.bundle.interactions, history, None, window.bundle.item_index(model))
+    personal = Personal(model, window.bundle.interactions, history, None, window.bundle.explore_index(model))
     for start, customers in window.blocks():
         raw = np.asarray(model.score(customers, window.bundle.interactions[customers]), dtype=np.float32)
         lists.append(lists_for_block(window, customers, raw, k))

@@ -31,15 +31,18 @@ ConfigT = TypeVar("ConfigT", bound=ModelConfig)
 
 @dataclass(frozen=True)
 class InnerProduct:
-    """A model whose score is ``user[c] @ item.T + offset[c]``: what an item index searches
-    (:mod:`training.retrieval`) instead of scoring every item."""
+    """A model whose score is ``user[c] @ item[i] + user_offset[c] + item_offset[i]``: what an
+    item index searches (:mod:`training.retrieval`) instead of scoring every item. The arrays
+    are the model's own, not copies."""
 
     user: np.ndarray
     """Customers x dimensions, float32."""
     item: np.ndarray
     """Items x dimensions, float32."""
-    offset: np.ndarray | None = None
+    user_offset: np.ndarray | None = None
     """Per customer, added to every item's score (None: nothing)."""
+    item_offset: np.ndarray | None = None
+    """Per item, added to its score for every customer (None: nothing)."""
 
 
 class MatrixSize(NamedTuple):

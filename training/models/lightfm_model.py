@@ -172,8 +172,4 @@ class LightFMModel(Recommender[LightFMConfig]):
         return scores
 
     def inner_product(self) -> InnerProduct:
-        """The item bias as one more dimension (the customer's is 1), the customer's as the offset."""
-        ones = np.ones((len(self.user_factors_), 1), dtype=np.float32)
-        return InnerProduct(np.hstack([self.user_factors_, ones]),
-                            np.hstack([self.item_factors_, self.item_biases_[:, None]]).astype(np.float32),
-                            self.user_biases_)
+        return InnerProduct(self.user_factors_, self.item_factors_, self.user_biases_, self.item_biases_)
