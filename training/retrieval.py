@@ -4,7 +4,7 @@ The explore tower (:mod:`training.ranker`) reads, per customer, the explore mode
 they never bought, the model's score at a few other items (their own, the popular head) and
 the row's best score (the scale that makes families comparable). Scoring every item for every
 customer is what a list costs on a large catalogue: at 100,000 items one customer's best new
-items take about 3.3 ms and a block's about 0.5 ms a customer (``benchmarks/bench_retrieval.py``). So from
+items take about 3.5 ms and a block's about 0.7 ms a customer (``benchmarks/bench_retrieval.py``). So from
 :attr:`training.ranking.RankingConfig.index_from_items` items on, a model whose scores are an
 inner product (:meth:`training.models.base.Recommender.inner_product`: ALS, BPR, LightFM)
 answers from an HNSW graph over its item vectors (faiss), and only the items the graph returns
@@ -32,7 +32,7 @@ HNSW_BUILD_DEPTH = 80
 """Candidates weighed when an item is linked in (``efConstruction``)."""
 HNSW_SEARCH_DEPTH = 128
 """Candidates a search keeps (``efSearch``; at least the items asked for): 0.988 of the exact
-candidates at 100,000 items on the sample shop, against 0.949 at 64 and 0.991 at 256
+candidates at 100,000 items on the sample shop, against 0.936 at 64 and 0.991 at 256
 (``benchmarks/bench_retrieval.py``, docs/benchmarks.md)."""
 
 
