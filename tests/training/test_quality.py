@@ -26,6 +26,7 @@ from training.bundle import PRIMARY, Bundle
 from training.models import build_model
 from training.pipeline import TrainConfig, build_bundle, evaluate_shop
 from training.ranker import History
+from training.retrieval import DenseExplore
 from training.selection import BASELINES, GAIN, GAIN_HIGH, GAIN_LOW, RANKER, Selection
 
 NDCG = "ndcg_at_10"
@@ -107,7 +108,7 @@ def test_consumables_come_back_when_due_not_right_after_a_purchase(served: Bundl
     pairs = owned[interval > horizon].drop_duplicates("customer").head(400)
     rows, items = pairs["customer"].to_numpy(), pairs["item"].to_numpy()
     interval = pairs["category"].map(INTERVAL).to_numpy(dtype=np.float64)
-    explore = served.models[PRIMARY].score(rows, served.interactions[rows])
+    explore = DenseExplore(np.asarray(served.models[PRIMARY].score(rows, served.interactions[rows]), dtype=np.float32))
     position = np.arange(len(rows))
 
     def score(days: np.ndarray) -> np.ndarray:
