@@ -96,12 +96,16 @@ def test_sample_then_train_then_promote(tmp_path: Path, monkeypatch: pytest.Monk
     assert "Traceback" not in missing.stderr
 
 
-def test_bad_config_key_is_one_line(tmp_path: Path, shop_dir: Path) -> None:
-    (tmp_path / "config.json").write_text('{"familes": ["als"]}')
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"familes": ["als"]}', "familes: Extra inputs"),
+    ('{"ranking": {"index_from_items": 0}}', "ranking.index_from_items: Input should be greater than or equal to 1"),
+])
+def test_bad_config_is_one_line(tmp_path: Path, shop_dir: Path, content: str, message: str) -> None:
+    (tmp_path / "config.json").write_text(content)
     result = run("evaluate", "--data", str(shop_dir), "--config", str(tmp_path / "config.json"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: invalid TrainConfig: familes: Extra inputs")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: invalid TrainConfig: {message}")
 
 
 def test_demo_runs_end_to_end_without_serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
