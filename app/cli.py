@@ -25,12 +25,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from app.config_file import read_config
+from app.config_file import train_config
 from app.experiment_command import experiment_report, experiment_start, experiment_status, experiment_stop
 from app.render import example_calls, render_metrics, render_report, selection_lines
 from app.triggers_command import triggers
 from features.errors import USER_ERRORS, UserError, one_line
-from features.loading import ShopData, load_shop, validate_tables, write_shop
+from features.engines import engine_named, load_shop_with
+from features.loading import ShopData, validate_tables, write_shop
 from features.schema import MAX_QUANTITY, ContractConfig
 
 app = typer.Typer(help="shoprec: recommendations and purchase propensity for online shops.",
@@ -97,9 +98,14 @@ def print_quarantine_examples(shop: ShopData, per_table: int = 3) -> None:
             out.print(f"quarantined: {source} row {row} column '{column}': {reason}", highlight=False, soft_wrap=True)
 
 
-def _load_and_report(data: str, quarantine_dir: Path | None, config: ContractConfig | None = None) -> ShopData:
+LoadEngineOption = Annotated[str, typer.Option(help="local (this process) or spark (the long Parquet tables' rows "
+                                                   "checked on Spark; the same result; docs/spark.md).")]
+
+
+def _load_and_report(data: str, quarantine_dir: Path | None, config: ContractConfig | None = None,
+                     engine: str = "local") -> ShopData:
     with progress_status(f"loading {data}") as progress:
-        shop = load_shop(data, progress=progress, config=config)
+        shop = load_shop_with(engine_named(engine), data, progress=progress, config=config)
     out.print(render_report(shop.report))
     print_quarantine_examples(shop)
     if quarantine_dir is not None:
@@ -116,10 +122,11 @@ def validate(
     max_quantity: Annotated[str, typer.Option(help="Quarantine order lines with |quantity| above this "
                                                    "(the contract's max_quantity; 'none' for no bound).")]
     = str(int(MAX_QUANTITY)),
+    engine: LoadEngineOption = "local",
 ) -> None:
     """Load a shop's data, check it against the contract and print the load report."""
     bound = None if max_quantity.strip().lower() == "none" else _positive(max_quantity, "--max-quantity")
-    _load_and_report(data, quarantine_dir, ContractConfig(max_quantity=bound))
+    _load_and_report(data, quarantine_dir, ContractConfig(max_quantity=bound), engine)
 
 
 @app.command()
@@ -202,27 +209,15 @@ def import_rees46_command(
     _run_import(import_rees46, path, out_dir, fmt)
 
 
-def _train_config(config_file: Path | None, experiment: str | None, tune: int, tune_minutes: float) -> Any:
-    from training.pipeline import TrainConfig
-    from training.tuning import TuneConfig
-
-    config = TrainConfig() if config_file is None else TrainConfig.model_validate_json(read_config(config_file))
-    if experiment:
-        config = config.model_copy(update={"experiment": experiment})
-    if tune:
-        config = config.model_copy(update={"tune": TuneConfig(trials=tune, minutes=tune_minutes,
-                                                               seed=config.tune.seed)})
-    return config
-
-
 def _train(data: str, config_file: Path | None, experiment: str | None, register: bool,
-           tune: int = 0, tune_minutes: float = 10.0) -> None:
+           tune: int = 0, tune_minutes: float = 10.0, engine: str = "local") -> None:
     from training.pipeline import run_training
     from training.tracking import tracking_uri
 
-    config = _train_config(config_file, experiment, tune, tune_minutes)
+    config = train_config(config_file, experiment, tune, tune_minutes)
+    load_engine = engine_named(engine)
     with progress_status(f"training on {data}") as progress:
-        result = run_training(data, config, register=register, progress=progress)
+        result = run_training(data, config, register=register, progress=progress, engine=load_engine)
     out.print(render_metrics(result.selection, result.chosen, config.split.k))
     for line in selection_lines(result.selection, config.metric_key):
         out.print(line, highlight=False)
@@ -245,17 +240,19 @@ TuneMinutesOption = Annotated[float, typer.Option(min=0.1, help="Time budget for
 @app.command()
 @user_command
 def train(data: DataOption, config_file: ConfigOption = None, experiment: ExperimentOption = None,
-          tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0) -> None:
+          tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0,
+          engine: LoadEngineOption = "local") -> None:
     """Train every model family, evaluate on a time split, register, and promote through the gate."""
-    _train(data, config_file, experiment, register=True, tune=tune, tune_minutes=tune_minutes)
+    _train(data, config_file, experiment, register=True, tune=tune, tune_minutes=tune_minutes, engine=engine)
 
 
 @app.command()
 @user_command
 def evaluate(data: DataOption, config_file: ConfigOption = None, experiment: ExperimentOption = None,
-             tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0) -> None:
+             tune: TuneOption = 0, tune_minutes: TuneMinutesOption = 10.0,
+             engine: LoadEngineOption = "local") -> None:
     """Like train, but registers nothing: evaluate and log to MLflow only."""
-    _train(data, config_file, experiment, register=False, tune=tune, tune_minutes=tune_minutes)
+    _train(data, config_file, experiment, register=False, tune=tune, tune_minutes=tune_minutes, engine=engine)
 
 
 @app.command()
@@ -308,19 +305,17 @@ def picks(
     def log(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
-    if engine == "spark":
+    if engine_named(engine) == "spark":
         from batch.spark import run_spark_job
 
         result = run_spark_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
                                sql_timeout_s=sql_timeout, partitions=partitions, block=block or DEFAULT_BLOCK,
                                track=track, log=log)
-    elif engine == "local":
+    else:
         with progress_bar(console) as progress:
             result = run_job(model, out_path, k=k, customers_file=customers, only_send=only_send, table=table,
                              sql_timeout_s=sql_timeout, block=block or DEFAULT_BLOCK, track=track, progress=progress,
                              log=log)
-    else:
-        raise UserError(f"--engine {engine}: use local or spark")
     out.print(render_summary(result))
     if result.run_id:
         out.print(f"MLflow run {result.run_id} (experiment {EXPERIMENT})", highlight=False)

@@ -25,9 +25,7 @@ import atexit
 import functools
 import json
 import logging
-import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -49,6 +47,7 @@ from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
 from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
 from features.errors import USER_ERRORS, UserError, one_line
+from features.spark_session import spark_session
 from serving.config import ServingConfig, serving_config
 from serving.recommender import ShopRecommender
 from training.bundle import FALLBACK, Bundle
@@ -58,59 +57,6 @@ if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import DataFrame, SparkSession
 
 logger = logging.getLogger("shoprec.picks.spark")
-
-DEFAULT_LOCAL_MASTER = "local[2]"
-
-
-# ---- the session -----------------------------------------------------------------------------
-def _master_configured() -> bool:
-    """Whether Spark's usual settings already name a master (spark-submit, PYSPARK_SUBMIT_ARGS,
-    MASTER, spark-defaults.conf); pyspark itself would silently fall back to ``local[*]``."""
-    if "PYSPARK_GATEWAY_PORT" in os.environ or os.environ.get("MASTER"):
-        return True  # launched by spark-submit / the pyspark shell, or the classic MASTER variable
-    if "--master" in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
-        return True
-    conf_dirs = [os.environ.get("SPARK_CONF_DIR"),
-                 os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None]
-    for folder in filter(None, conf_dirs):
-        defaults = Path(folder) / "spark-defaults.conf"
-        if defaults.is_file() and any(line.split()[:1] == ["spark.master"]
-                                      for line in defaults.read_text().splitlines()):
-            return True
-    return False
-
-
-def spark_session(app_name: str = "shoprec-picks", master: str | None = None) -> SparkSession:
-    """A Spark session from the usual settings.
-
-    In order: an explicit ``master``; an active session (reused as it is); ``SPARK_REMOTE``
-    (Spark Connect: the server decides); ``SPARK_MASTER``; a master given by spark-submit,
-    ``PYSPARK_SUBMIT_ARGS``, ``MASTER`` or spark-defaults.conf; else ``local[2]``. A local
-    master gets 4 shuffle partitions, no UI and this Python for its workers.
-    """
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None and master is None:
-        return active
-    builder = SparkSession.builder.appName(app_name)
-    if master is None and os.environ.get("SPARK_REMOTE"):
-        return builder.getOrCreate()
-    master = master or os.environ.get("SPARK_MASTER") or (None if _master_configured() else DEFAULT_LOCAL_MASTER)
-    if master is not None:
-        builder = builder.master(master)
-    if master is not None and master.startswith("local"):
-        # Local workers are forked by this JVM: make them run this interpreter, not `python3` on PATH.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = (builder.config("spark.sql.shuffle.partitions", "4")
-                   .config("spark.ui.enabled", "false")
-                   .config("spark.ui.showConsoleProgress", "false"))
-    spark = builder.getOrCreate()
-    try:
-        spark.sparkContext.setLogLevel("WARN")
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext; the server owns its logs
-        pass
-    return spark
 
 
 # ---- the model, driver side ----------------------------------------------------------------------
@@ -315,7 +261,7 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
     output = describe_output(out, table)
     if spark is None:
         try:
-            spark = spark_session()
+            spark = spark_session("shoprec-picks")
         except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
             raise UserError(f"--engine spark: cannot start Spark ({str(error).strip().splitlines()[0]})") from error
     master = spark.conf.get("spark.master", "Spark Connect")

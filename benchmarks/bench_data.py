@@ -2,10 +2,14 @@
 
 Run: OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data.py [--sizes small,large]
      OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data.py --load SHOP_FOLDER
+     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_data.py --load SHOP_FOLDER --engines local,spark --repeat 3
 Prints one row per (size, step) with seconds, rows and rows/second, and peak RSS (the
 process's high-water mark, so cumulative across steps). ``--load`` loads one shop folder and
 nothing else, so its peak RSS is the load's own (run it in a fresh process per version to
-compare two). Figures are recorded in docs/benchmarks.md with the machine they came from.
+compare two). With ``--engines local,spark`` the engines load it in turn, ``--repeat`` times,
+and the median of each is printed with their ratio; Spark is started (``SPARK_MASTER``, else
+``local[2]``) before the first load and not counted, and its JVM is not in the peak RSS.
+Figures are recorded in docs/benchmarks.md and docs/spark.md with the machine they came from.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -43,14 +48,44 @@ def timed(label: str, rows: int | None, func) -> object:
     return value
 
 
+def compare_engines(folder: str, engines: list[str], repeat: int) -> None:
+    """Each engine loads ``folder`` in turn; medians side by side."""
+    spark = None
+    if "spark" in engines:
+        from features.spark_loading import load_shop_spark
+        from features.spark_session import spark_session
+
+        spark = spark_session("shoprec-bench-load")
+        print(f"spark master: {spark.conf.get('spark.master')}")
+    seconds: dict[str, list[float]] = {engine: [] for engine in engines}
+    for _ in range(repeat):
+        for engine in engines:
+            started = time.perf_counter()
+            if engine == "spark":
+                timed(f"load+validate on spark {folder}", None,
+                      lambda: load_shop_spark(folder, spark=spark))  # noqa: B023 - called at once
+            else:
+                timed(f"load+validate {folder}", None, lambda: load_shop(folder))
+            seconds[engine].append(time.perf_counter() - started)
+    medians = {engine: statistics.median(values) for engine, values in seconds.items()}
+    print("medians: " + ", ".join(f"{engine} {value:.1f} s" for engine, value in medians.items()))
+    if len(medians) == 2:
+        first, second = engines
+        print(f"{second} takes {medians[second] / medians[first]:.2f}x the time of {first}")
+    if spark is not None:
+        spark.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="small,large")
     parser.add_argument("--load", help="Only load this shop folder (or database URL) and report.")
+    parser.add_argument("--engines", default="local", help="With --load: local, spark or local,spark.")
+    parser.add_argument("--repeat", type=int, default=1, help="With --load: loads per engine.")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     if args.load:
-        timed(f"load+validate {args.load}", None, lambda: load_shop(args.load))
+        compare_engines(args.load, args.engines.split(","), args.repeat)
         return
     for size in args.sizes.split(","):
         config = SIZES[size]

@@ -20,7 +20,7 @@ import pandas as pd
 from features.aliases import merge_aliases
 from features.returns import net_returns
 from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, TIMED_TABLES, ContractConfig, ContractError
-from features.sources import RawTable, open_source, write_tables
+from features.sources import RawTable, Source, open_source, write_tables
 from features.validation import quarantine_rows, validate_table
 
 Progress = Callable[[str], None]
@@ -131,54 +131,92 @@ class ShopData:
         return [*written, report_path]
 
 
-def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = None,
-              progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
-    """Read and validate every contract table found at a folder path or SQLAlchemy URL."""
+def open_shop(location: str | os.PathLike[str]) -> Source:
+    """The source at a folder path or SQLAlchemy URL, which must hold every required table."""
     source = open_source(location)
-    present = source.available()
-    missing = [name for name in REQUIRED_TABLES if name not in present]
+    missing = [name for name in REQUIRED_TABLES if name not in source.available()]
     if missing:
         raise ContractError(
             f"{source.description}: required table{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(m) for m in missing)} not found "
             f"(expected <table>.csv, .csv.gz or .parquet, or a SQL table of that name)"
         )
-    raw = {name: source.read(TABLES[name]) for name in TABLES if name in present}  # columns checked, rows not read
+    return source
+
+
+def load_shop(location: str | os.PathLike[str], *, now: pd.Timestamp | None = None,
+              progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
+    """Read and validate every contract table found at a folder path or SQLAlchemy URL
+    (:mod:`features.engines` chooses between this and the Spark engine)."""
+    source = open_shop(location)
+    raw = {name: source.read(TABLES[name]) for name in TABLES if name in source.available()}  # columns checked, rows not read
     return validate_tables(raw, source=source.description, now=now, progress=progress, config=config)
+
+
+@dataclass
+class CheckedTable:
+    """One table after its row rules: kept rows (with :data:`ROW_COLUMN`), quarantined rows and
+    how many rows were read. Made by :func:`check_table` here, or by the Spark engine
+    (features/spark_loading.py) from the same :func:`validate_table` run on executors."""
+
+    location: str
+    clean: pd.DataFrame
+    quarantine: list[pd.DataFrame]
+    rows_in: int
+
+
+def check_table(name: str, table: RawTable, *, now: pd.Timestamp, config: ContractConfig | None = None,
+                ) -> CheckedTable:
+    """Row rules on one table, a chunk at a time (:meth:`RawTable.batches`), so a table read
+    from a source is never held whole as text: only its kept rows, in their canonical types,
+    and its quarantined rows stay."""
+    kept, quarantine, claimed, rows_in = [], [], set[str](), 0
+    for chunk in table.batches():
+        validated = validate_table(TABLES[name], chunk, table.location, now=now, config=config, claimed=claimed)
+        rows_in += len(chunk)
+        kept.append(validated.clean)
+        quarantine.append(validated.quarantine)
+    if not kept:  # a reader that gave no chunk at all: an empty table of the contract's columns
+        empty = validate_table(TABLES[name], pd.DataFrame(columns=TABLES[name].column_names), table.location,
+                               now=now, config=config)
+        kept, quarantine = [empty.clean], [empty.quarantine]
+    clean = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+    return CheckedTable(table.location, clean, quarantine, rows_in)
 
 
 def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timestamp | None = None,
                     progress: Progress | None = None, config: ContractConfig | None = None) -> ShopData:
     """Validate raw tables (from a source or an importer) into :class:`ShopData`: row rules (with
-    the shop's ``config`` bounds), cross-table rules, aliases merged, then returns applied.
-
-    Row rules run a chunk at a time (:meth:`RawTable.batches`), so a table read from a source
-    is never held whole as text: only its kept rows, in their canonical types, and its
-    quarantined rows stay."""
+    the shop's ``config`` bounds), then :func:`finish_load`."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    report = LoadReport(source=source)
-    clean: dict[str, pd.DataFrame] = {}
-    quarantine: dict[str, list[pd.DataFrame]] = {}
+    checked: dict[str, CheckedTable] = {}
     for name, table in raw.items():
         if progress:
             progress(f"validating {name}")
-        report.tables[name] = TableReport(source=table.location, rows_in=0)
-        kept, claimed = [], set[str]()
-        quarantine[name] = []
-        for chunk in table.batches():
-            validated = validate_table(TABLES[name], chunk, table.location, now=now, config=config, claimed=claimed)
-            report.tables[name].rows_in += len(chunk)
-            kept.append(validated.clean)
-            quarantine[name].append(validated.quarantine)
-        if not kept:  # a reader that gave no chunk at all: an empty table of the contract's columns
-            empty = validate_table(TABLES[name], pd.DataFrame(columns=TABLES[name].column_names), table.location,
-                                   now=now, config=config)
-            kept, quarantine[name] = [empty.clean], [empty.quarantine]
-        if name in REQUIRED_TABLES and not report.tables[name].rows_in:
-            raise ContractError(f"{table.location}: required table '{name}' has no rows "
-                                f"(a header only, or an empty table)")
-        clean[name] = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
-        del kept, claimed
+        checked[name] = check_table(name, table, now=now, config=config)
+        require_rows(name, checked[name])
+    return finish_load(checked, source=source)
+
+
+def require_rows(name: str, table: CheckedTable) -> None:
+    """A required table read with no rows at all is an error, not an empty shop."""
+    if name in REQUIRED_TABLES and not table.rows_in:
+        raise ContractError(f"{table.location}: required table '{name}' has no rows "
+                            f"(a header only, or an empty table)")
+
+
+def finish_load(checked: dict[str, CheckedTable], *, source: str) -> ShopData:
+    """Tables past their row rules into :class:`ShopData`: cross-table rules, aliases merged,
+    then returns applied; the report accounts for every row. Both engines end here.
+
+    ``checked`` is emptied: its frames are taken over, so that a table a rule splits is not
+    held twice."""
+    report = LoadReport(source=source)
+    clean, quarantine = {}, {}
+    for name in list(checked):
+        table = checked.pop(name)
+        clean[name], quarantine[name] = table.clean, table.quarantine
+        report.tables[name] = TableReport(source=table.location, rows_in=table.rows_in)
 
     def split(name: str, mask: np.ndarray, column: str, reason: str) -> None:
         kept, bad = quarantine_rows(clean[name], mask, column, reason, name, report.tables[name].source)

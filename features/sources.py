@@ -10,7 +10,7 @@ same rules and the same error messages.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -149,8 +149,21 @@ class FolderSource:
         """The table's chunks, read as they are validated; the columns are checked now."""
         path = self._files[spec.name]
         if path.is_dir():
-            return RawTable(read_parquet_parts(path, spec), f"{path}/")
-        return RawTable(read_parquet(path, spec) if path.suffix == ".parquet" else read_csv(path, spec), str(path))
+            return RawTable(read_parquet_parts(path, spec), self.location(spec.name))
+        return RawTable(read_parquet(path, spec) if path.suffix == ".parquet" else read_csv(path, spec),
+                        self.location(spec.name))
+
+    def location(self, name: str) -> str:
+        """How messages and quarantine records name the table's source: its file, or ``<folder>/``."""
+        path = self._files[name]
+        return f"{path}/" if path.is_dir() else str(path)
+
+    def parquet_files(self, name: str) -> list[Path] | None:
+        """The table's Parquet files in row order (one file, or a folder's parts), or None for a CSV."""
+        path = self._files[name]
+        if path.is_dir():
+            return table_parts(path)
+        return [path] if path.suffix == ".parquet" else None
 
 
 def table_parts(folder: Path) -> list[Path]:
@@ -247,7 +260,7 @@ def _decoded(table: pa.Table) -> pd.DataFrame:
 
 def read_parquet(path: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
     """The contract columns of a Parquet file, :data:`CHUNK_ROWS` rows at a time (columns checked first)."""
-    return _parquet_chunks(path, _parquet_columns(path, spec))
+    return parquet_chunks(path, parquet_columns(path, spec))
 
 
 def read_parquet_parts(folder: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
@@ -255,11 +268,11 @@ def read_parquet_parts(folder: Path, spec: TableSpec) -> Iterator[pd.DataFrame]:
     across the parts. Every part's columns are checked before any is read, and each part is
     open only while it is read (a live event log has thousands); parts may type a column
     differently (validation gives every chunk the contract's types)."""
-    checked = [(part, _parquet_columns(part, spec)) for part in table_parts(folder)]
-    return (chunk for part, columns in checked for chunk in _parquet_chunks(part, columns))
+    checked = [(part, parquet_columns(part, spec)) for part in table_parts(folder)]
+    return (chunk for part, columns in checked for chunk in parquet_chunks(part, columns))
 
 
-def _parquet_columns(path: Path, spec: TableSpec) -> list[str]:
+def parquet_columns(path: Path, spec: TableSpec) -> list[str]:
     """The contract columns the file holds (its schema read, the file not kept open)."""
     try:
         present = pq.read_schema(path).names
@@ -269,11 +282,13 @@ def _parquet_columns(path: Path, spec: TableSpec) -> list[str]:
     return [c for c in spec.column_names if c in present]
 
 
-def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def parquet_chunks(path: Path, columns: list[str], row_groups: Sequence[int] | None = None) -> Iterator[pd.DataFrame]:
+    """The file's rows (or those of ``row_groups`` only), :data:`CHUNK_ROWS` at a time; a file
+    without rows gives one empty chunk."""
     try:
         with pq.ParquetFile(path) as file:
             yielded = False
-            for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+            for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns, row_groups=row_groups):
                 yield batch.to_pandas()
                 yielded = True
             if not yielded:

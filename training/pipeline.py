@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.dataset import InteractionConfig, build_dataset
 from features.errors import UserError
-from features.loading import ShopData, load_shop
+from features.engines import Engine, load_shop_with
+from features.loading import ShopData
 from features.schema import ContractConfig
 from features.sources import is_database_url, safe_url
 from features.triggers import TriggerConfig
@@ -173,8 +174,9 @@ def _index_recall(bundle: Bundle) -> float | None:
 
 
 def run_training(data: str, config: TrainConfig | None = None, *, register: bool = True,
-                 progress: Progress | None = None) -> TrainResult:
+                 progress: Progress | None = None, engine: Engine = "local") -> TrainResult:
     """The whole job. With ``register=False`` it evaluates and logs but registers nothing.
+    ``engine`` loads the data (:func:`features.engines.load_shop_with`); the rest runs here.
 
     Any failure ends the MLflow run as FAILED before registration, so the champion alias
     only ever moves at the very end of a complete, gated run.
@@ -185,11 +187,11 @@ def run_training(data: str, config: TrainConfig | None = None, *, register: bool
     for dead in tracking.fail_dead_runs(client, experiment_id):
         if progress:
             progress(f"run {dead} was left RUNNING by a process that died: marked FAILED")
-    shop = load_shop(data, progress=progress, config=config.contract)
+    shop = load_shop_with(engine, data, progress=progress, config=config.contract)
     with mlflow.start_run(experiment_id=experiment_id, tags=tracking.process_tags()) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"shoprec.data": safe_url(str(data)) if is_database_url(data) else str(data), "shoprec.tables": ",".join(shop.report.present),
-                         "shoprec.register": str(register)})
+                         "shoprec.register": str(register), "shoprec.load_engine": engine})
         mlflow.log_dict(shop.report.to_dict(), "data/load_report.json")
         selection, config = evaluate_shop(shop, config, progress)
         test, validation, split = selection.test, selection.validation, selection.test_split

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,6 +34,28 @@ def test_validate_prints_report_and_writes_quarantine(shop_dir: Path, tmp_path: 
     assert f"quarantined: {shop_dir / 'orders.csv'} row 7 column 'quantity': quantity is 0" in result.stdout
     assert (tmp_path / "q" / "orders.csv").is_file()
     assert (tmp_path / "q" / "load_report.json").is_file()
+
+
+SPARK = bool(shutil.which("java") and importlib.util.find_spec("pyspark"))
+
+
+@pytest.mark.skipif(not SPARK, reason="the Spark engine needs pyspark and Java 17+")
+def test_validate_on_spark_prints_the_local_engines_report(tmp_path: Path) -> None:
+    """Parquet tables: orders and events are checked by Spark tasks, the rest on the driver."""
+    write_tables(RAW_TABLES, tmp_path / "shop", "parquet")
+    local = run("validate", str(tmp_path / "shop"), "--quarantine-dir", str(tmp_path / "local"))
+    spark = run("validate", str(tmp_path / "shop"), "--engine", "spark", "--quarantine-dir", str(tmp_path / "spark"))
+    assert spark.returncode == 0, spark.stderr
+    assert "validating orders on Spark (1 task)" in spark.stdout + spark.stderr
+    assert spark.stdout[spark.stdout.index("Load report"):] == local.stdout[local.stdout.index("Load report"):] \
+        .replace(str(tmp_path / "local"), str(tmp_path / "spark"))
+    assert (tmp_path / "spark" / "load_report.json").read_text() == (tmp_path / "local" / "load_report.json").read_text()
+
+
+def test_an_unknown_engine_is_one_line_exit_2(shop_dir: Path) -> None:
+    result = run("validate", str(shop_dir), "--engine", "dask")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --engine dask: use local or spark" in result.stderr
 
 
 def test_missing_folder_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -65,7 +89,7 @@ def test_a_bug_is_a_traceback_and_exit_1_not_a_one_line_user_error(shop_dir: Pat
         def broken(*args, **kwargs):
             raise ValueError("an internal bug")
 
-        cli.load_shop = broken
+        cli.load_shop_with = broken
         cli.app(["validate", sys.argv[1]])
     """)
     result = subprocess.run([sys.executable, "-c", script, str(shop_dir)], capture_output=True, text=True,
@@ -85,8 +109,10 @@ def test_sample_then_train_then_promote(tmp_path: Path, monkeypatch: pytest.Monk
     assert made.returncode == 0, made.stderr
     assert (shop / "orders.parquet").is_file() and (shop / "_truth" / "pairs.csv").is_file()
     (tmp_path / "config.json").write_text('{"families": ["ease", "cooccurrence"], "split": {"test_days": 14}}')
-    trained = run("train", "--data", str(shop), "--config", str(tmp_path / "config.json"))
+    engine = ("--engine", "spark") if SPARK else ()  # the data through Spark where it runs; the rest is the same
+    trained = run("train", "--data", str(shop), "--config", str(tmp_path / "config.json"), *engine)
     assert trained.returncode == 0, trained.stderr
+    assert not SPARK or "validating events on Spark (1 task)" in trained.stderr
     assert "Held-out evaluation" in trained.stdout and "popularity" in trained.stdout
     assert "registered shoprec v1: promoted to @champion" in trained.stdout
     promoted = run("promote", "1")

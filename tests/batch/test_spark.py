@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(
 from batch.job import run_job, score_block  # noqa: E402 - after the skips
 from batch.model_ref import load_model_uri  # noqa: E402
 from batch.schema import PICKS_SCHEMA, SPARK_DDL, conform  # noqa: E402
-from batch.spark import main, run_spark_job, spark_picks, spark_session  # noqa: E402
+from batch.spark import main, run_spark_job, spark_picks  # noqa: E402
+from features.spark_session import spark_session  # noqa: E402
 from batch.spark_output import read_picks_folder  # noqa: E402
 
 MODEL = "models:/shoprec@champion"
