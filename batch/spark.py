@@ -47,7 +47,7 @@ from batch.sinks import DEFAULT_SQL_TIMEOUT_S, DEFAULT_TABLE
 from batch.spark_output import describe_output, write_picks
 from batch.summary import PicksSummary
 from features.errors import USER_ERRORS, UserError, one_line
-from features.spark_session import spark_session
+from features.spark_session import start_spark
 from serving.config import ServingConfig, serving_config
 from serving.recommender import ShopRecommender
 from training.bundle import FALLBACK, Bundle
@@ -250,20 +250,13 @@ def run_spark_job(model: str, out: str, *, k: int = 10, customers_file: Path | N
     """Ship, score, write, summarise and (with ``track``) log the MLflow batch run: the same
     :class:`batch.job.JobResult` and the same run (params, tags, metrics, link to the model
     version) as the local engine, with ``engine=spark``. A failure marks the run FAILED."""
-    try:
-        from pyspark import StorageLevel
-    except ImportError:
-        raise UserError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
-
     started = time.perf_counter()
     config = serving_config()  # the service's rules (SHOPREC_SERVING_CONFIG), shipped to the executors
     customers = read_customers(customers_file) if customers_file is not None else None  # a bad file fails first
     output = describe_output(out, table)
     if spark is None:
-        try:
-            spark = spark_session("shoprec-picks")
-        except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
-            raise UserError(f"--engine spark: cannot start Spark ({str(error).strip().splitlines()[0]})") from error
+        spark, _ = start_spark("shoprec-picks")  # left up, as before, for the process's end to stop
+    from pyspark import StorageLevel
     master = spark.conf.get("spark.master", "Spark Connect")
     log(f"shipping {model} to Spark ({master})")
     shipped = ship_model(model, spark)

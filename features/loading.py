@@ -166,10 +166,12 @@ class CheckedTable:
 
 
 def check_table(name: str, table: RawTable, *, now: pd.Timestamp, config: ContractConfig | None = None,
-                ) -> CheckedTable:
+                progress: Progress | None = None) -> CheckedTable:
     """Row rules on one table, a chunk at a time (:meth:`RawTable.batches`), so a table read
     from a source is never held whole as text: only its kept rows, in their canonical types,
     and its quarantined rows stay."""
+    if progress:
+        progress(f"validating {name}")
     kept, quarantine, claimed, rows_in = [], [], set[str](), 0
     for chunk in table.batches():
         validated = validate_table(TABLES[name], chunk, table.location, now=now, config=config, claimed=claimed)
@@ -181,7 +183,9 @@ def check_table(name: str, table: RawTable, *, now: pd.Timestamp, config: Contra
                                now=now, config=config)
         kept, quarantine = [empty.clean], [empty.quarantine]
     clean = pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
-    return CheckedTable(table.location, clean, quarantine, rows_in)
+    checked = CheckedTable(table.location, clean, quarantine, rows_in)
+    require_rows(name, checked)
+    return checked
 
 
 def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timestamp | None = None,
@@ -191,10 +195,7 @@ def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timesta
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     checked: dict[str, CheckedTable] = {}
     for name, table in raw.items():
-        if progress:
-            progress(f"validating {name}")
-        checked[name] = check_table(name, table, now=now, config=config)
-        require_rows(name, checked[name])
+        checked[name] = check_table(name, table, now=now, config=config, progress=progress)
     return finish_load(checked, source=source)
 
 
@@ -217,6 +218,7 @@ def finish_load(checked: dict[str, CheckedTable], *, source: str) -> ShopData:
         table = checked.pop(name)
         clean[name], quarantine[name] = table.clean, table.quarantine
         report.tables[name] = TableReport(source=table.location, rows_in=table.rows_in)
+        del table  # else the last table's frame outlives the rules that replace it
 
     def split(name: str, mask: np.ndarray, column: str, reason: str) -> None:
         kept, bad = quarantine_rows(clean[name], mask, column, reason, name, report.tables[name].source)

@@ -282,6 +282,15 @@ def parquet_columns(path: Path, spec: TableSpec) -> list[str]:
     return [c for c in spec.column_names if c in present]
 
 
+NULLABLE_INTEGERS = {arrow: pandas for arrow, pandas in (
+    (pa.int8(), pd.Int8Dtype()), (pa.int16(), pd.Int16Dtype()), (pa.int32(), pd.Int32Dtype()),
+    (pa.int64(), pd.Int64Dtype()), (pa.uint8(), pd.UInt8Dtype()), (pa.uint16(), pd.UInt16Dtype()),
+    (pa.uint32(), pd.UInt32Dtype()), (pa.uint64(), pd.UInt64Dtype()))}
+"""Parquet integers as pandas' nullable integers: plain ``to_pandas`` makes a column float in a
+chunk that holds a null and int in one that does not, so a quarantined id would read "4.0" or
+"4" depending on where the chunks were cut (and differ between the local and Spark engines)."""
+
+
 def parquet_chunks(path: Path, columns: list[str], row_groups: Sequence[int] | None = None) -> Iterator[pd.DataFrame]:
     """The file's rows (or those of ``row_groups`` only), :data:`CHUNK_ROWS` at a time; a file
     without rows gives one empty chunk."""
@@ -289,10 +298,10 @@ def parquet_chunks(path: Path, columns: list[str], row_groups: Sequence[int] | N
         with pq.ParquetFile(path) as file:
             yielded = False
             for batch in file.iter_batches(batch_size=CHUNK_ROWS, columns=columns, row_groups=row_groups):
-                yield batch.to_pandas()
+                yield batch.to_pandas(types_mapper=NULLABLE_INTEGERS.get)
                 yielded = True
             if not yielded:
-                yield file.schema_arrow.empty_table().select(columns).to_pandas()
+                yield file.schema_arrow.empty_table().select(columns).to_pandas(types_mapper=NULLABLE_INTEGERS.get)
     except (pa.ArrowException, OSError) as error:  # a footer that reads over data that does not
         raise ContractError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
 

@@ -40,10 +40,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.errors import UserError, first_line, one_line
-from features.loading import CheckedTable, Progress, ShopData, check_table, finish_load, open_shop, require_rows
+from features.errors import first_line, one_line
+from features.loading import CheckedTable, Progress, ShopData, check_table, finish_load, open_shop
+from features.spark_session import start_spark
 from features.schema import ROW_COLUMN, TABLES, ContractConfig, ContractError
-from features.sources import CHUNK_ROWS, FolderSource, Source, parquet_chunks, parquet_columns
+from features.sources import CHUNK_ROWS, FolderSource, RawTable, Source, parquet_chunks, parquet_columns
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import SparkSession
@@ -95,87 +96,90 @@ def parquet_pieces(files: list[Path], target_rows: int) -> list[Piece]:
     return pieces
 
 
+@dataclass(frozen=True)
+class SparkTable:
+    """A table whose rows Spark checks: where it is, its pieces, and each file's contract columns."""
+
+    location: str
+    pieces: list[Piece]
+    columns: dict[str, list[str]]
+
+
 def load_shop_spark(location: str | os.PathLike[str], *, spark: SparkSession | None = None,
                     now: pd.Timestamp | None = None, progress: Progress | None = None,
                     config: ContractConfig | None = None) -> ShopData:
     """:func:`features.loading.load_shop` with the long Parquet tables checked on Spark.
 
-    ``spark``: a session to use; by default the one :func:`features.spark_session.spark_session`
-    finds or starts (a session started here is stopped when the load ends, so the training that
-    follows does not share the machine with an idle JVM)."""
+    Every table's columns are checked before any row is read, as the local engine does.
+    ``spark``: a session to use; by default the one :func:`features.spark_session.start_spark`
+    finds or starts (one started here is stopped when the load ends, so the training that
+    follows does not share the machine with an idle JVM; a caller's own is left up)."""
     source = open_shop(location)
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
-    started = None
-    if spark is None and any(_pieces(source, name) for name in ON_SPARK if name in source.available()):
-        spark = started = _start_spark()
+    plans = {name: _plan(source, name) for name in TABLES if name in source.available()}
+    owned = None
+    if spark is None and any(isinstance(plan, SparkTable) for plan in plans.values()):
+        spark, started = start_spark("shoprec-load")
+        owned = spark if started else None
     try:
         checked: dict[str, CheckedTable] = {}
-        for name in (name for name in TABLES if name in source.available()):
-            pieces = _pieces(source, name)
-            if pieces and spark is not None and isinstance(source, FolderSource):
+        for name, plan in plans.items():
+            if isinstance(plan, SparkTable):
+                assert spark is not None  # started above for any SparkTable
                 if progress:
-                    progress(f"validating {name} on Spark ({len(pieces)} task{'s' * (len(pieces) > 1)})")
-                checked[name] = _check_on_spark(spark, source, name, pieces, now, config)
+                    tasks = len(plan.pieces)
+                    progress(f"validating {name} on Spark ({tasks} task{'s' * (tasks > 1)})")
+                checked[name] = _check_on_spark(spark, name, plan, now, config)
             else:
-                if progress:
-                    progress(f"validating {name}")
-                checked[name] = check_table(name, source.read(TABLES[name]), now=now, config=config)
-            require_rows(name, checked[name])
+                checked[name] = check_table(name, plan, now=now, config=config, progress=progress)
     finally:
-        if started is not None:
-            started.stop()
+        if owned is not None:
+            owned.stop()
     return finish_load(checked, source=source.description)
 
 
-def _start_spark() -> SparkSession:
-    from features.spark_session import spark_session
-
-    try:
-        return spark_session("shoprec-train")
-    except ImportError:
-        raise UserError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
-    except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
-        raise UserError(f"--engine spark: cannot start Spark ({first_line(error)})") from error
-
-
-def _pieces(source: Source, name: str) -> list[Piece]:
-    """The pieces Spark checks, or none where the driver checks the table (see the module's doc)."""
+def _plan(source: Source, name: str) -> SparkTable | RawTable:
+    """How a table is checked (see the module's doc): its pieces for Spark, or the local
+    engine's reader. Either way its columns are checked now, every file's (an empty part's too)."""
     if name not in ON_SPARK or not isinstance(source, FolderSource):
-        return []
+        return source.read(TABLES[name])
     files = source.parquet_files(name)
-    return parquet_pieces(files, PIECE_ROWS) if files else []
+    if not files:
+        return source.read(TABLES[name])
+    columns = {str(path): parquet_columns(path, TABLES[name]) for path in files}
+    pieces = parquet_pieces(files, PIECE_ROWS)
+    if not pieces:  # not a row in any file: the local engine makes the empty table (or the error)
+        return source.read(TABLES[name])
+    return SparkTable(source.location(name), pieces, columns)
 
 
-def _check_on_spark(spark: SparkSession, source: FolderSource, name: str, pieces: list[Piece],
-                    now: pd.Timestamp, config: ContractConfig | None) -> CheckedTable:
+def _check_on_spark(spark: SparkSession, name: str, table: SparkTable, now: pd.Timestamp,
+                    config: ContractConfig | None) -> CheckedTable:
     """One Spark task per piece. Each writes its kept and quarantined rows as Arrow files into a
     scratch folder the driver reads them from, in row order: only a few numbers a chunk go
     through Spark, so neither JVM holds the table (the first version returned the rows as
     binary cells, and a 1.8M-row orders table ran the driver JVM's 1 GiB heap out)."""
-    spec = TABLES[name]
-    columns = {piece.path: parquet_columns(Path(piece.path), spec) for piece in pieces}  # checked here, first
-    location = source.location(name)
     with _scratch_folder(name) as scratch:
-        task = functools.partial(_check_pieces, name=name, pieces=pieces, columns=columns, location=location,
-                                 now=now, config=config, scratch=scratch)
-        results = spark.range(len(pieces), numPartitions=len(pieces)).mapInPandas(task, TASK_SCHEMA).collect()
-        errors = [row["error"] for row in results if row["error"]]
+        task = functools.partial(_check_pieces, name=name, pieces=table.pieces, columns=table.columns,
+                                 location=table.location, now=now, config=config, scratch=scratch)
+        rows = spark.range(len(table.pieces), numPartitions=len(table.pieces)).mapInPandas(task, TASK_SCHEMA).collect()
+        errors = [row["error"] for row in rows if row["error"]]
         if errors:
             raise ContractError(errors[0])
-        ordered = sorted((row["piece"], row["chunk"]) for row in results)
         kept, quarantine = [], []
-        for piece, chunk in ordered:
+        for piece, chunk in sorted((row["piece"], row["chunk"]) for row in rows):
             kept.append(_read_result(scratch, piece, chunk, "clean"))
             quarantine.append(_read_result(scratch, piece, chunk, "quarantine"))
     clean = pd.concat(kept, ignore_index=True)
-    return CheckedTable(location, clean, quarantine, sum(int(row["rows_in"]) for row in results))
+    return CheckedTable(table.location, clean, quarantine, sum(int(row["rows_in"]) for row in rows))
 
 
 def _scratch_folder(name: str) -> tempfile.TemporaryDirectory[str]:
-    """A fresh folder for one table's task outputs, removed when the table is read back."""
+    """A fresh folder for one table's task outputs, removed when the table is read back (what
+    cannot be removed, say an NFS mount's stand-in for a file still open elsewhere, is left)."""
     root = os.environ.get(SCRATCH_VARIABLE) or None
     try:
-        return tempfile.TemporaryDirectory(prefix=f"shoprec-load-{name}-", dir=root)
+        return tempfile.TemporaryDirectory(prefix=f"shoprec-load-{name}-", dir=root, ignore_cleanup_errors=True)
     except OSError as error:
         raise ContractError(f"{SCRATCH_VARIABLE}={root}: cannot make a folder there ({first_line(error)})") from None
 
@@ -226,13 +230,17 @@ def _write_result(frame: pd.DataFrame, scratch: str, piece: int, chunk: int, kin
 
 
 def _read_result(scratch: str, piece: int, chunk: int, kind: str) -> pd.DataFrame:
-    """Read (then delete, freeing the disk as the table builds up) one task's output."""
+    """Read one task's output into memory (not mapped: the frame must not keep the file), then
+    delete it, freeing the disk as the table builds up."""
     path = _result_path(scratch, piece, chunk, kind)
     try:
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path), "rb") as source:
             frame = pa.ipc.open_file(source).read_all().to_pandas()
     except FileNotFoundError:
         raise ContractError(f"{path}: a Spark task wrote it, but the driver does not see it; "
+                            f"{SCRATCH_HINT}") from None
+    except (pa.ArrowException, OSError) as error:
+        raise ContractError(f"{path}: the driver cannot read what a Spark task wrote ({first_line(error)}); "
                             f"{SCRATCH_HINT}") from None
     path.unlink()
     return frame

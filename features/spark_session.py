@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from features.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -67,3 +70,22 @@ def spark_session(app_name: str = "shoprec", master: str | None = None) -> Spark
     return spark
 
 
+
+
+def start_spark(app_name: str) -> tuple[SparkSession, bool]:
+    """The session an ``--engine spark`` command runs on, and whether this call started it (a
+    caller stops only a session it started: a notebook's own stays up). No pyspark, no Java
+    or a bad master URL is one line for the CLI."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise UserError("--engine spark needs pyspark and Java 17+: pip install 'shoprec[spark]'") from None
+    # pyspark 4 warns on every pandas UDF that pandas 3 is "not yet fully supported"; the tests
+    # hold both engines equal under pandas 3, so the warning tells a user nothing.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    already = SparkSession.getActiveSession()
+    try:
+        session = spark_session(app_name)
+    except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
+        raise UserError(f"--engine spark: cannot start Spark ({first_line(error)})") from error
+    return session, already is None

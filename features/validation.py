@@ -89,8 +89,8 @@ def _as_bool(values: pd.Series) -> pd.Series:
     out[text.isin(TRUE_STRINGS).to_numpy(dtype=bool)] = True
     out[text.isin(FALSE_STRINGS).to_numpy(dtype=bool)] = False
     if pd.api.types.is_numeric_dtype(values):
-        out[(values == 1).to_numpy(dtype=bool)] = True
-        out[(values == 0).to_numpy(dtype=bool)] = False
+        out[(values == 1).to_numpy(dtype=bool, na_value=False)] = True
+        out[(values == 0).to_numpy(dtype=bool, na_value=False)] = False
     return out
 
 

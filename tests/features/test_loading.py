@@ -166,3 +166,17 @@ def test_a_time_cut_keeps_the_rows_a_filter_keeps(shop_dir: Path, in_time_order:
             for name in ("events", "orders"):
                 whole = shop[name]
                 pd.testing.assert_frame_equal(cut[name], whole[keeps(whole["ts"])].reset_index(drop=True))
+
+
+def test_nullable_integer_flags_and_ids_from_parquet_load(tmp_path: Path) -> None:
+    """pandas writes a nullable integer column as such, and reads it back as ``Int64``: a 0/1
+    opt-in with a gap, and ids with one, are booleans and ids like any other."""
+    write_tables({name: RAW_TABLES[name] for name in ("items", "orders")}, tmp_path / "shop", "csv")
+    customers = pd.DataFrame({"customer_id": pd.array([1, 2, None], dtype="Int64"),
+                              "email_opt_in": pd.array([1, None, 0], dtype="Int64"),
+                              "created_at": ["2023-01-01T00:00:00Z"] * 3})
+    write_tables({"customers": customers}, tmp_path / "shop", "parquet")
+    shop = load_shop(tmp_path / "shop", now=NOW)
+    assert shop["customers"]["customer_id"].tolist() == ["1", "2"]
+    assert shop["customers"]["email_opt_in"].tolist() == [True, True]  # a gap takes the default
+    assert shop.quarantine["customers"]["_reason"].tolist() == ["customer_id is empty"]
