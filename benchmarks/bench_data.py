@@ -48,6 +48,23 @@ def timed(label: str, rows: int | None, func) -> object:
     return value
 
 
+class StageClock:
+    """A progress callback that prints how long the stage before each line took."""
+
+    def __init__(self) -> None:
+        self.last, self.stage = time.perf_counter(), "(start)"
+
+    def __call__(self, text: str) -> None:
+        now = time.perf_counter()
+        print(f"  {now - self.last:7.2f} s  {self.stage}", flush=True)
+        self.last, self.stage = now, text
+
+    def done(self, value: object) -> object:
+        """Close the last stage and pass the load's result on."""
+        self("")
+        return value
+
+
 def compare_engines(folder: str, engines: list[str], repeat: int) -> None:
     """Each engine loads ``folder`` in turn; medians side by side."""
     spark = None
@@ -55,17 +72,21 @@ def compare_engines(folder: str, engines: list[str], repeat: int) -> None:
         from features.spark_loading import load_shop_spark
         from features.spark_session import spark_session
 
+        started = time.perf_counter()
         spark = spark_session("shoprec-bench-load")
-        print(f"spark master: {spark.conf.get('spark.master')}")
+        print(f"spark master: {spark.conf.get('spark.master')}, session started in "
+              f"{time.perf_counter() - started:.1f} s (not in the loads; the first spark load also starts "
+              f"its Python workers)")
     seconds: dict[str, list[float]] = {engine: [] for engine in engines}
     for _ in range(repeat):
         for engine in engines:
             started = time.perf_counter()
+            stage = StageClock()
             if engine == "spark":
                 timed(f"load+validate on spark {folder}", None,
-                      lambda: load_shop_spark(folder, spark=spark))  # noqa: B023 - called at once
+                      lambda: stage.done(load_shop_spark(folder, spark=spark, progress=stage)))  # noqa: B023
             else:
-                timed(f"load+validate {folder}", None, lambda: load_shop(folder))
+                timed(f"load+validate {folder}", None, lambda: stage.done(load_shop(folder, progress=stage)))  # noqa: B023
             seconds[engine].append(time.perf_counter() - started)
     medians = {engine: statistics.median(values) for engine, values in seconds.items()}
     print("medians: " + ", ".join(f"{engine} {value:.1f} s" for engine, value in medians.items()))

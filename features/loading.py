@@ -196,7 +196,7 @@ def validate_tables(raw: Mapping[str, RawTable], *, source: str, now: pd.Timesta
     checked: dict[str, CheckedTable] = {}
     for name, table in raw.items():
         checked[name] = check_table(name, table, now=now, config=config, progress=progress)
-    return finish_load(checked, source=source)
+    return finish_load(checked, source=source, progress=progress)
 
 
 def require_rows(name: str, table: CheckedTable) -> None:
@@ -206,12 +206,14 @@ def require_rows(name: str, table: CheckedTable) -> None:
                             f"(a header only, or an empty table)")
 
 
-def finish_load(checked: dict[str, CheckedTable], *, source: str) -> ShopData:
+def finish_load(checked: dict[str, CheckedTable], *, source: str, progress: Progress | None = None) -> ShopData:
     """Tables past their row rules into :class:`ShopData`: cross-table rules, aliases merged,
     then returns applied; the report accounts for every row. Both engines end here.
 
     ``checked`` is emptied: its frames are taken over, so that a table a rule splits is not
     held twice."""
+    if progress:
+        progress("applying cross-table rules, aliases and returns")
     report = LoadReport(source=source)
     clean, quarantine = {}, {}
     for name in list(checked):

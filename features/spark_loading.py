@@ -135,7 +135,7 @@ def load_shop_spark(location: str | os.PathLike[str], *, spark: SparkSession | N
     finally:
         if owned is not None:
             owned.stop()
-    return finish_load(checked, source=source.description)
+    return finish_load(checked, source=source.description, progress=progress)
 
 
 def _plan(source: Source, name: str) -> SparkTable | RawTable:
