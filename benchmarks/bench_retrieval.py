@@ -33,6 +33,7 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from serving.recommender import ShopRecommender
 from training.bundle import BLOCK_ROWS, Bundle
 from training.models import build_model
 from training.models.base import Recommender
-from training.retrieval import IndexedExplore, ItemIndex
+from training.retrieval import INDEX_FILE, IndexedExplore, ItemIndex
 from training.top_k import best_columns, rows_of
 
 
@@ -184,6 +185,29 @@ def main() -> None:
     print(f"| exact (product + best_columns) | {blocked:.0f} | {single:.0f} | 1 | |")
     for line in approximate(model, chosen, owned, args.depth, exact, tuple(args.ef or (64, 128, 256)), BLOCK_ROWS):
         print(line)
+    print(saved_index(model))
+
+
+def saved_index(model: Recommender, repeats: int = 3) -> str:
+    """What a worker pays for the index: building the graph, or reading the one a bundle keeps
+    (:data:`training.retrieval.INDEX_FILE`, written and read as a bundle does); medians."""
+    product = model.inner_product()
+    if product is None:
+        return "saved index: not run (not an inner product)"
+    built, read = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / INDEX_FILE
+        for _ in range(repeats):
+            started = time.perf_counter()
+            index = ItemIndex(product)
+            built.append(time.perf_counter() - started)
+            np.save(path, index.serialized())
+            started = time.perf_counter()
+            ItemIndex(product, saved=np.load(path))
+            read.append(time.perf_counter() - started)
+        size = path.stat().st_size / 2**20
+    return (f"the index for a worker, median of {repeats}: built in {statistics.median(built):.2f} s, "
+            f"read from the bundle's {size:.1f} MiB {INDEX_FILE} in {statistics.median(read):.3f} s")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from training.ranking import (
     days_since_last,
     make_lists,
 )
-from training.retrieval import ItemIndex, item_index
+from training.retrieval import INDEX_FILE, ItemIndex, item_index, restore_index
 from training.top_k import block_rows
 
 PRIMARY, POPULARITY, COOCCURRENCE = "primary", "popularity", "cooccurrence"
@@ -131,6 +131,9 @@ class Bundle:
             frame.to_parquet(folder / "profiles" / f"{name}.parquet", index=False)
         if self.propensity is not None:
             self.propensity.save(folder / "propensity")
+        index = self.explore_index(self.models[PRIMARY]) if self.ranker is not None else None
+        if index is not None:  # built once here; every worker that loads the bundle reads it
+            np.save(folder / INDEX_FILE, index.serialized())
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         (folder / MANIFEST).write_text(json.dumps(manifest(folder), indent=2))
         return folder
@@ -140,6 +143,8 @@ class Bundle:
         verify(folder)
         catalogue = pd.read_parquet(folder / "catalogue.parquet")
         models = {p.name: load_model(p) for p in sorted((folder / "models").iterdir()) if p.is_dir()}
+        if (folder / INDEX_FILE).is_file():
+            restore_index(models[PRIMARY], np.load(folder / INDEX_FILE))
         return cls(
             customers=IdMap(pd.read_parquet(folder / "customers.parquet")["customer_id"].to_numpy(dtype=object)),
             items=IdMap(catalogue["item_id"].to_numpy(dtype=object)),

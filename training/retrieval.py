@@ -97,9 +97,11 @@ class DenseExplore:
 class ItemIndex:
     """An HNSW graph (faiss) over a model's item vectors by inner product (an item's own offset
     as one more dimension). Built with one thread, so every worker that builds it from the same
-    bundle with the same faiss on the same kind of CPU builds the same graph."""
+    bundle with the same faiss on the same kind of CPU builds the same graph; a bundle keeps the
+    one training built (:data:`INDEX_FILE`), so a worker reads it instead of building it."""
 
-    def __init__(self, product: InnerProduct, search_depth: int = HNSW_SEARCH_DEPTH) -> None:
+    def __init__(self, product: InnerProduct, search_depth: int = HNSW_SEARCH_DEPTH,
+                 saved: np.ndarray | None = None) -> None:
         import faiss  # only a catalogue that large needs it
 
         self.product = product
@@ -108,9 +110,19 @@ class ItemIndex:
         vectors = product.item if product.item_offset is None else np.hstack([product.item,
                                                                               product.item_offset[:, None]])
         faiss.omp_set_num_threads(1)  # one core per worker, as every BLAS call here
+        if saved is not None:
+            self._index = faiss.deserialize_index(saved)
+            if (self._index.ntotal, self._index.d) != vectors.shape:
+                raise ValueError(f"the saved item index holds {self._index.ntotal} x {self._index.d} vectors, "
+                                 f"the model {vectors.shape[0]} x {vectors.shape[1]}")
+            return
         self._index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         self._index.hnsw.efConstruction = HNSW_BUILD_DEPTH
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def serialized(self) -> np.ndarray:
+        """The graph and its vectors as bytes (faiss's own format), for :data:`INDEX_FILE`."""
+        return np.asarray(self._faiss.serialize_index(self._index), dtype=np.uint8)
 
     @property
     def n_items(self) -> int:
@@ -134,6 +146,16 @@ class ItemIndex:
 
 _BUILT: weakref.WeakKeyDictionary[Recommender, ItemIndex] = weakref.WeakKeyDictionary()
 """Each fitted model's index, built once however many windows, rows and requests ask for it."""
+INDEX_FILE = "item_index.npy"
+"""Where a bundle keeps its primary model's index (faiss's bytes as a NumPy array: no pickle)."""
+
+
+def restore_index(model: Recommender, saved: np.ndarray) -> None:
+    """Make ``saved`` (:meth:`ItemIndex.serialized` of this model's index) the index
+    :func:`item_index` answers for ``model``: a worker reads the graph training built."""
+    product = model.inner_product()
+    if product is not None:
+        _BUILT[model] = ItemIndex(product, saved=saved)
 
 
 def item_index(model: Recommender, n_items: int, index_from_items: int | None) -> ItemIndex | None:

@@ -22,6 +22,7 @@ from training.evaluate import SplitConfig, Window, lists_for, prepare_window, ti
 from training.models import build_model
 from training.ranker import as_dense
 from training.ranking import RankingConfig, make_lists, make_lists_dense
+from training.retrieval import INDEX_FILE
 from training.selection import collect, fit_final
 
 K = 10
@@ -95,3 +96,23 @@ def test_blocks_sized_to_a_memory_budget_give_the_same_lists(window_and_bundle: 
     assert small.block_rows == 37 and top_k.block_rows(n_items, 1024) == 37
     np.testing.assert_array_equal(lists_for(window, lambda customers, _: personal.score(customers), K), before_eval)
     pd.testing.assert_frame_equal(small.recommend(ids, K), before_pyfunc)
+
+
+def test_a_saved_bundle_keeps_its_item_index_and_serves_the_same_lists(window_and_bundle: tuple[Window, Bundle],
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle keeps the graph training built (training/retrieval.py, INDEX_FILE), so a worker
+    that loads it reads the graph instead of building it (faiss's builder is taken away here)
+    and makes the lists the bundle made; below the threshold there is no graph to keep."""
+    import faiss
+
+    window, bundle = window_and_bundle
+    customers = window.split.customers[:300]
+    expected = bundle.lists(customers, K).items
+    folder = bundle.save(tmp_path / "bundle")
+    indexed = window.bundle.metadata["ranking"]["index_from_items"] is not None
+    assert (folder / INDEX_FILE).is_file() == indexed
+    monkeypatch.setattr(faiss, "IndexHNSWFlat", None)  # building a graph now fails
+    loaded = Bundle.load(folder)
+    assert (loaded.personal.index is None) == (not indexed)
+    np.testing.assert_array_equal(loaded.lists(customers, K).items, expected)

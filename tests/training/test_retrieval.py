@@ -97,6 +97,18 @@ def test_an_index_is_built_once_per_model(als_and_owned: Fitted) -> None:
     assert item_index(model, n_items, 1) is item_index(model, n_items, 1)
 
 
+def test_a_saved_index_searches_as_the_built_one_and_must_fit_its_model(als_and_owned: Fitted) -> None:
+    model, customers, _ = als_and_owned
+    product = model.inner_product()
+    assert product is not None
+    built = ItemIndex(product)
+    restored = ItemIndex(product, saved=built.serialized())
+    np.testing.assert_array_equal(restored.search(customers, DEPTH), built.search(customers, DEPTH))
+    narrower = InnerProduct(product.user[:, :-1], product.item[:, :-1], None, None)  # another model's vectors
+    with pytest.raises(ValueError, match="saved item index holds"):
+        ItemIndex(narrower, saved=built.serialized())
+
+
 def test_lightfms_inner_product_with_its_biases_is_its_score(shop: ShopData) -> None:
     dataset = build_dataset(shop)
     model = build_model("lightfm", {"epochs": 2}).fit(dataset)
