@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from features.dataset import Dataset, IdMap
 from features.ids import positions
-from features.errors import UserError
+from features.errors import UserError, first_line
 from training.bundle_files import MANIFEST, BundleError, manifest, verify
 from training.bundle_profiles import ALIASES, ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
 from training.models import load_model
@@ -134,17 +134,22 @@ class Bundle:
         index = self.explore_index(self.models[PRIMARY]) if self.ranker is not None else None
         if index is not None:  # built once here; every worker that loads the bundle reads it
             np.save(folder / INDEX_FILE, index.serialized())
+        else:  # a folder saved into before must not keep another model's graph
+            (folder / INDEX_FILE).unlink(missing_ok=True)
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         (folder / MANIFEST).write_text(json.dumps(manifest(folder), indent=2))
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> Bundle:
-        verify(folder)
+        listed = verify(folder)
         catalogue = pd.read_parquet(folder / "catalogue.parquet")
         models = {p.name: load_model(p) for p in sorted((folder / "models").iterdir()) if p.is_dir()}
-        if (folder / INDEX_FILE).is_file():
-            restore_index(models[PRIMARY], np.load(folder / INDEX_FILE))
+        if INDEX_FILE in listed:
+            try:
+                restore_index(models[PRIMARY], np.load(folder / INDEX_FILE, allow_pickle=False))
+            except (ValueError, RuntimeError) as error:  # faiss tells a bad graph as RuntimeError
+                raise BundleError(f"{folder}: {INDEX_FILE} is not this bundle's item index ({first_line(error)})") from None
         return cls(
             customers=IdMap(pd.read_parquet(folder / "customers.parquet")["customer_id"].to_numpy(dtype=object)),
             items=IdMap(catalogue["item_id"].to_numpy(dtype=object)),

@@ -36,8 +36,9 @@ def content_hash(folder: Path) -> str:
     return _sha256(folder / MANIFEST)
 
 
-def verify(folder: Path) -> None:
-    """Refuse a bundle whose files are missing or differ from the manifest."""
+def verify(folder: Path) -> set[str]:
+    """Refuse a bundle whose files are missing or differ from the manifest; the files it lists
+    (a loader reads an optional file only if listed: an unlisted one was never checked)."""
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a shoprec bundle (no {MANIFEST})")
@@ -53,3 +54,4 @@ def verify(folder: Path) -> None:
             raise BundleError(f"{folder}: bundle file {name} is missing")
         if _sha256(path) != expected:
             raise BundleError(f"{folder}: bundle file {name} fails its checksum (corrupted download?)")
+    return set(manifest)

@@ -5,6 +5,7 @@ with the explore candidates from every item's score and from the item index alik
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ from training.evaluate import SplitConfig, Window, lists_for, prepare_window, ti
 from training.models import build_model
 from training.ranker import as_dense
 from training.ranking import RankingConfig, make_lists, make_lists_dense
-from training.retrieval import INDEX_FILE
+from training.bundle_files import MANIFEST, BundleError, manifest
+from training.models.base import InnerProduct
+from training.retrieval import INDEX_FILE, ItemIndex
 from training.selection import collect, fit_final
 
 K = 10
@@ -116,3 +119,24 @@ def test_a_saved_bundle_keeps_its_item_index_and_serves_the_same_lists(window_an
     loaded = Bundle.load(folder)
     assert (loaded.personal.index is None) == (not indexed)
     np.testing.assert_array_equal(loaded.lists(customers, K).items, expected)
+
+
+def test_a_reused_or_tampered_bundle_folder_never_serves_another_models_graph(
+        window_and_bundle: tuple[Window, Bundle], tmp_path: Path) -> None:
+    window, bundle = window_and_bundle
+    if window.bundle.metadata["ranking"]["index_from_items"] is None:
+        pytest.skip("no graph below the threshold")
+    folder = bundle.save(tmp_path / "bundle")
+    exact = {**bundle.metadata, "ranking": {**bundle.metadata["ranking"], "index_from_items": None}}
+    dataclasses.replace(bundle, metadata=exact).save(folder)  # the same folder, a bundle without a graph
+    assert not (folder / INDEX_FILE).is_file()
+    assert Bundle.load(folder).personal.index is None
+    np.save(folder / INDEX_FILE, np.zeros(64, dtype=np.uint8))  # dropped in later, not in the manifest: never read
+    assert Bundle.load(folder).personal.index is None
+    product = bundle.models[PRIMARY].inner_product()
+    assert product is not None
+    other = ItemIndex(InnerProduct(product.user[:, :-1], product.item[:, :-1], None, None))  # another model's graph
+    np.save(folder / INDEX_FILE, other.serialized())
+    (folder / MANIFEST).write_text(json.dumps(manifest(folder)))  # listed, checksum and all: refused in one line
+    with pytest.raises(BundleError, match=f"{INDEX_FILE} is not this bundle's item index"):
+        Bundle.load(folder)
