@@ -2,10 +2,10 @@
 
 ``shoprec train --engine spark`` reads the shop through :func:`load_shop_spark`. The rules are
 the local engine's own (:func:`features.validation.validate_table`), run by Spark tasks on
-pieces of a table's Parquet files (whole row groups, about :data:`CHUNK_ROWS` rows a piece,
-numbered as the local reader numbers them); each task sends its kept and quarantined rows back
-to the driver in Arrow, and :func:`features.loading.finish_load` applies the cross-table rules,
-aliases and returns as for the local engine. The :class:`ShopData`, its quarantine and its load
+pieces of a table's Parquet files (whole row groups, about :data:`PIECE_ROWS` rows a piece,
+numbered as the local reader numbers them); each task hands its kept and quarantined rows to
+the driver as Arrow files, and :func:`features.loading.finish_load` applies the cross-table
+rules, aliases and returns as for the local engine. The :class:`ShopData`, its quarantine and its load
 report are therefore the local engine's (tests/features/test_spark_loading.py holds them equal).
 
 What runs where, and why:
@@ -42,9 +42,9 @@ import pyarrow.parquet as pq
 
 from features.errors import first_line, one_line
 from features.loading import CheckedTable, Progress, ShopData, check_table, finish_load, open_shop
-from features.spark_session import start_spark
 from features.schema import ROW_COLUMN, TABLES, ContractConfig, ContractError
 from features.sources import CHUNK_ROWS, FolderSource, RawTable, Source, parquet_chunks, parquet_columns
+from features.spark_session import start_spark
 
 if TYPE_CHECKING:  # pyspark is an optional dependency (extra `spark`)
     from pyspark.sql import SparkSession
