@@ -115,6 +115,11 @@ class Bundle:
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
+        """Write the bundle into ``folder``, which must be new or empty: every file in it goes
+        into the manifest, so another bundle's optional parts (a ranker, a graph) would pass
+        for this one's."""
+        if folder.is_dir() and any(folder.iterdir()):
+            raise BundleError(f"{folder}: not empty; save a bundle into a new or empty folder")
         folder.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"customer_id": self.customers.external_ids}).to_parquet(folder / "customers.parquet")
         self.catalogue.to_parquet(folder / "catalogue.parquet")
@@ -134,8 +139,6 @@ class Bundle:
         index = self.explore_index(self.models[PRIMARY]) if self.ranker is not None else None
         if index is not None:  # built once here; every worker that loads the bundle reads it
             np.save(folder / INDEX_FILE, index.serialized())
-        else:  # a folder saved into before must not keep another model's graph
-            (folder / INDEX_FILE).unlink(missing_ok=True)
         (folder / "bundle.json").write_text(json.dumps(self.metadata, indent=2, default=str))
         (folder / MANIFEST).write_text(json.dumps(manifest(folder), indent=2))
         return folder

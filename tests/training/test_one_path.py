@@ -128,7 +128,9 @@ def test_a_reused_or_tampered_bundle_folder_never_serves_another_models_graph(
         pytest.skip("no graph below the threshold")
     folder = bundle.save(tmp_path / "bundle")
     exact = {**bundle.metadata, "ranking": {**bundle.metadata["ranking"], "index_from_items": None}}
-    dataclasses.replace(bundle, metadata=exact).save(folder)  # the same folder, a bundle without a graph
+    with pytest.raises(BundleError, match="not empty; save a bundle into a new or empty folder"):
+        dataclasses.replace(bundle, metadata=exact).save(folder)  # else the first one's graph would stay
+    folder = dataclasses.replace(bundle, metadata=exact).save(tmp_path / "exact")
     assert not (folder / INDEX_FILE).is_file()
     assert Bundle.load(folder).personal.index is None
     np.save(folder / INDEX_FILE, np.zeros(64, dtype=np.uint8))  # dropped in later, not in the manifest: never read
