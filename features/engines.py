@@ -1,7 +1,8 @@
 """Which engine loads a shop: this process, or Spark for the rows of the long tables (the same result).
 
 The one switch between :func:`features.loading.load_shop` and
-:func:`features.spark_loading.load_shop_spark`, so that neither module imports the other's way back.
+:func:`features.spark_loading.load_shop_spark`: it lives here because the Spark engine builds on
+``features.loading``, which therefore cannot import it (tests/test_layers.py refuses the cycle).
 """
 
 from __future__ import annotations
