@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 DEFAULT_LOCAL_MASTER = "local[2]"
 
 
-# ---- the session -----------------------------------------------------------------------------
 def _master_configured() -> bool:
     """Whether Spark's usual settings already name a master (spark-submit, PYSPARK_SUBMIT_ARGS,
     MASTER, spark-defaults.conf); pyspark itself would silently fall back to ``local[*]``."""
@@ -68,8 +67,6 @@ def spark_session(app_name: str = "shoprec", master: str | None = None) -> Spark
     except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext; the server owns its logs
         pass
     return spark
-
-
 
 
 def start_spark(app_name: str) -> tuple[SparkSession, bool]:
