@@ -6,6 +6,8 @@ pyspark is an optional dependency (extra ``spark``): it is imported only when a 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEFAULT_LOCAL_MASTER = "local[2]"
+MASTER_URL = re.compile(r"local(\[(\*|\d+)(, *\d+)?\])?|local-cluster\[\d+, *\d+, *\d+\]"
+                        r"|spark://[^,/:]+:\d+(,[^,/:]+:\d+)*|yarn|(?!local|spark)[a-z][a-z0-9+.-]*://\S+")
+"""Master URLs as Spark 4's SparkContext reads them: its own forms (local, standalone, YARN) exactly;
+any other ``scheme://...`` is left to a cluster manager plugin (Kubernetes' ``k8s://`` is one)."""
+MASTER_CONNECT_TIMEOUT_S = 5.0
 
 
 def _master_configured() -> bool:
@@ -36,6 +43,40 @@ def _master_configured() -> bool:
     return False
 
 
+def _chosen_master(master: str | None) -> tuple[str | None, str]:
+    """The master a new session gets and where it was named (for messages); ``None`` leaves it
+    to spark-submit, ``PYSPARK_SUBMIT_ARGS``, ``MASTER`` or spark-defaults.conf."""
+    if master is not None:
+        return master, "the caller"
+    if os.environ.get("SPARK_MASTER"):
+        return os.environ["SPARK_MASTER"], "SPARK_MASTER"
+    if _master_configured():
+        return None, "Spark's settings"
+    return DEFAULT_LOCAL_MASTER, "the default"
+
+
+def check_master(master: str, named_by: str) -> None:
+    """Refuse, in one line, a master URL Spark cannot parse or a standalone master nobody answers at.
+
+    Spark itself reports both only after its JVM has started: a parse error as a Java stack
+    trace, an unreachable ``spark://`` master after a minute of retries.
+    """
+    where = f"{master} (from {named_by})"
+    if not MASTER_URL.fullmatch(master):
+        raise UserError(f"Spark master {where} is not a master URL: use local[N], spark://HOST:PORT, yarn or k8s://URL")
+    if not master.startswith("spark://"):
+        return
+    failures = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=MASTER_CONNECT_TIMEOUT_S).close()
+            return
+        except OSError as error:
+            failures.append(f"{address}: {error.strerror or error}")
+    raise UserError(f"cannot reach the Spark master {where}: {'; '.join(failures)}")
+
+
 def spark_session(app_name: str = "shoprec", master: str | None = None) -> SparkSession:
     """A Spark session from the usual settings.
 
@@ -52,7 +93,7 @@ def spark_session(app_name: str = "shoprec", master: str | None = None) -> Spark
     builder = SparkSession.builder.appName(app_name)
     if master is None and os.environ.get("SPARK_REMOTE"):
         return builder.getOrCreate()
-    master = master or os.environ.get("SPARK_MASTER") or (None if _master_configured() else DEFAULT_LOCAL_MASTER)
+    master, _ = _chosen_master(master)
     if master is not None:
         builder = builder.master(master)
     if master is not None and master.startswith("local"):
@@ -71,8 +112,8 @@ def spark_session(app_name: str = "shoprec", master: str | None = None) -> Spark
 
 def start_spark(app_name: str) -> tuple[SparkSession, bool]:
     """The session an ``--engine spark`` command runs on, and whether this call started it (a
-    caller stops only a session it started: a notebook's own stays up). No pyspark, no Java
-    or a bad master URL is one line for the CLI."""
+    caller stops only a session it started: a notebook's own stays up). No pyspark, no Java,
+    a malformed master URL or an unreachable standalone master is one line for the CLI."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -81,8 +122,12 @@ def start_spark(app_name: str) -> tuple[SparkSession, bool]:
     # hold both engines equal under pandas 3, so the warning tells a user nothing.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     already = SparkSession.getActiveSession()
+    master, named_by = _chosen_master(None)
+    if already is None and not os.environ.get("SPARK_REMOTE") and master is not None:
+        check_master(master, named_by)
     try:
         session = spark_session(app_name)
-    except Exception as error:  # noqa: BLE001 - no Java, a bad master URL: one line for the CLI
-        raise UserError(f"--engine spark: cannot start Spark ({first_line(error)})") from error
+    except Exception as error:  # noqa: BLE001 - no Java, a master that refuses us: one line for the CLI
+        on = f" on {master} (from {named_by})" if master is not None and already is None else ""
+        raise UserError(f"--engine spark: cannot start Spark{on} ({first_line(error)})") from error
     return session, already is None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,8 +19,10 @@ from tests.features.shop_fixtures import RAW_TABLES
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SHOPREC, *args], capture_output=True, text=True, timeout=300)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``shoprec ARGS``; ``env``: variables set on top of this process's."""
+    return subprocess.run([SHOPREC, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env} if env else None)
 
 
 @pytest.fixture
@@ -50,6 +54,20 @@ def test_validate_on_spark_prints_the_local_engines_report(tmp_path: Path) -> No
     assert spark.stdout[spark.stdout.index("Load report"):] == local.stdout[local.stdout.index("Load report"):] \
         .replace(str(tmp_path / "local"), str(tmp_path / "spark"))
     assert (tmp_path / "spark" / "load_report.json").read_text() == (tmp_path / "local" / "load_report.json").read_text()
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("pyspark"), reason="the Spark engine needs pyspark")
+def test_an_unreachable_spark_master_is_one_line_exit_2_without_starting_spark(tmp_path: Path) -> None:
+    """Spark itself would retry for a minute and print a Java stack trace."""
+    write_tables(RAW_TABLES, tmp_path / "shop", "parquet")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("validate", str(tmp_path / "shop"), "--engine", "spark", env={"SPARK_MASTER": f"spark://127.0.0.1:{port}"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "at org.apache" not in result.stderr
+    assert result.stderr.strip().splitlines()[1:] == [  # after the progress line "loading SHOP"
+        f"error: cannot reach the Spark master spark://127.0.0.1:{port} (from SPARK_MASTER): 127.0.0.1:{port}: "
+        "Connection refused"]
 
 
 def test_an_unknown_engine_is_one_line_exit_2(shop_dir: Path) -> None:
