@@ -43,11 +43,17 @@ import scipy.sparse as sp
 BLOCK = 4096
 
 
+PARTNERS = 50
+"""Random co-occurrence partners per item of the synthetic bundle, for its cross-sells."""
+
+
 def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64, seed: int = 0) -> Any:
-    """A bundle with random ALS factors and the profile tables the serving rules read."""
+    """A bundle with random ALS factors, random co-occurrence partners and the profile tables the
+    serving rules read (benchmarks/bench_requests.py serves it too)."""
     from features.dataset import IdMap
-    from training.bundle import POPULARITY, PRIMARY, Bundle
+    from training.bundle import COOCCURRENCE, POPULARITY, PRIMARY, Bundle
     from training.bundle_profiles import ITEM_SALES, REBUY_CATEGORIES, REBUY_ITEMS
+    from training.models.cooccurrence import CooccurrenceModel
     from training.models.factorization import ALSModel
     from training.models.popularity import PopularityModel
     from training.ranker import NEW_FEATURES, OWN_FEATURES, Ranker, Tower
@@ -76,6 +82,10 @@ def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64,
     als = ALSModel()
     als.user_factors_ = (rng.standard_normal((n_customers, factors)) * 0.3).astype(np.float32)
     als.item_factors_ = (rng.standard_normal((n_items, factors)) * 0.3).astype(np.float32)
+    cooccurrence = CooccurrenceModel()
+    anchors = np.repeat(np.arange(n_items), PARTNERS)
+    cooccurrence.item_item_ = sp.csr_matrix((rng.random(len(anchors)).astype(np.float32),
+                                             (anchors, rng.integers(0, n_items, len(anchors)))), shape=(n_items, n_items))
     popularity = PopularityModel()
     popularity.item_scores_ = np.asarray(purchases.sum(axis=0)).ravel().astype(np.float32) + 1e-3
     known = np.flatnonzero(warm)
@@ -109,7 +119,7 @@ def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64,
               for names in (OWN_FEATURES, NEW_FEATURES)]
     ranking = RankingConfig(diversity_cap=3, horizon_days=28.0).model_dump()
     return Bundle(IdMap(customers), IdMap(items), catalogue, interactions, purchases,
-                  {PRIMARY: als, POPULARITY: popularity}, {"synthetic": True, "ranking": ranking,
+                  {PRIMARY: als, POPULARITY: popularity, COOCCURRENCE: cooccurrence}, {"synthetic": True, "ranking": ranking,
                                                            "as_of": "2025-06-30T00:00:00+00:00"}, profiles,
                   bought=since, ranker=Ranker(*towers))
 

@@ -4,8 +4,8 @@ short candidate lists instead of scoring the whole catalogue.
 - **Partners** (:func:`top_partners`): each item's best co-occurrence partners, the cart's
   candidates; deep enough that the cross-sells keep the exact lists' items (a test measures it).
 - **Customer rows** (:class:`CustomerRows`): each customer's personal scores, scaled into [0, 1]
-  by their best (with a ranker, its candidates: a hundred or so items per customer), and the
-  items the rules keep from them, one sparse row each; made for the whole base when the service
+  by their best (with a ranker, its candidates: a hundred or so items per customer), and what
+  the rules keep from them (:class:`Exclusions`), one sparse row each; made for the whole base when the service
   warms a bundle, within a memory budget, else one customer at a time (a batch job, a test, a
   base too large for the budget).
 - **Ranked tiers** (:class:`TierLists`): the shop's popular items, per category and per fallback
@@ -197,14 +197,40 @@ def personal_rows(personal: Personal, n_items: int) -> CustomerRows:
     return CustomerRows(make, n_items)
 
 
-def excluded_rows(rules: Rules) -> CustomerRows:
-    """The items the rules keep from each customer whatever the score (:meth:`training.ranking.Rules.excluded`)."""
+class Exclusions(CustomerRows):
+    """What the rules keep from each customer whatever the score (:meth:`training.ranking.Rules.excluded`),
+    one row per customer: the items excluded one by one, then the categories a recent purchase
+    blocks, one entry each (column ``n_catalogue`` + the category's code).
 
-    def make(customers: np.ndarray) -> sp.csr_matrix:
-        rows, items = rules.excluded(customers)
-        return _csr(rows, items, np.ones(len(rows), dtype=np.float32), (len(customers), rules.n_items))
+    A category block covers thousands of items of a large catalogue: rows with the blocks
+    spelled out as items passed the memory budget at 100,000 items, and were made per request.
+    Here a request spells out its one customer's few blocks from the categories' members.
+    """
 
-    return CustomerRows(make, rules.n_items)
+    def __init__(self, rules: Rules) -> None:
+        self.members = rules.members
+        """Category x item: the category's non-repeat items (what its block keeps away)."""
+        self.n_catalogue = rules.n_items
+        width = self.n_catalogue + self.members.shape[0]
+
+        def make(customers: np.ndarray) -> sp.csr_matrix:
+            (item_rows, items), (block_rows, categories) = rules.excluded_parts(customers)
+            rows = np.concatenate([item_rows, block_rows])
+            columns = np.concatenate([items, self.n_catalogue + categories])
+            return _csr(rows, columns, np.ones(len(rows), dtype=np.float32), (len(customers), width))
+
+        super().__init__(make, width)
+
+    def items_of(self, customer: int) -> np.ndarray:
+        """The items kept from the customer (an internal index), blocks spelled out; an item may
+        come twice."""
+        row = self.of(customer).items
+        split = int(np.searchsorted(row, self.n_catalogue))
+        if split == len(row):
+            return row
+        members = self.members
+        return np.concatenate([row[:split], *(members.indices[members.indptr[c]:members.indptr[c + 1]]
+                                              for c in (row[split:] - self.n_catalogue).tolist())])
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:

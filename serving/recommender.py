@@ -48,7 +48,7 @@ from serving.answers import (
     PriceBand,
     Propensity,
 )
-from serving.candidates import (CartPartners, Sparse, TierLists, blend, excluded_rows, personal_rows, scale_to_best,
+from serving.candidates import (CartPartners, Exclusions, Sparse, TierLists, blend, personal_rows, scale_to_best,
                                 top_partners)
 from serving.config import ServingConfig
 from serving.live_session import SessionReader, until_purchase, utc
@@ -91,7 +91,7 @@ class ShopRecommender:
                                                            "purchase": interactions.purchase_weight},
                                             self.config.session_items)
         self.personal_rows = personal_rows(bundle.personal, self.n_items)
-        self.excluded_rows = excluded_rows(self.rules)
+        self.excluded_rows = Exclusions(self.rules)
         self.tier_lists = TierLists.build(self.popularity, self.item_category, len(self.categories), self.fallbacks)
 
     @functools.cached_property
@@ -134,7 +134,7 @@ class ShopRecommender:
         :meth:`training.ranking.Rules.allowed` says, from the customer's excluded row."""
         free = self.in_stock.copy()
         if idx >= 0:
-            free[self.excluded_rows.of(idx).items] = False
+            free[self.excluded_rows.items_of(idx)] = False
         return free
 
     def _fallback_tier(self, idx: int) -> tuple[Tier, Reason]:

@@ -95,20 +95,28 @@ class Rules:
     def excluded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row position, item) pairs the history excludes for customers ``rows``: bought non-repeat
         items, and non-repeat items of a category whose window a purchase there has not closed."""
+        (item_rows, items), (block_rows, categories) = self.excluded_parts(rows)
+        if not len(block_rows):
+            return item_rows, items
+        pairs = sp.csr_matrix((np.ones(len(block_rows), dtype=np.float32), (block_rows, categories)),
+                              shape=(len(rows), len(self.block_days)))
+        blocked = sp.coo_matrix(pairs @ self.members)
+        return np.concatenate([item_rows, blocked.row]).astype(np.int64), np.concatenate([items, blocked.col]).astype(np.int64)
+
+    def excluded_parts(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """What :meth:`excluded` keeps from customers ``rows``, before category blocks become items:
+        (row position, item) pairs excluded one by one (bought non-repeat items, re-buys not yet
+        due), and (row position, category) pairs, each category once a row, whose non-repeat items
+        (the category's row of ``members``) a recent purchase there keeps away. A block covers
+        thousands of items of a large catalogue: the service holds it as one entry."""
         row, col, since = rows_of(self.bought, rows)
         own = self.non_repeat[col]
         waiting = ~own & (since - 1.0 + self.horizon_days < self.wait_days[col])
-        out_rows, out_cols = [row[own | waiting]], [col[own | waiting]]
+        one_by_one = own | waiting
         cats = self.category[col[own]]
         open_ = since[own] - 1.0 < self.block_days[cats]
-        if open_.any():
-            pairs = sp.csr_matrix((np.ones(int(open_.sum()), dtype=np.float32), (row[own][open_], cats[open_])),
-                                  shape=(len(rows), len(self.block_days)))
-            pairs.data[:] = 1.0  # a category bought twice is one block
-            blocked = sp.coo_matrix(pairs @ self.members)
-            out_rows.append(blocked.row)
-            out_cols.append(blocked.col)
-        return np.concatenate(out_rows).astype(np.int64), np.concatenate(out_cols).astype(np.int64)
+        blocks = np.unique(np.stack([row[own][open_], cats[open_]]).astype(np.int64), axis=1)  # a category bought twice: one block
+        return (row[one_by_one].astype(np.int64), col[one_by_one].astype(np.int64)), (blocks[0], blocks[1])
 
     def allowed(self, rows: np.ndarray) -> np.ndarray:
         """Rows x items: what the rules allow whatever the score (for the fallback fills)."""

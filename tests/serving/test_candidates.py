@@ -70,6 +70,23 @@ def test_a_base_over_the_memory_budget_is_served_per_request(bundle: Bundle, mon
             np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
 
 
+def test_exclusions_hold_each_category_block_once_and_spell_out_the_rules_items(bundle: Bundle) -> None:
+    """The sample's durable categories are blocked after a purchase: a customer's held row names
+    each block once, yet the items a request keeps away are exactly those of Rules.excluded."""
+    served = ShopRecommender(bundle, "served")
+    served.warm()
+    exclusions, rules = served.excluded_rows, bundle.rules
+    known = np.flatnonzero(bundle.has_history)
+    rows, items = rules.excluded(known)
+    assert exclusions.rows is not None and exclusions.rows.nnz < len(set(zip(rows.tolist(), items.tolist(), strict=True)))
+    blocked = 0
+    for position, customer in enumerate(known.tolist()):
+        held = exclusions.of(customer).items
+        blocked += int((held >= exclusions.n_catalogue).sum())
+        assert set(exclusions.items_of(customer).tolist()) == set(items[rows == position].tolist())
+    assert blocked > 0.1 * len(known)  # the check above covers many blocks
+
+
 def test_customer_rows_place_each_customers_row_and_leave_the_rest_empty() -> None:
     def make(customers: np.ndarray) -> sp.csr_matrix:  # customer c scores item c % 4 at c
         return sp.csr_matrix((customers.astype(np.float32), (np.arange(len(customers)), customers % 4)),
