@@ -83,9 +83,12 @@ def synthetic_bundle(n_customers: int, n_items: int = 10_000, factors: int = 64,
     als.user_factors_ = (rng.standard_normal((n_customers, factors)) * 0.3).astype(np.float32)
     als.item_factors_ = (rng.standard_normal((n_items, factors)) * 0.3).astype(np.float32)
     cooccurrence = CooccurrenceModel()
+    partners = np.random.default_rng(seed + 1)  # a stream of its own: the rest of the bundle is as it was before
     anchors = np.repeat(np.arange(n_items), PARTNERS)
-    cooccurrence.item_item_ = sp.csr_matrix((rng.random(len(anchors)).astype(np.float32),
-                                             (anchors, rng.integers(0, n_items, len(anchors)))), shape=(n_items, n_items))
+    partner = partners.integers(0, n_items, len(anchors))
+    other = partner != anchors  # an item is not its own partner
+    cooccurrence.item_item_ = sp.csr_matrix((partners.random(int(other.sum())).astype(np.float32),
+                                             (anchors[other], partner[other])), shape=(n_items, n_items))
     popularity = PopularityModel()
     popularity.item_scores_ = np.asarray(purchases.sum(axis=0)).ravel().astype(np.float32) + 1e-3
     known = np.flatnonzero(warm)

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEFAULT_LOCAL_MASTER = "local[2]"
-MASTER_URL = re.compile(r"local(\[(\*|\d+)(, *\d+)?\])?|local-cluster\[\d+, *\d+, *\d+\]"
-                        r"|spark://[^,/:]+:\d+(,[^,/:]+:\d+)*|yarn|(?!local|spark)[a-z][a-z0-9+.-]*://\S+")
-"""Master URLs as Spark 4's SparkContext reads them: its own forms (local, standalone, YARN) exactly;
-any other ``scheme://...`` is left to a cluster manager plugin (Kubernetes' ``k8s://`` is one)."""
+_ADDRESS = r"(\[[0-9A-Fa-f:.]+\]|[^,/:@\s\[\]]+):[0-9]+"
+MASTER_URL = re.compile(r"local(\[([0-9]+|\*)\]|\[([0-9]+|\*)\s*,\s*[0-9]+\])?"
+                        r"|local-cluster\[\s*[0-9]+\s*,\s*[0-9]+\s*,\s*[0-9]+\s*\]"
+                        rf"|spark://{_ADDRESS}(,{_ADDRESS})*|yarn|(?!local|spark)[a-z][a-z0-9+.-]*://\S+")
+"""Master URLs as Spark 4's SparkContext reads them (its ``SparkMasterRegex``): its own forms
+(local, local-cluster, standalone with one or more HOST:PORT, YARN) exactly; any other
+``scheme://...`` is left to a cluster manager plugin (Kubernetes' ``k8s://`` is one)."""
 MASTER_CONNECT_TIMEOUT_S = 5.0
 
 
@@ -37,8 +40,8 @@ def _master_configured() -> bool:
                  os.path.join(os.environ["SPARK_HOME"], "conf") if os.environ.get("SPARK_HOME") else None]
     for folder in filter(None, conf_dirs):
         defaults = Path(folder) / "spark-defaults.conf"
-        if defaults.is_file() and any(line.split()[:1] == ["spark.master"]
-                                      for line in defaults.read_text().splitlines()):
+        if defaults.is_file() and any(re.match(r"\s*spark\.master\s*[\s=:]", line)
+                                      for line in defaults.read_text().splitlines()):  # Java properties: "key value", "key=value"
             return True
     return False
 
@@ -56,7 +59,8 @@ def _chosen_master(master: str | None) -> tuple[str | None, str]:
 
 
 def check_master(master: str, named_by: str) -> None:
-    """Refuse, in one line, a master URL Spark cannot parse or a standalone master nobody answers at.
+    """Refuse, in one line, a master URL Spark cannot parse or a standalone master nobody answers at
+    (each address is tried for :data:`MASTER_CONNECT_TIMEOUT_S`, after its name is looked up).
 
     Spark itself reports both only after its JVM has started: a parse error as a Java stack
     trace, an unreachable ``spark://`` master after a minute of retries.
@@ -69,8 +73,10 @@ def check_master(master: str, named_by: str) -> None:
     failures = []
     for address in master.removeprefix("spark://").split(","):
         host, _, port = address.rpartition(":")
+        if not 0 < int(port) < 65536:
+            raise UserError(f"Spark master {where}: port {port} is not a TCP port (1-65535)")
         try:
-            socket.create_connection((host, int(port)), timeout=MASTER_CONNECT_TIMEOUT_S).close()
+            socket.create_connection((host.strip("[]"), int(port)), timeout=MASTER_CONNECT_TIMEOUT_S).close()
             return
         except OSError as error:
             failures.append(f"{address}: {error.strerror or error}")
@@ -121,9 +127,12 @@ def start_spark(app_name: str) -> tuple[SparkSession, bool]:
     # pyspark 4 warns on every pandas UDF that pandas 3 is "not yet fully supported"; the tests
     # hold both engines equal under pandas 3, so the warning tells a user nothing.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    from pyspark import SparkContext
+
     already = SparkSession.getActiveSession()
     master, named_by = _chosen_master(None)
-    if already is None and not os.environ.get("SPARK_REMOTE") and master is not None:
+    running = already is not None or SparkContext._active_spark_context is not None  # another thread's, reused
+    if not running and not os.environ.get("SPARK_REMOTE") and master is not None:
         check_master(master, named_by)
     try:
         session = spark_session(app_name)

@@ -153,7 +153,7 @@ class CustomerRows:
         request."""
         blocks, entries = [], 0
         starts = [0, *range(min(PROBE, len(customers)), len(customers), max(block, 1))] if len(customers) else []
-        for start, end in zip(starts, [*starts[1:], len(customers)], strict=True):
+        for start, end in zip(starts, [*starts[1:], len(customers)] if starts else [], strict=True):
             made = self.make(customers[start:end])
             entries += made.nnz  # 12 bytes an entry: a float32 value, an int32 item, an index pointer's share
             estimate = entries * len(customers) / end if not start else entries

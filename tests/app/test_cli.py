@@ -60,10 +60,11 @@ def test_validate_on_spark_prints_the_local_engines_report(tmp_path: Path) -> No
 def test_an_unreachable_spark_master_is_one_line_exit_2_without_starting_spark(tmp_path: Path) -> None:
     """Spark itself would retry for a minute and print a Java stack trace."""
     write_tables(RAW_TABLES, tmp_path / "shop", "parquet")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = run("validate", str(tmp_path / "shop"), "--engine", "spark", env={"SPARK_MASTER": f"spark://127.0.0.1:{port}"})
+    with socket.socket() as held:  # bound, not listening: connections to it are refused while it is held
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        result = run("validate", str(tmp_path / "shop"), "--engine", "spark",
+                     env={"SPARK_MASTER": f"spark://127.0.0.1:{port}"})
     assert result.returncode == 2 and "Traceback" not in result.stderr and "at org.apache" not in result.stderr
     assert result.stderr.strip().splitlines()[1:] == [  # after the progress line "loading SHOP"
         f"error: cannot reach the Spark master spark://127.0.0.1:{port} (from SPARK_MASTER): 127.0.0.1:{port}: "

@@ -12,6 +12,7 @@ from serving.candidates import CustomerRows, top_partners
 from serving.config import ServingConfig
 from serving.recommender import ShopRecommender
 from training.bundle import Bundle
+from training.ranking import Rules
 
 
 def _requests(bundle: Bundle, n: int, seed: int) -> list[tuple[list[str], str, int]]:
@@ -70,9 +71,26 @@ def test_a_base_over_the_memory_budget_is_served_per_request(bundle: Bundle, mon
             np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
 
 
-def test_exclusions_hold_each_category_block_once_and_spell_out_the_rules_items(bundle: Bundle) -> None:
+def _kept_away(rules: Rules, customer: int) -> set[int]:
+    """The rules' exclusions of one customer, spelled out item by item from their purchases: a
+    bought non-repeat item, a re-buy not due within the horizon, and every non-repeat item of a
+    category whose block a non-repeat purchase there has not closed."""
+    row = rules.bought.getrow(customer)
+    kept: set[int] = set()
+    for item, since in zip(row.indices.tolist(), row.data.tolist(), strict=True):
+        if rules.non_repeat[item]:
+            kept.add(item)
+            category = rules.category[item]
+            if since - 1.0 < rules.block_days[category]:
+                kept |= set(np.flatnonzero(rules.non_repeat & (rules.category == category)).tolist())
+        elif since - 1.0 + rules.horizon_days < rules.wait_days[item]:
+            kept.add(item)
+    return kept
+
+
+def test_exclusions_hold_each_category_block_once_and_keep_away_what_the_rules_say(bundle: Bundle) -> None:
     """The sample's durable categories are blocked after a purchase: a customer's held row names
-    each block once, yet the items a request keeps away are exactly those of Rules.excluded."""
+    each block once, and the items a request keeps away are those the rules spell out."""
     served = ShopRecommender(bundle, "served")
     served.warm()
     exclusions, rules = served.excluded_rows, bundle.rules
@@ -81,9 +99,10 @@ def test_exclusions_hold_each_category_block_once_and_spell_out_the_rules_items(
     assert exclusions.rows is not None and exclusions.rows.nnz < len(set(zip(rows.tolist(), items.tolist(), strict=True)))
     blocked = 0
     for position, customer in enumerate(known.tolist()):
-        held = exclusions.of(customer).items
-        blocked += int((held >= exclusions.n_catalogue).sum())
-        assert set(exclusions.items_of(customer).tolist()) == set(items[rows == position].tolist())
+        blocked += int((exclusions.of(customer).items >= exclusions.n_catalogue).sum())
+        expected = _kept_away(rules, customer)
+        assert set(exclusions.items_of(customer).tolist()) == expected
+        assert set(items[rows == position].tolist()) == expected
     assert blocked > 0.1 * len(known)  # the check above covers many blocks
 
 
@@ -96,6 +115,9 @@ def test_customer_rows_place_each_customers_row_and_leave_the_rest_empty() -> No
     assert rows.warm(np.array([1, 5, 6]), 8)
     assert [(r.items.tolist(), r.scores.tolist()) for r in map(rows.of, range(8))] == [
         ([], []), ([1], [1.0]), ([], []), ([], []), ([], []), ([1], [5.0]), ([2], [6.0]), ([], [])]
+    nobody = CustomerRows(make, 4)  # a bundle where no customer has history
+    assert nobody.warm(np.zeros(0, dtype=np.int64), 3)
+    assert [r.items.tolist() for r in map(nobody.of, range(3))] == [[], [], []]
 
 
 def test_top_partners_keeps_each_items_best_ties_by_the_lower_item() -> None:
