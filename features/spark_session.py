@@ -137,6 +137,6 @@ def start_spark(app_name: str) -> tuple[SparkSession, bool]:
     try:
         session = spark_session(app_name)
     except Exception as error:  # noqa: BLE001 - no Java, a master that refuses us: one line for the CLI
-        on = f" on {master} (from {named_by})" if master is not None and already is None else ""
+        on = f" on {master} (from {named_by})" if master is not None and not running else ""
         raise UserError(f"--engine spark: cannot start Spark{on} ({first_line(error)})") from error
     return session, already is None

@@ -203,7 +203,8 @@ class Exclusions(CustomerRows):
     blocks, one entry each (column ``n_catalogue`` + the category's code).
 
     A category block covers thousands of items of a large catalogue: rows with the blocks
-    spelled out as items passed the memory budget at 100,000 items, and were made per request.
+    spelled out as items passed the memory budget (on the 40,000-item sample shop already), and
+    were made per request.
     Here a request spells out its one customer's few blocks from the categories' members.
     """
 
