@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from training.ranker import Personal
 from training.ranking import Candidates, Fallbacks, Rules
-from training.tiers import Tier
+from training.tiers import AnyTier, Tier, TierUnion
 from training.top_k import rows_of
 
 CUSTOMER_ROWS_BYTES = 512 * 2**20
@@ -256,12 +256,7 @@ class TierLists:
         by_fallback = [Tier.from_dense(row) for row in fallbacks.scores]
         return cls(by_category, by_fallback, Tier.from_dense(popularity + 1e-6))
 
-    def in_categories(self, categories: np.ndarray) -> Tier:
-        """Popular items of any of ``categories``, best first."""
+    def in_categories(self, categories: np.ndarray) -> AnyTier:
+        """Popular items of any of ``categories``, best first (merged as deep as a request reads)."""
         tiers = [self.by_category[c] for c in sorted(set(categories.tolist()))]
-        if len(tiers) == 1:
-            return tiers[0]
-        items = np.concatenate([t.items for t in tiers])
-        scores = np.concatenate([t.scores for t in tiers])
-        order = np.lexsort((items, -scores))
-        return Tier(items[order], scores[order], ranked=True)
+        return tiers[0] if len(tiers) == 1 else TierUnion(tiers)

@@ -55,7 +55,7 @@ from serving.live_session import SessionReader, until_purchase, utc
 from serving.profiles import CustomerProfiles
 from training.bundle import PRIMARY, SIMILAR, Bundle
 from training.propensity_set import PropensityUnavailable
-from training.tiers import Tier, rank_tiers
+from training.tiers import AnyTier, Tier, rank_tiers
 
 logger = logging.getLogger("shoprec.serving")
 
@@ -143,7 +143,7 @@ class ShopRecommender:
         row = int(self.fallbacks.rows_for(np.array([idx]))[0])
         return self.tier_lists.by_fallback[row], self.fallbacks.reasons[row]
 
-    def _ranked(self, tiers: list[tuple[Tier, Reason]], free: np.ndarray, k: int) -> list[Pick]:
+    def _ranked(self, tiers: list[tuple[AnyTier, Reason]], free: np.ndarray, k: int) -> list[Pick]:
         """Picks from score tiers in turn through the one ranking path
         (:func:`training.tiers.rank_tiers`: one diversity cap over the whole list), then the
         shop's popular items and, last, any item (zero scores included) that is ``free`` (per
@@ -230,7 +230,7 @@ class ShopRecommender:
             return f"{kind}:{self.item_ids[anchors[anchor]]}"
 
         blended = blend([(1.0, co), (self.config.cf_weight, cf)])
-        tiers: list[tuple[Tier, Reason]] = [(Tier(blended.items, blended.scores), why)]
+        tiers: list[tuple[AnyTier, Reason]] = [(Tier(blended.items, blended.scores), why)]
         if len(anchors):
             tiers.append((self.tier_lists.in_categories(self.item_category[anchors]), None))
         tiers.append(self._fallback_tier(int(idx[0])))
@@ -362,7 +362,7 @@ class ShopRecommender:
             band, inside = self._widen(band, allowed, k)
         personal = self._personal_scores(int(idx[0]), session)
         raw = int(self.bundle.customer_index(np.array([customer_id], dtype=object))[0])
-        tiers: list[tuple[Tier, Reason]] = [(Tier(scores.items, scores.scores), reason)
+        tiers: list[tuple[AnyTier, Reason]] = [(Tier(scores.items, scores.scores), reason)
                                             for scores, reason in ([personal] if personal is not None else [])]
         tiers.append(self._fallback_tier(raw))
         return Offers(bool(idx[0] >= 0), band, self._ranked(tiers, inside, k), unknown_category, len(session))

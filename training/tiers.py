@@ -41,8 +41,50 @@ class Tier:
             return max(float(self.scores[0]), 0.0) if len(self.scores) else 0.0
         return max(float(np.max(self.scores, initial=0.0)), 0.0)
 
+    @property
+    def size(self) -> int:
+        return len(self.items)
 
-def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int
+    def head(self, depth: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Items and scores of the first ``depth`` of a ranked tier; the whole tier for None, and
+        always for an unranked one."""
+        if depth is None or not self.ranked:
+            return self.items, self.scores
+        return self.items[:depth], self.scores[:depth]
+
+
+class TierUnion:
+    """Ranked tiers of disjoint items (several categories' popular items) as one ranked tier,
+    merged only as deep as it is read: the first n of the union are among the first n of each
+    part, so a request that reads a prefix (:func:`rank_tiers`) sorts a few hundred items, not
+    every item of the parts (thousands each in a large catalogue)."""
+
+    ranked = True
+
+    def __init__(self, parts: list[Tier]) -> None:
+        self.parts = parts
+
+    @property
+    def top(self) -> float:
+        return max(part.top for part in self.parts)
+
+    @property
+    def size(self) -> int:
+        return sum(part.size for part in self.parts)
+
+    def head(self, depth: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Tier.head` of the merged parts, best first (score down, then item up)."""
+        heads = [part.head(depth) for part in self.parts]
+        items = np.concatenate([i for i, _ in heads])
+        scores = np.concatenate([s for _, s in heads])
+        order = np.lexsort((items, -scores))[:depth]
+        return items[order], scores[order]
+
+
+AnyTier = Tier | TierUnion
+
+
+def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[AnyTier], k: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The list of a request that ranks several tiers of scores in turn (a cross-sell: the cart's
     partners, then what is popular in the cart's categories, then the customer's fallback list, then
@@ -59,18 +101,17 @@ def rank_tiers(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int
     tier's best), so a tier's order is its scores' order exactly.
     """
     depth = max(int(k), 1) * CANDIDATE_DEPTH
-    cut = [t for t, tier in enumerate(tiers) if tier.ranked and len(tier.items) > depth]
+    cut = [t for t, tier in enumerate(tiers) if tier.ranked and tier.size > depth]
     items, tier_of, scores = _rank_candidates(rules, free, tiers, k, depth if cut else None)
     if cut and ((items < 0).any() or tier_of.max(initial=-1) > cut[0]):  # it read past a cut tier
         items, tier_of, scores = _rank_candidates(rules, free, tiers, k, None)
     return items, tier_of, scores
 
 
-def _rank_candidates(rules: Rules, free: np.ndarray, tiers: list[Tier], k: int, depth: int | None
+def _rank_candidates(rules: Rules, free: np.ndarray, tiers: list[AnyTier], k: int, depth: int | None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`rank_tiers` over each tier's items (a ranked tier's first ``depth``; None: all)."""
-    parts = [(tier.items[:depth], tier.scores[:depth]) if tier.ranked and depth is not None
-             else (tier.items, tier.scores) for tier in tiers]
+    parts = [tier.head(depth) for tier in tiers]
     items = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in parts])
     scores = np.concatenate([np.asarray(s, dtype=np.float64) for _, s in parts])
     tier = np.repeat(np.arange(len(tiers)), [len(i) for i, _ in parts])

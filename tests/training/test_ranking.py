@@ -15,7 +15,7 @@ from training.bundle import Bundle
 from training.pipeline import TrainConfig, build_bundle
 from training.ranker import as_dense
 from training.ranking import RankingConfig, Rules, build_fallbacks, build_rules, make_lists, make_lists_dense
-from training.tiers import Tier, rank_tiers
+from training.tiers import AnyTier, Tier, TierUnion, rank_tiers
 from training import top_k
 from training.top_k import CANDIDATE_DEPTH, best_columns, capped_top_k
 
@@ -203,11 +203,38 @@ def test_fallbacks_fill_under_the_rules_and_the_cap() -> None:
     assert block.items[2].tolist() == [0, 1, 3, -1]  # an unknown customer: the shop's list, capped
 
 
+def _as_tier(scores: np.ndarray, rng: np.random.Generator) -> AnyTier:
+    """Dense scores as one of the tiers the service gives: ranked, unranked, or the union of ranked
+    tiers of disjoint items (a cart's categories)."""
+    kind = rng.integers(3)
+    if kind == 0:
+        return Tier.from_dense(scores)
+    if kind == 1:
+        return Tier(np.flatnonzero(scores), scores[np.flatnonzero(scores)])
+    part = rng.integers(0, 3, len(scores))
+    return TierUnion([Tier.from_dense(np.where(part == p, scores, 0.0)) for p in range(3)])
+
+
+def test_a_union_of_ranked_tiers_reads_as_the_one_ranked_tier_of_all_their_items() -> None:
+    """Any prefix of the union (merged from the parts' prefixes) is the whole tier's prefix, ties by item."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        m = int(rng.integers(1, 300))
+        scores = np.where(rng.random(m) < 0.5, rng.integers(0, 5, m), 0).astype(np.float32)
+        part = rng.integers(0, 4, m)
+        union = TierUnion([Tier.from_dense(np.where(part == p, scores, 0.0)) for p in range(4)])
+        whole = Tier.from_dense(scores)
+        assert (union.size, union.top) == (whole.size, whole.top), trial
+        for depth in (None, 1, 5, 50, 400):
+            assert [a.tolist() for a in union.head(depth)] == [a.tolist() for a in whole.head(depth)], (trial, depth)
+
+
 def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> None:
     """Random tiers against a walk written out: an item ranks in the first tier that scores it
     positive, tier by tier, best first within one (ties by item), skipping what the rules or the
     request exclude, the cap counted over the whole list. Tiers come sparse, ranked (read to a
-    depth, then whole when the list reaches past it) or not, as the service gives them."""
+    depth, then whole when the list reaches past it), unranked or a union of ranked ones, as the
+    service gives them."""
     rng = np.random.default_rng(5)
     deep = 0
     for trial in range(300):
@@ -217,8 +244,7 @@ def test_rank_tiers_takes_each_tier_in_turn_under_the_rules_and_one_cap() -> Non
                        in_stock=(rng.random(m) > 0.1).tolist()).with_cap(cap)
         dense = [np.where(rng.random(m) < 0.3, rng.integers(0, 4, m), 0).astype(np.float32) for _ in range(3)]
         dense.append(np.full(m, 1e-6, dtype=np.float32))  # anything allowed, last
-        tiers = [Tier.from_dense(scores) if rng.random() < 0.5 else
-                 Tier(np.flatnonzero(scores), scores[np.flatnonzero(scores)]) for scores in dense[:3]]
+        tiers: list[AnyTier] = [_as_tier(scores, rng) for scores in dense[:3]]
         tiers.append(Tier.from_dense(dense[3]))
         allowed = rng.random(m) > rng.choice([0.2, 0.95])  # sometimes nearly nothing: past the depth
         items, tier_of, scores = rank_tiers(rules, ~rules.blocked & allowed, tiers, k)
