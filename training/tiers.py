@@ -55,8 +55,8 @@ class Tier:
 
 class TierUnion:
     """Ranked tiers of disjoint items (several categories' popular items) as one ranked tier,
-    merged only as deep as it is read: the first n of the union are among the first n of each
-    part, so a request that reads a prefix (:func:`rank_tiers`) sorts a few hundred items, not
+    merged only as deep as it is read: each of the union's first n items is among the first n
+    of its own part, so a request that reads a prefix (:func:`rank_tiers`) sorts a few hundred items, not
     every item of the parts (thousands each in a large catalogue)."""
 
     ranked = True
@@ -66,7 +66,7 @@ class TierUnion:
 
     @property
     def top(self) -> float:
-        return max(part.top for part in self.parts)
+        return max((part.top for part in self.parts), default=0.0)
 
     @property
     def size(self) -> int:
