@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from features.ids import members
+from features.ids import members, positions
 from features.loading import ShopData
 from features.profiles import email_open_rates
 from features import sessions as sess
@@ -79,15 +79,38 @@ def customer_features(shop: ShopData, cutoff: pd.Timestamp, log: sess.SessionLog
     """
     past = shop.before(cutoff)
     seen = _seen_events(past, cutoff, log)
-    frame = pd.DataFrame(index=_population(past, cutoff, seen))
-    frame = frame.join(_order_features(past, cutoff))
-    frame = frame.join(_seen_days(past, cutoff, seen).rename("seen_days"))
+    population = _population(past, cutoff, seen)
+    coded = _coded(past, population)
+    frame = pd.DataFrame(index=pd.RangeIndex(len(population)))
+    frame = frame.join(_order_features(coded, cutoff))
+    frame = frame.join(_seen_days(coded, cutoff, seen, population).rename("seen_days"))
     if seen is not None:
-        frame = frame.join(_event_features(seen))
-    if past.has("email_events"):
-        frame = frame.join(_email_features(past["email_events"], cutoff))
-    frame = _fill(frame)
-    return _rates(frame, past, cutoff)
+        frame = frame.join(_by_position(_event_features(seen), population))
+    if coded.has("email_events"):
+        frame = frame.join(_email_features(coded["email_events"], cutoff))
+    frame = _rates(_fill(frame), past, cutoff)
+    frame.index = population
+    return frame
+
+
+CODED_TABLES = ("orders", "email_events", "customers")
+"""The tables whose customer ids :func:`_coded` replaces (a customer who signs up after the cut-off
+is at -1 there, and no feature reads that row)."""
+
+
+def _coded(past: ShopData, population: pd.Index) -> ShopData:
+    """``past`` with each customer id in its orders, email log and customers table replaced by its
+    position in ``population`` (sorted, so positions sort as the ids do): the group-bys of every
+    feature then hash integers, where pandas factorized the Arrow strings again for each of them,
+    at every cut-off. Same groups, same rows in the same order, so the same sums to the bit."""
+    tables = {name: frame.assign(customer_id=positions(population, frame["customer_id"]))
+              if name in CODED_TABLES else frame for name, frame in past.tables.items()}
+    return ShopData(tables=tables, report=past.report, quarantine=past.quarantine)
+
+
+def _by_position(features: pd.DataFrame | pd.Series, population: pd.Index) -> pd.DataFrame | pd.Series:
+    """Features indexed by customer id, re-indexed by the id's position in ``population``."""
+    return features.set_axis(positions(population, features.index.to_numpy()))
 
 
 def _rates(frame: pd.DataFrame, past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
@@ -144,12 +167,13 @@ def _order_features(past: ShopData, cutoff: pd.Timestamp) -> pd.DataFrame:
     return out
 
 
-def _seen_days(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None) -> pd.Series:
-    """Days since the customer was first seen: sign-up when known, else the first activity."""
+def _seen_days(past: ShopData, cutoff: pd.Timestamp, seen: SeenEvents | None, population: pd.Index) -> pd.Series:
+    """Days since the customer was first seen: sign-up when known, else the first activity
+    (``past`` coded by :func:`_coded`, the result by position in ``population``)."""
     # each table's first time per customer, then the earliest
     parts = [past["orders"].groupby("customer_id")["ts"].min()]
     if seen is not None:
-        parts.append(seen.first_ts())
+        parts.append(_by_position(seen.first_ts(), population))
     if past.has("customers") and "created_at" in past["customers"]:
         customers = past["customers"]
         signed_up = (customers["created_at"] < cutoff).to_numpy()

@@ -136,3 +136,23 @@ def test_an_open_the_shop_has_not_seen_by_the_cut_off_is_not_known() -> None:
     assert email_labels(seen, pd.Timestamp("2024-05-09", tz="UTC"), 14, pd.Index(["a"])).tolist() == [0]
     after = customer_features(seen, pd.Timestamp("2024-06-02 12:00", tz="UTC")).loc["a"]
     assert after["clicks"] == 1 and after["log_opens"] > 0
+
+
+def test_a_customers_features_do_not_depend_on_how_the_ids_sort(shop: ShopData) -> None:
+    """The features group customers by their position among the sorted ids: renaming every
+    customer so that the ids sort in another order (the reverse, non-ASCII among them) must give
+    each customer the same row, whatever the event log or email log holds."""
+    ids = pd.Index(np.unique(np.concatenate([shop[t]["customer_id"].dropna().astype(str).to_numpy(dtype=object)
+                                             for t in ("orders", "events", "email_events", "customers")])))
+    renamed_to = pd.Series([f"ä{len(ids) - n:05d}" if n % 3 else f"Z{len(ids) - n:05d}" for n in range(len(ids))],
+                           index=ids)
+    renamed = ShopData({name: frame.assign(customer_id=frame["customer_id"].map(renamed_to.to_dict()).astype("str"))
+                        if "customer_id" in frame else frame for name, frame in shop.tables.items()},
+                       report=shop.report, quarantine=shop.quarantine)
+    cutoff = shop["orders"]["ts"].max() - pd.Timedelta(days=20)
+    for log in (True, False):
+        original = customer_features(shop, cutoff, ordered(shop["events"], shop["items"]) if log else None)
+        moved = customer_features(renamed, cutoff, ordered(renamed["events"], renamed["items"]) if log else None)
+        assert list(moved.index) == sorted(moved.index)
+        back = moved.rename(index=dict(zip(renamed_to, renamed_to.index, strict=True))).loc[original.index]
+        pd.testing.assert_frame_equal(back, original, check_exact=True, check_names=False)
