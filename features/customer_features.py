@@ -93,7 +93,7 @@ def customer_features(shop: ShopData, cutoff: pd.Timestamp, log: sess.SessionLog
     return frame
 
 
-CODED_TABLES = ("orders", "email_events", "customers")
+_CODED_TABLES = ("orders", "email_events", "customers")
 """The tables whose customer ids :func:`_coded` replaces (a customer who signs up after the cut-off
 is at -1 there, and no feature reads that row)."""
 
@@ -102,14 +102,16 @@ def _coded(past: ShopData, population: pd.Index) -> ShopData:
     """``past`` with each customer id in its orders, email log and customers table replaced by its
     position in ``population`` (sorted, so positions sort as the ids do): the group-bys of every
     feature then hash integers, where pandas factorized the Arrow strings again for each of them,
-    at every cut-off. Same groups, same rows in the same order, so the same sums to the bit."""
+    at every cut-off. Same groups, same rows in the same order, so the same sums to the bit. Only
+    for this module's group-bys: its ids are no longer the contract's."""
     tables = {name: frame.assign(customer_id=positions(population, frame["customer_id"]))
-              if name in CODED_TABLES else frame for name, frame in past.tables.items()}
+              if name in _CODED_TABLES else frame for name, frame in past.tables.items()}
     return ShopData(tables=tables, report=past.report, quarantine=past.quarantine)
 
 
 def _by_position(features: pd.DataFrame | pd.Series, population: pd.Index) -> pd.DataFrame | pd.Series:
-    """Features indexed by customer id, re-indexed by the id's position in ``population``."""
+    """Features indexed by customer id (those made from the session log), re-indexed by the id's
+    position in ``population``, so that they join the features grouped by position."""
     return features.set_axis(positions(population, features.index.to_numpy()))
 
 

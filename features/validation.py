@@ -71,20 +71,21 @@ def _is_blank(values: pd.Series) -> np.ndarray:
 
 def _as_id(values: pd.Series) -> pd.Series:
     """Ids are strings. An integral float (an id column with gaps read from SQL/Parquet) loses
-    its '.0', value by value, so an id reads the same whichever chunk it came in."""
+    its '.0', value by value, so an id reads the same whichever chunk it came in. A missing id
+    stays missing (``astype("str")`` and ``strip`` keep it so)."""
     if pd.api.types.is_float_dtype(values):
         integral = (values == np.floor(values)).to_numpy(dtype=bool, na_value=False) \
             & (values.abs() < 2**63).to_numpy(dtype=bool, na_value=False)  # finite, and fits int64
         out = values.astype("str")
         out[integral] = values[integral].astype("int64").astype("str")
-        return _missing_where(out, values.isna().to_numpy())
-    return _missing_where(values.astype("str").str.strip(), values.isna().to_numpy())
+        return out
+    return values.astype("str").str.strip()
 
 
 def _missing_where(values: pd.Series, missing: np.ndarray) -> pd.Series:
-    """``values`` with the ``missing`` rows set to missing; the column itself when each of them
-    already is (pandas' ``astype("str")`` keeps a missing value missing): ``where`` rebuilds a whole
-    Arrow string column even when it changes nothing, a fifth of validating a large events table."""
+    """``values`` with the ``missing`` rows set to missing (a blank id); the column itself when each
+    of them already is: ``where`` rebuilds a whole Arrow string column even when it changes
+    nothing, a fifth of validating a large events table."""
     return values.where(~missing, None) if (missing & values.notna().to_numpy()).any() else values
 
 
@@ -243,7 +244,7 @@ def validate_table(
     quarantine = _quarantine_frame(raw[[c for c in raw.columns if c in spec.column_names or c == ROW_COLUMN]],
                                    reasons, spec.name, location)
     clean[ROW_COLUMN] = raw[ROW_COLUMN].to_numpy()
-    kept = _finalise_dtypes(spec, _kept(clean, reasons.bad))
+    kept = _finalise_dtypes(spec, clean.loc[~reasons.bad].reset_index(drop=True))
     if claimed is not None and spec.unique_key:
         claimed.update(kept[spec.unique_key].dropna())
     return Validated(kept, quarantine)
@@ -263,7 +264,7 @@ def _finalise_dtypes(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """Give every kept column one canonical dtype, whatever the source type was."""
     for col in spec.columns:
         if col.kind in ("id", "text", "event_type"):
-            frame[col.name] = _missing_where(frame[col.name].astype("str"), frame[col.name].isna().to_numpy())
+            frame[col.name] = frame[col.name].astype("str")  # a missing value stays missing
         elif col.kind == "bool":
             frame[col.name] = frame[col.name].astype("bool")
         elif col.kind == "number":
@@ -277,10 +278,4 @@ def quarantine_rows(frame: pd.DataFrame, mask: np.ndarray, column: str, reason: 
     reasons = _Reasons(len(frame))
     reasons.flag(mask, column, reason)
     quarantine = _quarantine_frame(frame, reasons, table, location)
-    return _kept(frame, reasons.bad), quarantine
-
-
-def _kept(frame: pd.DataFrame, bad: np.ndarray) -> pd.DataFrame:
-    """The rows not ``bad``, numbered from 0; a frame without a bad row is not copied (a cross-table
-    rule over millions of good events, or a clean chunk, would copy them all for nothing)."""
-    return (frame.loc[~bad] if bad.any() else frame).reset_index(drop=True)
+    return frame.loc[~reasons.bad].reset_index(drop=True), quarantine

@@ -74,6 +74,8 @@ def test_event_features_on_hand_made_sessions() -> None:
     assert (a["sessions_all"], a["sessions_7d"], a["views_7d"], a["carts_7d"], a["views_30d"]) == (4, 3, 5, 1, 5)
     assert a["abandoned_carts_30d"] == 2  # s1, and s3 (whose first identified event is a's) with c's cart
     assert a["categories_viewed_30d"] == 2  # x and y; z is not in the catalogue
+    # first seen at s0's view, before a's first order (no sign-up date in this shop)
+    assert a["seen_days"] == pytest.approx((CUTOFF - pd.Timestamp("2024-04-20 10:00", tz="UTC")).total_seconds() / 86_400)
     assert (c["sessions_all"], c["sessions_7d"], c["sessions_30d"], c["views_7d"], c["views_30d"]) == (2, 1, 2, 0, 1)
     assert (c["carts_7d"], c["abandoned_carts_30d"], c["categories_viewed_30d"]) == (1, 0, 1)
 
@@ -155,4 +157,4 @@ def test_a_customers_features_do_not_depend_on_how_the_ids_sort(shop: ShopData) 
         moved = customer_features(renamed, cutoff, ordered(renamed["events"], renamed["items"]) if log else None)
         assert list(moved.index) == sorted(moved.index)
         back = moved.rename(index=dict(zip(renamed_to, renamed_to.index, strict=True))).loc[original.index]
-        pd.testing.assert_frame_equal(back, original, check_exact=True, check_names=False)
+        pd.testing.assert_frame_equal(back, original, check_exact=True)

@@ -1,5 +1,4 @@
-"""Row validation's own machinery: the invisible-character rule as Arrow reads it, and kept rows
-that are not copied when nothing is quarantined."""
+"""Row validation's own machinery: the invisible-character rule as Arrow reads it."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.schema import INVISIBLE_CHARACTERS, ROW_COLUMN, TABLES
-from features.validation import INVISIBLE, quarantine_rows, validate_table
+from features.validation import INVISIBLE, validate_table
 
 
 def test_the_invisible_class_arrow_reads_holds_the_contracts_characters_at_every_code_point() -> None:
@@ -32,15 +31,3 @@ def test_ids_holding_a_control_or_invisible_character_are_quarantined_from_arrow
     assert validated.quarantine[ROW_COLUMN].tolist() == [2, 3, 4, 5]
     assert set(validated.quarantine["_reason"]) == {"customer_id holds a control or invisible character"}
 
-
-def test_a_rule_that_quarantines_nothing_keeps_the_rows_without_copying_them() -> None:
-    frame = pd.DataFrame({"item_id": pd.array(["i1", "i2", "i3"], dtype="str"), "quantity": [1.0, 2.0, 3.0],
-                          ROW_COLUMN: [1, 2, 3]})
-    kept, quarantined = quarantine_rows(frame, np.zeros(3, dtype=bool), "item_id", "item_id not in items",
-                                        "orders", "orders.csv")
-    assert kept.equals(frame) and quarantined.empty
-    assert np.shares_memory(kept["quantity"].to_numpy(), frame["quantity"].to_numpy())
-    kept, quarantined = quarantine_rows(frame, np.array([False, True, False]), "item_id", "item_id not in items",
-                                        "orders", "orders.csv")
-    assert kept["item_id"].tolist() == ["i1", "i3"] and kept.index.tolist() == [0, 1]
-    assert quarantined[ROW_COLUMN].tolist() == [2]
