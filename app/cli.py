@@ -146,18 +146,14 @@ def sample(
 
 
 def _write_sample(out_dir: Path, *, fmt: str, **config: Any) -> None:
-    from features.sample import SampleConfig, generate_shop, write_truth
-    from features.sources import write_tables
+    from features.sample import SampleConfig, write_sample
 
     _check_format(fmt)
     with progress_status("generating the sample shop") as progress:
         started = time.perf_counter()
-        shop = generate_shop(SampleConfig(**config))
-        progress(f"writing {fmt} files to {out_dir}")
-        write_tables(shop.tables, out_dir, fmt)  # type: ignore[arg-type]
-        write_truth(shop, out_dir)
-    rows = ", ".join(f"{name} {len(frame):,}" for name, frame in shop.tables.items())
-    out.print(f"sample shop written to {out_dir} in {time.perf_counter() - started:.1f}s: {rows}")
+        rows = write_sample(SampleConfig(**config), out_dir, fmt, progress=progress)  # type: ignore[arg-type]
+    written = ", ".join(f"{name} {count:,}" for name, count in rows.items())
+    out.print(f"sample shop written to {out_dir} in {time.perf_counter() - started:.1f}s: {written}")
 
 
 def _check_format(fmt: str) -> None:

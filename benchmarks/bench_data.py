@@ -24,7 +24,7 @@ from pathlib import Path
 
 from features.loading import load_shop
 from features.sample import SampleConfig, generate_shop
-from features.sources import write_tables
+from features.table_files import write_tables
 
 SIZES = {
     "small": SampleConfig(customers=10_000, items=2_000, days=180, seed=1),

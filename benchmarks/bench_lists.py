@@ -45,7 +45,7 @@ def demo_bundle(folder: Path) -> Bundle:
     os.environ["SHOPREC_HOME"] = str(folder / "home")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from features.sample import SampleConfig, generate_shop
-    from features.sources import write_tables
+    from features.table_files import write_tables
     from training.pipeline import TrainConfig, run_training
 
     write_tables(generate_shop(SampleConfig()).tables, str(folder / "shop"), "parquet")

@@ -131,7 +131,7 @@ class Cell:
 def train_home(root: Path) -> Path:
     """Default sample shop, default TrainConfig, registered into ``root/home``; returns the home."""
     from features.sample import SampleConfig, generate_shop
-    from features.sources import write_tables
+    from features.table_files import write_tables
     from training.pipeline import run_training
 
     data, home = root / "shop", root / "home"

@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from features.dataset import InteractionConfig, build_dataset
 from features.loading import load_shop
 from features.sample import SampleConfig, generate_shop
-from features.sources import write_tables
+from features.table_files import write_tables
 from training.bundle_profiles import build_profiles
 from training.models import build_model
 from training.models.base import MatrixSize

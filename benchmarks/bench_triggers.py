@@ -33,7 +33,7 @@ def main() -> None:
     from batch.triggers import run_triggers
     from features.loading import load_shop
     from features.sample import SampleConfig, generate_shop
-    from features.sources import write_tables
+    from features.table_files import write_tables
     from training.pipeline import TrainConfig, build_bundle
 
     with tempfile.TemporaryDirectory(prefix="bench-triggers-") as tmp:

@@ -98,7 +98,7 @@ def main() -> None:
         data = args.data
         if data is None:
             from features.sample import SampleConfig, generate_shop
-            from features.sources import write_tables
+            from features.table_files import write_tables
 
             data = str(tmp / "shop")
             write_tables(generate_shop(SampleConfig()).tables, data, "parquet")

@@ -20,7 +20,8 @@ import pandas as pd
 from features.aliases import merge_aliases
 from features.returns import net_returns
 from features.schema import REQUIRED_TABLES, ROW_COLUMN, TABLES, TIMED_TABLES, ContractConfig, ContractError
-from features.sources import RawTable, Source, open_source, write_tables
+from features.sources import RawTable, Source, open_source
+from features.table_files import write_tables
 from features.validation import quarantine_rows, validate_table
 
 Progress = Callable[[str], None]

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,8 @@ import sqlalchemy as sa
 
 from features.errors import first_line
 from features.schema import BAD_ENCODING_COLUMN, ROW_COLUMN, TABLES, ContractError, TableSpec, check_columns
+from features.table_files import FILE_SUFFIXES
 
-FileFormat = Literal["csv", "csv.gz", "parquet"]
-FILE_SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
 CHUNK_ROWS = 1_000_000
 """Rows read and validated at a time: validation's working copies of a chunk (text stripped,
 parsed, flagged) are a few hundred bytes a row, so a chunk costs a few hundred MB whatever the
@@ -354,29 +353,6 @@ def safe_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return url.split("@")[-1]
-
-
-def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike[str],
-                 fmt: FileFormat = "csv") -> list[Path]:
-    """Write contract tables as ``<table>.<fmt>`` files, each atomically (temp file, then rename)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in tables.items():
-        path = out / f"{name}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        if fmt == "parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False, compression="gzip" if fmt == "csv.gz" else None,
-                         date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-        os.replace(tmp, path)
-        for suffix in FILE_SUFFIXES:  # a table given twice would be refused on load
-            other = out / f"{name}{suffix}"
-            if other != path and other.exists():
-                other.unlink()
-        written.append(path)
-    return written
 
 
 def write_sql(tables: Mapping[str, pd.DataFrame], url: str) -> None:

@@ -23,6 +23,6 @@ runs them all.
 """
 
 from features.sample.process import CATEGORIES
-from features.sample.shop import SampleConfig, SampleShop, generate_shop, write_truth
+from features.sample.shop import SampleConfig, SampleShop, generate_blocks, generate_shop, write_sample
 
-__all__ = ["CATEGORIES", "SampleConfig", "SampleShop", "generate_shop", "write_truth"]
+__all__ = ["CATEGORIES", "SampleConfig", "SampleShop", "generate_blocks", "generate_shop", "write_sample"]

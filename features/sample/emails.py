@@ -8,6 +8,8 @@ own hour of the day, so a send hour can be learned from past opens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -80,18 +82,33 @@ def open_times(rng: np.random.Generator, hour: np.ndarray, sent_us: np.ndarray) 
     return at + rng.choice(len(OPEN_DELAY_DAYS_P), size=len(sent_us), p=OPEN_DELAY_DAYS_P) * DAY_US
 
 
-def email_frame(rng: np.random.Generator, customers: Customers, orders: Orders, ids: np.ndarray,
-                start_us: int, end_us: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Campaigns every 7-14 days, each to a random 30-70% of opted-in customers who had signed up
-    by then; opened with the customer's open rate times engagement and fatigue, at the customer's
-    hour (an open that would fall after the data ends is not seen: not opened), clicked only when
-    opened. Also returns the planted truth per mail: its engagement, fatigue and open chance."""
+@dataclass(frozen=True)
+class Campaigns:
+    """The shop's campaign calendar: when each campaign is sent and the share of opted-in
+    customers it goes to. One calendar for the whole shop, whichever block of customers a
+    mail goes to (features.sample.shop)."""
+
+    send_us: np.ndarray
+    audience: np.ndarray
+
+
+def plan_campaigns(rng: np.random.Generator, start_us: int, end_us: int) -> Campaigns:
+    """Campaigns every 7-14 days, each to a random 30-70% of the opted-in customers."""
     days = (end_us - start_us) // DAY_US
     lo, hi = CAMPAIGN_GAP_DAYS
     day = rng.integers(0, lo) + np.concatenate(([0], np.cumsum(rng.integers(lo, hi + 1, days // lo + 1))))
     send_us = start_us + day[day < days] * DAY_US + SEND_HOUR * HOUR_US
+    return Campaigns(send_us, rng.uniform(*CAMPAIGN_AUDIENCE, len(send_us)))
+
+
+def email_frame(rng: np.random.Generator, campaigns: Campaigns, customers: Customers, orders: Orders,
+                ids: np.ndarray, end_us: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each campaign to its share of the opted-in customers who had signed up by then; opened
+    with the customer's open rate times engagement and fatigue, at the customer's hour (an open
+    that would fall after the data ends is not seen: not opened), clicked only when opened.
+    Also returns the planted truth per mail: its engagement, fatigue and open chance."""
+    send_us, audience = campaigns.send_us, campaigns.audience
     eligible = np.flatnonzero(customers.opt_in)
-    audience = rng.uniform(*CAMPAIGN_AUDIENCE, len(send_us))
     chosen = ((rng.random((len(send_us), len(eligible))) < audience[:, None])
               & (customers.created_us[eligible][None, :] < send_us[:, None]))
     campaign, position = np.nonzero(chosen)

@@ -43,8 +43,13 @@ class Aliases:
         return np.where(use, len(self.slot) + slot, customer)
 
 
+def alias_count(n: int) -> int:
+    """How many of ``n`` customers get a second id."""
+    return round(ALIAS_SHARE * n)
+
+
 def build_aliases(rng: np.random.Generator, n: int) -> Aliases:
-    owner = rng.choice(n, size=round(ALIAS_SHARE * n), replace=False)
+    owner = rng.choice(n, size=alias_count(n), replace=False)
     slot = np.full(n, -1)
     slot[owner] = np.arange(len(owner))
     return Aliases(owner, rng.random(len(owner)) < ALIAS_LISTED_SHARE, slot)
@@ -67,9 +72,9 @@ def customer_frames(rng: np.random.Generator, customers: Customers, aliases: Ali
 
 
 def order_frame(rng: np.random.Generator, orders: Orders, customer_id_index: np.ndarray, ids: np.ndarray,
-                 catalogue: Catalogue) -> pd.DataFrame:
-    """Order lines in time order, order ids numbered by time: quantity 1 for durables, 1-3
-    for consumables; 12% of lines discounted by 10-30%."""
+                 catalogue: Catalogue, first: int = 1) -> pd.DataFrame:
+    """Order lines in time order, order ids numbered by time from ``first``: quantity 1 for
+    durables, 1-3 for consumables; 12% of lines discounted by 10-30%."""
     n_orders, n_lines = len(orders.ts_us), len(orders.line_item)
     by_time = np.argsort(orders.ts_us, kind="stable")
     number = np.empty(n_orders, dtype=np.int64)
@@ -80,7 +85,8 @@ def order_frame(rng: np.random.Generator, orders: Orders, customer_id_index: np.
                         rng.choice(len(CONSUMABLE_QUANTITY_P), n_lines, p=CONSUMABLE_QUANTITY_P) + 1.0)
     discount = np.where(rng.random(n_lines) < DISCOUNT_SHARE, rng.choice(DISCOUNTS, n_lines), 0.0)
     return pd.DataFrame({
-        "order_id": take_values(make_ids("o", np.arange(1, n_orders + 1), id_width(n_orders + 1, 7)), number[order]),
+        "order_id": take_values(make_ids("o", np.arange(first, first + n_orders), id_width(first + n_orders, 7)),
+                                number[order]),
         "customer_id": take_values(ids, customer_id_index[order]),
         "item_id": take_values(catalogue.ids, item),
         "quantity": quantity,
@@ -90,12 +96,13 @@ def order_frame(rng: np.random.Generator, orders: Orders, customer_id_index: np.
 
 
 def event_frame(events: Events, sessions: Sessions, session_id_index: np.ndarray, ids: np.ndarray,
-                 catalogue: Catalogue) -> pd.DataFrame:
-    """Events with session ids numbered by session start; anonymous and search values are NA."""
+                 catalogue: Catalogue, first: int = 1) -> pd.DataFrame:
+    """Events with session ids numbered by session start from ``first``; anonymous and search
+    values are NA."""
     number = np.empty(len(sessions.start_us), dtype=np.int64)
     number[np.argsort(sessions.start_us, kind="stable")] = np.arange(len(number))
     return pd.DataFrame({
-        "session_id": take_values(make_ids("s", number + 1, id_width(len(number) + 1, 7)), events.session),
+        "session_id": take_values(make_ids("s", number + first, id_width(len(number) + first, 7)), events.session),
         "event_type": take_values(np.array(EVENT_VOCABULARY, dtype=object), events.code),
         "ts": utc_series(events.ts_us),
         "customer_id": take_values(ids, session_id_index[events.session]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from features.sample.catalogue import build_catalogue
 from features.sample.customers import build_customers
 from features.sample.dirty import dirty_count, dirty_events, dirty_items, dirty_orders
 from features.sample.draws import id_width, make_ids
-from features.sample.emails import email_frame
-from features.sample.frames import build_aliases, customer_frames, event_frame, order_frame
+from features.sample.catalogue import Catalogue
+from features.sample.emails import Campaigns, email_frame, plan_campaigns
+from features.sample.frames import alias_count, build_aliases, customer_frames, event_frame, order_frame
 from features.sample.orders import build_orders
 from features.sample.process import MIN_ITEMS, STAGES
 from features.sample.triggers import trigger_truth
 from features.sample.truth import Planted, planted_truth
+from features.table_files import FileFormat, TableFiles
 
 
 class SampleConfig(BaseModel):
@@ -64,19 +67,73 @@ class SampleShop:
     truth: dict[str, pd.DataFrame]
 
 
-def generate_shop(config: SampleConfig) -> SampleShop:
-    """Simulate the shop described in docs/sample.md; identical output for identical config."""
-    seeds = np.random.SeedSequence(config.seed).spawn(len(STAGES))
-    rng = dict(zip(STAGES, map(np.random.default_rng, seeds), strict=True))
+BLOCK_CUSTOMERS = 250_000
+"""Customers generated at a time. A larger shop is made a block of customers after another,
+each block with random streams of its own and the catalogue and campaign calendar shared, so
+a million customers take about one block's memory (a few GiB), not the whole shop's. A shop of
+up to this many customers is one block: what it was before shops came in blocks."""
+SHOP_TRUTH = ("pairs", "categories", "tiers", "items")
+"""Truth about the catalogue and the process, given with the first block; every block has its
+own ``customers``, ``emails``, ``triggers`` and ``dirty``."""
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where a block's numbers start in the whole shop's: customers, aliases, orders, sessions."""
+
+    customer: int = 0
+    alias: int = 0
+    order: int = 1
+    session: int = 1
+
+
+def _streams(seed: int, block: int) -> dict[str, np.random.Generator]:
+    """Each stage's random stream in ``block``. Block 0's are ``SeedSequence(seed).spawn``'s
+    children, the streams a shop has always used; a later block's are further children of
+    the same seed, so no two blocks draw the same numbers."""
+    first = block * len(STAGES)
+    return {stage: np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(first + i,)))
+            for i, stage in enumerate(STAGES)}
+
+
+def _block_sizes(customers: int, block_customers: int) -> list[int]:
+    """``customers`` cut into the fewest blocks of at most ``block_customers``, as even as can be."""
+    blocks = -(-customers // block_customers)
+    base, extra = divmod(customers, blocks)
+    return [base + (i < extra) for i in range(blocks)]
+
+
+def generate_blocks(config: SampleConfig, block_customers: int = BLOCK_CUSTOMERS) -> Iterator[SampleShop]:
+    """The shop of docs/sample.md a block of customers at a time (:data:`BLOCK_CUSTOMERS`), each
+    block's tables and truth as a :class:`SampleShop`; the first block also holds the ``items``
+    table and :data:`SHOP_TRUTH`. Ids are the whole shop's: customers numbered across blocks,
+    aliases after every customer, orders and sessions numbered on from the block before.
+    Identical output for identical config and block size."""
+    sizes = _block_sizes(config.customers, block_customers)
     start_us, end_us = config.start_ts.value // 1000, config.end_ts.value // 1000
+    rng = _streams(config.seed, 0)
     catalogue = build_catalogue(rng["catalogue"], config.items)
-    customers = build_customers(rng["customers"], config.customers, catalogue, start_us, end_us)
+    campaigns = plan_campaigns(rng["emails"], start_us, end_us)
+    width = id_width(config.customers + sum(map(alias_count, sizes)), 6)
+    start = _Start()
+    for block, n in enumerate(sizes):
+        if block:
+            rng = _streams(config.seed, block)
+        shop, start = _block(config, rng, catalogue, campaigns, n, start, width, first=block == 0)
+        yield shop
+
+
+def _block(config: SampleConfig, rng: dict[str, np.random.Generator], catalogue: Catalogue, campaigns: Campaigns,
+           n: int, start: _Start, width: int, first: bool) -> tuple[SampleShop, _Start]:
+    """One block of ``n`` customers, and where the next block's numbers start."""
+    start_us, end_us = config.start_ts.value // 1000, config.end_ts.value // 1000
+    customers = build_customers(rng["customers"], n, catalogue, start_us, end_us)
     orders = build_orders(rng["orders"], customers, catalogue, end_us)
     sessions = build_sessions(rng["sessions"], customers, orders, start_us, end_us)
     events = build_events(rng["sessions"], sessions, orders, customers, catalogue)
-    aliases = build_aliases(rng["aliases"], config.customers)
-    n_ids = config.customers + len(aliases.owner)
-    ids = make_ids("c", np.arange(n_ids), id_width(n_ids, 6))
+    aliases = build_aliases(rng["aliases"], n)
+    ids = np.concatenate((make_ids("c", start.customer + np.arange(n), width),
+                          make_ids("c", config.customers + start.alias + np.arange(len(aliases.owner)), width)))
     order_id_index = aliases.id_index(rng["aliases"], orders.customer)
     session_id_index = np.concatenate((order_id_index,
                                        aliases.id_index(rng["aliases"], sessions.customer[len(order_id_index):])))
@@ -90,32 +147,67 @@ def generate_shop(config: SampleConfig) -> SampleShop:
         planted += found
     tables = {
         "items": catalogue.frame,
-        "orders": order_frame(rng["orders"], orders, order_id_index, ids, catalogue),
-        "events": event_frame(events, sessions, session_id_index, ids, catalogue),
+        "orders": order_frame(rng["orders"], orders, order_id_index, ids, catalogue, start.order),
+        "events": event_frame(events, sessions, session_id_index, ids, catalogue, start.session),
         "customers": customer_table,
         "customer_aliases": alias_table,
     }
-    tables["email_events"], email_truth = email_frame(rng["emails"], customers, orders, ids, start_us, end_us)
+    tables["email_events"], email_truth = email_frame(rng["emails"], campaigns, customers, orders, ids, end_us)
     if n_bad := dirty_count(share, len(tables["orders"]), 3):
         tables["orders"], found = dirty_orders(rng["dirty"], tables["orders"], n_bad)
         planted += found
-    if n_bad := dirty_count(share, config.items, 1):
+    if first and (n_bad := dirty_count(share, config.items, 1)):
         tables["items"], found = dirty_items(rng["dirty"], tables["items"], n_bad)
         planted += found
     truth = planted_truth(catalogue, customers, aliases, ids)
     truth["emails"] = email_truth
     truth["triggers"] = trigger_truth(catalogue, orders, sessions, clean_events, tables["email_events"], ids)
-    truth["dirty"] = pd.DataFrame(planted, columns=["table", "reason", "count"]).astype({"count": "int64"})
+    truth["dirty"] = _dirty_truth(planted)
+    if not first:
+        del tables["items"]
+        truth = {name: frame for name, frame in truth.items() if name not in SHOP_TRUTH}
+    after = _Start(start.customer + n, start.alias + len(aliases.owner), start.order + len(orders.ts_us),
+                   start.session + len(sessions.start_us))
+    return SampleShop(tables=tables, truth=truth), after
+
+
+def _dirty_truth(planted: list[Planted]) -> pd.DataFrame:
+    return pd.DataFrame(planted, columns=["table", "reason", "count"]).astype({"count": "int64"})
+
+
+def generate_shop(config: SampleConfig, block_customers: int = BLOCK_CUSTOMERS) -> SampleShop:
+    """Simulate the shop described in docs/sample.md, whole in memory; identical output for
+    identical config. A shop too large to hold is written block by block: :func:`write_sample`."""
+    blocks = list(generate_blocks(config, block_customers))
+    if len(blocks) == 1:
+        return blocks[0]
+    tables = {name: pd.concat([b.tables[name] for b in blocks if name in b.tables], ignore_index=True)
+              for name in blocks[0].tables}
+    truth = {name: pd.concat([b.truth[name] for b in blocks if name in b.truth], ignore_index=True)
+             for name in blocks[0].truth}
+    truth["dirty"] = _dirty_sums(truth["dirty"])
     return SampleShop(tables=tables, truth=truth)
 
 
-def write_truth(shop: SampleShop, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write the planted truth as ``<out_dir>/_truth/<name>.csv`` (ignored by the loader)."""
-    folder = Path(out_dir) / "_truth"
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in shop.truth.items():
-        path = folder / f"{name}.csv"
-        frame.to_csv(path, index=False)
-        written.append(path)
-    return written
+def _dirty_sums(dirty: pd.DataFrame) -> pd.DataFrame:
+    """The blocks' planted rows, one count per table and reason."""
+    return dirty.groupby(["table", "reason"], sort=False, as_index=False)["count"].sum()
+
+
+def write_sample(config: SampleConfig, out_dir: str | os.PathLike[str], fmt: FileFormat,
+                 block_customers: int = BLOCK_CUSTOMERS, progress: Callable[[str], None] | None = None
+                 ) -> dict[str, int]:
+    """Generate the shop block by block into ``out_dir`` (one ``<table>.<fmt>`` file per table)
+    and its planted truth into ``out_dir/_truth/<name>.csv`` (ignored by the loader), holding one
+    block at a time; the rows written per table. Every file appears whole or not at all."""
+    dirty: list[pd.DataFrame] = []
+    with TableFiles(out_dir, fmt) as tables, TableFiles(Path(out_dir) / "_truth", "csv") as truth:
+        sizes = _block_sizes(config.customers, block_customers)
+        for number, block in enumerate(generate_blocks(config, block_customers), start=1):
+            if progress is not None and len(sizes) > 1:
+                progress(f"block {number} of {len(sizes)} generated; writing it")
+            tables.append(block.tables)
+            truth.append({name: frame for name, frame in block.truth.items() if name != "dirty"})
+            dirty.append(block.truth["dirty"])
+        truth.append({"dirty": _dirty_sums(pd.concat(dirty, ignore_index=True))})
+    return tables.rows

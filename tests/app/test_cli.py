@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from features.sources import write_tables
+from features.table_files import write_tables
 from tests.features.shop_fixtures import RAW_TABLES
 
 SHOPREC = str(Path(sys.executable).with_name("shoprec"))

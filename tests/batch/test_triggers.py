@@ -14,7 +14,8 @@ from batch.triggers import counts, find_triggers
 from features.triggers import FOLLOW_UP, TRIGGERS, TriggerConfig, trigger_facts
 from features.loading import ShopData, validate_tables
 from features.sample import SampleConfig, SampleShop, generate_shop
-from features.sources import RawTable, write_tables
+from features.sources import RawTable
+from features.table_files import write_tables
 from serving.answers import UNENGAGED
 from serving.config import ServingConfig
 from serving.recommender import ShopRecommender

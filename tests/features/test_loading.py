@@ -10,7 +10,7 @@ import pytest
 
 from features.loading import ShopData, load_shop
 from features.schema import ContractError
-from features.sources import write_tables
+from features.table_files import write_tables
 from tests.features.shop_fixtures import PLANTED_REASONS, RAW_TABLES
 
 NOW = pd.Timestamp("2024-06-01T00:00:00Z")

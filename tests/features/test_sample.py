@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from features.loading import load_shop
-from features.sample import CATEGORIES, SampleConfig, SampleShop, generate_shop, write_truth
+from features.sample import CATEGORIES, SampleConfig, SampleShop, generate_shop, write_sample
 from features.sample.process import ATTACH_PROB, MIN_ITEMS, NEVER_OPEN_SHARE, OPT_IN_SHARE, PANTRY_SHARE, TIER_BOUNDS
-from features.sources import write_tables
+from features.table_files import write_tables
 
 CONFIG = SampleConfig(customers=4000, items=500, days=180, seed=11, dirty_share=0.0)
 START, END = CONFIG.start_ts, CONFIG.end_ts
@@ -390,9 +390,12 @@ def test_planted_refills_are_consumables_after_the_end_with_the_pantry_emptied(s
     assert np.median(gap_days[bought] / interval[bought]) == pytest.approx(1.0, abs=0.1)
 
 
-def test_write_truth_writes_every_truth_frame(shop: SampleShop, tmp_path: Path) -> None:
-    written = write_truth(shop, tmp_path)
-    assert sorted(p.name for p in written) == sorted(f"{name}.csv" for name in shop.truth)
+def test_write_sample_writes_the_tables_and_every_truth_frame(shop: SampleShop, tmp_path: Path) -> None:
+    rows = write_sample(CONFIG, tmp_path, "parquet")
+    assert rows == {name: len(frame) for name, frame in shop.tables.items()}
+    for name, frame in shop.tables.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), frame, obj=name)
+    assert sorted(p.name for p in (tmp_path / "_truth").iterdir()) == sorted(f"{name}.csv" for name in shop.truth)
     pairs = pd.read_csv(tmp_path / "_truth" / "pairs.csv", dtype=str)
     pd.testing.assert_frame_equal(pairs[["anchor_item_id", "partner_item_id"]],
                                   shop.truth["pairs"][["anchor_item_id", "partner_item_id"]])

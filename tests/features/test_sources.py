@@ -11,7 +11,8 @@ import pytest
 from features.loading import ShopData, load_shop
 from features.schema import TABLES, ContractError
 from features import sources
-from features.sources import is_database_url, write_sql, write_tables
+from features.sources import is_database_url, write_sql
+from features.table_files import write_tables
 from tests.features.shop_fixtures import RAW_TABLES
 
 NOW = pd.Timestamp("2024-06-01T00:00:00Z")

@@ -23,7 +23,7 @@ from features.dataset import build_dataset
 from features.loading import ShopData, load_shop
 from features.sample import SampleConfig, SampleShop, generate_shop
 from features.schema import ContractError
-from features.sources import write_tables
+from features.table_files import write_tables
 from features.spark_loading import Piece, parquet_pieces
 from tests.features.shop_fixtures import PLANTED_REASONS, RAW_TABLES
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from features.sample import SampleShop
-from features.sources import write_tables
+from features.table_files import write_tables
 from training.pipeline import TrainConfig, TrainResult, run_training
 
 REPO = Path(__file__).resolve().parents[2]

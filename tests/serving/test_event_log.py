@@ -22,7 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from features.loading import load_shop
-from features.sources import write_sql, write_tables
+from features.sources import write_sql
+from features.table_files import write_tables
 from serving.event_log import files as event_log_module
 from serving.event_log import EVENT_COLUMNS, EventLogError, FileEventLog, SqlEventLog, open_event_log
 from serving.live_events import LiveEvent

@@ -17,7 +17,7 @@ import redis
 
 from features.loading import load_shop
 from features.sample import SampleShop
-from features.sources import write_tables
+from features.table_files import write_tables
 from tests.serving.live_server import TrainedHome, kill_tree, private_copy, redis_or_skip, serving
 from training.bundle import Bundle
 

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 
 import serving.following as following_module
 from features.sample import SampleShop
-from features.sources import write_tables
+from features.table_files import write_tables
 from features.errors import UserError
 from serving.config import ServingConfig
 from serving.lifecycle import CURRENT, BundleCache

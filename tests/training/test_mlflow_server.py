@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from features.sample import SampleConfig, generate_shop
-from features.sources import write_tables
+from features.table_files import write_tables
 from training import registry, tracking
 from training.pipeline import TrainConfig, run_training
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from features.sample import SampleConfig, generate_shop
 from features.schema import ContractError
-from features.sources import write_tables
+from features.table_files import write_tables
 from training import registry, tracking
 from training.pipeline import TrainConfig, run_training
 from training.ranking import RankingConfig

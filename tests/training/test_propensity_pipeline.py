@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from features.sample import SampleConfig, generate_shop
-from features.sources import write_tables
+from features.table_files import write_tables
 from training import tracking
 from training.bundle import Bundle
 from training.pipeline import TrainConfig, run_training

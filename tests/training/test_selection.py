@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from app.render import selection_lines
-from features.sources import write_tables
+from features.table_files import write_tables
 from serving.recommender import ShopRecommender
 from training import registry, tracking
 from training.models.base import FitBudget
