@@ -1,4 +1,5 @@
-"""The sample shop's config and result, and the run of every stage (one random stream each)."""
+"""The sample shop's config and result, and the run of every stage (one random stream each),
+a block of customers at a time."""
 
 from __future__ import annotations
 
