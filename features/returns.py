@@ -59,7 +59,7 @@ def net_returns(orders: pd.DataFrame) -> tuple[pd.DataFrame, ReturnsReport]:
     involved = np.flatnonzero(np.isin(group, returned_groups))
     # Within each (customer, item): purchases and returns in time order; at the same instant the
     # purchase comes first (a cancellation stamped with its own invoice's second).
-    ts = orders["ts"].to_numpy()[involved]
+    ts = orders["ts"].dt.tz_convert(None).to_numpy()[involved]  # datetime64, not a Timestamp object per line
     order = np.lexsort((is_return[involved], ts, group[involved]))
     rows = involved[order]
     unmatched_lines, unmatched_units = 0, 0.0

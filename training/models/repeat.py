@@ -45,7 +45,7 @@ class RepeatModel(Recommender[RepeatConfig]):
         decayed.sum_duplicates()
         orders = pd.DataFrame({"customer_id": baskets["customer_idx"].to_numpy(),
                                "item_id": dataset.items.to_external(baskets["item_idx"].to_numpy()),
-                               "ts": baskets["ts"].to_numpy()})
+                               "ts": baskets["ts"].array})
         profile, _ = rebuy_profile(orders, dataset.catalogue)
         interval = profile["interval_days"].to_numpy(dtype=np.float64)
         fill = float(np.nanmedian(interval)) if np.isfinite(interval).any() else 30.0
