@@ -258,12 +258,12 @@ def finish_load(checked: dict[str, CheckedTable], *, source: str, progress: Prog
         frames = [p for p in parts if len(p)]
         result_quarantine[name] = pd.concat(frames, ignore_index=True) if frames else parts[0]
         report.tables[name].add_quarantine(result_quarantine[name])
-        clean[name] = in_time_order(name, clean.pop(name).drop(columns=[ROW_COLUMN]))
+        clean[name] = _in_time_order(name, clean.pop(name).drop(columns=[ROW_COLUMN]))
         report.tables[name].rows_loaded = len(clean[name])
     return ShopData(tables=clean, report=report, quarantine=result_quarantine)
 
 
-def in_time_order(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+def _in_time_order(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """A timed table sorted by its time column, stably (rows of one instant keep the source's
     order); any other table as it is. Training cuts the shop at a dozen cut-offs or more
     (:meth:`ShopData.before`): a table in time order is cut by position, sharing its rows, and
@@ -271,8 +271,9 @@ def in_time_order(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     not written in time order (parts written one after another, a mail log by campaign) held
     several copies of the log at once. A log already in order is not touched.
 
-    Sorting empties ``frame``: each column is taken in order and its unsorted copy let go
-    before the next, so the table is never held twice (a million customers' events are 5 GB).
+    ``frame`` is consumed: a sort takes each column in order and lets the unsorted one go
+    before the next (emptying ``frame``), so the table is never held twice (a million
+    customers' events are 5 GB); pass a frame nothing else uses.
     """
     column = TIMED_TABLES.get(name)
     if column is None or frame[column].is_monotonic_increasing:

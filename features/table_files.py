@@ -10,6 +10,7 @@ earlier files as they were.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from collections.abc import Mapping
@@ -30,7 +31,8 @@ CSV_DATES = "%Y-%m-%dT%H:%M:%S.%fZ"
 class TableFiles:
     """One file per table in ``out_dir``, each appended to block by block (:meth:`append`) and
     put in place by :meth:`close` (or leaving a ``with`` block without an error). Every block of
-    a table must have the first block's columns and types; Parquet refuses any other."""
+    a table must have the first block's columns, in its order, with its types: a block that
+    differs is refused (a CSV header is written once, and Parquet would drop or cast silently)."""
 
     def __init__(self, out_dir: str | os.PathLike[str], fmt: FileFormat) -> None:
         self.out = Path(out_dir)
@@ -38,6 +40,7 @@ class TableFiles:
         self.fmt = fmt
         self.rows: dict[str, int] = {}
         self.written: list[Path] = []
+        self._dtypes: dict[str, pd.Series] = {}
         self._parquet: dict[str, pq.ParquetWriter] = {}
         self._text: dict[str, IO[str]] = {}
 
@@ -52,6 +55,11 @@ class TableFiles:
         """Add each frame's rows to the end of its table's file (opened on its first block)."""
         for name, frame in tables.items():
             first = name not in self.rows
+            if first:
+                self._dtypes[name] = frame.dtypes
+            elif not frame.dtypes.equals(self._dtypes[name]):
+                raise ValueError(f"{name}: a block with columns {dict(frame.dtypes.astype(str))} after a first "
+                                 f"block with {dict(self._dtypes[name].astype(str))}")
             self.rows[name] = self.rows.get(name, 0) + len(frame)
             if self.fmt == "parquet":
                 if first:
@@ -71,32 +79,39 @@ class TableFiles:
         return open(path, "w", newline="")  # noqa: SIM115
 
     def close(self) -> list[Path]:
-        """Put every table's file in place (replacing the same table in another format, which
-        the loader would refuse as given twice); the paths written, in the order first appended."""
-        for name in self.rows:
-            if name in self._parquet:
-                self._parquet.pop(name).close()
-            elif name in self._text:
-                self._text.pop(name).close()
-            else:
-                continue  # closed before
-
-            path = self._path(name)
-            os.replace(self._temporary(name), path)
-            for suffix in FILE_SUFFIXES:
-                other = self.out / f"{name}{suffix}"
-                if other != path and other.exists():
-                    other.unlink()
-            self.written.append(path)
+        """Finish every table's file, then put them all in place (replacing the same table in
+        another format, which the loader would refuse as given twice); the paths written, in the
+        order first appended. When a file cannot be finished, none is put in place; a rename
+        that fails (the folder gone) leaves those renamed before it. No temporary file stays."""
+        try:
+            for handles in (self._parquet, self._text):
+                for name in list(handles):
+                    handles[name].close()
+                    del handles[name]
+            for name in self.rows:
+                path = self._path(name)
+                if path in self.written:
+                    continue  # closed before
+                os.replace(self._temporary(name), path)
+                self.written.append(path)
+                for suffix in FILE_SUFFIXES:
+                    other = self.out / f"{name}{suffix}"
+                    if other != path and other.exists():
+                        other.unlink()
+        except BaseException:
+            self.discard()
+            raise
         return self.written
 
     def discard(self) -> None:
-        """Close and delete every temporary file: the folder stays as it was before."""
+        """Close and delete every temporary file: what is not yet in place never will be."""
         for handles in (self._parquet, self._text):
-            for name, handle in list(handles.items()):
-                handle.close()
-                del handles[name]
-                self._temporary(name).unlink(missing_ok=True)
+            for handle in handles.values():
+                with contextlib.suppress(Exception):  # a half-written file is deleted below either way
+                    handle.close()
+            handles.clear()
+        for name in self.rows:
+            self._temporary(name).unlink(missing_ok=True)
 
     def __enter__(self) -> TableFiles:
         return self

@@ -14,11 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.errors import UserError
 from features.sample.browsing import build_events, build_sessions
-from features.sample.catalogue import build_catalogue
+from features.sample.catalogue import Catalogue, build_catalogue
 from features.sample.customers import build_customers
 from features.sample.dirty import dirty_count, dirty_events, dirty_items, dirty_orders
 from features.sample.draws import id_width, make_ids
-from features.sample.catalogue import Catalogue
 from features.sample.emails import Campaigns, email_frame, plan_campaigns
 from features.sample.frames import alias_count, build_aliases, customer_frames, event_frame, order_frame
 from features.sample.orders import build_orders
@@ -122,6 +121,7 @@ def generate_blocks(config: SampleConfig, block_customers: int = BLOCK_CUSTOMERS
             rng = _streams(config.seed, block)
         shop, start = _block(config, rng, catalogue, campaigns, n, start, width, first=block == 0)
         yield shop
+        del shop  # not held while the next block is drawn
 
 
 def _block(config: SampleConfig, rng: dict[str, np.random.Generator], catalogue: Catalogue, campaigns: Campaigns,
@@ -173,6 +173,7 @@ def _block(config: SampleConfig, rng: dict[str, np.random.Generator], catalogue:
 
 
 def _dirty_truth(planted: list[Planted]) -> pd.DataFrame:
+    """The planted bad rows as the truth frame: (table, reason, count)."""
     return pd.DataFrame(planted, columns=["table", "reason", "count"]).astype({"count": "int64"})
 
 
@@ -187,6 +188,8 @@ def generate_shop(config: SampleConfig, block_customers: int = BLOCK_CUSTOMERS) 
     truth = {name: pd.concat([b.truth[name] for b in blocks if name in b.truth], ignore_index=True)
              for name in blocks[0].truth}
     truth["dirty"] = _dirty_sums(truth["dirty"])
+    truth["triggers"] = truth["triggers"].sort_values(["trigger", "customer_id", "at"], kind="stable",
+                                                      ignore_index=True)  # as one block's are
     return SampleShop(tables=tables, truth=truth)
 
 
@@ -199,16 +202,18 @@ def write_sample(config: SampleConfig, out_dir: str | os.PathLike[str], fmt: Fil
                  block_customers: int = BLOCK_CUSTOMERS, progress: Callable[[str], None] | None = None
                  ) -> dict[str, int]:
     """Generate the shop block by block into ``out_dir`` (one ``<table>.<fmt>`` file per table)
-    and its planted truth into ``out_dir/_truth/<name>.csv`` (ignored by the loader), holding one
-    block at a time; the rows written per table. Every file appears whole or not at all."""
+    and its planted truth into ``out_dir/_truth/<name>.csv`` (ignored by the loader; a
+    per-customer truth file holds the blocks one after another), holding one block at a time;
+    the rows written per table. Every file appears whole or not at all, the tables first."""
+    blocks = len(_block_sizes(config.customers, block_customers))
     dirty: list[pd.DataFrame] = []
-    with TableFiles(out_dir, fmt) as tables, TableFiles(Path(out_dir) / "_truth", "csv") as truth:
-        sizes = _block_sizes(config.customers, block_customers)
+    with TableFiles(Path(out_dir) / "_truth", "csv") as truth, TableFiles(out_dir, fmt) as tables:
         for number, block in enumerate(generate_blocks(config, block_customers), start=1):
-            if progress is not None and len(sizes) > 1:
-                progress(f"block {number} of {len(sizes)} generated; writing it")
+            if progress is not None and blocks > 1:
+                progress(f"block {number} of {blocks} generated; writing it")
             tables.append(block.tables)
             truth.append({name: frame for name, frame in block.truth.items() if name != "dirty"})
             dirty.append(block.truth["dirty"])
+            del block  # not held while the next block is drawn
         truth.append({"dirty": _dirty_sums(pd.concat(dirty, ignore_index=True))})
     return tables.rows

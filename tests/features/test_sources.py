@@ -136,14 +136,14 @@ def test_float_ids_read_the_same_in_any_chunk(tmp_path: Path) -> None:
     """An integral float id loses its '.0' value by value: 2.0 is '2' next to 2.5 or not."""
     write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
     (tmp_path / "events").mkdir()
-    events = RAW_TABLES["events"].iloc[:4][["event_type", "ts"]].assign(event_type="search")
+    events = pd.DataFrame({"event_type": "search", "ts": [f"2024-03-01T10:0{i}:00Z" for i in range(4)]})  # in order
     events.iloc[:2].assign(session_id=[1.0, 2.0]).to_parquet(tmp_path / "events" / "part-0.parquet", index=False)
     events.iloc[2:].assign(session_id=[2.0, 2.5]).to_parquet(tmp_path / "events" / "part-1.parquet", index=False)
-    assert sorted(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "2", "2.5"]  # in time order
-    events.iloc[:2].assign(session_id=[float(2**53 + 2), 1.5e18]).to_parquet(tmp_path / "events" / "part-1.parquet",
+    assert list(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "2", "2.5"]
+    events.iloc[2:].assign(session_id=[float(2**53 + 2), 1.5e18]).to_parquet(tmp_path / "events" / "part-1.parquet",
                                                                             index=False)
-    assert sorted(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == sorted(
-        ["1", "2", "9007199254740994", "1500000000000000000"])
+    assert list(load_shop(tmp_path, now=NOW)["events"]["session_id"]) == ["1", "2", "9007199254740994",
+                                                                          "1500000000000000000"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc (Linux)")
@@ -219,11 +219,13 @@ def test_parts_may_type_a_column_differently(tmp_path: Path) -> None:
     wrote text (two writers, two versions) loads as one table of text ids."""
     write_tables({k: RAW_TABLES[k] for k in ("items", "orders")}, tmp_path, "csv")
     (tmp_path / "events").mkdir()
-    events = RAW_TABLES["events"].iloc[:2][["session_id", "event_type", "ts"]].assign(event_type="search")
-    events.assign(session_id=[11, 12]).to_parquet(tmp_path / "events" / "part-0.parquet", index=False)
-    events.to_parquet(tmp_path / "events" / "part-1.parquet", index=False)
+    events = RAW_TABLES["events"].iloc[:2][["session_id", "event_type"]].assign(event_type="search")
+    events.assign(session_id=[11, 12], ts=["2024-03-01T10:00:00Z", "2024-03-01T10:01:00Z"]).to_parquet(
+        tmp_path / "events" / "part-0.parquet", index=False)
+    events.assign(ts=["2024-03-01T10:02:00Z", "2024-03-01T10:03:00Z"]).to_parquet(
+        tmp_path / "events" / "part-1.parquet", index=False)
     shop = load_shop(tmp_path, now=NOW)
-    assert sorted(shop["events"]["session_id"]) == sorted(["11", "12", *events["session_id"]])  # in time order
+    assert list(shop["events"]["session_id"]) == ["11", "12", *events["session_id"]]
 
 
 def test_a_part_missing_a_column_or_unreadable_is_named(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from features.sources import open_source
@@ -51,11 +50,25 @@ def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
     assert len(_read(tmp_path, "orders")) == 2
 
 
-def test_parquet_refuses_a_block_whose_types_differ(tmp_path: Path) -> None:
-    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)), TableFiles(tmp_path, "parquet") as files:
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("other", [ORDERS.assign(quantity="two"), ORDERS.assign(extra=1.0),
+                                   ORDERS[list(reversed(ORDERS.columns))]], ids=["type", "extra column", "order"])
+def test_a_block_unlike_the_first_is_refused_and_nothing_is_written(fmt: str, other: pd.DataFrame,
+                                                                    tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="orders: a block with columns"), \
+            TableFiles(tmp_path, fmt) as files:  # type: ignore[arg-type]
         files.append({"orders": ORDERS})
-        files.append({"orders": ORDERS.assign(quantity="two")})
+        files.append({"orders": other})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_close_surfaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    files = TableFiles(tmp_path, "csv.gz")
+    files.append({"orders": ORDERS, "items": pd.DataFrame({"item_id": ["i1"]}), "customers": ORDERS.iloc[:1]})
+    files._temporary("items").unlink()  # the second rename fails: its file is gone
+    with pytest.raises(FileNotFoundError):
+        files.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["orders.csv.gz"]  # renamed before the failure
 
 
 def test_a_table_written_in_another_format_is_replaced(tmp_path: Path) -> None:
